@@ -1,0 +1,1 @@
+"""The HTTP side: settings, the Litestar application, auth, command handlers and queries."""

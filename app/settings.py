@@ -1,0 +1,97 @@
+"""Settings: one dataclass per concern, built once from the environment by ``Settings.from_env``.
+
+Nothing reads the environment at import time; the composition roots (``app.main.create_app``
+and ``workers.cli``) build a ``Settings`` and pass it down.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from events.keys import Keys
+
+_DEV_SECRET = secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6380/0"
+    """The Redis holding the log and the decision state (``make run`` starts one on 6380)."""
+    prefix: str = "streamshop"
+    """Key prefix; tests use one per run so they never collide."""
+    partitions: int = 8
+    """Number of log partitions; fixed for the life of a deployment."""
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(prefix=self.prefix, partitions=self.partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class MongoSettings:
+    url: str = "mongodb://127.0.0.1:27018"
+    """MongoDB (or the embedded SecantusDB server ``make run`` starts) for the read models."""
+    database: str = "streamshop"
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSettings:
+    url: str = "postgresql://postgres@127.0.0.1:5432/streamshop"
+    """PostgreSQL for the audit log (schema ``audit``) and the warehouse (schema ``dw``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    jwt_secret: str = ""
+    """HMAC secret for access tokens; the API refuses to start without one outside dev mode."""
+    token_ttl_seconds: int = 3600
+    login_max_failures: int = 5
+    """Failures within ``login_window_seconds`` after which login answers 429."""
+    login_window_seconds: int = 900
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    mongo: MongoSettings = field(default_factory=MongoSettings)
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    default_currency: str = "BRL"
+    log_format: str = "json"
+    """``json`` (one JSON object per line) or ``console`` (for humans)."""
+    dev_mode: bool = False
+    """Dev mode allows a random JWT secret (tokens die with the process)."""
+
+    def jwt_secret(self) -> str:
+        """The configured secret; in dev mode a random one (tokens then die with the process)."""
+        if self.auth.jwt_secret:
+            return self.auth.jwt_secret
+        if self.dev_mode:
+            return _DEV_SECRET
+        raise ValueError("JWT_SECRET is required (set STREAMSHOP_DEV=1 for a throwaway one)")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        dev = env.get("STREAMSHOP_DEV", "0").lower() in ("1", "true", "yes")
+        secret = env.get("JWT_SECRET", "")
+        r, m, pg = RedisSettings(), MongoSettings(), PostgresSettings()
+        return cls(
+            redis=RedisSettings(
+                url=env.get("REDIS_URL", r.url),
+                prefix=env.get("STREAM_PREFIX", r.prefix),
+                partitions=int(env.get("STREAM_PARTITIONS", r.partitions)),
+            ),
+            mongo=MongoSettings(
+                url=env.get("MONGO_URL", m.url),
+                database=env.get("MONGO_DB", m.database),
+            ),
+            postgres=PostgresSettings(url=env.get("DATABASE_URL", pg.url)),
+            auth=AuthSettings(jwt_secret=secret),
+            default_currency=env.get("DEFAULT_CURRENCY", "BRL"),
+            log_format=env.get("LOG_FORMAT", "json"),
+            dev_mode=dev,
+        )

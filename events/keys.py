@@ -1,0 +1,56 @@
+"""The Redis key layout, in one place.
+
+Every key carries a hash tag ``{pN}`` naming a partition, so a Redis Cluster keeps a
+partition's stream and the state of the aggregates that live in it in one slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+
+
+def digest(value: str) -> str:
+    """A stable, non-reversible name for a value we must not store in the clear (an email)."""
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix for a log of ``partitions`` partitions (fixed per deployment)."""
+
+    prefix: str = "streamshop"
+    partitions: int = 8
+
+    def partition_of(self, name: str) -> int:
+        """``crc32(name) % N``: an aggregate (or unique value) always lives in one partition."""
+        return zlib.crc32(name.encode()) % self.partitions
+
+    def tag(self, name: str) -> str:
+        return f"{{p{self.partition_of(name)}}}"
+
+    def log(self, partition: int) -> str:
+        return f"{self.prefix}:log:{{p{partition}}}"
+
+    def logs(self) -> list[str]:
+        return [self.log(p) for p in range(self.partitions)]
+
+    def state(self, aggregate: str) -> str:
+        return f"{self.prefix}:state:{self.tag(aggregate)}:{aggregate}"
+
+    def uniq(self, kind: str, value: str) -> str:
+        name = f"{kind}:{digest(value)}"
+        return f"{self.prefix}:uniq:{self.tag(name)}:{name}"
+
+    def idem(self, key: str) -> str:
+        return f"{self.prefix}:idem:{self.tag(key)}:{key}"
+
+    def ingest(self, source: str) -> str:
+        return f"{self.prefix}:ingest:{source}"
+
+    def dlq(self, consumer: str) -> str:
+        return f"{self.prefix}:dlq:{consumer}"
+
+    def lease(self, projection: str, partition: int) -> str:
+        return f"{self.prefix}:lease:{projection}:{{p{partition}}}"

@@ -1,0 +1,33 @@
+"""JSON Schema export of the event catalog: the machine-readable contract for producers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from events.types import EVENT_TYPES
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+
+
+def render() -> dict[str, bytes]:
+    """File name → pretty JSON Schema, one file per event type (``$defs`` shared inside)."""
+    files: dict[str, bytes] = {}
+    for name, cls in sorted(EVENT_TYPES.items()):
+        schema = msgspec.json.schema(cls)
+        schema["$id"] = f"https://streamshop.dev/schemas/{name}.v{cls.SCHEMA}.json"
+        schema["x-schema-version"] = cls.SCHEMA
+        files[f"{name}.json"] = msgspec.json.format(msgspec.json.encode(schema), indent=2) + b"\n"
+    return files
+
+
+def write(directory: Path = SCHEMA_DIR) -> list[Path]:
+    """Write every schema file; returns the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in render().items():
+        path = directory / name
+        path.write_bytes(content)
+        written.append(path)
+    return written

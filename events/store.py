@@ -1,0 +1,377 @@
+"""The event store: an append-only, partitioned log on Redis Streams with atomic conditional appends.
+
+Port, in the eventsourcing sense: ``append`` (one decision, all or nothing), ``state`` /
+``states`` (the write side's decision state), ``read_partition`` / ``read_all`` (the log).
+Serialisation lives in :mod:`events.codec`; key names in :mod:`events.keys`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ResponseError
+
+from events.codec import RecordedEvent, decode_entry, encode, encode_data
+from events.errors import (
+    AggregateMissing,
+    EventStoreError,
+    GuardFailed,
+    RedisNotSuitable,
+    UniquenessViolation,
+    VersionConflict,
+)
+from events.ids import now_at, uuid7
+from events.keys import Keys
+from events.positions import format_position, parse_stream_id
+from events.types import Event
+
+LIBRARY = "streamshop_v1"
+APPEND_FUNCTION = "streamshop_append_v1"
+IDEMPOTENCY_TTL = 24 * 3600
+
+log = structlog.get_logger("events.store")
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """Who and what caused an append; copied onto every event of it."""
+
+    actor: str = "system"
+    correlation: str = ""
+    causation: str = ""
+    source: str = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """``state(aggregate)[field] >= at_least`` must hold, checked inside the append."""
+
+    aggregate: str
+    field: str
+    at_least: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Reserve a unique ``value`` of ``kind`` for ``owner`` (fails if another owner holds it)."""
+
+    kind: str
+    value: str
+    owner: str
+
+
+@dataclass(slots=True)
+class StateChange:
+    """Decision-state writes for one aggregate: fields to set and counters to add to."""
+
+    set: dict[str, str | int] = field(default_factory=dict)
+    incr: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Append:
+    """Everything one decision writes, and every condition under which it may.
+
+    ``expect`` maps aggregate → the version the decision saw (0: must not exist yet).
+    Events of an aggregate get ``seq`` = its version + 1, + 2, … inside the append.
+    """
+
+    events: list[Event]
+    meta: Metadata = field(default_factory=Metadata)
+    expect: dict[str, int] = field(default_factory=dict)
+    exists: list[str] = field(default_factory=list)
+    absent: list[tuple[str, str]] = field(default_factory=list)
+    guards: list[Guard] = field(default_factory=list)
+    reserve: list[Reservation] = field(default_factory=list)
+    release: list[tuple[str, str]] = field(default_factory=list)
+    state: dict[str, StateChange] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    result: str = ""
+    event_ids: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where the events landed. ``duplicate``: the idempotency key was seen; nothing was written
+    and ``result`` is what the first append stored."""
+
+    entry_ids: list[tuple[int, str]]
+    duplicate: bool = False
+    result: str = ""
+
+    @property
+    def positions(self) -> dict[int, str]:
+        last: dict[int, str] = {}
+        for p, eid in self.entry_ids:
+            if p not in last or parse_stream_id(eid) > parse_stream_id(last[p]):
+                last[p] = eid
+        return last
+
+    @property
+    def position(self) -> str:
+        return format_position(self.positions)
+
+
+class _KeyIndex:
+    """KEYS for one FCALL: each key once, referred to by its 1-based Lua index."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __call__(self, key: str) -> int:
+        index = self._index.get(key)
+        if index is None:
+            self.keys.append(key)
+            index = self._index[key] = len(self.keys)
+        return index
+
+
+class EventStore:
+    """The log and the write side's decision state, on one Redis."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    # -- setup ---------------------------------------------------------------------------
+
+    async def load_functions(self) -> None:
+        """Load (or replace) the append library; its name carries the version."""
+        code = resources.files("events").joinpath("append.lua").read_text()
+        await self.redis.function_load(code, replace=True)
+
+    async def functions_loaded(self) -> bool:
+        libraries = await self.redis.function_list(library=LIBRARY)
+        return bool(libraries)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _request(self, append: Append) -> tuple[list[str], bytes, list[int], list[str]]:
+        k = _KeyIndex()
+        keys = self.keys
+        req: dict[str, Any] = {}
+        if append.idempotency_key is not None:
+            req["idem"] = {
+                "k": k(keys.idem(append.idempotency_key)),
+                "ttl": IDEMPOTENCY_TTL,
+                "result": append.result,
+            }
+        if append.expect:
+            req["expect"] = [
+                {"k": k(keys.state(a)), "a": a, "v": v} for a, v in append.expect.items()
+            ]
+        if append.exists:
+            req["exists"] = [{"k": k(keys.state(a)), "a": a} for a in append.exists]
+        if append.absent:
+            req["absent"] = [{"k": k(keys.state(a)), "a": a, "f": f} for a, f in append.absent]
+        if append.guards:
+            req["guards"] = [
+                {"k": k(keys.state(g.aggregate)), "a": g.aggregate, "f": g.field, "ge": g.at_least}
+                for g in append.guards
+            ]
+        if append.reserve:
+            req["reserve"] = [
+                {"k": k(keys.uniq(r.kind, r.value)), "kind": r.kind, "owner": r.owner}
+                for r in append.reserve
+            ]
+        if append.release:
+            req["release"] = [k(keys.uniq(kind, value)) for kind, value in append.release]
+        if append.state:
+            req["state"] = [
+                {
+                    "k": k(keys.state(a)),
+                    "set": {f: str(v) for f, v in ch.set.items()},
+                    "incr": ch.incr,
+                }
+                for a, ch in append.state.items()
+            ]
+        meta = append.meta
+        at = now_at()
+        ids = append.event_ids or [uuid7() for _ in append.events]
+        partitions: list[int] = []
+        events = []
+        for event_id, event in zip(ids, append.events, strict=True):
+            aggregate = event.aggregate()
+            p = keys.partition_of(aggregate)
+            partitions.append(p)
+            events.append(
+                {
+                    "s": k(keys.log(p)),
+                    "k": k(keys.state(aggregate)),
+                    "f": [
+                        event_id,
+                        type(event).__name__,
+                        str(type(event).SCHEMA),
+                        aggregate,
+                        at,
+                        meta.actor,
+                        meta.correlation or ids[0],
+                        meta.causation,
+                        meta.source,
+                        encode_data(event).decode(),
+                    ],
+                }
+            )
+        req["events"] = events
+        if "idem" in req:
+            req["idem"]["parts"] = partitions
+        return k.keys, encode(req), partitions, ids
+
+    async def append(self, append: Append) -> AppendResult:
+        """Check every condition, then write state, events and idempotency record, atomically.
+
+        Raises a subclass of :class:`~events.errors.AppendRejected` when a check fails; then
+        nothing at all was written.
+        """
+        if not append.events:
+            raise ValueError("an append needs at least one event")
+        keys, request, partitions, _ = self._request(append)
+        raw = await self.redis.fcall(APPEND_FUNCTION, len(keys), *keys, request)
+        reply = msgspec.json.decode(raw)
+        if "ok" in reply:
+            return AppendResult(entry_ids=list(zip(partitions, reply["ok"], strict=True)))
+        if "dup" in reply:
+            stored = reply["dup"]
+            pairs = list(zip(stored.get("parts") or [], stored.get("ids") or [], strict=False))
+            return AppendResult(entry_ids=pairs, duplicate=True, result=stored.get("result", ""))
+        err = reply.get("err")
+        if err == "conflict":
+            raise VersionConflict(reply["aggregate"], int(reply["expected"]), int(reply["actual"]))
+        if err == "missing":
+            raise AggregateMissing(reply["aggregate"])
+        if err == "guard":
+            raise GuardFailed(
+                reply["aggregate"], reply["field"], int(reply["actual"]), int(reply["required"])
+            )
+        if err == "unique":
+            value = next((r.value for r in append.reserve if r.kind == reply["kind"]), "")
+            raise UniquenessViolation(reply["kind"], value, reply["owner"])
+        raise EventStoreError(f"unexpected reply from {APPEND_FUNCTION}: {raw!r}")
+
+    # -- decision state ------------------------------------------------------------------
+
+    async def state(self, aggregate: str) -> dict[str, str]:
+        """The decision state of one aggregate (``{}`` when it does not exist); ``v`` is its version."""
+        raw = await self.redis.hgetall(self.keys.state(aggregate))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def states(self, aggregates: Iterable[str]) -> list[dict[str, str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for aggregate in aggregates:
+                pipe.hgetall(self.keys.state(aggregate))
+            replies = await pipe.execute()
+        return [{k.decode(): v.decode() for k, v in raw.items()} for raw in replies]
+
+    async def owner_of(self, kind: str, value: str) -> str | None:
+        """Who holds a unique value (e.g. the ``account:<id>`` behind an email), if anyone."""
+        raw = await self.redis.get(self.keys.uniq(kind, value))
+        return raw.decode() if raw is not None else None
+
+    # -- reading the log -----------------------------------------------------------------
+
+    async def read_raw(
+        self, partition: int, after: str = "0-0", count: int = 1000
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Entries of one partition strictly after ``after``, undecoded."""
+        start = "-" if after in ("0", "0-0") else f"({after}"
+        rows = await self.redis.xrange(self.keys.log(partition), min=start, max="+", count=count)
+        return [(eid.decode(), fields) for eid, fields in rows]
+
+    async def read_partition(
+        self, partition: int, after: str = "0-0", count: int = 1000
+    ) -> list[RecordedEvent]:
+        """Decoded events of one partition strictly after ``after`` (raises on a malformed entry)."""
+        rows = await self.read_raw(partition, after, count)
+        return [decode_entry(eid, fields, partition) for eid, fields in rows]
+
+    async def iter_partition(
+        self, partition: int, after: str = "0-0", batch: int = 1000
+    ) -> AsyncIterator[RecordedEvent]:
+        while True:
+            events = await self.read_partition(partition, after, batch)
+            for event in events:
+                yield event
+            if len(events) < batch:
+                return
+            after = events[-1].entry_id
+
+    async def read_all(self, batch: int = 1000) -> AsyncIterator[RecordedEvent]:
+        """Every event of every partition, merged by entry id (append time).
+
+        Order across partitions is by time only; order within an aggregate is exact.
+        """
+        iterators = [self.iter_partition(p, batch=batch) for p in range(self.keys.partitions)]
+        heap: list[tuple[tuple[int, int], int, RecordedEvent]] = []
+        for p, it in enumerate(iterators):
+            first = await anext(it, None)
+            if first is not None:
+                heap.append((parse_stream_id(first.entry_id), p, first))
+        heapq.heapify(heap)
+        while heap:
+            _, p, event = heapq.heappop(heap)
+            yield event
+            nxt = await anext(iterators[p], None)
+            if nxt is not None:
+                heapq.heappush(heap, (parse_stream_id(nxt.entry_id), p, nxt))
+
+    async def heads(self) -> dict[int, str | None]:
+        """The last entry id of each partition (``None`` for an empty one)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.keys.partitions):
+                pipe.xrevrange(self.keys.log(p), count=1)
+            replies = await pipe.execute()
+        return {p: (rows[0][0].decode() if rows else None) for p, rows in enumerate(replies)}
+
+    async def count(self) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.keys.partitions):
+                pipe.xlen(self.keys.log(p))
+            replies = await pipe.execute()
+        return sum(replies)
+
+
+async def check_redis(redis: aioredis.Redis) -> list[str]:
+    """Startup checks (invariant 4): refuse a Redis that could lose the log, warn on weak fsync.
+
+    Returns the warnings it logged, raises :class:`RedisNotSuitable` on a refusal.
+    """
+    info = await redis.info("server")
+    version = str(info.get("redis_version", "0"))
+    if tuple(int(x) for x in version.split(".")[:2]) < (7, 0):
+        raise RedisNotSuitable(f"Redis {version} is too old: streamshop needs 7.0 or newer")
+    warnings: list[str] = []
+    try:
+        config = await redis.config_get("maxmemory-policy")
+        config.update(await redis.config_get("appendonly"))
+        config.update(await redis.config_get("appendfsync"))
+    except ResponseError as exc:  # CONFIG can be disabled on managed Redis
+        warnings.append(f"cannot read Redis config ({exc}); persistence not verified")
+        log.warning("redis_config_unreadable", error=str(exc))
+        return warnings
+    cfg = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in config.items()
+    }
+    if cfg.get("maxmemory-policy") != "noeviction":
+        raise RedisNotSuitable(
+            f"maxmemory-policy is {cfg.get('maxmemory-policy')!r}: the log needs 'noeviction', "
+            "or Redis may evict events"
+        )
+    if cfg.get("appendonly") != "yes":
+        warnings.append("AOF persistence is off: acknowledged commands can be lost on a crash")
+    elif cfg.get("appendfsync") != "always":
+        warnings.append(
+            f"appendfsync is {cfg.get('appendfsync')!r}: up to a second of acknowledged "
+            "commands can be lost on a crash"
+        )
+    for warning in warnings:
+        log.warning("redis_persistence_weak", detail=warning)
+    return warnings

@@ -1,0 +1,172 @@
+"""The event catalog: every fact the shop records, as frozen msgspec Structs in one tagged union.
+
+Rules for changing this file (they keep the log readable forever):
+- add fields only with a default; never rename or retype a field in place;
+- a breaking change bumps the type's ``SCHEMA`` and registers an upcaster in
+  ``events/upcasting.py`` that turns the old shape into the new one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+
+Money = Annotated[int, msgspec.Meta(ge=0, description="Amount in integer minor units (centavos).")]
+Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217 currency code.")]
+Role = Literal["customer", "admin"]
+
+
+class BaseEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Common base: the tag (``type``) is the class name; ``SCHEMA`` is the current version."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    def aggregate(self) -> str:  # pragma: no cover - every event overrides it
+        raise NotImplementedError
+
+
+class AccountCreated(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A customer (or admin) account was opened. The only event that carries the password hash."""
+
+    account_id: str
+    email: str
+    name: str
+    password_hash: str
+    role: Role = "customer"
+
+    def aggregate(self) -> str:
+        return f"account:{self.account_id}"
+
+
+class LoginSucceeded(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A login with the right credentials; ``email_digest`` names the login aggregate."""
+
+    account_id: str
+    email_digest: str
+
+    def aggregate(self) -> str:
+        return f"login:{self.email_digest}"
+
+
+class LoginFailed(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A refused login. Unknown emails are recorded by digest only, never by address."""
+
+    email_digest: str
+    reason: Literal["unknown_email", "wrong_password", "rate_limited"]
+    account_id: str | None = None
+
+    def aggregate(self) -> str:
+        return f"login:{self.email_digest}"
+
+
+class ProductCreated(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A product entered the catalog with its opening stock."""
+
+    product_id: str
+    sku: str
+    name: str
+    description: str = ""
+    category: str = ""
+    price: Money
+    currency: Currency = "BRL"
+    stock: Annotated[int, msgspec.Meta(ge=0)] = 0
+    legacy_id: int | None = None
+
+    def aggregate(self) -> str:
+        return f"product:{self.product_id}"
+
+
+class ProductUpdated(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """Some catalog fields of a product changed; a field left ``None`` is unchanged."""
+
+    product_id: str
+    name: str | None = None
+    description: str | None = None
+    category: str | None = None
+    price: Money | None = None
+    currency: Currency | None = None
+
+    def aggregate(self) -> str:
+        return f"product:{self.product_id}"
+
+
+class ProductDeleted(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A product left the catalog; it can no longer be billed."""
+
+    product_id: str
+
+    def aggregate(self) -> str:
+        return f"product:{self.product_id}"
+
+
+class StockAdjusted(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """Stock changed by hand (receiving goods, breakage, counting); orders do not emit this."""
+
+    product_id: str
+    delta: int
+    reason: str = ""
+
+    def aggregate(self) -> str:
+        return f"product:{self.product_id}"
+
+
+class OrderLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One billed line, priced from the catalog state at billing time."""
+
+    product_id: str
+    name: str
+    quantity: Annotated[int, msgspec.Meta(ge=1)]
+    unit_price: Money
+    line_total: Money
+
+
+class OrderBilled(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """An order was billed: stock was taken and the total is final.
+
+    Schema 2 named the per-line price ``unit_price`` and added ``line_total``; schema 1
+    events (``price`` only) are upcast on read.
+    """
+
+    SCHEMA: ClassVar[int] = 2
+
+    order_id: str
+    account_id: str
+    lines: list[OrderLine]
+    total: Money
+    currency: Currency = "BRL"
+
+    def aggregate(self) -> str:
+        return f"order:{self.order_id}"
+
+
+Event = (
+    AccountCreated
+    | LoginSucceeded
+    | LoginFailed
+    | ProductCreated
+    | ProductUpdated
+    | ProductDeleted
+    | StockAdjusted
+    | OrderBilled
+)
+"""The one tagged union every stored, ingested or replayed event decodes into."""
+
+EVENT_TYPES: dict[str, type[BaseEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        AccountCreated,
+        LoginSucceeded,
+        LoginFailed,
+        ProductCreated,
+        ProductUpdated,
+        ProductDeleted,
+        StockAdjusted,
+        OrderBilled,
+    )
+}
+
+CATALOG_EVENT_TYPES: frozenset[str] = frozenset(
+    {"ProductCreated", "ProductUpdated", "ProductDeleted", "StockAdjusted"}
+)
+"""The types an external producer may publish to an ingress stream."""

@@ -1,0 +1,45 @@
+"""The port between the projector runtime (``workers/``) and a view (``projections/``).
+
+A projection knows how events change its store; it knows nothing of consumer groups,
+leases or Redis. The runtime hands it batches of one partition, in log order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from events.codec import RecordedEvent
+
+
+class SinkUnavailable(Exception):
+    """The view's store is down or timing out: retry later, this is not the event's fault.
+
+    The runtime backs off and acknowledges nothing; it never dead-letters on this error.
+    """
+
+
+@runtime_checkable
+class Projection(Protocol):
+    """A view built by folding the log.
+
+    ``apply`` must be idempotent (delivery is at-least-once) and durable when it returns,
+    and it records, in the same write or idempotently after it, the last entry id applied
+    for the partition: that is what :meth:`checkpoint` returns and what read-your-writes
+    waits on.
+    """
+
+    name: str
+    """Stable name: the consumer group, the DLQ stream suffix, the lease and CLI name."""
+
+    async def setup(self) -> None:
+        """Create indexes, tables or schemas; safe to call on every start."""
+        ...
+
+    async def apply(self, partition: int, events: Sequence[RecordedEvent]) -> None:
+        """Apply a batch of one partition's events, in log order."""
+        ...
+
+    async def checkpoint(self, partition: int) -> str | None:
+        """The last entry id applied for ``partition`` (``None`` before the first)."""
+        ...

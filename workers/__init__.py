@@ -1,0 +1,1 @@
+"""Runtime: projector workers, the ingress gateway, replay/rebuild and the ``streamshop`` CLI."""

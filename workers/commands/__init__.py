@@ -1,0 +1,1 @@
+"""Sub-commands of the ``streamshop`` CLI, one module each."""
