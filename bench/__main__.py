@@ -1,0 +1,68 @@
+"""``make bench``: run the benchmark sections, write bench/results/latest.json, print a table.
+
+Sections run in one process against servers started or reached in the same run, so every
+ratio compares two numbers measured on the same machine at the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import durable_redis, machine
+
+SECTIONS = ["append", "http", "projection", "rebuild", "lag", "memory"]
+RESULTS = Path(__file__).parent / "results"
+
+
+def _row(name: str, result: dict[str, Any]) -> str:
+    if "skipped" in result:
+        return f"| {name} | skipped: {result['skipped']} | | |"
+    figures = ", ".join(
+        f"{k}={v}"
+        for k, v in result.items()
+        if k not in ("limit", "params", "ratio") and not isinstance(v, dict | list)
+    )
+    return f"| {name} | {figures} | {result.get('limit', '')} | {result.get('ratio', '')} |"
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": machine()}
+    with durable_redis() as redis_url:
+        for name in args.sections:
+            try:
+                module = importlib.import_module(f"bench.{name}")
+            except ModuleNotFoundError as exc:
+                results[name] = {"skipped": f"bench.{name} not available ({exc.name})"}
+                continue
+            print(f"running {name} …", flush=True)
+            kwargs: dict[str, Any] = {"redis_url": redis_url}
+            if name == "rebuild" and args.events:
+                kwargs["events"] = args.events
+            results[name] = await module.run(**kwargs)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("sections", nargs="*", default=SECTIONS, choices=SECTIONS)
+    parser.add_argument("--events", type=int, default=0, help="log size for the rebuild figure")
+    args = parser.parse_args()
+    args.sections = args.sections or SECTIONS
+    results = asyncio.run(main_async(args))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nstreamshop benchmarks, {results['date']}, {results['machine']['cores']} cores\n")
+    print("| figure | measured | compared with | ratio |")
+    print("|---|---|---|---|")
+    for name in args.sections:
+        print(_row(name, results[name]))
+
+
+if __name__ == "__main__":
+    main()
