@@ -1,0 +1,281 @@
+"""Catalog commands: create, update, delete a product and adjust its stock.
+
+Used by the admin HTTP routes and by the ingress gateway (``workers/ingest.py``), which
+calls :func:`execute` so external producers go through exactly the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import msgspec
+
+from app.commands.base import (
+    Command,
+    result_json,
+    retrying,
+    state_int,
+    uniqueness_error,
+    validated,
+    version,
+    with_result,
+)
+from app.commands.errors import (
+    EmptyUpdate,
+    InsufficientStock,
+    InvalidCommand,
+    ProductAlreadyExists,
+    ProductNotFound,
+)
+from events.errors import AggregateMissing, GuardFailed, UniquenessViolation
+from events.ids import uuid7
+from events.store import (
+    Append,
+    AppendResult,
+    EventStore,
+    Guard,
+    Metadata,
+    Reservation,
+    StateChange,
+)
+from events.types import ProductCreated, ProductDeleted, ProductUpdated, StockAdjusted
+
+ProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Sku = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Description = Annotated[str, msgspec.Meta(max_length=5000)]
+Category = Annotated[str, msgspec.Meta(max_length=100)]
+Price = Annotated[int, msgspec.Meta(ge=0, le=10**12, description="Integer minor units.")]
+Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code.")]
+Stock = Annotated[int, msgspec.Meta(ge=0, le=10**9)]
+Delta = Annotated[int, msgspec.Meta(ge=-(10**9), le=10**9)]
+Reason = Annotated[str, msgspec.Meta(max_length=500)]
+LegacyId = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+
+
+class CreateProduct(Command, frozen=True, kw_only=True):
+    """Add a product. Without ``product_id`` one is generated (and returned in the result)."""
+
+    product_id: ProductId | None = None
+    sku: Sku
+    name: Name
+    description: Description = ""
+    category: Category = ""
+    price: Price
+    currency: Currency = "BRL"
+    stock: Stock = 0
+    legacy_id: LegacyId | None = None
+    """The product's id in the old Portuguese API; reserved so legacy orders can name it."""
+
+
+class UpdateProduct(Command, frozen=True, kw_only=True):
+    """Change catalog fields; ``None`` leaves a field as it is."""
+
+    product_id: ProductId
+    name: Name | None = None
+    description: Description | None = None
+    category: Category | None = None
+    price: Price | None = None
+    currency: Currency | None = None
+
+
+class DeleteProduct(Command, frozen=True, kw_only=True):
+    product_id: ProductId
+
+
+class AdjustStock(Command, frozen=True, kw_only=True):
+    """Add (receiving) or remove (breakage, counting) stock by hand; never below zero."""
+
+    product_id: ProductId
+    delta: Delta
+    reason: Reason = ""
+
+
+CatalogCommand = CreateProduct | UpdateProduct | DeleteProduct | AdjustStock
+
+
+def product_aggregate(product_id: str) -> str:
+    return f"product:{product_id}"
+
+
+def _is_live(state: dict[str, str]) -> bool:
+    return version(state) > 0 and "deleted" not in state
+
+
+# -- pure decisions ------------------------------------------------------------------------
+
+
+def decide_create_product(cmd: CreateProduct, state: dict[str, str]) -> Append:
+    """A new product: its version must still be 0, its SKU (and legacy id) free."""
+    if cmd.product_id is None:
+        raise InvalidCommand("product_id must be assigned before deciding", field="product_id")
+    if version(state) > 0:
+        raise ProductAlreadyExists(f"product {cmd.product_id} already exists", field="product_id")
+    aggregate = product_aggregate(cmd.product_id)
+    reserve = [Reservation("sku", cmd.sku, aggregate)]
+    fields: dict[str, str | int] = {
+        "sku": cmd.sku,
+        "name": cmd.name,
+        "price": cmd.price,
+        "currency": cmd.currency,
+        "stock": cmd.stock,
+    }
+    if cmd.legacy_id is not None:
+        reserve.append(Reservation("legacy_product", str(cmd.legacy_id), aggregate))
+        fields["legacy_id"] = cmd.legacy_id
+    event = ProductCreated(
+        product_id=cmd.product_id,
+        sku=cmd.sku,
+        name=cmd.name,
+        description=cmd.description,
+        category=cmd.category,
+        price=cmd.price,
+        currency=cmd.currency,
+        stock=cmd.stock,
+        legacy_id=cmd.legacy_id,
+    )
+    return Append(
+        events=[event],
+        expect={aggregate: 0},
+        reserve=reserve,
+        state={aggregate: StateChange(set=fields)},
+        result=result_json({"product_id": cmd.product_id}),
+    )
+
+
+def decide_update_product(cmd: UpdateProduct, state: dict[str, str]) -> Append:
+    """Only fields that are given and differ make the event; a no-op update is refused."""
+    if not _is_live(state):
+        raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
+    changes = {
+        name: value
+        for name in ("name", "description", "category", "price", "currency")
+        if (value := getattr(cmd, name)) is not None
+    }
+    if not changes:
+        raise EmptyUpdate("give at least one field to change")
+    aggregate = product_aggregate(cmd.product_id)
+    decision_fields = {k: v for k, v in changes.items() if k in ("name", "price", "currency")}
+    return Append(
+        events=[ProductUpdated(product_id=cmd.product_id, **changes)],
+        expect={aggregate: version(state)},
+        state={aggregate: StateChange(set=decision_fields)} if decision_fields else {},
+        result=result_json({"product_id": cmd.product_id}),
+    )
+
+
+def decide_delete_product(cmd: DeleteProduct, state: dict[str, str]) -> Append:
+    """Marks the product deleted (orders then refuse it) and frees its SKU for reuse."""
+    if not _is_live(state):
+        raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
+    aggregate = product_aggregate(cmd.product_id)
+    return Append(
+        events=[ProductDeleted(product_id=cmd.product_id)],
+        expect={aggregate: version(state)},
+        release=[("sku", state["sku"])] if state.get("sku") else [],
+        state={aggregate: StateChange(set={"deleted": 1})},
+        result=result_json({"product_id": cmd.product_id}),
+    )
+
+
+def decide_adjust_stock(cmd: AdjustStock, state: dict[str, str]) -> Append:
+    """No version expected: stock is a counter, so adjustments and orders never conflict;
+    the guard inside the append keeps it from going below zero."""
+    if not _is_live(state):
+        raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
+    if cmd.delta == 0:
+        raise InvalidCommand("delta must not be zero", field="delta")
+    if cmd.delta < 0 and state_int(state, "stock") < -cmd.delta:
+        raise InsufficientStock(
+            f"product {cmd.product_id} has {state_int(state, 'stock')} in stock, "
+            f"cannot remove {-cmd.delta}",
+            field="delta",
+            product_id=cmd.product_id,
+        )
+    aggregate = product_aggregate(cmd.product_id)
+    return Append(
+        events=[StockAdjusted(product_id=cmd.product_id, delta=cmd.delta, reason=cmd.reason)],
+        exists=[aggregate],
+        absent=[(aggregate, "deleted")],
+        guards=[Guard(aggregate, "stock", -cmd.delta)] if cmd.delta < 0 else [],
+        state={aggregate: StateChange(incr={"stock": cmd.delta})},
+        result=result_json({"product_id": cmd.product_id}),
+    )
+
+
+_DECIDERS: dict[type[Any], Callable[[Any, dict[str, str]], Append]] = {
+    CreateProduct: decide_create_product,
+    UpdateProduct: decide_update_product,
+    DeleteProduct: decide_delete_product,
+    AdjustStock: decide_adjust_stock,
+}
+
+
+# -- handler -------------------------------------------------------------------------------
+
+
+async def handle_catalog(
+    store: EventStore,
+    command: CatalogCommand,
+    meta: Metadata,
+    *,
+    idempotency_key: str | None = None,
+    event_id: str | None = None,
+) -> AppendResult:
+    """Load the product's decision state, decide, append once; retry on version conflicts."""
+    command = validated(command)
+    if isinstance(command, CreateProduct) and command.product_id is None:
+        command = msgspec.structs.replace(command, product_id=uuid7())
+    decide = _DECIDERS[type(command)]
+    aggregate = product_aggregate(command.product_id or "")
+
+    async def attempt() -> AppendResult:
+        state = await store.state(aggregate)
+        append = decide(command, state)
+        append.meta = meta
+        append.idempotency_key = idempotency_key
+        if event_id is not None:
+            append.event_ids = [event_id]
+        try:
+            return with_result(await store.append(append), append)
+        except UniquenessViolation as exc:
+            raise uniqueness_error(exc) from exc
+        except AggregateMissing as exc:
+            raise ProductNotFound(
+                f"product {command.product_id} does not exist", field="product_id"
+            ) from exc
+        except GuardFailed as exc:
+            raise InsufficientStock(
+                f"product {command.product_id} has {exc.actual} in stock", field="delta"
+            ) from exc
+
+    return await retrying(attempt, what=f"{type(command).__name__} {command.product_id}")
+
+
+CATALOG_HANDLERS: dict[type[Any], Callable[..., Awaitable[AppendResult]]] = {
+    CreateProduct: handle_catalog,
+    UpdateProduct: handle_catalog,
+    DeleteProduct: handle_catalog,
+    AdjustStock: handle_catalog,
+}
+
+
+async def execute(
+    store: EventStore,
+    command: CatalogCommand,
+    meta: Metadata,
+    *,
+    idempotency_key: str | None = None,
+    event_id: str | None = None,
+) -> AppendResult:
+    """Run one catalog command through the write path.
+
+    ``event_id`` becomes the id of the (single) event appended, so an ingested message keeps
+    its producer's id. Raises a :class:`~app.commands.errors.DomainError` when refused.
+    The result's ``result`` is JSON ``{"product_id": ...}`` (also on an idempotent replay).
+    """
+    handler = CATALOG_HANDLERS.get(type(command))
+    if handler is None:
+        raise TypeError(f"not a catalog command: {type(command).__name__}")
+    return await handler(store, command, meta, idempotency_key=idempotency_key, event_id=event_id)

@@ -1,0 +1,133 @@
+"""Named domain errors of the write side; ``app.problems`` maps each to one problem+json answer.
+
+Every error carries an HTTP ``status``, a stable ``slug`` (the problem ``type``), a human
+``detail`` and, when one input is at fault, the ``field`` naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class DomainError(Exception):
+    """A command was refused for a reason the caller can act on; nothing was appended."""
+
+    status: ClassVar[int] = 422
+    slug: ClassVar[str] = "domain-error"
+    title: ClassVar[str] = "Command refused"
+
+    def __init__(self, detail: str, *, field: str | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.extra = extra
+
+
+class InvalidCommand(DomainError):
+    """A command built outside HTTP (CLI, ingest) broke a field constraint."""
+
+    slug = "invalid-command"
+    title = "Invalid command"
+
+
+class DuplicateEmail(DomainError):
+    status = 409
+    slug = "duplicate-email"
+    title = "Email already registered"
+
+
+class AccountAlreadyExists(DomainError):
+    status = 409
+    slug = "account-exists"
+    title = "Account already exists"
+
+
+class AccountNotFound(DomainError):
+    slug = "account-not-found"
+    title = "Account not found"
+
+
+class InvalidCredentials(DomainError):
+    """One answer for an unknown email and a wrong password, so neither can be told apart."""
+
+    status = 401
+    slug = "invalid-credentials"
+    title = "Invalid credentials"
+
+
+class RateLimited(DomainError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many attempts"
+
+    def __init__(self, detail: str, *, retry_after: int, field: str | None = None) -> None:
+        super().__init__(detail, field=field)
+        self.retry_after = max(1, retry_after)
+
+
+class DuplicateSku(DomainError):
+    status = 409
+    slug = "duplicate-sku"
+    title = "SKU already in the catalog"
+
+
+class DuplicateLegacyId(DomainError):
+    status = 409
+    slug = "duplicate-legacy-id"
+    title = "Legacy id already mapped"
+
+
+class ProductAlreadyExists(DomainError):
+    status = 409
+    slug = "product-exists"
+    title = "Product already exists"
+
+
+class ProductNotFound(DomainError):
+    """A catalog command named a product that does not exist (or was deleted)."""
+
+    status = 404
+    slug = "product-not-found"
+    title = "Product not found"
+
+
+class EmptyUpdate(DomainError):
+    slug = "empty-update"
+    title = "Nothing to update"
+
+
+class UnknownProduct(DomainError):
+    """An order line named a product that does not exist or was deleted."""
+
+    slug = "unknown-product"
+    title = "Unknown product"
+
+
+class InsufficientStock(DomainError):
+    status = 409
+    slug = "insufficient-stock"
+    title = "Insufficient stock"
+
+
+class MixedCurrencies(DomainError):
+    slug = "mixed-currencies"
+    title = "Products priced in different currencies"
+
+
+class IdempotencyKeyReused(DomainError):
+    slug = "idempotency-key-reused"
+    title = "Idempotency key reused with a different request"
+
+
+class ConcurrentModification(DomainError):
+    """Optimistic retries ran out: other writers kept changing the same aggregate."""
+
+    status = 409
+    slug = "concurrent-modification"
+    title = "Concurrent modification"
+
+
+class Forbidden(DomainError):
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
