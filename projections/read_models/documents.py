@@ -1,0 +1,107 @@
+"""Beanie documents of the read models: what the query API reads, and the indexes it needs.
+
+The projection writes these collections with raw, version-guarded bulk updates (see
+:mod:`projections.read_models.projection`); Beanie is the typed read side. Fields that only
+the projection uses for idempotency (``applied``) are not declared, so they never leave
+the database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from beanie import Document
+from pydantic import BaseModel, Field
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+
+class AccountView(Document):
+    """An account as its owner sees it; never a password hash."""
+
+    id: str  # type: ignore[assignment]
+    email: str = ""
+    name: str = ""
+    role: str = "customer"
+    created_at: datetime | None = None
+    last_login_at: datetime | None = None
+    orders_count: int = 0
+    total_spent: int = 0
+    version: int = 0
+    """Aggregate version (``seq``) of the last account event applied; 0 for a stub."""
+
+    class Settings:
+        name = "accounts"
+        indexes = [IndexModel([("email", ASCENDING)], name="email")]
+
+
+class ProductView(Document):
+    """The catalog as customers see it. ``name_key`` is the case-folded name (search, sort)."""
+
+    id: str  # type: ignore[assignment]
+    sku: str = ""
+    name: str = ""
+    name_key: str = ""
+    description: str = ""
+    category: str = ""
+    price: int = 0
+    currency: str = "BRL"
+    stock: int = 0
+    deleted: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int = 0
+
+    class Settings:
+        name = "products"
+        indexes = [
+            IndexModel(
+                [("deleted", ASCENDING), ("name_key", ASCENDING), ("_id", ASCENDING)],
+                name="by_name",
+            ),
+            IndexModel(
+                [("deleted", ASCENDING), ("price", ASCENDING), ("_id", ASCENDING)], name="by_price"
+            ),
+            IndexModel(
+                [("deleted", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)],
+                name="by_created",
+            ),
+            IndexModel(
+                [("deleted", ASCENDING), ("category", ASCENDING), ("price", ASCENDING)],
+                name="by_category",
+            ),
+            IndexModel([("stock", ASCENDING)], name="by_stock"),
+            IndexModel([("sku", ASCENDING)], name="by_sku"),
+        ]
+
+
+class OrderLineView(BaseModel):
+    product_id: str
+    name: str
+    quantity: int
+    unit_price: int
+    line_total: int
+
+
+class OrderView(Document):
+    """A billed order, listed newest first per account."""
+
+    id: str  # type: ignore[assignment]
+    account_id: str
+    lines: list[OrderLineView] = Field(default_factory=list)
+    total: int = 0
+    currency: str = "BRL"
+    billed_at: datetime
+    version: int = 0
+
+    class Settings:
+        name = "orders"
+        indexes = [
+            IndexModel(
+                [("account_id", ASCENDING), ("billed_at", DESCENDING), ("_id", DESCENDING)],
+                name="by_account_newest",
+            )
+        ]
+
+
+DOCUMENTS: list[type[Document]] = [AccountView, ProductView, OrderView]
+"""Pass to ``init_beanie(database=db, document_models=DOCUMENTS)``."""

@@ -1,0 +1,270 @@
+"""The read-models projection: folds the log into the ``accounts``, ``products`` and ``orders``
+collections with idempotent, version-guarded bulk writes.
+
+Exactly once, without transactions:
+
+* An event changes its own aggregate's document only where ``version < seq`` and sets
+  ``version = seq``; an older or duplicate event matches nothing. Creation events upsert;
+  when the document already holds that version the upsert hits the ``_id`` index
+  (E11000), which means "already applied" and is skipped.
+* An ``OrderBilled`` also changes other aggregates (the account's counters, each product's
+  stock) that live in other partitions. Those writes are guarded by a per-source-partition
+  watermark on the target document, ``applied.p<P>`` = the sortable entry id of the last
+  event of partition ``P`` applied to it: a partition is delivered in log order (invariant
+  6), so an entry at or below the watermark was applied already. This stays O(1) per
+  document, where a set of applied order ids would grow with every sale of a product.
+* Cross-aggregate writes commute (``$inc``, ``$max``) and create a stub (``version: 0``)
+  when their target is not there yet, so partitions may be applied in any relative order
+  (a rebuild replays them concurrently); the creation event then fills the stub in.
+
+The checkpoint is written after the batch; replaying a batch is a no-op by the above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import IndexModel, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, ConnectionFailure
+
+from events.codec import RecordedEvent
+from events.positions import parse_stream_id
+from events.types import (
+    AccountCreated,
+    LoginSucceeded,
+    OrderBilled,
+    ProductCreated,
+    ProductDeleted,
+    ProductUpdated,
+    StockAdjusted,
+)
+from projections.base import SinkUnavailable
+from projections.read_models.documents import AccountView, OrderView, ProductView
+
+DUPLICATE_KEY = 11000
+
+
+@dataclass(frozen=True, slots=True)
+class Collections:
+    """Collection names; a rebuild writes fresh (versioned) names and swaps them in."""
+
+    accounts: str = "accounts"
+    products: str = "products"
+    orders: str = "orders"
+    checkpoints: str = "checkpoints"
+
+    @classmethod
+    def suffixed(cls, suffix: str) -> Collections:
+        base = cls()
+        return cls(
+            accounts=f"{base.accounts}{suffix}",
+            products=f"{base.products}{suffix}",
+            orders=f"{base.orders}{suffix}",
+            checkpoints=f"{base.checkpoints}{suffix}",
+        )
+
+
+Write = tuple[str, UpdateOne]
+"""(collection role: ``accounts`` | ``products`` | ``orders``, the update)."""
+
+
+def mark(entry_id: str) -> str:
+    """A stream entry id as a string that sorts like the id (for ``$gte`` watermarks)."""
+    ms, seq = parse_stream_id(entry_id)
+    return f"{ms:016d}-{seq:012d}"
+
+
+def _own(aggregate_id: str, seq: int, update: dict[str, Any], *, upsert: bool = False) -> UpdateOne:
+    update.setdefault("$set", {})["version"] = seq
+    return UpdateOne({"_id": aggregate_id, "version": {"$lt": seq}}, update, upsert=upsert)
+
+
+def _cross(target_id: str, partition: int, at: str, update: dict[str, Any]) -> UpdateOne:
+    field = f"applied.p{partition}"
+    update.setdefault("$set", {})[field] = at
+    update.setdefault("$setOnInsert", {})["version"] = 0
+    return UpdateOne({"_id": target_id, field: {"$not": {"$gte": at}}}, update, upsert=True)
+
+
+def on_account_created(rec: RecordedEvent, e: AccountCreated) -> list[Write]:
+    fields = {"email": e.email, "name": e.name, "role": e.role, "created_at": rec.at}
+    update = {"$set": fields, "$setOnInsert": {"orders_count": 0, "total_spent": 0}}
+    return [("accounts", _own(e.account_id, rec.seq, update, upsert=True))]
+
+
+def on_login_succeeded(rec: RecordedEvent, e: LoginSucceeded) -> list[Write]:
+    update = {"$max": {"last_login_at": rec.at}, "$setOnInsert": {"version": 0}}
+    return [("accounts", UpdateOne({"_id": e.account_id}, update, upsert=True))]
+
+
+def on_product_created(rec: RecordedEvent, e: ProductCreated) -> list[Write]:
+    fields = {
+        "sku": e.sku,
+        "name": e.name,
+        "name_key": e.name.casefold(),
+        "description": e.description,
+        "category": e.category,
+        "price": e.price,
+        "currency": e.currency,
+        "deleted": False,
+        "created_at": rec.at,
+        "updated_at": rec.at,
+    }
+    # Opening stock is added, not set: sales from other partitions may already be counted.
+    update = {"$set": fields, "$inc": {"stock": e.stock}}
+    return [("products", _own(e.product_id, rec.seq, update, upsert=True))]
+
+
+def on_product_updated(rec: RecordedEvent, e: ProductUpdated) -> list[Write]:
+    fields: dict[str, Any] = {"updated_at": rec.at}
+    for name in ("name", "description", "category", "price", "currency"):
+        value = getattr(e, name)
+        if value is not None:
+            fields[name] = value
+    if e.name is not None:
+        fields["name_key"] = e.name.casefold()
+    return [("products", _own(e.product_id, rec.seq, {"$set": fields}))]
+
+
+def on_product_deleted(rec: RecordedEvent, e: ProductDeleted) -> list[Write]:
+    update = {"$set": {"deleted": True, "updated_at": rec.at}}
+    return [("products", _own(e.product_id, rec.seq, update))]
+
+
+def on_stock_adjusted(rec: RecordedEvent, e: StockAdjusted) -> list[Write]:
+    update = {"$inc": {"stock": e.delta}, "$set": {"updated_at": rec.at}}
+    return [("products", _own(e.product_id, rec.seq, update))]
+
+
+def on_order_billed(rec: RecordedEvent, e: OrderBilled) -> list[Write]:
+    doc = {
+        "account_id": e.account_id,
+        "lines": [
+            {
+                "product_id": line.product_id,
+                "name": line.name,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "line_total": line.line_total,
+            }
+            for line in e.lines
+        ],
+        "total": e.total,
+        "currency": e.currency,
+        "billed_at": rec.at,
+    }
+    at = mark(rec.entry_id)
+    writes: list[Write] = [("orders", _own(e.order_id, rec.seq, {"$set": doc}, upsert=True))]
+    account = {"$inc": {"orders_count": 1, "total_spent": e.total}}
+    writes.append(("accounts", _cross(e.account_id, rec.partition, at, account)))
+    sold: dict[str, int] = defaultdict(int)
+    for line in e.lines:
+        sold[line.product_id] += line.quantity
+    for product_id, quantity in sold.items():
+        update = {"$inc": {"stock": -quantity}}
+        writes.append(("products", _cross(product_id, rec.partition, at, update)))
+    return writes
+
+
+def writes_for(rec: RecordedEvent) -> list[Write]:
+    """The route table: event type → its writes. Types not listed change no read model."""
+    match rec.event:
+        case AccountCreated() as e:
+            return on_account_created(rec, e)
+        case LoginSucceeded() as e:
+            return on_login_succeeded(rec, e)
+        case ProductCreated() as e:
+            return on_product_created(rec, e)
+        case ProductUpdated() as e:
+            return on_product_updated(rec, e)
+        case ProductDeleted() as e:
+            return on_product_deleted(rec, e)
+        case StockAdjusted() as e:
+            return on_stock_adjusted(rec, e)
+        case OrderBilled() as e:
+            return on_order_billed(rec, e)
+        case _:
+            return []
+
+
+async def bulk_apply(collection: AsyncCollection, ops: list[UpdateOne]) -> None:
+    """One ordered bulk write; a duplicate-key error on an upsert means "already applied",
+    so the write is skipped and the rest resumes in order."""
+    start = 0
+    while start < len(ops):
+        try:
+            await collection.bulk_write(ops[start:], ordered=True)
+            return
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or []
+            if not errors or errors[0].get("code") != DUPLICATE_KEY:
+                raise
+            start += int(errors[0]["index"]) + 1
+
+
+class ReadModelsProjection:
+    """Accounts, products and orders in MongoDB (see the module docstring for idempotency)."""
+
+    name = "read_models"
+
+    def __init__(self, db: AsyncDatabase, collections: Collections | None = None) -> None:
+        self.db = db
+        self.collections = collections or Collections()
+
+    def _collection(self, role: str) -> AsyncCollection:
+        return self.db[getattr(self.collections, role)]
+
+    async def setup(self) -> None:
+        """Create the query indexes on the configured collection names (idempotent)."""
+        specs: list[tuple[str, list[IndexModel]]] = [
+            ("accounts", AccountView.Settings.indexes),
+            ("products", ProductView.Settings.indexes),
+            ("orders", OrderView.Settings.indexes),
+        ]
+        try:
+            for role, indexes in specs:
+                await self._collection(role).create_indexes(indexes)
+        except ConnectionFailure as exc:
+            raise SinkUnavailable(str(exc)) from exc
+
+    async def apply(self, partition: int, events: Sequence[RecordedEvent]) -> None:
+        if not events:
+            return
+        grouped: dict[str, list[UpdateOne]] = defaultdict(list)
+        for rec in events:
+            for role, op in writes_for(rec):
+                grouped[role].append(op)
+        last = events[-1].entry_id
+        checkpoint = UpdateOne(
+            {"_id": partition, "mark": {"$not": {"$gte": mark(last)}}},
+            {"$set": {"entry_id": last, "mark": mark(last)}},
+            upsert=True,
+        )
+        try:
+            await asyncio.gather(
+                *(bulk_apply(self._collection(role), ops) for role, ops in grouped.items())
+            )
+            await bulk_apply(self.db[self.collections.checkpoints], [checkpoint])
+        except ConnectionFailure as exc:
+            raise SinkUnavailable(str(exc)) from exc
+
+    async def checkpoint(self, partition: int) -> str | None:
+        try:
+            doc = await self.db[self.collections.checkpoints].find_one({"_id": partition})
+        except ConnectionFailure as exc:
+            raise SinkUnavailable(str(exc)) from exc
+        return None if doc is None else str(doc["entry_id"])
+
+    async def checkpoints(self) -> dict[int, str | None]:
+        """Every partition's checkpoint at once (read-your-writes polls this)."""
+        try:
+            docs = await self.db[self.collections.checkpoints].find({}).to_list(None)
+        except ConnectionFailure as exc:
+            raise SinkUnavailable(str(exc)) from exc
+        return {int(doc["_id"]): str(doc["entry_id"]) for doc in docs}
