@@ -1,0 +1,38 @@
+"""``streamshop audit verify``: recompute every hash chain of the audit log, name the first
+broken row of each partition, exit 1 if any."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import asyncpg
+
+from app.settings import Settings
+from projections.audit import verify_chains
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    verify = sub.add_parser("verify", help="recompute the hash chains and report breaks")
+    verify.add_argument("--schema", default="audit", help="audit schema (default: audit)")
+    verify.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: DATABASE_URL)")
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    dsn = args.dsn or settings.postgres.url
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        report = await verify_chains(pool, args.schema)
+    finally:
+        await pool.close()
+    if report.ok:
+        print(f"audit log OK: {report.rows} rows in {report.partitions} chains")
+        return 0
+    for broken in report.breaks:
+        print(f"BROKEN: {broken}", file=sys.stderr)
+    print(
+        f"audit log TAMPERED: {len(report.breaks)} broken chain(s), {report.rows} rows read",
+        file=sys.stderr,
+    )
+    return 1
