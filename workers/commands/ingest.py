@@ -1,0 +1,59 @@
+"""``streamshop ingest``: run the ingress gateway for external producers until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import redis.asyncio as aioredis
+
+from app.settings import Settings
+from events.store import EventStore, check_redis
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="serve {prefix}:ingest:NAME (repeatable); without it: 'produtos' plus every "
+        "ingress stream found, looked up again periodically",
+    )
+    parser.add_argument("--batch", type=int, default=100, help="entries per XREADGROUP")
+    parser.add_argument("--block-ms", type=int, default=1000, help="XREADGROUP BLOCK")
+    parser.add_argument(
+        "--discover-interval", type=float, default=5.0, help="seconds between stream look-ups"
+    )
+    parser.add_argument("--consumer", default=None, help="consumer name (default: host name)")
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.ingest import DEFAULT_SOURCES, IngestGateway
+
+    keys = settings.redis.keys
+    redis = aioredis.Redis.from_url(settings.redis.url)
+    try:
+        await check_redis(redis)
+        store = EventStore(redis, keys)
+        if not await store.functions_loaded():
+            await store.load_functions()
+        gateway = IngestGateway(
+            redis,
+            store,
+            keys,
+            args.source or DEFAULT_SOURCES,
+            discover=not args.source,
+            discover_interval=args.discover_interval,
+            consumer=args.consumer,
+            batch=args.batch,
+            block_ms=args.block_ms,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, gateway.stop)
+        await gateway.run()
+    finally:
+        await redis.aclose()
+    return 0

@@ -1,0 +1,726 @@
+"""The ingress gateway: external producers' streams in, catalog commands out, garbage to a DLQ.
+
+External (Java) services ``XADD`` catalog events to ``{prefix}:ingest:<source>``; the
+contract is ``docs/producers.md``. The gateway reads every ingress stream through one
+consumer group (``gateway``), validates each entry with the same msgspec types the log
+uses, and turns a valid one into the matching catalog command, executed by
+``app.commands.catalog.execute`` — the API's own write path, with its version checks and
+decision-state updates. That call into ``app/`` is the one deliberate exception to the
+``workers → events, projections`` rule: the gateway is a second entry point to the write
+side, and a second, hand-written copy of the catalog rules would drift.
+
+Every entry ends in exactly one of: appended (or recognised as a duplicate by its
+producer event id), or dead-lettered to ``{prefix}:dlq:ingest:<source>`` with the reason.
+Only then is it acknowledged. Redis being unreachable is neither: the gateway backs off
+and retries the same entry, so nothing is skipped and order within a stream is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from events.codec import encode
+from events.errors import AppendRejected, VersionConflict
+from events.ids import now_at, parse_at
+from events.keys import Keys
+from events.store import AppendResult, EventStore, Metadata
+from events.types import (
+    CATALOG_EVENT_TYPES,
+    EVENT_TYPES,
+    ProductCreated,
+    ProductDeleted,
+    ProductUpdated,
+    StockAdjusted,
+)
+from events.upcasting import upcast
+from workers import legacy_feed
+
+log = structlog.get_logger("workers.ingest")
+
+GROUP = "gateway"
+DEFAULT_SOURCES: tuple[str, ...] = ("produtos",)
+"""Streams the gateway always serves, discovered or not (the legacy feed)."""
+LEGACY_SOURCES: frozenset[str] = frozenset({"produtos"})
+"""Sources whose entries may carry the legacy ``payload`` field instead of an event."""
+MAX_ENTRY_BYTES = 64 * 1024
+"""Field names plus values of one ingress entry; bigger ones are dead-lettered unread."""
+
+REQUIRED_FIELDS: tuple[str, ...] = ("id", "type", "schema", "data")
+OPTIONAL_FIELDS: tuple[str, ...] = ("at", "actor", "correlation", "causation")
+META_MAX_CHARS = 200
+_DLQ_VALUE_MAX_CHARS = 4096
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_AT_PATH = re.compile(r"at `\$((?:\.[A-Za-z0-9_]+|\[\d+\])*)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+CatalogEvent = ProductCreated | ProductUpdated | ProductDeleted | StockAdjusted
+
+
+class Execute(Protocol):
+    """``app.commands.catalog.execute``: one catalog command through the API's write path."""
+
+    def __call__(
+        self,
+        store: EventStore,
+        command: Any,
+        meta: Metadata,
+        *,
+        idempotency_key: str | None = None,
+        event_id: str | None = None,
+    ) -> Awaitable[AppendResult]: ...
+
+
+# -- validation (pure) -------------------------------------------------------------------
+
+
+class Invalid(ValueError):
+    """An entry that breaks the contract; ``field`` names the part at fault (``data.price``)."""
+
+    def __init__(self, reason: str, field: str = "", event_id: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+        self.event_id = event_id
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """A valid ingress entry: the producer's event id, the event, and who caused it."""
+
+    event_id: str
+    event: CatalogEvent
+    meta: Metadata
+    at: str | None = None
+
+
+def _field_of(error: msgspec.ValidationError, prefix: str) -> str:
+    """``Expected `int`, got `str` - at `$.price``` → ``data.price``."""
+    text = str(error)
+    if match := _AT_PATH.search(text):
+        path = match.group(1).lstrip(".")
+        if missing := _MISSING.search(text):
+            path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        return f"{prefix}.{path}" if path else prefix
+    if missing := _MISSING.search(text):
+        return f"{prefix}.{missing.group(1)}"
+    return prefix
+
+
+def _text(fields: dict[bytes, bytes], name: str) -> str | None:
+    raw = fields.get(name.encode())
+    if raw is None:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"field {name!r} is not UTF-8", name) from exc
+
+
+def entry_size(fields: dict[bytes, bytes]) -> int:
+    return sum(len(k) + len(v) for k, v in fields.items())
+
+
+def validate(
+    source: str, fields: dict[bytes, bytes], *, max_entry_bytes: int = MAX_ENTRY_BYTES
+) -> Ingested:
+    """Check one ingress entry against the contract; raises :class:`Invalid` naming the field.
+
+    Stricter than reading the log: unknown entry fields and unknown keys inside ``data``
+    are refused, so a producer's typo (``prcie``) fails loudly instead of becoming a default.
+    """
+    size = entry_size(fields)
+    if size > max_entry_bytes:
+        raise Invalid(f"entry is {size} bytes, the limit is {max_entry_bytes}", "entry")
+    names = set()
+    for key in fields:
+        try:
+            names.add(key.decode())
+        except UnicodeDecodeError as exc:
+            raise Invalid(f"field name {key!r} is not UTF-8", "entry") from exc
+    missing = [name for name in REQUIRED_FIELDS if name not in names]
+    if missing:
+        raise Invalid(f"missing field {missing[0]!r}", missing[0])
+    unknown = sorted(names - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
+    if unknown:
+        raise Invalid(f"unknown field {unknown[0]!r}", unknown[0])
+
+    raw_id = _text(fields, "id") or ""
+    try:
+        event_id = str(uuid.UUID(raw_id))
+    except ValueError as exc:
+        raise Invalid(f"id {raw_id[:80]!r} is not a UUID", "id") from exc
+
+    def invalid(reason: str, name: str) -> Invalid:
+        return Invalid(reason, name, event_id)
+
+    ev_type = _text(fields, "type") or ""
+    cls = EVENT_TYPES.get(ev_type)
+    if cls is None:
+        raise invalid(f"unknown event type {ev_type[:80]!r}", "type")
+    if ev_type not in CATALOG_EVENT_TYPES:
+        allowed = ", ".join(sorted(CATALOG_EVENT_TYPES))
+        raise invalid(f"{ev_type} may not be published by producers (allowed: {allowed})", "type")
+    schema_text = _text(fields, "schema") or ""
+    if not schema_text.isdigit() or not 0 < int(schema_text) <= cls.SCHEMA:
+        raise invalid(
+            f"schema {schema_text[:20]!r} of {ev_type} is not known (current: {cls.SCHEMA})",
+            "schema",
+        )
+    schema = int(schema_text)
+
+    meta_values: dict[str, str] = {}
+    for name in ("actor", "correlation", "causation"):
+        value = _text(fields, name)
+        if value is not None:
+            if len(value) > META_MAX_CHARS:
+                raise invalid(f"{name} is longer than {META_MAX_CHARS} characters", name)
+            meta_values[name] = value
+    at = _text(fields, "at")
+    if at is not None:
+        try:
+            parse_at(at)
+        except ValueError as exc:
+            raise invalid(f"at {at[:40]!r} is not an RFC 3339 time", "at") from exc
+
+    event = _decode_data(fields[b"data"], cls, schema, invalid)
+    if not isinstance(event, CatalogEvent):  # pragma: no cover - guarded by CATALOG_EVENT_TYPES
+        raise invalid(f"{ev_type} is not a catalog event", "type")
+    try:
+        uuid.UUID(event.product_id)
+    except ValueError as exc:
+        raise invalid(
+            f"product_id {event.product_id[:80]!r} is not a UUID", "data.product_id"
+        ) from exc
+    meta = Metadata(
+        actor=meta_values.get("actor") or f"ingest:{source}",
+        correlation=meta_values.get("correlation") or event_id,
+        causation=meta_values.get("causation", ""),
+        source=f"ingest:{source}",
+    )
+    return Ingested(event_id=event_id, event=event, meta=meta, at=at)
+
+
+def _decode_data(
+    data: bytes, cls: type, schema: int, invalid: Callable[[str, str], Invalid]
+) -> Any:
+    try:
+        raw = msgspec.json.decode(data, type=dict[str, msgspec.Raw])
+    except msgspec.ValidationError as exc:
+        raise invalid(f"data must be a JSON object: {exc}", "data") from exc
+    except msgspec.DecodeError as exc:
+        raise invalid(f"data is not JSON: {exc}", "data") from exc
+    allowed = {f.encode_name for f in msgspec.structs.fields(cls)} | {"type"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise invalid(f"unknown field `{unknown[0]}` in data", f"data.{unknown[0]}")
+    tag = raw.get("type")
+    if tag is not None and msgspec.json.decode(tag) != cls.__name__:
+        raise invalid(
+            f"data.type {bytes(tag)[:40]!r} does not match type {cls.__name__}", "data.type"
+        )
+    try:
+        if schema == cls.SCHEMA:
+            return msgspec.json.decode(data, type=cls)
+        old = msgspec.json.decode(data, type=dict[str, Any])
+        return msgspec.convert(upcast(cls.__name__, schema, cls.SCHEMA, old), cls)
+    except msgspec.ValidationError as exc:
+        raise invalid(f"data: {exc}", _field_of(exc, "data")) from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise invalid(
+            f"data of {cls.__name__} v{schema} cannot be upcast: {exc!r}", "data"
+        ) from exc
+
+
+# -- outcomes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Why an entry was refused: ``kind`` is ``invalid`` (broke the contract), ``rejected``
+    (a valid event the write side refused) or ``internal`` (the gateway failed on it)."""
+
+    kind: str
+    reason: str
+    field: str = ""
+    event_id: str = ""
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    """Counters since start; logged on shutdown, read by tests and operators."""
+
+    appended: int = 0
+    duplicates: int = 0
+    unchanged: int = 0
+    dead_lettered: int = 0
+    transient_errors: int = 0
+    by_source: dict[str, int] = field(default_factory=dict)
+
+
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+
+
+def blocking_client(redis: aioredis.Redis, block_ms: int) -> aioredis.Redis:
+    """A client like ``redis`` with its own pool and a socket timeout longer than ``BLOCK``,
+    so a blocking ``XREADGROUP`` never holds a connection the appends need, and never
+    times out before the server answers."""
+    pool = redis.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["socket_timeout"] = block_ms / 1000 + 5
+    return aioredis.Redis(
+        connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    )
+
+
+class IngestGateway:
+    """Serves ingress streams until :meth:`stop`; see the module docstring for the contract.
+
+    ``sources`` are always served; with ``discover`` every ``{prefix}:ingest:*`` stream is
+    served too, looked up again every ``discover_interval`` seconds. Entries another
+    gateway process left pending for ``claim_idle_ms`` are claimed (``XAUTOCLAIM``).
+    One gateway process per deployment keeps per-product order; a second is a hot spare.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        store: EventStore,
+        keys: Keys,
+        sources: Iterable[str] = DEFAULT_SOURCES,
+        *,
+        execute: Execute | None = None,
+        reader: aioredis.Redis | None = None,
+        discover: bool = True,
+        discover_interval: float = 5.0,
+        group: str = GROUP,
+        consumer: str | None = None,
+        batch: int = 100,
+        block_ms: int = 1000,
+        max_entry_bytes: int = MAX_ENTRY_BYTES,
+        claim_idle_ms: int = 60_000,
+        conflict_retries: int = 5,
+        backoff_max: float = 5.0,
+        legacy_sources: frozenset[str] = LEGACY_SOURCES,
+    ) -> None:
+        self.redis = redis
+        self.store = store
+        self.keys = keys
+        self.sources: set[str] = set(sources)
+        for source in self.sources:
+            if not _SOURCE_NAME.match(source):
+                raise ValueError(f"bad source name {source!r}")
+        if execute is None:
+            from app.commands.catalog import execute as catalog_execute
+
+            execute = catalog_execute
+        self._execute: Execute = execute
+        self._reader = reader
+        self._own_reader = reader is None
+        self.discover = discover
+        self.discover_interval = discover_interval
+        self.group = group
+        self.consumer = consumer or socket.gethostname()
+        self.batch = batch
+        self.block_ms = block_ms
+        self.max_entry_bytes = max_entry_bytes
+        self.claim_idle_ms = claim_idle_ms
+        self.conflict_retries = conflict_retries
+        self.backoff_max = backoff_max
+        self.legacy_sources = legacy_sources
+        self.stats = GatewayStats()
+        self._grouped: set[str] = set()
+        self._stopping = asyncio.Event()
+        self._next_refresh = 0.0
+        self._backoff = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish the entry (and batch) in hand, then return from :meth:`run`."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stream_of(self, source: str) -> str:
+        return self.keys.ingest(source)
+
+    def source_of(self, stream: str) -> str:
+        return stream.removeprefix(self.keys.ingest(""))
+
+    async def run(self) -> None:
+        """Read, handle, acknowledge, until stopped. Transient Redis errors never end it."""
+        if self._reader is None:
+            self._reader = blocking_client(self.redis, self.block_ms)
+        log.info("gateway_started", consumer=self.consumer, sources=sorted(self.sources))
+        first = True
+        try:
+            while not self.stopping:
+                try:
+                    if first or time.monotonic() >= self._next_refresh:
+                        await self._refresh()
+                        if first:
+                            await self._drain_pending()
+                            first = False
+                        await self._claim_abandoned()
+                    await self._read_and_handle(">")
+                    self._backoff = 0.0
+                except _TRANSIENT as exc:
+                    await self._transient(exc)
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    log.warning("gateway_group_missing", error=str(exc))
+                    self._grouped.clear()
+                    self._next_refresh = 0.0
+        finally:
+            if self._own_reader and self._reader is not None:
+                await self._reader.aclose()
+                self._reader = None
+            log.info(
+                "gateway_stopped",
+                consumer=self.consumer,
+                appended=self.stats.appended,
+                duplicates=self.stats.duplicates,
+                dead_lettered=self.stats.dead_lettered,
+            )
+
+    async def _transient(self, exc: BaseException) -> None:
+        self.stats.transient_errors += 1
+        self._backoff = min(self.backoff_max, max(0.05, self._backoff * 2))
+        log.warning("gateway_redis_unavailable", error=repr(exc), retry_in=self._backoff)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=self._backoff)
+        except TimeoutError:
+            pass
+
+    # -- streams and groups --------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        """Find ingress streams and make sure each has the group (reading from its start)."""
+        self._next_refresh = time.monotonic() + self.discover_interval
+        if self.discover:
+            pattern = self.keys.ingest("*")
+            async for key in self.redis.scan_iter(match=pattern, count=1000, _type="STREAM"):
+                source = self.source_of(key.decode() if isinstance(key, bytes) else key)
+                if source not in self.sources:
+                    if _SOURCE_NAME.match(source):
+                        log.info("gateway_source_discovered", source=source)
+                        self.sources.add(source)
+                    else:
+                        log.warning("gateway_source_ignored", source=source[:100])
+        for source in sorted(self.sources - self._grouped):
+            try:
+                await self.redis.xgroup_create(
+                    self.stream_of(source), self.group, id="0", mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._grouped.add(source)
+
+    async def _claim_abandoned(self) -> None:
+        """Entries another gateway read and never acknowledged (it died) are taken over."""
+        for source in sorted(self._grouped):
+            start = "0-0"
+            while not self.stopping:
+                reply = await self.redis.xautoclaim(
+                    self.stream_of(source),
+                    self.group,
+                    self.consumer,
+                    min_idle_time=self.claim_idle_ms,
+                    start_id=start,
+                    count=self.batch,
+                )
+                start, claimed = reply[0], reply[1]
+                if claimed:
+                    log.info("gateway_claimed", source=source, count=len(claimed))
+                    await self._handle_entries(source, claimed)
+                if start in (b"0-0", "0-0"):
+                    break
+
+    async def _drain_pending(self) -> None:
+        """Entries this consumer read but never acknowledged (it died mid-batch) come first."""
+        while not self.stopping:
+            if not await self._read_and_handle("0", block=False):
+                return
+
+    async def _read_and_handle(self, after: str, *, block: bool = True) -> int:
+        if not self._grouped:
+            await asyncio.sleep(min(self.block_ms / 1000, 0.5))
+            return 0
+        assert self._reader is not None
+        streams = {self.stream_of(source): after for source in sorted(self._grouped)}
+        reply = await self._reader.xreadgroup(
+            self.group,
+            self.consumer,
+            streams,
+            count=self.batch,
+            block=self.block_ms if block else None,
+        )
+        handled = 0
+        for stream, entries in reply or []:
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            handled += await self._handle_entries(self.source_of(name), entries)
+        return handled
+
+    async def _handle_entries(self, source: str, entries: list[Any]) -> int:
+        """Handle a batch in order; a stop request is honoured only between batches."""
+        for entry_id, fields in entries:
+            eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            await self._handle_until_done(source, eid, fields)
+        return len(entries)
+
+    async def _handle_until_done(
+        self, source: str, entry_id: str, fields: dict[bytes, bytes] | None
+    ) -> None:
+        """One entry to its end; while Redis is down, keep trying the same entry."""
+        while True:
+            try:
+                await self.handle(source, entry_id, fields)
+                return
+            except _TRANSIENT as exc:
+                await self._transient(exc)
+                if self.stopping:
+                    return  # left pending; this consumer re-reads it on start
+
+    # -- one entry -----------------------------------------------------------------------
+
+    async def handle(self, source: str, entry_id: str, fields: dict[bytes, bytes] | None) -> None:
+        """Append or dead-letter one entry, then acknowledge it."""
+        stream = self.stream_of(source)
+        if fields is None:  # deleted from the stream while pending: nothing left to do
+            await self.redis.xack(stream, self.group, entry_id)
+            return
+        outcome = await self._outcome(source, entry_id, fields)
+        if isinstance(outcome, DeadLetter):
+            await self._dead_letter(source, entry_id, fields, outcome)
+        else:
+            await self.redis.xack(stream, self.group, entry_id)
+
+    async def _outcome(
+        self, source: str, entry_id: str, fields: dict[bytes, bytes]
+    ) -> DeadLetter | None:
+        from app.commands.errors import DomainError
+
+        event_id = ""
+        try:
+            if source in self.legacy_sources and b"payload" in fields:
+                await self._legacy(source, entry_id, fields)
+            else:
+                ingested = validate(source, fields, max_entry_bytes=self.max_entry_bytes)
+                event_id = ingested.event_id
+                await self._append(
+                    source,
+                    entry_id,
+                    ingested.event,
+                    ingested.meta,
+                    idempotency_key=f"ingest:{source}:{ingested.event_id}",
+                    event_id=ingested.event_id,
+                )
+        except Invalid as exc:
+            return DeadLetter("invalid", exc.reason, exc.field, exc.event_id)
+        except legacy_feed.LegacyRejected as exc:
+            return DeadLetter("rejected", exc.reason, f"payload.{exc.field}" if exc.field else "")
+        except DomainError as exc:
+            where = "payload" if b"payload" in fields else "data"
+            field = f"{where}.{exc.field}" if exc.field else ""
+            return DeadLetter("rejected", exc.detail, field, event_id)
+        except AppendRejected as exc:
+            return DeadLetter("rejected", str(exc), "", event_id)
+        except _TRANSIENT:
+            raise
+        except Exception as exc:  # a bug must not stop the feed; the entry is kept in the DLQ
+            log.exception("gateway_internal_error", source=source, entry_id=entry_id)
+            return DeadLetter("internal", f"{type(exc).__name__}: {exc}", "", event_id)
+        return None
+
+    async def _append(
+        self,
+        source: str,
+        entry_id: str,
+        event: CatalogEvent,
+        meta: Metadata,
+        *,
+        idempotency_key: str,
+        event_id: str,
+    ) -> None:
+        command = command_for(event)
+        if await self.redis.exists(self.keys.idem(idempotency_key)):
+            # Checked here too because a command decides before its append reaches the
+            # idempotency record: a re-sent ProductCreated would otherwise be "already exists".
+            self.stats.duplicates += 1
+            log.info("ingest_duplicate", source=source, entry_id=entry_id, event_id=event_id)
+            return
+        for attempt in range(self.conflict_retries + 1):
+            try:
+                result = await self._execute(
+                    self.store, command, meta, idempotency_key=idempotency_key, event_id=event_id
+                )
+                break
+            except VersionConflict:
+                if attempt == self.conflict_retries:
+                    raise
+        self.stats.by_source[source] = self.stats.by_source.get(source, 0) + 1
+        if result.duplicate:
+            self.stats.duplicates += 1
+            log.info("ingest_duplicate", source=source, entry_id=entry_id, event_id=event_id)
+        else:
+            self.stats.appended += 1
+            log.info(
+                "ingest_appended",
+                source=source,
+                entry_id=entry_id,
+                event_id=event_id,
+                type=type(event).__name__,
+                position=result.position,
+            )
+
+    async def _legacy(self, source: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        """The legacy feed: a snapshot becomes the events that reach it from the current state."""
+        size = entry_size(fields)
+        if size > self.max_entry_bytes:
+            raise Invalid(f"entry is {size} bytes, the limit is {self.max_entry_bytes}", "entry")
+        try:
+            message = legacy_feed.parse(fields[b"payload"])
+        except msgspec.ValidationError as exc:
+            raise Invalid(f"payload: {exc}", _field_of(exc, "payload")) from exc
+        except msgspec.DecodeError as exc:
+            raise Invalid(f"payload is not JSON: {exc}", "payload") from exc
+        product_id = legacy_feed.product_id_for(message.produto.id)
+        meta = Metadata(
+            actor=f"ingest:{source}",
+            correlation=str(uuid.uuid5(legacy_feed.LEGACY_NAMESPACE, f"{source}:{entry_id}")),
+            source=f"ingest:{source}",
+        )
+        for attempt in range(self.conflict_retries + 1):
+            current = current_product(await self.store.state(f"product:{product_id}"))
+            steps = legacy_feed.plan(message, current)
+            if not steps:
+                self.stats.unchanged += 1
+                log.info("ingest_legacy_unchanged", source=source, entry_id=entry_id)
+                return
+            try:
+                for step, event in steps:
+                    key = f"ingest:{source}:{entry_id}:{step}"
+                    await self._append(
+                        source,
+                        entry_id,
+                        event,
+                        meta,
+                        idempotency_key=key,
+                        event_id=str(uuid.uuid5(legacy_feed.LEGACY_NAMESPACE, key)),
+                    )
+                return
+            except VersionConflict:
+                if attempt == self.conflict_retries:
+                    raise
+
+    async def _dead_letter(
+        self, source: str, entry_id: str, fields: dict[bytes, bytes], outcome: DeadLetter
+    ) -> None:
+        """Record the refusal and acknowledge the entry in one MULTI: both or neither."""
+        original = {
+            k.decode(errors="backslashreplace"): v.decode(errors="backslashreplace")[
+                :_DLQ_VALUE_MAX_CHARS
+            ]
+            for k, v in fields.items()
+        }
+        record = {
+            "kind": outcome.kind,
+            "reason": outcome.reason[:_DLQ_VALUE_MAX_CHARS],
+            "field": outcome.field,
+            "source": source,
+            "stream": self.stream_of(source),
+            "entry_id": entry_id,
+            "event_id": outcome.event_id,
+            "gateway": self.consumer,
+            "at": now_at(),
+            "fields": encode(original),
+            "truncated": "1" if entry_size(fields) > self.max_entry_bytes else "0",
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.keys.dlq(f"ingest:{source}"), record)
+            pipe.xack(self.stream_of(source), self.group, entry_id)
+            await pipe.execute()
+        self.stats.dead_lettered += 1
+        log.warning(
+            "ingest_dead_lettered",
+            source=source,
+            entry_id=entry_id,
+            event_id=outcome.event_id,
+            kind=outcome.kind,
+            field=outcome.field,
+            reason=outcome.reason[:500],
+        )
+
+
+# -- translation: events → catalog commands ----------------------------------------------
+
+
+def command_for(event: CatalogEvent) -> Any:
+    """The catalog command that records ``event`` through the API's write path."""
+    from app.commands import catalog
+
+    match event:
+        case ProductCreated():
+            return catalog.CreateProduct(
+                product_id=event.product_id,
+                sku=event.sku,
+                name=event.name,
+                description=event.description,
+                category=event.category,
+                price=event.price,
+                currency=event.currency,
+                stock=event.stock,
+                legacy_id=event.legacy_id,
+            )
+        case ProductUpdated():
+            return catalog.UpdateProduct(
+                product_id=event.product_id,
+                name=event.name,
+                description=event.description,
+                category=event.category,
+                price=event.price,
+                currency=event.currency,
+            )
+        case ProductDeleted():
+            return catalog.DeleteProduct(product_id=event.product_id)
+        case StockAdjusted():
+            return catalog.AdjustStock(
+                product_id=event.product_id, delta=event.delta, reason=event.reason
+            )
+    raise TypeError(f"not a catalog event: {type(event).__name__}")  # pragma: no cover
+
+
+def current_product(state: dict[str, str]) -> legacy_feed.CurrentProduct | None:
+    """The write side's product state as the legacy planner needs it (``None``: no product)."""
+    if not state or int(state.get("v", "0")) < 1:
+        return None
+
+    def number(name: str) -> int | None:
+        value = state.get(name)
+        return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+    return legacy_feed.CurrentProduct(
+        deleted="deleted" in state,
+        stock=number("stock") or 0,
+        name=state.get("name"),
+        description=state.get("description"),
+        price=number("price"),
+    )
