@@ -1,29 +1,48 @@
 # streamshop: `make run` starts everything, `make test` runs the suite. See README.md.
-PYTHON ?= python3
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && { command -v $$p; break; }; done)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint schemas clean
+.PHONY: run test lint format schemas install java-example bench clean
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	@test -n "$(PYTHON)" || { echo "make: no python3 found; install Python 3.11+ (Debian/Ubuntu: sudo apt-get install -y python3 python3-venv)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: streamshop needs Python 3.11+, $(PYTHON) is $$($(PYTHON) --version 2>&1); run with PYTHON=/path/to/python3.11"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: cannot create $(VENV); on Debian/Ubuntu: sudo apt-get install -y python3-venv"; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
 
 install: $(STAMP)
 
+## run: the whole system (Redis, MongoDB-protocol server, API, workers) until Ctrl-C
+run: $(STAMP)
+	@$(BIN)/python scripts/run.py
+
+## test: the whole suite against the machine's Redis and PostgreSQL
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	@$(BIN)/python scripts/test_services.py
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 schemas: $(STAMP)
 	$(BIN)/streamshop schemas
+
+java-example:
+	bash examples/java-producer/run.sh
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .data
