@@ -51,6 +51,10 @@ class AuthSettings:
     login_max_failures: int = 5
     """Failures within ``login_window_seconds`` after which login answers 429."""
     login_window_seconds: int = 900
+    argon2_time_cost: int = 3
+    """argon2id passes; tests lower the three cost parameters to stay fast (still argon2id)."""
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,10 +24,11 @@ class DomainError(Exception):
 
 
 class InvalidCommand(DomainError):
-    """A command built outside HTTP (CLI, ingest) broke a field constraint."""
+    """A field broke its constraint; the same problem type as a malformed HTTP body field."""
 
-    slug = "invalid-command"
-    title = "Invalid command"
+    status = 400
+    slug = "validation-error"
+    title = "Invalid request"
 
 
 class DuplicateEmail(DomainError):

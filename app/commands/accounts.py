@@ -1,0 +1,122 @@
+"""Sign-up: open an account whose email no other account holds."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import msgspec
+
+from app.commands.base import (
+    Command,
+    result_json,
+    retrying,
+    uniqueness_error,
+    validated,
+    version,
+    with_result,
+)
+from app.commands.errors import AccountAlreadyExists, InvalidCommand
+from events.errors import UniquenessViolation
+from events.ids import uuid7
+from events.store import Append, AppendResult, EventStore, Metadata, Reservation, StateChange
+from events.types import AccountCreated
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=3,
+        max_length=254,
+        pattern=EMAIL_PATTERN,
+        description="Normalised (trimmed, lower-case) email address.",
+    ),
+]
+AccountName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+def normalize_email(raw: str) -> str:
+    """The one spelling of an email that uniqueness and login compare on."""
+    return raw.strip().lower()
+
+
+def account_aggregate(account_id: str) -> str:
+    return f"account:{account_id}"
+
+
+class SignUp(Command, frozen=True, kw_only=True):
+    """Open an account. The password arrives already hashed: hashing is slow and not a decision."""
+
+    account_id: str | None = None
+    email: Email
+    name: AccountName
+    password_hash: Annotated[str, msgspec.Meta(min_length=1)]
+    role: Literal["customer", "admin"] = "customer"
+
+
+def decide_sign_up(cmd: SignUp, state: dict[str, str]) -> Append:
+    """The account must be new and its email free; the reservation makes that atomic."""
+    if cmd.account_id is None:
+        raise ValueError("account_id must be assigned before deciding")
+    if version(state) > 0:
+        raise AccountAlreadyExists(f"account {cmd.account_id} already exists", field="account_id")
+    aggregate = account_aggregate(cmd.account_id)
+    return Append(
+        events=[
+            AccountCreated(
+                account_id=cmd.account_id,
+                email=cmd.email,
+                name=cmd.name,
+                password_hash=cmd.password_hash,
+                role=cmd.role,
+            )
+        ],
+        expect={aggregate: 0},
+        reserve=[Reservation("email", cmd.email, aggregate)],
+        state={
+            aggregate: StateChange(
+                set={
+                    "email": cmd.email,
+                    "name": cmd.name,
+                    "role": cmd.role,
+                    "password_hash": cmd.password_hash,
+                }
+            )
+        },
+        result=result_json({"account_id": cmd.account_id}),
+    )
+
+
+async def handle_sign_up(
+    store: EventStore,
+    command: SignUp,
+    meta: Metadata,
+    *,
+    idempotency_key: str | None = None,
+    event_id: str | None = None,
+) -> AppendResult:
+    """Result JSON: ``{"account_id": ...}``. A taken email raises ``DuplicateEmail``."""
+    email = normalize_email(command.email)
+    if len(email) > 254 or not re.match(EMAIL_PATTERN, email):
+        raise InvalidCommand("not a valid email address", field="email")
+    command = validated(
+        msgspec.structs.replace(
+            command,
+            email=email,
+            account_id=command.account_id or uuid7(),
+        )
+    )
+    aggregate = account_aggregate(command.account_id or "")
+
+    async def attempt() -> AppendResult:
+        append = decide_sign_up(command, await store.state(aggregate))
+        append.meta = meta
+        append.idempotency_key = idempotency_key
+        if event_id is not None:
+            append.event_ids = [event_id]
+        try:
+            return with_result(await store.append(append), append)
+        except UniquenessViolation as exc:
+            raise uniqueness_error(exc) from exc
+
+    return await retrying(attempt, what="sign-up")

@@ -1,0 +1,224 @@
+"""Billing: turn order lines into an ``OrderBilled``, pricing from the catalog state and
+taking stock atomically.
+
+Concurrency: the append expects each product's version as read (so a price change or a
+deletion in between forces a re-decision) and guards ``stock >= quantity`` while
+decrementing it as a counter. Orders do not bump a product's version, so concurrent orders
+on one product never conflict; the guard alone keeps stock from going below zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+import msgspec
+
+from app.commands.accounts import account_aggregate
+from app.commands.base import Command, retrying, state_int, validated, version
+from app.commands.catalog import ProductId, product_aggregate
+from app.commands.errors import (
+    AccountNotFound,
+    IdempotencyKeyReused,
+    InsufficientStock,
+    MixedCurrencies,
+    UnknownProduct,
+)
+from events.errors import AggregateMissing, GuardFailed
+from events.ids import uuid7
+from events.store import Append, AppendResult, EventStore, Guard, Metadata, StateChange
+from events.types import OrderBilled, OrderLine
+
+Quantity = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+
+
+class BillLine(msgspec.Struct, frozen=True, kw_only=True):
+    product_id: ProductId
+    quantity: Quantity
+
+
+class BillOrder(Command, frozen=True, kw_only=True):
+    account_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    lines: Annotated[list[BillLine], msgspec.Meta(min_length=1, max_length=100)]
+    order_id: str | None = None
+
+
+class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+    """What billing answers (and what an idempotent replay answers again)."""
+
+    order_id: str
+    lines: list[OrderLine]
+    total: int
+    currency: str
+
+
+class _Stored(msgspec.Struct, frozen=True):
+    request: str
+    receipt: Receipt
+
+
+def order_aggregate(order_id: str) -> str:
+    return f"order:{order_id}"
+
+
+def fingerprint(cmd: BillOrder) -> str:
+    """Identifies the request behind an idempotency key, to refuse reusing it for another."""
+    body = msgspec.json.encode([cmd.account_id, [(ln.product_id, ln.quantity) for ln in cmd.lines]])
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def decide_bill_order(
+    cmd: BillOrder, account: dict[str, str], products: dict[str, dict[str, str]]
+) -> tuple[Append, Receipt]:
+    """``products`` maps product id → its decision state (``{}`` when unknown)."""
+    if cmd.order_id is None:
+        raise ValueError("order_id must be assigned before deciding")
+    if version(account) < 1:
+        raise AccountNotFound(f"account {cmd.account_id} does not exist", field="account_id")
+    wanted: dict[str, int] = {}
+    first_line: dict[str, int] = {}
+    lines: list[OrderLine] = []
+    currencies: set[str] = set()
+    for i, line in enumerate(cmd.lines):
+        state = products.get(line.product_id, {})
+        if version(state) < 1 or "deleted" in state:
+            raise UnknownProduct(
+                f"line {i}: product {line.product_id} is not in the catalog",
+                field=f"lines[{i}].product_id",
+                line=i,
+                product_id=line.product_id,
+            )
+        wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
+        first_line.setdefault(line.product_id, i)
+        price = state_int(state, "price")
+        currencies.add(state.get("currency", "BRL"))
+        lines.append(
+            OrderLine(
+                product_id=line.product_id,
+                name=state.get("name", ""),
+                quantity=line.quantity,
+                unit_price=price,
+                line_total=price * line.quantity,
+            )
+        )
+    for product_id, quantity in wanted.items():
+        stock = state_int(products[product_id], "stock")
+        if stock < quantity:
+            i = first_line[product_id]
+            raise InsufficientStock(
+                f"product {product_id} has {stock} in stock, the order needs {quantity}",
+                field=f"lines[{i}].quantity",
+                product_id=product_id,
+            )
+    if len(currencies) > 1:
+        raise MixedCurrencies(
+            f"an order is billed in one currency; these products use {sorted(currencies)}",
+            field="lines",
+        )
+    currency = currencies.pop()
+    total = sum(line.line_total for line in lines)
+    receipt = Receipt(order_id=cmd.order_id, lines=lines, total=total, currency=currency)
+    event = OrderBilled(
+        order_id=cmd.order_id,
+        account_id=cmd.account_id,
+        lines=lines,
+        total=total,
+        currency=currency,
+    )
+    expect = {order_aggregate(cmd.order_id): 0}
+    for product_id in wanted:
+        expect[product_aggregate(product_id)] = version(products[product_id])
+    append = Append(
+        events=[event],
+        expect=expect,
+        exists=[account_aggregate(cmd.account_id)],
+        guards=[Guard(product_aggregate(p), "stock", q) for p, q in wanted.items()],
+        state={product_aggregate(p): StateChange(incr={"stock": -q}) for p, q in wanted.items()},
+        result=msgspec.json.encode(_Stored(fingerprint(cmd), receipt)).decode(),
+    )
+    return append, receipt
+
+
+def receipt_of(result: AppendResult) -> Receipt:
+    """The receipt a billing append stored (first append and replays alike)."""
+    return msgspec.json.decode(result.result, type=_Stored).receipt
+
+
+def idempotency_scope(account_id: str, key: str) -> str:
+    """Keys are per account: two customers may pick the same key."""
+    return f"order:{account_id}:{key}"
+
+
+async def handle_bill_order(
+    store: EventStore,
+    command: BillOrder,
+    meta: Metadata,
+    *,
+    idempotency_key: str | None = None,
+    event_id: str | None = None,
+) -> AppendResult:
+    """Result JSON holds the receipt (read it with :func:`receipt_of`).
+
+    A repeated idempotency key returns the first append's result before anything is
+    decided, so a retry after success gets the same answer even if stock ran out since.
+    """
+    command = validated(msgspec.structs.replace(command, order_id=command.order_id or uuid7()))
+    scoped = idempotency_scope(command.account_id, idempotency_key) if idempotency_key else None
+    if scoped is not None and (previous := await previous_result(store, scoped)) is not None:
+        return _checked_replay(previous, command)
+    product_ids = list(dict.fromkeys(line.product_id for line in command.lines))
+    aggregates = [account_aggregate(command.account_id)] + [
+        product_aggregate(p) for p in product_ids
+    ]
+
+    async def attempt() -> AppendResult:
+        account, *states = await store.states(aggregates)
+        append, _ = decide_bill_order(command, account, dict(zip(product_ids, states, strict=True)))
+        append.meta = meta
+        append.idempotency_key = scoped
+        if event_id is not None:
+            append.event_ids = [event_id]
+        try:
+            result = await store.append(append)
+        except GuardFailed as exc:
+            product_id = exc.aggregate.removeprefix("product:")
+            i = product_ids.index(product_id) if product_id in product_ids else 0
+            raise InsufficientStock(
+                f"product {product_id} has {exc.actual} in stock, the order needs {exc.required}",
+                field=f"lines[{i}].quantity",
+                product_id=product_id,
+            ) from exc
+        except AggregateMissing as exc:
+            if exc.aggregate.startswith("account:"):
+                raise AccountNotFound(
+                    f"account {command.account_id} does not exist", field="account_id"
+                ) from exc
+            raise
+        if result.duplicate:
+            return _checked_replay(result, command)
+        return AppendResult(entry_ids=result.entry_ids, result=append.result)
+
+    return await retrying(attempt, what="billing")
+
+
+def _checked_replay(result: AppendResult, command: BillOrder) -> AppendResult:
+    stored = msgspec.json.decode(result.result, type=_Stored)
+    if stored.request != fingerprint(command):
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a different order", field="Idempotency-Key"
+        )
+    return result
+
+
+async def previous_result(store: EventStore, scoped_key: str) -> AppendResult | None:
+    """The stored outcome of an earlier append under this idempotency key, if any.
+
+    Reads the record the append function writes (``{ids, parts, result}``); the append
+    itself re-checks it atomically, this read only lets a replay skip the decision.
+    """
+    raw = await store.redis.get(store.keys.idem(scoped_key))
+    if raw is None:
+        return None
+    stored = msgspec.json.decode(raw)
+    pairs = list(zip(stored.get("parts") or [], stored.get("ids") or [], strict=False))
+    return AppendResult(entry_ids=pairs, duplicate=True, result=stored.get("result", ""))

@@ -1,0 +1,23 @@
+"""Every route of the API, in one list (the query API appends its controllers here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.controllers.accounts import login, sign_up
+from app.controllers.health import health, ready
+from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
+from app.controllers.orders import bill_order
+from app.controllers.products import ProductController
+
+CONTROLLERS: list[Any] = [
+    health,
+    ready,
+    sign_up,
+    login,
+    ProductController,
+    bill_order,
+    criar_conta,
+    login_legado,
+    faturar_pedido,
+]

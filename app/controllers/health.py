@@ -1,0 +1,46 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import get
+from litestar.datastructures import State
+from litestar.exceptions import ServiceUnavailableException
+from redis.exceptions import RedisError
+
+from app.auth import PUBLIC
+from app.problems import problem_responses
+from app.services import services
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str
+
+
+@get(
+    "/health", opt=PUBLIC, security=[{}], tags=["ops"], operation_id="health", sync_to_thread=False
+)
+def health() -> Health:
+    """The process is up (it does not look at Redis)."""
+    return Health("ok")
+
+
+@get(
+    "/ready",
+    opt=PUBLIC,
+    security=[{}],
+    tags=["ops"],
+    operation_id="ready",
+    responses=problem_responses(503),
+)
+async def ready(state: State) -> Health:
+    """Redis answers and the append function is loaded: commands can be served."""
+    store = services(state).store
+    try:
+        await store.redis.ping()
+        loaded = await store.functions_loaded()
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailableException(f"Redis is unreachable: {type(exc).__name__}") from exc
+    if not loaded:
+        raise ServiceUnavailableException("the append function is not loaded")
+    return Health("ready")

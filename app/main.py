@@ -1,0 +1,110 @@
+"""The composition root of the API: ``create_app(settings)`` wires everything, connects nothing.
+
+Run it with ``uvicorn --factory app.main:create_app``. Connections are made in the lifespan:
+each entry of ``LIFESPANS`` is an async context manager entered at startup in order and left
+at shutdown in reverse (the query API adds its read-side connections the same way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import redis.asyncio as aioredis
+import structlog
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.types import Middleware
+
+from app.auth import build_jwt_auth
+from app.commands.login import LoginLimits
+from app.controllers import CONTROLLERS
+from app.logging import configure_logging
+from app.middleware import RequestContextMiddleware, stamp_response
+from app.passwords import Passwords
+from app.problems import problem_details_plugin
+from app.services import Services
+from app.settings import Settings
+from events.store import EventStore, check_redis
+
+MAX_BODY_BYTES = 1024 * 1024
+"""Bodies above 1 MiB are refused with 413 before they are read into memory."""
+
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+log = structlog.get_logger("app")
+
+
+@asynccontextmanager
+async def event_store_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Connect to Redis, refuse an unsafe one (``check_redis``), load the append function."""
+    settings: Settings = app.state.settings
+    redis = aioredis.Redis.from_url(settings.redis.url)
+    try:
+        await check_redis(redis)
+        store = EventStore(redis, settings.redis.keys)
+        await store.load_functions()
+        passwords = await asyncio.to_thread(Passwords, settings.auth)
+        app.state.store = store
+        app.state.services = Services(
+            settings=settings,
+            store=store,
+            passwords=passwords,
+            jwt_auth=app.state.jwt_auth,
+            limits=LoginLimits(
+                max_failures=settings.auth.login_max_failures,
+                window_seconds=settings.auth.login_window_seconds,
+            ),
+            views=app.state.views,
+        )
+        log.info("api_started", redis=settings.redis.url, prefix=settings.redis.prefix)
+        yield
+    finally:
+        await redis.aclose()
+
+
+LIFESPANS: list[Lifespan] = [event_store_lifespan]
+"""Startup/shutdown steps, in order. Later steps may use what earlier ones put on ``app.state``."""
+
+
+def _outermost(middleware: Middleware) -> Callable[[AppConfig], AppConfig]:
+    """An ``on_app_init`` hook putting ``middleware`` before the JWT middleware, so requests
+    refused by authentication are logged with their request id too."""
+
+    def hook(config: AppConfig) -> AppConfig:
+        config.middleware.insert(0, middleware)
+        return config
+
+    return hook
+
+
+def create_app(
+    settings: Settings | None = None, lifespans: Sequence[Lifespan] | None = None
+) -> Litestar:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_format)
+    jwt_auth = build_jwt_auth(settings)
+    return Litestar(
+        route_handlers=list(CONTROLLERS),
+        state=State({"settings": settings, "jwt_auth": jwt_auth, "views": {}}),
+        lifespan=list(LIFESPANS if lifespans is None else lifespans),
+        on_app_init=[
+            jwt_auth.on_app_init,
+            _outermost(RequestContextMiddleware()),
+        ],
+        plugins=[problem_details_plugin()],
+        before_send=[stamp_response],
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="streamshop",
+            version="0.1.0",
+            description="Event-sourced shop: every command is one atomic append to the log.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin()],
+        ),
+        debug=False,
+    )
