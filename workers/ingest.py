@@ -532,6 +532,7 @@ class IngestGateway:
                     ingested.meta,
                     idempotency_key=f"ingest:{source}:{ingested.event_id}",
                     event_id=ingested.event_id,
+                    produced_at=ingested.at,
                 )
         except Invalid as exc:
             return DeadLetter("invalid", exc.reason, exc.field, exc.event_id)
@@ -559,6 +560,7 @@ class IngestGateway:
         *,
         idempotency_key: str,
         event_id: str,
+        produced_at: str | None = None,
     ) -> None:
         command = command_for(event)
         if await self.redis.exists(self.keys.idem(idempotency_key)):
@@ -589,6 +591,7 @@ class IngestGateway:
                 event_id=event_id,
                 type=type(event).__name__,
                 position=result.position,
+                produced_at=produced_at,
             )
 
     async def _legacy(self, source: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
