@@ -1,0 +1,1 @@
+"""System tests: the run script's processes, started the way `make run` starts them."""
