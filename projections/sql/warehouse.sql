@@ -1,0 +1,78 @@
+-- The warehouse: a star schema fed by the log. {schema} is replaced by the quoted schema name.
+-- Keys are natural or derived from the log (never sequences), so a rebuild is identical.
+
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+CREATE TABLE IF NOT EXISTS {schema}.dim_date (
+    date_key    integer  PRIMARY KEY,          -- yyyymmdd (UTC)
+    date        date     NOT NULL UNIQUE,
+    year        smallint NOT NULL,
+    quarter     smallint NOT NULL,
+    month       smallint NOT NULL,
+    day         smallint NOT NULL,
+    iso_year    smallint NOT NULL,
+    iso_week    smallint NOT NULL,
+    weekday     smallint NOT NULL,             -- ISO: 1 = Monday
+    week_start  date     NOT NULL,
+    month_start date     NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.dim_account (
+    account_id   text        PRIMARY KEY,
+    email_digest text        NOT NULL,         -- pseudonym: the same digest login events carry
+    role         text        NOT NULL,
+    created_at   timestamptz NOT NULL,
+    created_date_key integer NOT NULL
+);
+
+-- Slowly changing dimension, type 2: a name, price or currency change opens a new version.
+CREATE TABLE IF NOT EXISTS {schema}.dim_product (
+    product_id  text        NOT NULL,
+    version     integer     NOT NULL,          -- 1, 2, … per product
+    sku         text        NOT NULL,
+    name        text        NOT NULL,
+    category    text        NOT NULL,
+    price       bigint      NOT NULL,
+    currency    text        NOT NULL,
+    valid_from  timestamptz NOT NULL,
+    valid_to    timestamptz,                   -- NULL: still valid
+    is_current  boolean     NOT NULL,
+    deleted     boolean     NOT NULL DEFAULT false,
+    opened_by_seq bigint    NOT NULL,          -- the product event that opened this version
+    PRIMARY KEY (product_id, version)
+);
+CREATE INDEX IF NOT EXISTS dim_product_validity ON {schema}.dim_product (product_id, valid_from);
+
+CREATE TABLE IF NOT EXISTS {schema}.fact_order_line (
+    order_id        text        NOT NULL,
+    line_no         smallint    NOT NULL,
+    date_key        integer     NOT NULL,
+    billed_at       timestamptz NOT NULL,
+    account_id      text        NOT NULL,
+    product_id      text        NOT NULL,
+    product_name    text        NOT NULL,      -- as billed
+    product_version integer,                   -- the dim_product version valid at billed_at
+    quantity        integer     NOT NULL,
+    unit_price      bigint      NOT NULL,
+    revenue         bigint      NOT NULL,
+    currency        text        NOT NULL,
+    PRIMARY KEY (order_id, line_no)
+);
+CREATE INDEX IF NOT EXISTS fact_order_line_date ON {schema}.fact_order_line (date_key);
+CREATE INDEX IF NOT EXISTS fact_order_line_billed ON {schema}.fact_order_line (billed_at);
+CREATE INDEX IF NOT EXISTS fact_order_line_product
+    ON {schema}.fact_order_line (product_id, billed_at);
+
+CREATE TABLE IF NOT EXISTS {schema}.fact_login (
+    date_key     integer NOT NULL,
+    email_digest text    NOT NULL,             -- the login aggregate (one per email)
+    account_id   text,                         -- NULL for unknown emails
+    successes    integer NOT NULL DEFAULT 0,
+    failures     integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (date_key, email_digest)
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.checkpoints (
+    partition integer PRIMARY KEY,
+    entry_id  text    NOT NULL
+);

@@ -1,0 +1,391 @@
+"""The warehouse projection: a star schema in PostgreSQL, written in bulk, checkpoint in the
+same transaction.
+
+``dim_product`` is a type-2 slowly changing dimension: a name, price or currency change
+closes the current version (``valid_to``) and opens the next; a category change is type 1
+(overwrites every version). An order line points at the version valid at its billing
+time, resolved by time, not by arrival: products and orders live in different partitions,
+so when a version arrives after orders billed under it (a rebuild applies partitions
+concurrently) the lines billed since its ``valid_from`` are re-pointed. Per-product
+advisory locks serialise that against concurrent fact inserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from events.codec import RecordedEvent
+from events.keys import digest
+from events.positions import parse_stream_id
+from events.types import (
+    AccountCreated,
+    LoginFailed,
+    LoginSucceeded,
+    OrderBilled,
+    ProductCreated,
+    ProductDeleted,
+    ProductUpdated,
+)
+from projections.views import run_setup, schema_name, sink_errors, sql_file
+
+PRODUCT_COLUMNS = (
+    "product_id",
+    "version",
+    "sku",
+    "name",
+    "category",
+    "price",
+    "currency",
+    "valid_from",
+    "valid_to",
+    "is_current",
+    "deleted",
+    "opened_by_seq",
+)
+
+LINE_COLUMNS = (
+    "order_id",
+    "line_no",
+    "date_key",
+    "billed_at",
+    "account_id",
+    "product_id",
+    "product_name",
+    "quantity",
+    "unit_price",
+    "revenue",
+    "currency",
+)
+
+
+def date_key(moment: datetime | date) -> int:
+    day = moment.date() if isinstance(moment, datetime) else moment
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def date_row(day: date) -> tuple[Any, ...]:
+    iso = day.isocalendar()
+    return (
+        date_key(day),
+        day,
+        day.year,
+        (day.month - 1) // 3 + 1,
+        day.month,
+        day.day,
+        iso.year,
+        iso.week,
+        iso.weekday,
+        day - timedelta(days=iso.weekday - 1),
+        day.replace(day=1),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProductVersion:
+    product_id: str
+    version: int
+    sku: str
+    name: str
+    category: str
+    price: int
+    currency: str
+    valid_from: datetime
+    valid_to: datetime | None
+    is_current: bool
+    deleted: bool
+    opened_by_seq: int
+
+    def row(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, c) for c in PRODUCT_COLUMNS)
+
+
+@dataclass(slots=True)
+class ProductChanges:
+    """What a batch does to ``dim_product``: versions to write, type-1 categories, and the
+    earliest ``valid_from`` opened (facts billed since then are re-pointed)."""
+
+    versions: dict[tuple[str, int], ProductVersion] = field(default_factory=dict)
+    categories: dict[str, str] = field(default_factory=dict)
+    opened: dict[str, datetime] = field(default_factory=dict)
+
+
+def fold_products(
+    current: dict[str, ProductVersion], events: Iterable[RecordedEvent]
+) -> ProductChanges:
+    """Pure SCD-2 fold: the current version of each product, then its events, in order."""
+    changes = ProductChanges()
+    state = dict(current)
+
+    def put(version: ProductVersion) -> None:
+        state[version.product_id] = version
+        changes.versions[(version.product_id, version.version)] = version
+
+    def open_version(version: ProductVersion) -> None:
+        put(version)
+        opened = changes.opened.get(version.product_id)
+        if opened is None or version.valid_from < opened:
+            changes.opened[version.product_id] = version.valid_from
+
+    for rec in events:
+        match rec.event:
+            case ProductCreated() as e:
+                open_version(
+                    ProductVersion(
+                        product_id=e.product_id,
+                        version=1,
+                        sku=e.sku,
+                        name=e.name,
+                        category=e.category,
+                        price=e.price,
+                        currency=e.currency,
+                        valid_from=rec.at,
+                        valid_to=None,
+                        is_current=True,
+                        deleted=False,
+                        opened_by_seq=rec.seq,
+                    )
+                )
+            case ProductUpdated() as e if e.product_id in state:
+                cur = state[e.product_id]
+                if e.category is not None and e.category != cur.category:
+                    changes.categories[e.product_id] = e.category
+                    cur = replace(cur, category=e.category)
+                    put(cur)
+                name = e.name if e.name is not None else cur.name
+                price = e.price if e.price is not None else cur.price
+                currency = e.currency if e.currency is not None else cur.currency
+                if (name, price, currency) != (cur.name, cur.price, cur.currency):
+                    put(replace(cur, valid_to=rec.at, is_current=False))
+                    open_version(
+                        replace(
+                            cur,
+                            version=cur.version + 1,
+                            name=name,
+                            price=price,
+                            currency=currency,
+                            valid_from=rec.at,
+                            valid_to=None,
+                            is_current=True,
+                            opened_by_seq=rec.seq,
+                        )
+                    )
+            case ProductDeleted() as e if e.product_id in state:
+                put(replace(state[e.product_id], valid_to=rec.at, deleted=True))
+            case _:
+                pass
+    return changes
+
+
+@dataclass(slots=True)
+class Batch:
+    """The rows a batch adds, grouped by table (pure; built before touching the database)."""
+
+    dates: set[date] = field(default_factory=set)
+    accounts: list[tuple[Any, ...]] = field(default_factory=list)
+    logins: dict[tuple[int, str], list[Any]] = field(default_factory=dict)
+    lines: list[tuple[Any, ...]] = field(default_factory=list)
+    product_events: list[RecordedEvent] = field(default_factory=list)
+
+    @property
+    def product_ids(self) -> list[str]:
+        ids = {rec.event.product_id for rec in self.product_events}  # type: ignore[union-attr]
+        ids.update(line[5] for line in self.lines)
+        return sorted(ids)
+
+    def login(
+        self, rec: RecordedEvent, email_digest: str, account_id: str | None, ok: bool
+    ) -> None:
+        self.dates.add(rec.at.date())
+        row = self.logins.setdefault((date_key(rec.at), email_digest), [account_id, 0, 0])
+        row[0] = row[0] or account_id
+        row[1 if ok else 2] += 1
+
+    @classmethod
+    def of(cls, events: Iterable[RecordedEvent]) -> Batch:
+        batch = cls()
+        for rec in events:
+            match rec.event:
+                case AccountCreated() as e:
+                    batch.dates.add(rec.at.date())
+                    batch.accounts.append(
+                        (e.account_id, digest(e.email), e.role, rec.at, date_key(rec.at))
+                    )
+                case LoginSucceeded() as e:
+                    batch.login(rec, e.email_digest, e.account_id, ok=True)
+                case LoginFailed() as e:
+                    batch.login(rec, e.email_digest, e.account_id, ok=False)
+                case OrderBilled() as e:
+                    batch.dates.add(rec.at.date())
+                    for no, line in enumerate(e.lines, start=1):
+                        batch.lines.append(
+                            (
+                                e.order_id,
+                                no,
+                                date_key(rec.at),
+                                rec.at,
+                                e.account_id,
+                                line.product_id,
+                                line.name,
+                                line.quantity,
+                                line.unit_price,
+                                line.line_total,
+                                e.currency,
+                            )
+                        )
+                case ProductCreated() | ProductUpdated() | ProductDeleted():
+                    batch.product_events.append(rec)
+                case _:
+                    pass
+        return batch
+
+
+def _resolve_version(s: str, alias: str) -> str:
+    """SQL: the version of ``alias.product_id`` valid at ``alias.billed_at``.
+
+    Among the versions opened at or before the billing time, the newest one whose name and
+    price are what the line was billed at wins (this settles a change and an order in the
+    same millisecond), else the newest; if none was open yet (clock skew), the first.
+    """
+    return (
+        f"COALESCE((SELECT d.version FROM {s}.dim_product d"
+        f" WHERE d.product_id = {alias}.product_id AND d.valid_from <= {alias}.billed_at"
+        f" ORDER BY (d.price = {alias}.unit_price AND d.name = {alias}.product_name) DESC,"
+        f" d.valid_from DESC, d.version DESC LIMIT 1),"
+        f" (SELECT min(d.version) FROM {s}.dim_product d"
+        f" WHERE d.product_id = {alias}.product_id))"
+    )
+
+
+class WarehouseProjection:
+    """The star schema in ``<schema>`` (see the module docstring)."""
+
+    name = "warehouse"
+
+    def __init__(self, pool: asyncpg.Pool, schema: str = "dw") -> None:
+        self.pool = pool
+        self.schema = schema_name(schema)
+        self._s = f'"{self.schema}"'
+
+    async def setup(self) -> None:
+        await run_setup(self.pool, sql_file("warehouse.sql", self.schema), f"setup:{self.schema}")
+
+    async def apply(self, partition: int, events: Sequence[RecordedEvent]) -> None:
+        if not events:
+            return
+        s = self._s
+        with sink_errors():
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO {s}.checkpoints (partition, entry_id) VALUES ($1, '0-0') "
+                    "ON CONFLICT (partition) DO NOTHING",
+                    partition,
+                )
+                done = parse_stream_id(
+                    await conn.fetchval(
+                        f"SELECT entry_id FROM {s}.checkpoints WHERE partition = $1 FOR UPDATE",
+                        partition,
+                    )
+                )
+                fresh = [rec for rec in events if parse_stream_id(rec.entry_id) > done]
+                if not fresh:
+                    return
+                batch = Batch.of(fresh)
+                await self._write(conn, batch)
+                await conn.execute(
+                    f"UPDATE {s}.checkpoints SET entry_id = $2 WHERE partition = $1",
+                    partition,
+                    fresh[-1].entry_id,
+                )
+
+    async def _write(self, conn: asyncpg.Connection, batch: Batch) -> None:
+        s = self._s
+        product_ids = batch.product_ids
+        if product_ids:
+            await conn.execute(
+                "SELECT count(pg_advisory_xact_lock(hashtextextended($2 || x, 0)))"
+                " FROM unnest($1::text[]) AS x",
+                product_ids,
+                f"{self.schema}:product:",
+            )
+        if batch.product_events:
+            await self._write_products(conn, batch.product_events)
+        if batch.dates:
+            await conn.executemany(
+                f"INSERT INTO {s}.dim_date VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+                " ON CONFLICT DO NOTHING",
+                [date_row(day) for day in sorted(batch.dates)],
+            )
+        if batch.accounts:
+            await conn.executemany(
+                f"INSERT INTO {s}.dim_account VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                batch.accounts,
+            )
+        if batch.logins:
+            await conn.executemany(
+                f"INSERT INTO {s}.fact_login AS f VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (date_key, email_digest) DO UPDATE SET"
+                " successes = f.successes + excluded.successes,"
+                " failures = f.failures + excluded.failures,"
+                " account_id = COALESCE(f.account_id, excluded.account_id)",
+                [(k[0], k[1], *v) for k, v in batch.logins.items()],
+            )
+        if batch.lines:
+            await conn.execute(
+                f"CREATE TEMP TABLE stage_lines ON COMMIT DROP AS"
+                f" SELECT {', '.join(LINE_COLUMNS)} FROM {s}.fact_order_line WITH NO DATA"
+            )
+            await conn.copy_records_to_table(
+                "stage_lines", columns=LINE_COLUMNS, records=batch.lines
+            )
+            await conn.execute(
+                f"INSERT INTO {s}.fact_order_line ({', '.join(LINE_COLUMNS)}, product_version)"
+                f" SELECT st.*, {_resolve_version(s, 'st')} FROM stage_lines st"
+                " ON CONFLICT DO NOTHING"
+            )
+
+    async def _write_products(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+        s = self._s
+        ids = sorted({rec.event.product_id for rec in events})  # type: ignore[union-attr]
+        rows = await conn.fetch(
+            f"SELECT DISTINCT ON (product_id) {', '.join(PRODUCT_COLUMNS)} FROM {s}.dim_product"
+            " WHERE product_id = ANY($1::text[]) ORDER BY product_id, version DESC",
+            ids,
+        )
+        current = {r["product_id"]: ProductVersion(**dict(r)) for r in rows}
+        changes = fold_products(current, events)
+        if changes.versions:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in PRODUCT_COLUMNS[2:])
+            placeholders = ", ".join(f"${i}" for i in range(1, len(PRODUCT_COLUMNS) + 1))
+            await conn.executemany(
+                f"INSERT INTO {s}.dim_product ({', '.join(PRODUCT_COLUMNS)})"
+                f" VALUES ({placeholders}) ON CONFLICT (product_id, version) DO UPDATE SET {updates}",
+                [v.row() for v in changes.versions.values()],
+            )
+        if changes.categories:
+            await conn.executemany(
+                f"UPDATE {s}.dim_product SET category = $2 WHERE product_id = $1",
+                list(changes.categories.items()),
+            )
+        if changes.opened:
+            await conn.executemany(
+                f"UPDATE {s}.fact_order_line f SET product_version = {_resolve_version(s, 'f')}"
+                " WHERE f.product_id = $1 AND (f.billed_at >= $2 OR f.product_version IS NULL)",
+                list(changes.opened.items()),
+            )
+
+    async def checkpoint(self, partition: int) -> str | None:
+        with sink_errors():
+            value = await self.pool.fetchval(
+                f"SELECT entry_id FROM {self._s}.checkpoints WHERE partition = $1", partition
+            )
+        return None if value is None else str(value)
+
+    async def checkpoints(self) -> dict[int, str | None]:
+        with sink_errors():
+            rows = await self.pool.fetch(f"SELECT partition, entry_id FROM {self._s}.checkpoints")
+        return {int(r["partition"]): str(r["entry_id"]) for r in rows}
