@@ -9,9 +9,10 @@ with the chain head is committed in the same transaction as the rows it covers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import msgspec
 from events.codec import RecordedEvent
 from events.ids import format_at
 from events.positions import parse_stream_id
-from projections.views import run_setup, schema_name, sink_errors, sql_file
+from projections.views import postgres_pool, run_setup, schema_name, sink_errors, sql_file
 
 GENESIS = "0" * 64
 SECRET_FIELDS = frozenset({"password_hash"})
@@ -257,3 +258,10 @@ async def verify_chains(pool: asyncpg.Pool, schema: str = "audit") -> VerifyRepo
             if found is not None:
                 breaks.append(found)
     return VerifyReport(rows=total, partitions=len(set(partitions) | set(heads)), breaks=breaks)
+
+
+@contextlib.asynccontextmanager
+async def audit_projection(settings: Any) -> AsyncIterator[AuditProjection]:
+    """Runtime factory; ``settings`` is ``app.settings.Settings`` (duck-typed)."""
+    async with postgres_pool(settings.postgres.url) as pool:
+        yield AuditProjection(pool)

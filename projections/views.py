@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 
 import asyncpg
@@ -50,3 +50,13 @@ def sink_errors() -> Iterator[None]:
         asyncpg.exceptions.TooManyConnectionsError,
     ) as exc:
         raise SinkUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def postgres_pool(dsn: str, max_size: int = 8) -> AsyncIterator[asyncpg.Pool]:
+    """A pool for one PostgreSQL view, closed on exit."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()

@@ -12,7 +12,8 @@ advisory locks serialise that against concurrent fact inserts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -31,7 +32,7 @@ from events.types import (
     ProductDeleted,
     ProductUpdated,
 )
-from projections.views import run_setup, schema_name, sink_errors, sql_file
+from projections.views import postgres_pool, run_setup, schema_name, sink_errors, sql_file
 
 PRODUCT_COLUMNS = (
     "product_id",
@@ -389,3 +390,10 @@ class WarehouseProjection:
         with sink_errors():
             rows = await self.pool.fetch(f"SELECT partition, entry_id FROM {self._s}.checkpoints")
         return {int(r["partition"]): str(r["entry_id"]) for r in rows}
+
+
+@contextlib.asynccontextmanager
+async def warehouse_projection(settings: Any) -> AsyncIterator[WarehouseProjection]:
+    """Runtime factory; ``settings`` is ``app.settings.Settings`` (duck-typed)."""
+    async with postgres_pool(settings.postgres.url) as pool:
+        yield WarehouseProjection(pool)
