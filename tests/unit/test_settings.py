@@ -1,0 +1,68 @@
+"""Settings come from the environment mapping they are given, never from import-time state."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.settings import Settings
+
+
+def test_defaults_match_what_make_run_starts() -> None:
+    settings = Settings.from_env({})
+    assert settings.redis.url == "redis://127.0.0.1:6380/0"
+    assert settings.mongo.url == "mongodb://127.0.0.1:27018"
+    assert settings.postgres.url == "postgresql://postgres@127.0.0.1:5432/streamshop"
+    assert (settings.redis.prefix, settings.redis.partitions) == ("streamshop", 8)
+    assert settings.default_currency == "BRL"
+    assert settings.log_format == "json"
+    assert not settings.dev_mode
+
+
+def test_every_variable_is_read() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "redis://r:1/2",
+            "STREAM_PREFIX": "shop",
+            "STREAM_PARTITIONS": "16",
+            "MONGO_URL": "mongodb://m:2",
+            "MONGO_DB": "views",
+            "DATABASE_URL": "postgresql://u@p:3/db",
+            "JWT_SECRET": "s3cret",
+            "DEFAULT_CURRENCY": "USD",
+            "LOG_FORMAT": "console",
+        }
+    )
+    assert settings.redis.url == "redis://r:1/2"
+    assert settings.redis.keys.prefix == "shop"
+    assert settings.redis.keys.partitions == 16
+    assert (settings.mongo.url, settings.mongo.database) == ("mongodb://m:2", "views")
+    assert settings.postgres.url == "postgresql://u@p:3/db"
+    assert settings.jwt_secret() == "s3cret"
+    assert settings.default_currency == "USD"
+    assert settings.log_format == "console"
+
+
+def test_jwt_secret_is_required_outside_dev_mode() -> None:
+    with pytest.raises(ValueError, match="JWT_SECRET"):
+        Settings.from_env({}).jwt_secret()
+
+
+@pytest.mark.parametrize("flag", ["1", "true", "yes", "TRUE"])
+def test_dev_mode_provides_a_stable_throwaway_secret(flag: str) -> None:
+    settings = Settings.from_env({"STREAMSHOP_DEV": flag})
+    assert settings.dev_mode
+    assert settings.jwt_secret() and settings.jwt_secret() == settings.jwt_secret()
+
+
+def test_a_configured_secret_wins_over_dev_mode() -> None:
+    assert Settings.from_env({"STREAMSHOP_DEV": "1", "JWT_SECRET": "x"}).jwt_secret() == "x"
+
+
+def test_a_non_numeric_partition_count_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Settings.from_env({"STREAM_PARTITIONS": "many"})
+
+
+def test_the_process_environment_is_the_default_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONGO_DB", "from_env")
+    assert Settings.from_env().mongo.database == "from_env"
