@@ -1,0 +1,98 @@
+"""Projector processes killed with SIGKILL: no event lost, none applied twice, order kept."""
+
+from __future__ import annotations
+
+import uuid
+
+import redis.asyncio as aioredis
+
+from events.store import EventStore
+from tests.support.projectors import (
+    Cli,
+    SumView,
+    append_adjustments,
+    eventually,
+    fold_log,
+    group_state,
+    lease_owners,
+)
+
+pytest_plugins = ["tests.support.fixtures"]
+
+FAST = ("--lease-ms", "1500", "--block-ms", "300")
+
+
+def products(n: int) -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(n)]
+
+
+async def finished(
+    redis: aioredis.Redis, store: EventStore, view: SumView, group: str, total: int
+) -> bool:
+    state = await group_state(redis, store.keys.prefix, store.keys.partitions, group)
+    return await view.applied() == total and state["pending"] == 0 and state["lag"] == 0
+
+
+async def test_killed_projector_is_replaced_without_losing_or_doubling_events(
+    cli: Cli, store: EventStore, redis_client: aioredis.Redis, view: SumView, sum_table: str
+) -> None:
+    items = products(40)
+    first = cli.project("first", *FAST, "--batch", "50", env={"SUM_DELAY_MS": "10"})
+    await append_adjustments(store, items, 5_000)
+    await eventually(lambda: _at_least(view, 1_000), what="the first projector to get going")
+
+    first.kill9()
+    state = await group_state(redis_client, store.keys.prefix, store.keys.partitions, sum_table)
+    assert await view.applied() < 5_000
+    assert state["pending"] > 0, "the kill should leave delivered, unacknowledged entries"
+
+    await append_adjustments(store, items, 5_000)
+    second = cli.project("second", *FAST, "--batch", "500")
+    await eventually(
+        lambda: finished(redis_client, store, view, sum_table, 10_000),
+        what="the second projector to catch up",
+    )
+
+    assert await view.sums() == await fold_log(store)
+    assert await view.order_violations() == []
+    claimed = sum(line["count"] for line in second.logs("pending_claimed"))
+    assert claimed >= state["pending"]
+
+
+async def test_surviving_projector_takes_over_partitions_of_a_killed_one(
+    cli: Cli, store: EventStore, redis_client: aioredis.Redis, view: SumView, sum_table: str
+) -> None:
+    items = products(40)
+    parts = store.keys.partitions
+    a = cli.project("a", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "10"})
+    b = cli.project("b", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "10"})
+    await append_adjustments(store, items, 3_000)
+
+    async def shared() -> bool:
+        owners = set(
+            (await lease_owners(redis_client, store.keys.prefix, parts, sum_table)).values()
+        )
+        return owners == {"a", "b"}
+
+    await eventually(shared, what="both projectors to own partitions")
+    assert 0 < await view.applied() < 3_000
+
+    a.kill9()
+    await append_adjustments(store, items, 3_000)
+
+    async def b_owns_all() -> bool:
+        owners = await lease_owners(redis_client, store.keys.prefix, parts, sum_table)
+        return set(owners.values()) == {"b"}
+
+    await eventually(b_owns_all, within=15, what="b to take over a's partitions")
+    await eventually(
+        lambda: finished(redis_client, store, view, sum_table, 6_000),
+        what="b to finish every partition",
+    )
+    assert await view.sums() == await fold_log(store)
+    assert await view.order_violations() == []
+    assert {line["partition"] for line in b.logs("lease_acquired")} == set(range(parts))
+
+
+async def _at_least(view: SumView, n: int) -> bool:
+    return await view.applied() >= n

@@ -1,0 +1,1 @@
+"""Test-only projections and helpers for running real projector processes."""

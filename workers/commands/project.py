@@ -1,0 +1,88 @@
+"""``streamshop project [names…]``: run projectors until SIGTERM/SIGINT (the Procfile's worker)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import uuid
+
+import redis.asyncio as aioredis
+
+from app.settings import Settings
+from workers.registry import PROJECTIONS, open_projections
+from workers.runner import ProjectorRunner
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "names",
+        nargs="*",
+        help="registered projections or module:factory specs (default: all registered)",
+    )
+    parser.add_argument(
+        "--consumer",
+        default=None,
+        help="this process's name, unique among live projectors (default: host-pid-random)",
+    )
+    parser.add_argument("--batch", type=int, default=500, help="entries per read (COUNT)")
+    parser.add_argument("--block-ms", type=int, default=1000, help="blocking read time (BLOCK)")
+    parser.add_argument(
+        "--lease-ms", type=int, default=10_000, help="partition lease time; renewed every third"
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, default=5, help="tries of a failing entry before the DLQ"
+    )
+    parser.add_argument(
+        "--retry-ms", type=int, default=200, help="first retry delay of a failing entry"
+    )
+    parser.add_argument(
+        "--backoff-max-ms", type=int, default=30_000, help="longest wait for a sink that is down"
+    )
+
+
+def default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.names and not PROJECTIONS:
+        print("no projections registered; name one (module:factory)")
+        return 2
+    runner: ProjectorRunner | None = None
+    stop_requested = False
+
+    def on_signal() -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        if runner is not None:
+            runner.stop()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    redis = aioredis.Redis.from_url(settings.redis.url)
+    try:
+        async with open_projections(settings, args.names) as projections:
+            runner = ProjectorRunner(
+                redis,
+                settings.redis.keys,
+                projections,
+                consumer=args.consumer or default_consumer(),
+                batch=args.batch,
+                block_ms=args.block_ms,
+                lease_ms=args.lease_ms,
+                max_attempts=args.max_attempts,
+                retry_base_ms=args.retry_ms,
+                retry_max_ms=max(args.retry_ms, 5_000),
+                backoff_base_ms=min(200, args.backoff_max_ms),
+                backoff_max_ms=args.backoff_max_ms,
+            )
+            if stop_requested:
+                runner.stop()
+            await runner.run()
+    finally:
+        await redis.aclose()
+    return 0
