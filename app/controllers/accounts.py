@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Request, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
 from app.auth import PUBLIC, issue_token
 from app.commands import execute
@@ -74,7 +75,7 @@ async def login_account(
     responses=problem_responses(400, 409, 413),
 )
 async def sign_up(
-    request: Request[Any, Any, Any], state: State, data: SignUpBody
+    request: Request[Any, Any, Any], state: State, data: JSONBody[SignUpBody]
 ) -> AccountCreatedResponse:
     """Open a customer account. The email is trimmed and lower-cased; a taken one is a 409."""
     account_id, position = await sign_up_account(
@@ -92,6 +93,6 @@ async def sign_up(
     status_code=200,
     responses=problem_responses(400, 401, 413, 429),
 )
-async def login(request: Request[Any, Any, Any], state: State, data: LoginBody) -> Token:
+async def login(request: Request[Any, Any, Any], state: State, data: JSONBody[LoginBody]) -> Token:
     """Exchange email and password for a bearer token. After 5 failures in 15 minutes: 429."""
     return await login_account(request, state, email=data.email, password=data.password)

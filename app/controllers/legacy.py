@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
 from app.auth import PUBLIC, Principal
 from app.commands.billing import BillLine, Quantity
@@ -82,7 +83,7 @@ class PedidoFaturado(msgspec.Struct, frozen=True, kw_only=True):
     responses=problem_responses(400, 409, 413),
 )
 async def criar_conta(
-    request: Request[Any, Any, Any], state: State, data: CriarContaBody
+    request: Request[Any, Any, Any], state: State, data: JSONBody[CriarContaBody]
 ) -> ContaCriada:
     """Legacy sign-up: same rules as ``POST /accounts``."""
     account_id, position = await sign_up_account(
@@ -101,7 +102,7 @@ async def criar_conta(
     responses=problem_responses(400, 401, 413, 429),
 )
 async def login_legado(
-    request: Request[Any, Any, Any], state: State, data: LoginLegadoBody
+    request: Request[Any, Any, Any], state: State, data: JSONBody[LoginLegadoBody]
 ) -> LoginLegado:
     """Legacy login: same rules as ``POST /auth/login``; answers the token and ``usuario_id``."""
     token = await login_account(request, state, email=data.email, password=data.senha)
@@ -137,7 +138,7 @@ def _legacy_field(field: str | None) -> str | None:
 async def faturar_pedido(
     request: Request[Principal, Any, Any],
     state: State,
-    data: FaturarPedidoBody,
+    data: JSONBody[FaturarPedidoBody],
     idempotency_key: IdempotencyKey = None,
 ) -> PedidoFaturado:
     """Legacy billing: ``usuario_id`` must be the token's account; ``produtos[].id`` may be

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, JSONBody
 
 from app.auth import Principal
 from app.commands import execute
@@ -20,8 +20,8 @@ from events.types import OrderLine
 
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         min_length=1,
         max_length=200,
         pattern=r"^[\x21-\x7e]+$",
@@ -72,7 +72,7 @@ async def bill(
 async def bill_order(
     request: Request[Principal, Any, Any],
     state: State,
-    data: BillBody,
+    data: JSONBody[BillBody],
     idempotency_key: IdempotencyKey = None,
 ) -> OrderBilledResponse:
     """Bill 1-100 lines (quantity 1-1000) at catalog prices; the total is computed here.

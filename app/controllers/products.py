@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, delete, patch, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import JSONBody, PathParameter
 
 from app.auth import Principal, admin_only
 from app.commands import execute
@@ -31,7 +31,7 @@ from app.controllers.schemas import Body
 from app.problems import problem_responses
 from app.services import command_meta, services
 
-ProductPath = Annotated[str, Parameter(min_length=1, max_length=100, description="Product id.")]
+ProductPath = Annotated[str, PathParameter(min_length=1, max_length=100, description="Product id.")]
 
 
 class CreateProductBody(Body, frozen=True, kw_only=True):
@@ -81,7 +81,7 @@ class ProductController(Controller):
         responses=problem_responses(400, 401, 403, 409, 413),
     )
     async def create(
-        self, request: Request[Principal, Any, Any], state: State, data: CreateProductBody
+        self, request: Request[Principal, Any, Any], state: State, data: JSONBody[CreateProductBody]
     ) -> ProductWritten:
         """Add a product; price in integer minor units. A taken SKU is a 409."""
         svc = services(state)
@@ -104,7 +104,7 @@ class ProductController(Controller):
         request: Request[Principal, Any, Any],
         state: State,
         product_id: ProductPath,
-        data: UpdateProductBody,
+        data: JSONBody[UpdateProductBody],
     ) -> ProductWritten:
         """Change name, description, category, price or currency (fields left out stay)."""
         command = UpdateProduct(product_id=product_id, **msgspec.structs.asdict(data))
@@ -140,7 +140,7 @@ class ProductController(Controller):
         request: Request[Principal, Any, Any],
         state: State,
         product_id: ProductPath,
-        data: StockBody,
+        data: JSONBody[StockBody],
     ) -> ProductWritten:
         """Add or remove stock by hand; stock never goes below zero (409)."""
         command = AdjustStock(product_id=product_id, delta=data.delta, reason=data.reason)
