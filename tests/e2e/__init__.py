@@ -46,9 +46,9 @@ def settings_fixture(prefix: str) -> Settings:
 
 
 @pytest.fixture(name="api")
-async def api_fixture(settings: Settings, store: EventStore) -> AsyncIterator[AsyncTestClient[Any]]:
+async def api_fixture(prefix: str, store: EventStore) -> AsyncIterator[AsyncTestClient[Any]]:
     """The app over ASGI, lifespan included. ``store`` (same prefix) cleans the keys after."""
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with AsyncTestClient(app=create_app(api_settings(prefix))) as client:
         yield client
 
 
