@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from events.store import EventStore
 from tests.support.projectors import (
     Cli,
+    Projector,
     SumView,
     append_adjustments,
     eventually,
@@ -75,6 +76,7 @@ async def test_surviving_projector_takes_over_partitions_of_a_killed_one(
         return owners == {"a", "b"}
 
     await eventually(shared, what="both projectors to own partitions")
+    await eventually(lambda: _batches(a, 3), what="a to apply a few batches")
     assert 0 < await view.applied() < 3_000
 
     a.kill9()
@@ -96,3 +98,7 @@ async def test_surviving_projector_takes_over_partitions_of_a_killed_one(
 
 async def _at_least(view: SumView, n: int) -> bool:
     return await view.applied() >= n
+
+
+async def _batches(projector: Projector, n: int) -> bool:
+    return len(projector.logs("batch_applied")) >= n

@@ -23,6 +23,8 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from events.codec import decode_entry
+from events.errors import MalformedEvent
 from events.store import Append, EventStore
 from events.types import StockAdjusted
 
@@ -166,12 +168,20 @@ async def append_adjustments(
 
 
 async def fold_log(store: EventStore, skip_reason: str | None = None) -> dict[str, int]:
-    """The sums the projection must reach: a fresh fold of the whole log."""
+    """The sums the projection must reach: a fresh fold of the whole log (malformed entries
+    and StockAdjusted events with ``skip_reason`` left out)."""
     sums: dict[str, int] = defaultdict(int)
     for p in range(store.keys.partitions):
-        async for event in store.iter_partition(p):
-            if isinstance(event.event, StockAdjusted) and event.event.reason != skip_reason:
-                sums[event.aggregate] += event.event.delta
+        after = "0-0"
+        while rows := await store.read_raw(p, after, 1000):
+            for entry_id, fields in rows:
+                try:
+                    event = decode_entry(entry_id, fields, p)
+                except MalformedEvent:
+                    continue
+                if isinstance(event.event, StockAdjusted) and event.event.reason != skip_reason:
+                    sums[event.aggregate] += event.event.delta
+            after = rows[-1][0]
     return dict(sums)
 
 
