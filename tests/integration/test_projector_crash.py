@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
 
 import redis.asyncio as aioredis
@@ -102,3 +103,49 @@ async def _at_least(view: SumView, n: int) -> bool:
 
 async def _batches(projector: Projector, n: int) -> bool:
     return len(projector.logs("batch_applied")) >= n
+
+
+async def test_a_paused_owner_that_lost_its_leases_gets_nothing_delivered(
+    cli: Cli, store: EventStore, redis_client: aioredis.Redis, view: SumView, sum_table: str
+) -> None:
+    """SIGSTOP one projector past its lease: the other takes over; when the first resumes it
+    must notice the loss, and per-aggregate order in the view must still hold."""
+    items = products(40)
+    parts = store.keys.partitions
+    a = cli.project("a", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "10"})
+    b = cli.project("b", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "10"})
+    await append_adjustments(store, items, 2_000)
+
+    async def shared() -> bool:
+        owners = set(
+            (await lease_owners(redis_client, store.keys.prefix, parts, sum_table)).values()
+        )
+        return owners == {"a", "b"}
+
+    await eventually(shared, what="both projectors to own partitions")
+    await eventually(lambda: _batches(a, 3), what="a to apply a few batches")
+
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        await append_adjustments(store, items, 2_000)
+
+        async def b_owns_all() -> bool:
+            owners = await lease_owners(redis_client, store.keys.prefix, parts, sum_table)
+            return set(owners.values()) == {"b"}
+
+        await eventually(b_owns_all, within=15, what="b to take over a's partitions")
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    await append_adjustments(store, items, 2_000)
+    await eventually(lambda: _logged(a, "lease_lost"), what="a to notice it lost its leases")
+    await eventually(
+        lambda: finished(redis_client, store, view, sum_table, 6_000),
+        what="every event to be applied",
+    )
+    assert await view.sums() == await fold_log(store)
+    assert await view.order_violations() == []
+    assert a.proc.poll() is None and b.proc.poll() is None
+
+
+async def _logged(projector: Projector, event: str) -> bool:
+    return bool(projector.logs(event))

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from app.settings import Settings
 from workers.dlq import DeadLetters
-from workers.registry import open_projections
+from workers.registry import UnknownProjection, factory_for, open_projections
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +77,12 @@ async def _retry(
         letters = await dead.list(name, ids)
         if not letters:
             continue
+        try:
+            factory_for(spec)
+        except UnknownProjection as exc:
+            failed += len(letters)
+            print(f"failed  {name}  {len(letters)} dead letters: {exc}")
+            continue
         async with open_projections(settings, [spec]) as (projection,):
             for letter in letters:
                 try:
@@ -84,7 +90,8 @@ async def _retry(
                 except Exception as exc:
                     failed += 1
                     print(
-                        f"failed  {name}  {letter.dlq_id}  {letter.entry_id}  {type(exc).__name__}: {exc}"
+                        f"failed  {name}  {letter.dlq_id}  {letter.entry_id}  "
+                        f"{type(exc).__name__}: {exc}"
                     )
                 else:
                     print(f"redriven  {name}  {letter.dlq_id}  {letter.entry_id}")
