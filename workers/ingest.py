@@ -18,6 +18,7 @@ and retries the same entry, so nothing is skipped and order within a stream is k
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -483,21 +484,32 @@ class IngestGateway:
         """Handle a batch in order; a stop request is honoured only between batches."""
         for entry_id, fields in entries:
             eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-            await self._handle_until_done(source, eid, fields)
+            if not await self._handle_until_done(source, eid, fields):
+                break  # stopping while Redis is away: the rest stays pending, in order
         return len(entries)
 
     async def _handle_until_done(
         self, source: str, entry_id: str, fields: dict[bytes, bytes] | None
-    ) -> None:
-        """One entry to its end; while Redis is down, keep trying the same entry."""
+    ) -> bool:
+        """One entry to its end; while Redis is down or refuses writes, keep trying the same
+        entry (never the next one: that would reorder a product's events). ``False``: gave
+        up because of a stop request; the entry stays pending and is re-read on start."""
         while True:
             try:
                 await self.handle(source, entry_id, fields)
-                return
+                return True
             except _TRANSIENT as exc:
                 await self._transient(exc)
-                if self.stopping:
-                    return  # left pending; this consumer re-reads it on start
+            except ResponseError as exc:
+                # Not the entry's fault (out of memory, functions missing after a restore):
+                # dead-lettering would empty the feed into the DLQ, so wait it out loudly.
+                log.error("gateway_redis_refused", source=source, entry_id=entry_id, error=str(exc))
+                if "function not found" in str(exc).lower():
+                    with contextlib.suppress(*_TRANSIENT, ResponseError):
+                        await self.store.load_functions()
+                await self._transient(exc)
+            if self.stopping:
+                return False
 
     # -- one entry -----------------------------------------------------------------------
 
@@ -544,7 +556,7 @@ class IngestGateway:
             return DeadLetter("rejected", exc.detail, field, event_id)
         except AppendRejected as exc:
             return DeadLetter("rejected", str(exc), "", event_id)
-        except _TRANSIENT:
+        except (*_TRANSIENT, ResponseError):
             raise
         except Exception as exc:  # a bug must not stop the feed; the entry is kept in the DLQ
             log.exception("gateway_internal_error", source=source, entry_id=entry_id)
