@@ -398,6 +398,20 @@ class Run:
         else:
             say(f"create-admin failed (exit {result.returncode}): {result.stderr.strip()}")
 
+    def reap(self, timeout: float = 20.0) -> None:
+        """After honcho: wait for every recorded process (a datastore may still be flushing)."""
+        pidfiles = list(self.layout.run_dir.glob("*.pid"))
+        deadline = time.monotonic() + timeout
+        for path in pidfiles:
+            pid = _read_pid(path)
+            if pid and pid != os.getpid() and _started_by(pid, self.layout.run_dir):
+                while _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if _alive(pid):
+                    say(f"{path.stem} (pid {pid}) is still running after {timeout:.0f}s")
+                    continue
+            path.unlink(missing_ok=True)
+
     def run(self) -> int:
         procfile = self.layout.run_dir / "Procfile"
         procfile.write_text("".join(f"{n}: {c}\n" for n, c in self.processes.items()))
@@ -410,8 +424,7 @@ class Run:
         (self.layout.run_dir / "honcho.pid").write_text(f"{self.honcho.pid}\n")
         threading.Thread(target=self.after_start, name="after-start", daemon=True).start()
         returncode = self.honcho.wait()
-        for path in self.layout.run_dir.glob("*.pid"):
-            path.unlink(missing_ok=True)
+        self.reap()
         if self.stopping.is_set() and returncode in (0, 130, 143):
             say("stopped")
             return 0
