@@ -27,6 +27,7 @@ from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware, stamp_response
 from app.passwords import Passwords
 from app.problems import problem_details_plugin
+from app.queries import read_side_lifespan
 from app.services import Services
 from app.settings import Settings
 from events.store import EventStore, check_redis
@@ -67,7 +68,7 @@ async def event_store_lifespan(app: Litestar) -> AsyncIterator[None]:
         await redis.aclose()
 
 
-LIFESPANS: list[Lifespan] = [event_store_lifespan]
+LIFESPANS: list[Lifespan] = [event_store_lifespan, read_side_lifespan]
 """Startup/shutdown steps, in order. Later steps may use what earlier ones put on ``app.state``."""
 
 

@@ -9,6 +9,7 @@ from app.controllers.health import health, ready
 from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
 from app.controllers.orders import bill_order
 from app.controllers.products import ProductController
+from app.queries import QUERY_CONTROLLERS
 
 CONTROLLERS: list[Any] = [
     health,
@@ -20,4 +21,5 @@ CONTROLLERS: list[Any] = [
     criar_conta,
     login_legado,
     faturar_pedido,
+    *QUERY_CONTROLLERS,
 ]

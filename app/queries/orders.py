@@ -1,0 +1,107 @@
+"""``GET /orders`` (the caller's, newest first, keyset pages) and ``GET /orders/{id}``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+from litestar.params import Parameter
+
+from app.auth import Principal
+from app.problems import problem_responses
+from app.queries.consistency import MinPosition, view_response, wait_for
+from app.queries.cursors import after, decode_cursor, encode_cursor
+from app.queries.read_side import read_side, store_errors
+from projections.read_models import OrderView
+
+SORT = "-billed_at"
+
+
+class Line(msgspec.Struct, frozen=True, kw_only=True):
+    product_id: str
+    name: str
+    quantity: int
+    unit_price: int
+    line_total: int
+
+
+class Order(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    account_id: str
+    lines: list[Line]
+    total: int
+    currency: str
+    billed_at: datetime
+
+
+class OrderPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Order]
+    next_cursor: str | None
+    """Pass as ``cursor`` for the next page; ``null`` on the last page."""
+
+
+def order_of(doc: OrderView) -> Order:
+    return Order(
+        id=doc.id,
+        account_id=doc.account_id,
+        lines=[Line(**line.model_dump()) for line in doc.lines],
+        total=doc.total,
+        currency=doc.currency,
+        billed_at=doc.billed_at,
+    )
+
+
+@get("/orders", tags=["orders"], operation_id="listMyOrders", responses=problem_responses(400, 401))
+async def list_orders(
+    request: Request[Principal, Any, Any],
+    state: State,
+    limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Parameter(max_length=1000)] = None,
+    min_position: MinPosition = None,
+) -> Response[OrderPage]:
+    """The caller's orders, newest first."""
+    side = await read_side(state)
+    view = await wait_for(side.read_models, min_position)
+    query: dict[str, Any] = {"account_id": request.user.account_id}
+    if cursor:
+        query = {"$and": [query, after("billed_at", True, decode_cursor(cursor, SORT))]}
+    with store_errors():
+        docs = (
+            await OrderView.find(query)
+            .sort([("billed_at", -1), ("_id", -1)])
+            .limit(limit + 1)
+            .to_list()
+        )
+    more = len(docs) > limit
+    docs = docs[:limit]
+    next_cursor = encode_cursor(SORT, docs[-1].billed_at, docs[-1].id) if more else None
+    return view_response(
+        OrderPage(items=[order_of(d) for d in docs], next_cursor=next_cursor), view
+    )
+
+
+@get(
+    "/orders/{order_id:str}",
+    tags=["orders"],
+    operation_id="getOrder",
+    responses=problem_responses(400, 401, 404),
+)
+async def get_order(
+    request: Request[Principal, Any, Any],
+    state: State,
+    order_id: Annotated[str, Parameter(max_length=100)],
+    min_position: MinPosition = None,
+) -> Response[Order]:
+    """One order: the caller's own, or any for an admin. Anyone else's is a 404."""
+    side = await read_side(state)
+    view = await wait_for(side.read_models, min_position)
+    with store_errors():
+        doc = await OrderView.get(order_id)
+    user = request.user
+    if doc is None or (doc.account_id != user.account_id and user.role != "admin"):
+        raise NotFoundException("no such order")
+    return view_response(order_of(doc), view)
