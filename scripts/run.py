@@ -372,7 +372,11 @@ class Run:
             return
         lines = ["", "streamshop is up:"]
         if "api" in self.processes:
-            lines += [f"  API          {api}", f"  health       {api}/health"]
+            lines += [
+                f"  API          {api}",
+                f"  OpenAPI      {api}/schema/swagger",
+                f"  health       {api}/health  (readiness: {api}/ready)",
+            ]
         lines += [
             f"  Redis        {env['REDIS_URL']}",
             f"  MongoDB      {env['MONGO_URL']} (database {env.get('MONGO_DB', 'streamshop')})",
