@@ -16,7 +16,7 @@ from litestar.testing import AsyncTestClient
 from app.commands import execute
 from app.commands.accounts import SignUp
 from app.main import create_app
-from app.services import Services
+from app.passwords import Passwords
 from app.settings import AuthSettings, RedisSettings, Settings
 from events.store import EventStore, Metadata
 from tests.conftest import REDIS_URL
@@ -26,16 +26,17 @@ PASSWORD = "correct horse battery"
 PROBLEM_JSON = "application/problem+json"
 
 
+TEST_AUTH = AuthSettings(
+    jwt_secret=TEST_JWT_SECRET, argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1
+)
+"""argon2id with the cheapest parameters: the tests check behaviour, not hashing cost."""
+
+
 def api_settings(prefix: str) -> Settings:
-    """Real Redis under the test's prefix; argon2id with the cheapest parameters (speed only)."""
+    """Real Redis under the test's prefix (4 partitions, like the ``store`` fixture)."""
     return Settings(
         redis=RedisSettings(url=REDIS_URL, prefix=prefix, partitions=4),
-        auth=AuthSettings(
-            jwt_secret=TEST_JWT_SECRET,
-            argon2_time_cost=1,
-            argon2_memory_kib=1024,
-            argon2_parallelism=1,
-        ),
+        auth=TEST_AUTH,
         log_format="json",
     )
 
@@ -50,10 +51,6 @@ async def api_fixture(prefix: str, store: EventStore) -> AsyncIterator[AsyncTest
     """The app over ASGI, lifespan included. ``store`` (same prefix) cleans the keys after."""
     async with AsyncTestClient(app=create_app(api_settings(prefix))) as client:
         yield client
-
-
-def services_of(api: AsyncTestClient[Any]) -> Services:
-    return api.app.state.services  # type: ignore[no-any-return]
 
 
 def new_email() -> str:
@@ -99,14 +96,15 @@ async def customer(api: AsyncTestClient[Any]) -> tuple[str, dict[str, str]]:
     return account_id, bearer(await log_in(api, email))
 
 
-async def admin(api: AsyncTestClient[Any]) -> dict[str, str]:
-    """An admin, created through the command path like ``streamshop create-admin``."""
-    svc = services_of(api)
+async def admin(api: AsyncTestClient[Any], store: EventStore) -> dict[str, str]:
+    """An admin, created through the command path like ``streamshop create-admin``.
+
+    Uses the test's own ``store``: the app's Redis client lives on the test client's loop.
+    """
     email = new_email()
-    command = SignUp(
-        email=email, name="Admin", password_hash=await svc.passwords.hash(PASSWORD), role="admin"
-    )
-    await execute(svc.store, command, Metadata(actor="test"))
+    password_hash = await Passwords(TEST_AUTH).hash(PASSWORD)
+    command = SignUp(email=email, name="Admin", password_hash=password_hash, role="admin")
+    await execute(store, command, Metadata(actor="test"))
     return bearer(await log_in(api, email))
 
 

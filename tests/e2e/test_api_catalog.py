@@ -1,0 +1,106 @@
+"""Catalog administration over HTTP: admin only, SKU unique, stock never below zero."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+
+from events.store import EventStore
+from tests.e2e import (
+    admin,
+    api_fixture,  # noqa: F401
+    assert_problem,
+    create_product,
+    customer,
+    events_of_type,
+)
+
+
+async def test_admin_creates_updates_restocks_and_deletes_a_product(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    boss = await admin(api, store)
+    resp = await api.post(
+        "/products",
+        json={
+            "sku": "MUG-1",
+            "name": "Caneca",
+            "description": "azul",
+            "category": "casa",
+            "price": 2590,
+            "stock": 3,
+        },
+        headers=boss,
+    )
+    assert resp.status_code == 201, resp.text
+    assert set(resp.json()) == {"product_id", "position"}
+    product_id = resp.json()["product_id"]
+    patched = await api.patch(f"/products/{product_id}", json={"price": 2990}, headers=boss)
+    assert patched.status_code == 200 and patched.json()["product_id"] == product_id
+    restocked = await api.post(
+        f"/products/{product_id}/stock", json={"delta": 7, "reason": "entrega"}, headers=boss
+    )
+    assert restocked.status_code == 200
+    state = await store.state(f"product:{product_id}")
+    assert (state["price"], state["stock"], state["currency"]) == ("2990", "10", "BRL")
+    deleted = await api.delete(f"/products/{product_id}", headers=boss)
+    assert deleted.status_code == 200 and deleted.json()["position"]
+    types = [e.type async for e in store.read_all()]
+    assert [t for t in types if t.startswith(("Product", "Stock"))] == [
+        "ProductCreated",
+        "ProductUpdated",
+        "StockAdjusted",
+        "ProductDeleted",
+    ]
+
+
+async def test_catalog_routes_need_the_admin_role(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    _, headers = await customer(api)
+    before = await store.count()
+    body = {"sku": "X-1", "name": "x", "price": 1}
+    assert_problem(await api.post("/products", json=body, headers=headers), 403)
+    assert_problem(await api.post("/products", json=body), 401)
+    assert await store.count() == before
+
+
+async def test_a_taken_sku_is_a_conflict(api: AsyncTestClient[Any], store: EventStore) -> None:
+    boss = await admin(api, store)
+    await create_product(api, boss, sku="SAME-SKU")
+    resp = await api.post(
+        "/products", json={"sku": "SAME-SKU", "name": "y", "price": 1}, headers=boss
+    )
+    assert assert_problem(resp, 409, "duplicate-sku")["field"] == "sku"
+
+
+async def test_stock_never_goes_below_zero(api: AsyncTestClient[Any], store: EventStore) -> None:
+    boss = await admin(api, store)
+    product_id = await create_product(api, boss, stock=2)
+    resp = await api.post(f"/products/{product_id}/stock", json={"delta": -3}, headers=boss)
+    assert_problem(resp, 409, "insufficient-stock")
+    assert (await store.state(f"product:{product_id}"))["stock"] == "2"
+
+
+async def test_commands_on_an_unknown_product_are_404(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    boss = await admin(api, store)
+    assert_problem(await api.patch("/products/nope", json={"name": "x"}, headers=boss), 404)
+    assert_problem(await api.delete("/products/nope", headers=boss), 404)
+    assert_problem(await api.post("/products/nope/stock", json={"delta": 1}, headers=boss), 404)
+
+
+async def test_a_legacy_id_is_reserved_for_the_product(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    boss = await admin(api, store)
+    product_id = await create_product(api, boss, legacy_id=4242)
+    assert await store.owner_of("legacy_product", "4242") == f"product:{product_id}"
+    resp = await api.post(
+        "/products", json={"sku": "OTHER", "name": "y", "price": 1, "legacy_id": 4242}, headers=boss
+    )
+    assert_problem(resp, 409, "duplicate-legacy-id")
+    [created] = await events_of_type(store, "ProductCreated")
+    assert created.event.legacy_id == 4242
