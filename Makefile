@@ -1,5 +1,5 @@
 # streamshop: `make run` starts everything, `make test` runs the suite. See README.md.
-PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && { command -v $$p; break; }; done)
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test lint format schemas install java-example bench clean
 
 $(BIN)/python:
-	@test -n "$(PYTHON)" || { echo "make: no python3 found; install Python 3.11+ (Debian/Ubuntu: sudo apt-get install -y python3 python3-venv)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "make: no Python 3.11+ found; install it (Debian/Ubuntu 12+: sudo apt-get install -y python3 python3-venv) or run with PYTHON=/path/to/python3.11"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: streamshop needs Python 3.11+, $(PYTHON) is $$($(PYTHON) --version 2>&1); run with PYTHON=/path/to/python3.11"; exit 1; }
 	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: cannot create $(VENV); on Debian/Ubuntu: sudo apt-get install -y python3-venv"; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
