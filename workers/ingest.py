@@ -34,7 +34,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.codec import encode
 from events.errors import AppendRejected, VersionConflict
 from events.ids import now_at, parse_at
 from events.keys import Keys
@@ -49,6 +48,7 @@ from events.types import (
 )
 from events.upcasting import upcast
 from workers import legacy_feed
+from workers.dlq import META, metrics_key
 
 log = structlog.get_logger("workers.ingest")
 
@@ -579,6 +579,7 @@ class IngestGateway:
             # Checked here too because a command decides before its append reaches the
             # idempotency record: a re-sent ProductCreated would otherwise be "already exists".
             self.stats.duplicates += 1
+            await self.redis.hincrby(self.metrics_key(source), "duplicates", 1)
             log.info("ingest_duplicate", source=source, entry_id=entry_id, event_id=event_id)
             return
         for attempt in range(self.conflict_retries + 1):
@@ -591,6 +592,8 @@ class IngestGateway:
                 if attempt == self.conflict_retries:
                     raise
         self.stats.by_source[source] = self.stats.by_source.get(source, 0) + 1
+        counter = "duplicates" if result.duplicate else "appended"
+        await self.redis.hincrby(self.metrics_key(source), counter, 1)
         if result.duplicate:
             self.stats.duplicates += 1
             log.info("ingest_duplicate", source=source, entry_id=entry_id, event_id=event_id)
@@ -649,29 +652,34 @@ class IngestGateway:
     async def _dead_letter(
         self, source: str, entry_id: str, fields: dict[bytes, bytes], outcome: DeadLetter
     ) -> None:
-        """Record the refusal and acknowledge the entry in one MULTI: both or neither."""
-        original = {
-            k.decode(errors="backslashreplace"): v.decode(errors="backslashreplace")[
-                :_DLQ_VALUE_MAX_CHARS
-            ]
-            for k, v in fields.items()
+        """Record the refusal, count it and acknowledge the entry in one MULTI: all or none.
+
+        Same shape as the projectors' dead letters (:mod:`workers.dlq`): the original fields,
+        byte for byte, plus ``dlq.*`` fields; re-publishing is ``XADD`` of the non-``dlq.*``
+        fields. An oversized entry keeps only the start of each field.
+        """
+        truncated = entry_size(fields) > self.max_entry_bytes
+        record: dict[bytes | str, bytes | str] = {
+            k: (v[:_DLQ_VALUE_MAX_CHARS] if truncated else v) for k, v in fields.items()
         }
-        record = {
-            "kind": outcome.kind,
-            "reason": outcome.reason[:_DLQ_VALUE_MAX_CHARS],
-            "field": outcome.field,
-            "source": source,
-            "stream": self.stream_of(source),
-            "entry_id": entry_id,
-            "event_id": outcome.event_id,
-            "gateway": self.consumer,
-            "at": now_at(),
-            "fields": encode(original),
-            "truncated": "1" if entry_size(fields) > self.max_entry_bytes else "0",
-        }
+        record.update(
+            {
+                f"{META}kind": outcome.kind,
+                f"{META}error": outcome.reason[:_DLQ_VALUE_MAX_CHARS],
+                f"{META}field": outcome.field,
+                f"{META}source": source,
+                f"{META}stream": self.stream_of(source),
+                f"{META}entry_id": entry_id,
+                f"{META}event_id": outcome.event_id,
+                f"{META}gateway": self.consumer,
+                f"{META}at": now_at(),
+                f"{META}truncated": "1" if truncated else "0",
+            }
+        )
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.keys.dlq(f"ingest:{source}"), record)
+            pipe.xadd(self.keys.dlq(f"ingest:{source}"), record)  # type: ignore[arg-type]
             pipe.xack(self.stream_of(source), self.group, entry_id)
+            pipe.hincrby(self.metrics_key(source), "dead_letters", 1)
             await pipe.execute()
         self.stats.dead_lettered += 1
         log.warning(
@@ -683,6 +691,10 @@ class IngestGateway:
             field=outcome.field,
             reason=outcome.reason[:500],
         )
+
+    def metrics_key(self, source: str) -> str:
+        """``{prefix}:metrics:ingest:<source>``: ``appended``, ``duplicates``, ``dead_letters``."""
+        return metrics_key(self.keys, f"ingest:{source}")
 
 
 # -- translation: events → catalog commands ----------------------------------------------
