@@ -30,6 +30,7 @@ from app.problems import problem_details_plugin
 from app.queries import read_side_lifespan
 from app.services import Services
 from app.settings import Settings
+from app.validation import reject_lax_bodies
 from events.store import EventStore, check_redis
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -99,6 +100,7 @@ def create_app(
         ],
         plugins=[problem_details_plugin()],
         before_send=[stamp_response],
+        before_request=reject_lax_bodies,
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
             title="streamshop",

@@ -89,17 +89,16 @@ def _problem(
 def _param_name(item: dict[str, Any]) -> str:
     """The field a Litestar/msgspec validation message is about, as ``a.b[0].c``.
 
-    Litestar reports unknown or missing fields against the whole body (``data``); the
-    field's name is then inside the message's backticks.
+    Unknown and missing fields are reported against their parent object; the field's own
+    name is then inside the message's backticks.
     """
     key = str(item.get("key") or "")
     message = str(item.get("message") or "")
-    if key in ("", "data") and ("unknown field" in message or "missing required" in message):
+    key = "" if key == "data" else key.removeprefix("data.")
+    if "unknown field" in message or "missing required" in message:
         match = _BACKTICK.search(message)
         if match:
-            return match.group(1)
-    if key.startswith("data."):
-        key = key[len("data.") :]
+            return f"{key}.{match.group(1)}" if key else match.group(1)
     return key or "body"
 
 
