@@ -24,7 +24,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.errors import AppendRejected, VersionConflict
+from events.errors import AppendRejected
 from events.ids import now_at, parse_at
 from events.keys import Keys
 from events.store import AppendResult, EventStore, Metadata
@@ -49,6 +49,7 @@ from events.types import (
 from events.upcasting import upcast
 from workers import legacy_feed
 from workers.dlq import META, metrics_key
+from workers.runner import blocking_client
 
 log = structlog.get_logger("workers.ingest")
 
@@ -269,22 +270,9 @@ class GatewayStats:
     unchanged: int = 0
     dead_lettered: int = 0
     transient_errors: int = 0
-    by_source: dict[str, int] = field(default_factory=dict)
 
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
-
-
-def blocking_client(redis: aioredis.Redis, block_ms: int) -> aioredis.Redis:
-    """A client like ``redis`` with its own pool and a socket timeout longer than ``BLOCK``,
-    so a blocking ``XREADGROUP`` never holds a connection the appends need, and never
-    times out before the server answers."""
-    pool = redis.connection_pool
-    kwargs = dict(pool.connection_kwargs)
-    kwargs["socket_timeout"] = block_ms / 1000 + 5
-    return aioredis.Redis(
-        connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    )
 
 
 class IngestGateway:
@@ -293,7 +281,8 @@ class IngestGateway:
     ``sources`` are always served; with ``discover`` every ``{prefix}:ingest:*`` stream is
     served too, looked up again every ``discover_interval`` seconds. Entries another
     gateway process left pending for ``claim_idle_ms`` are claimed (``XAUTOCLAIM``).
-    One gateway process per deployment keeps per-product order; a second is a hot spare.
+    Run one gateway process per deployment: a second would share a stream's entries and
+    could reorder a product's events.
     """
 
     def __init__(
@@ -313,7 +302,6 @@ class IngestGateway:
         block_ms: int = 1000,
         max_entry_bytes: int = MAX_ENTRY_BYTES,
         claim_idle_ms: int = 60_000,
-        conflict_retries: int = 5,
         backoff_max: float = 5.0,
         legacy_sources: frozenset[str] = LEGACY_SOURCES,
     ) -> None:
@@ -339,7 +327,6 @@ class IngestGateway:
         self.block_ms = block_ms
         self.max_entry_bytes = max_entry_bytes
         self.claim_idle_ms = claim_idle_ms
-        self.conflict_retries = conflict_retries
         self.backoff_max = backoff_max
         self.legacy_sources = legacy_sources
         self.stats = GatewayStats()
@@ -582,16 +569,11 @@ class IngestGateway:
             await self.redis.hincrby(self.metrics_key(source), "duplicates", 1)
             log.info("ingest_duplicate", source=source, entry_id=entry_id, event_id=event_id)
             return
-        for attempt in range(self.conflict_retries + 1):
-            try:
-                result = await self._execute(
-                    self.store, command, meta, idempotency_key=idempotency_key, event_id=event_id
-                )
-                break
-            except VersionConflict:
-                if attempt == self.conflict_retries:
-                    raise
-        self.stats.by_source[source] = self.stats.by_source.get(source, 0) + 1
+        # execute() re-reads state and retries version conflicts itself, a bounded number
+        # of times, like the API; what still fails is a domain error (dead-lettered).
+        result = await self._execute(
+            self.store, command, meta, idempotency_key=idempotency_key, event_id=event_id
+        )
         counter = "duplicates" if result.duplicate else "appended"
         await self.redis.hincrby(self.metrics_key(source), counter, 1)
         if result.duplicate:
@@ -626,28 +608,25 @@ class IngestGateway:
             correlation=str(uuid.uuid5(legacy_feed.LEGACY_NAMESPACE, f"{source}:{entry_id}")),
             source=f"ingest:{source}",
         )
-        for attempt in range(self.conflict_retries + 1):
-            current = current_product(await self.store.state(f"product:{product_id}"))
-            steps = legacy_feed.plan(message, current)
-            if not steps:
-                self.stats.unchanged += 1
-                log.info("ingest_legacy_unchanged", source=source, entry_id=entry_id)
-                return
-            try:
-                for step, event in steps:
-                    key = f"ingest:{source}:{entry_id}:{step}"
-                    await self._append(
-                        source,
-                        entry_id,
-                        event,
-                        meta,
-                        idempotency_key=key,
-                        event_id=str(uuid.uuid5(legacy_feed.LEGACY_NAMESPACE, key)),
-                    )
-                return
-            except VersionConflict:
-                if attempt == self.conflict_retries:
-                    raise
+        current = current_product(await self.store.state(f"product:{product_id}"))
+        steps = legacy_feed.plan(message, current)
+        if not steps:
+            self.stats.unchanged += 1
+            log.info("ingest_legacy_unchanged", source=source, entry_id=entry_id)
+            return
+        # One append per step, each with its own key: after a crash between two steps the
+        # redelivered message is planned again from the new state, and a step that was
+        # already recorded is a duplicate.
+        for step, event in steps:
+            key = f"ingest:{source}:{entry_id}:{step}"
+            await self._append(
+                source,
+                entry_id,
+                event,
+                meta,
+                idempotency_key=key,
+                event_id=str(uuid.uuid5(legacy_feed.LEGACY_NAMESPACE, key)),
+            )
 
     async def _dead_letter(
         self, source: str, entry_id: str, fields: dict[bytes, bytes], outcome: DeadLetter
