@@ -87,10 +87,13 @@ def product_filter(
         if min_price is not None:
             price["$gte"] = min_price
         if max_price is not None:
-            price["$lte"] = max_price
+            # ``$lt max + 1``, not ``$lte max`` (equal for integer prices): SecantusDB 0.7
+            # drops the upper bound's equal keys when ``$lte`` follows an equality prefix
+            # of a compound index, here ``(deleted, price, _id)``.
+            price["$lt"] = max_price + 1
         query["price"] = price
     if in_stock is not None:
-        query["stock"] = {"$gt": 0} if in_stock else {"$lte": 0}
+        query["stock"] = {"$gt": 0} if in_stock else {"$lt": 1}
     return query
 
 
