@@ -80,7 +80,7 @@ class AnalyticsController(Controller):
         with store_errors():
             rows = await side.pool.fetch(
                 f"SELECT {period} AS period, count(DISTINCT f.order_id) AS orders,"
-                " sum(f.quantity) AS items, sum(f.revenue) AS revenue"
+                " sum(f.quantity)::bigint AS items, sum(f.revenue)::bigint AS revenue"
                 f' FROM "{s}".fact_order_line f JOIN "{s}".dim_date d USING (date_key)'
                 " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1 ORDER BY 1",
                 *_days(start, end),
@@ -113,7 +113,7 @@ class AnalyticsController(Controller):
         s = side.warehouse.schema
         with store_errors():
             rows = await side.pool.fetch(
-                "SELECT f.product_id, sum(f.quantity) AS quantity, sum(f.revenue) AS revenue,"
+                "SELECT f.product_id, sum(f.quantity)::bigint AS quantity, sum(f.revenue)::bigint AS revenue,"
                 " count(DISTINCT f.order_id) AS orders,"
                 f' (SELECT p.name FROM "{s}".dim_product p WHERE p.product_id = f.product_id'
                 "  ORDER BY p.version DESC LIMIT 1) AS name"
@@ -149,7 +149,7 @@ class AnalyticsController(Controller):
         s = side.warehouse.schema
         with store_errors():
             rows = await side.pool.fetch(
-                "SELECT d.date, sum(l.successes) AS successes, sum(l.failures) AS failures"
+                "SELECT d.date, sum(l.successes)::bigint AS successes, sum(l.failures)::bigint AS failures"
                 f' FROM "{s}".fact_login l JOIN "{s}".dim_date d USING (date_key)'
                 " WHERE d.date BETWEEN $1 AND $2 GROUP BY d.date ORDER BY d.date",
                 *_days(start, end),
