@@ -82,7 +82,7 @@ class Settings:
         env = os.environ if env is None else env
         dev = env.get("STREAMSHOP_DEV", "0").lower() in ("1", "true", "yes")
         secret = env.get("JWT_SECRET", "")
-        r, m, pg = RedisSettings(), MongoSettings(), PostgresSettings()
+        r, m, pg, a = RedisSettings(), MongoSettings(), PostgresSettings(), AuthSettings()
         return cls(
             redis=RedisSettings(
                 url=env.get("REDIS_URL", r.url),
@@ -94,7 +94,12 @@ class Settings:
                 database=env.get("MONGO_DB", m.database),
             ),
             postgres=PostgresSettings(url=env.get("DATABASE_URL", pg.url)),
-            auth=AuthSettings(jwt_secret=secret),
+            auth=AuthSettings(
+                jwt_secret=secret,
+                argon2_time_cost=int(env.get("ARGON2_TIME_COST", a.argon2_time_cost)),
+                argon2_memory_kib=int(env.get("ARGON2_MEMORY_KIB", a.argon2_memory_kib)),
+                argon2_parallelism=int(env.get("ARGON2_PARALLELISM", a.argon2_parallelism)),
+            ),
             default_currency=env.get("DEFAULT_CURRENCY", "BRL"),
             log_format=env.get("LOG_FORMAT", "json"),
             dev_mode=dev,
