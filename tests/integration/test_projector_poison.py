@@ -63,6 +63,7 @@ async def test_poison_entries_are_dead_lettered_and_later_events_applied(
         "20",
         env={"SUM_FAIL_REASON": "poison"},
     )
+    await projector.started()
     await append_adjustments(store, [target, *others], 90)
     malformed_id = await append_malformed(store, target)
     await append_adjustments(store, [target], 1, reason="poison")

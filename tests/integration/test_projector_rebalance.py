@@ -18,7 +18,7 @@ def runner(
     redis: aioredis.Redis, store: EventStore, projection: RecordingProjection, name: str
 ) -> ProjectorRunner:
     return ProjectorRunner(
-        redis, store.keys, [projection], consumer=name, batch=25, block_ms=200, lease_ms=900
+        redis, store.keys, [projection], consumer=name, batch=25, block_ms=200, lease_ms=3000
     )
 
 

@@ -27,20 +27,17 @@ async def test_sigterm_finishes_the_batch_in_hand_and_releases_every_lease(
 ) -> None:
     products = [str(uuid.uuid4()) for _ in range(30)]
     parts = store.keys.partitions
+    # At most 4 partitions x 10 entries per 100 ms: the 3,000 take 7.5 s or more.
     projector = cli.project(
-        "p", "--lease-ms", "1500", "--block-ms", "300", "--batch", "20", env={"SUM_DELAY_MS": "30"}
+        "p", "--lease-ms", "1500", "--block-ms", "300", "--batch", "10", env={"SUM_DELAY_MS": "100"}
     )
+    await projector.started()
     await append_adjustments(store, products, 3_000)
 
-    async def started() -> bool:
-        return await view.applied() >= 300
+    async def working() -> bool:
+        return await view.applied() >= 100
 
-    await eventually(started, what="the projector to apply some batches")
-    during = [json.loads(line) for line in cli.run("lag", "--json").stdout.splitlines()]
-    assert {(row["projection"], row["partition"], row["owner"]) for row in during} == {
-        (sum_table, p, "p") for p in range(parts)
-    }
-
+    await eventually(working, what="the projector to apply some batches")
     projector.proc.send_signal(signal.SIGTERM)
     assert await projector.wait() == 0
 

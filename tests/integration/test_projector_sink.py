@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,6 +57,7 @@ async def test_projector_waits_out_a_sink_outage_then_catches_up(
             state = await group_state(redis_client, store.keys.prefix, parts, sum_table)
             return await view.applied() == n and state["pending"] == 0 and state["lag"] == 0
 
+        await projector.started()
         await append_adjustments(store, products, 400)
         await eventually(lambda: applied(400), what="the first 400 events")
 
@@ -74,6 +76,12 @@ async def test_projector_waits_out_a_sink_outage_then_catches_up(
             (await lease_owners(redis_client, store.keys.prefix, parts, sum_table)).values()
         ) == {"p"}
         assert await redis_client.xlen(store.keys.dlq(sum_table)) == 0
+        lag = [json.loads(line) for line in cli.run("lag", "--json").stdout.splitlines()]
+        assert {(row["projection"], row["partition"], row["owner"]) for row in lag} == {
+            (sum_table, p, "p") for p in range(parts)
+        }
+        assert sum(row["pending"] for row in lag) == state["pending"]
+        assert all(row["acked"] <= row["delivered"] for row in lag)
 
         await proxy.up()
         await eventually(lambda: applied(800), what="the projection to catch up")

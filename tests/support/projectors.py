@@ -33,7 +33,7 @@ SUM_FACTORY = "tests.support.sum_projection:factory"
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], within: float = 30.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool]], within: float = 60.0, what: str = "condition"
 ) -> None:
     """Poll ``check`` until it holds; fail with ``what`` after ``within`` seconds."""
     deadline = time.monotonic() + within
@@ -67,6 +67,16 @@ class Projector:
                 raise AssertionError(f"{self.consumer} did not exit within {within}s")
             await asyncio.sleep(0.05)
         return self.proc.returncode
+
+    async def started(self, within: float = 60.0) -> None:
+        """Wait for the runner to start (a loaded machine can take a while to import)."""
+
+        async def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.consumer} exited early:\n{self.log_path.read_text()}")
+            return bool(self.logs("runner_started"))
+
+        await eventually(up, within, f"{self.consumer} to start")
 
     def logs(self, event: str | None = None) -> list[dict[str, Any]]:
         """The process's structlog JSON lines (only those with ``event``, if given)."""
