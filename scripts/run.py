@@ -9,8 +9,9 @@ What it starts (each only when its URL is not given in the environment):
 - and always the API on ``HOST:PORT`` (127.0.0.1:8000) and the workers of the ``Procfile``.
 
 PostgreSQL is the machine's (``DATABASE_URL``, default the ``streamshop`` database on
-127.0.0.1:5432, created if missing). Missing servers are installed with apt-get when we are
-root; otherwise the script says exactly what to install. A JWT secret is generated once
+127.0.0.1:5432, created if missing; on a fresh cluster that refuses passwordless logins, a
+``streamshop`` role with a generated password). Missing servers are installed with apt-get
+when we are root; otherwise the script says exactly what to install. A JWT secret is generated once
 and kept in the data directory, so tokens survive restarts.
 
 Running it twice is safe: a run still alive is reported, and processes left over by a run
@@ -220,8 +221,47 @@ async def _ensure_database(dsn: str) -> None:
         await conn.close()
 
 
-def ensure_postgres(dsn: str, local_default: bool) -> None:
-    """The database of ``dsn`` exists; with the default DSN, PostgreSQL is installed and up."""
+def _as_postgres(sql: str) -> None:
+    """Run SQL as the ``postgres`` OS user over the local socket (peer auth; needs root)."""
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", "psql", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        check=True,
+        cwd="/",
+        capture_output=True,
+    )
+
+
+def _local_role(data: Path, dsn: str) -> str:
+    """A fresh Debian cluster refuses passwordless TCP logins: give streamshop its own role.
+
+    The password is random, kept in the data directory; the database is owned by the role.
+    """
+    path = data / "pg_password"
+    if not path.exists():
+        path.write_text(secrets.token_hex(16) + "\n")
+        path.chmod(0o600)
+    password = path.read_text().strip()
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/")
+    say(f"PostgreSQL refuses passwordless logins; using role streamshop for database {name}")
+    _as_postgres(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'streamshop') "
+        "THEN CREATE ROLE streamshop LOGIN; END IF; END $$; "
+        f"ALTER ROLE streamshop LOGIN PASSWORD '{password}' CREATEDB; "
+        f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_database WHERE datname = '{name}') "
+        f"""THEN EXECUTE 'ALTER DATABASE "{name}" OWNER TO streamshop'; END IF; END $$;"""
+    )
+    netloc = f"streamshop:{password}@{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def ensure_postgres(dsn: str, local_default: bool, data: Path) -> str:
+    """The database of ``dsn`` exists; with the default DSN, PostgreSQL is installed and up.
+
+    Returns the DSN to use: the default one, or one with its own role on a fresh cluster.
+    """
+    import asyncpg
+
     parts = urlsplit(dsn)
     host, port = parts.hostname or "127.0.0.1", parts.port or 5432
     if local_default:
@@ -237,10 +277,25 @@ def ensure_postgres(dsn: str, local_default: bool) -> None:
             f"PostgreSQL does not answer on {host}:{port}. Start it "
             "(e.g. `sudo service postgresql start`) or set DATABASE_URL"
         )
+    refused = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
     try:
         asyncio.run(_ensure_database(dsn))
+        return dsn
+    except refused as exc:
+        if not (local_default and os.geteuid() == 0 and shutil.which("runuser")):
+            raise RunError(
+                f"PostgreSQL refused {dsn}: {exc}. Set DATABASE_URL with a user and password, "
+                "or allow the postgres user on 127.0.0.1 in pg_hba.conf (method trust)"
+            ) from exc
     except Exception as exc:  # any driver error: the message is what the user needs
         raise RunError(f"cannot use PostgreSQL database {dsn}: {exc}") from exc
+    try:
+        dsn = _local_role(data, dsn)
+        asyncio.run(_ensure_database(dsn))
+    except Exception as exc:
+        detail = exc.stderr.decode() if isinstance(exc, subprocess.CalledProcessError) else exc
+        raise RunError(f"cannot set up a PostgreSQL role for streamshop: {detail}") from exc
+    return dsn
 
 
 def render_redis_conf(layout: Layout) -> Path:
@@ -470,7 +525,7 @@ def prepare(env: dict[str, str]) -> tuple[Layout, dict[str, str], dict[str, str]
     default_dsn = not env.get("DATABASE_URL")
     if default_dsn:
         env["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:5432/streamshop"
-    ensure_postgres(env["DATABASE_URL"], local_default=default_dsn)
+    env["DATABASE_URL"] = ensure_postgres(env["DATABASE_URL"], default_dsn, layout.data)
     if not env.get("JWT_SECRET") and env.get("STREAMSHOP_DEV", "0") not in ("1", "true", "yes"):
         env["JWT_SECRET"] = jwt_secret(layout.data)
     return layout, env, select_processes(local)
