@@ -1,0 +1,379 @@
+"""Commands over HTTP: ``POST /orders`` and ``POST /auth/login`` ÷ ``GET /health`` on the same
+server, same load tool, same concurrency, in the same run.
+
+The server is the real one (``uvicorn --factory app.main:create_app --workers N``) on the
+private AOF-always Redis, with production argon2id parameters. The load tool is ``wrk``
+from Debian's packages (``make bench`` installs it when root) with a Lua script that sends
+random baskets with bearer tokens and logins over a pool of accounts; without wrk, a
+Python async load generator runs in a separate process (``params.tool`` says which).
+Latencies are closed-loop (each connection waits for its answer before the next request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from app.passwords import Passwords
+from app.settings import AuthSettings
+from bench.servers import Stack, api_server, drop_prefix
+from events.store import EventStore
+from workers.commands.demo import DEFAULT_PASSWORD, populate
+from workers.demo import make_shop
+
+ACCOUNTS = 64
+PRODUCTS = 200
+STOCK = 10**8
+"""Opening stock per bench product: no order is refused for stock during the run."""
+
+LUA = r"""
+local mode = "%(mode)s"
+local nthreads = %(threads)d
+local tokens = {%(tokens)s}
+local products = {%(products)s}
+local emails = {%(emails)s}
+local password = "%(password)s"
+local counter = 0
+local n = 0
+
+function setup(thread)
+  thread:set("id", n)
+  n = n + 1
+end
+
+function init(args)
+  math.randomseed(id * 7919 + 17)
+  counter = id
+end
+
+function request()
+  counter = counter + nthreads
+  if mode == "orders" then
+    local count = math.random(1, 3)
+    local used, parts = {}, {}
+    for i = 1, count do
+      local p
+      repeat p = products[math.random(#products)] until not used[p]
+      used[p] = true
+      parts[i] = '{"product_id":"' .. p .. '","quantity":' .. math.random(1, 3) .. '}'
+    end
+    return wrk.format("POST", "/orders", {
+      ["Content-Type"] = "application/json",
+      ["Authorization"] = "Bearer " .. tokens[counter %% #tokens + 1],
+    }, '{"lines":[' .. table.concat(parts, ",") .. ']}')
+  elseif mode == "login" then
+    local email = emails[counter %% #emails + 1]
+    return wrk.format("POST", "/auth/login", {["Content-Type"] = "application/json"},
+      '{"email":"' .. email .. '","password":"' .. password .. '"}')
+  end
+  return wrk.format("GET", "/health")
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests":%%d,"duration_us":%%d,"status_errors":%%d,"socket_errors":%%d,' ..
+    '"timeouts":%%d,"p50_us":%%d,"p95_us":%%d,"p99_us":%%d,"max_us":%%d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write, e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+end
+"""
+
+
+def _lua_list(items: list[str]) -> str:
+    return ",".join(f'"{item}"' for item in items)
+
+
+def wrk_version() -> str | None:
+    exe = shutil.which("wrk")
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "-v"], capture_output=True, text=True)
+    first = (out.stdout + out.stderr).splitlines()[:1]
+    return first[0].split(" [")[0] if first else "wrk"
+
+
+def run_wrk(
+    base: str,
+    mode: str,
+    *,
+    duration: float,
+    connections: int,
+    threads: int,
+    tokens: list[str],
+    products: list[str],
+    emails: list[str],
+    workdir: Path,
+) -> dict[str, Any]:
+    script = workdir / f"{mode}.lua"
+    script.write_text(
+        LUA
+        % {
+            "mode": mode,
+            "threads": threads,
+            "tokens": _lua_list(tokens),
+            "products": _lua_list(products),
+            "emails": _lua_list(emails),
+            "password": DEFAULT_PASSWORD,
+        }
+    )
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            base + ("/health" if mode == "health" else "/"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("BENCH "))
+    raw = json.loads(line.removeprefix("BENCH "))
+    return {
+        "requests": raw["requests"],
+        "seconds": raw["duration_us"] / 1e6,
+        "errors": raw["status_errors"] + raw["socket_errors"] + raw["timeouts"],
+        "p50_ms": raw["p50_us"] / 1000,
+        "p95_ms": raw["p95_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+    }
+
+
+# -- the fallback: a Python async load generator in its own process ------------------------
+
+
+def _request_for(
+    mode: str, n: int, rng: random.Random, tokens: list[str], products: list[str], emails: list[str]
+) -> tuple[str, str, dict[str, str], bytes | None]:
+    if mode == "orders":
+        lines = [
+            {"product_id": p, "quantity": rng.randint(1, 3)}
+            for p in rng.sample(products, rng.randint(1, 3))
+        ]
+        headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
+        return "POST", "/orders", headers, json.dumps({"lines": lines}).encode()
+    if mode == "login":
+        body = {"email": emails[n % len(emails)], "password": DEFAULT_PASSWORD}
+        return "POST", "/auth/login", {}, json.dumps(body).encode()
+    return "GET", "/health", {}, None
+
+
+async def _python_load_async(
+    base: str,
+    mode: str,
+    duration: float,
+    connections: int,
+    tokens: list[str],
+    products: list[str],
+    emails: list[str],
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+
+        async def loop(worker: int) -> None:
+            nonlocal errors
+            rng = random.Random(worker)
+            n = worker
+            while time.perf_counter() < deadline:
+                method, path, headers, body = _request_for(mode, n, rng, tokens, products, emails)
+                n += connections
+                started = time.perf_counter()
+                try:
+                    response = await client.request(
+                        method,
+                        path,
+                        headers={**headers, "Content-Type": "application/json"},
+                        content=body,
+                    )
+                    if response.status_code >= 400:
+                        errors += 1
+                except httpx.HTTPError:
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(w) for w in range(connections)))
+        seconds = time.perf_counter() - started
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    return {
+        "requests": len(latencies),
+        "seconds": seconds,
+        "errors": errors,
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "max_ms": latencies[-1] * 1000 if latencies else 0.0,
+    }
+
+
+def _python_load(*args: Any) -> dict[str, Any]:
+    return asyncio.run(_python_load_async(*args))
+
+
+async def run_python_load(
+    base: str,
+    mode: str,
+    *,
+    duration: float,
+    connections: int,
+    tokens: list[str],
+    products: list[str],
+    emails: list[str],
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1) as pool:
+        return await loop.run_in_executor(
+            pool, _python_load, base, mode, duration, connections, tokens, products, emails
+        )
+
+
+# -- the section -----------------------------------------------------------------------------
+
+
+async def _tokens(base: str, emails: list[str]) -> list[str]:
+    """Log every bench account in over HTTP (the real path) and keep the bearer tokens."""
+    semaphore = asyncio.Semaphore(4)
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+
+        async def one(email: str) -> str:
+            async with semaphore:
+                response = await client.post(
+                    "/auth/login", json={"email": email, "password": DEFAULT_PASSWORD}
+                )
+                response.raise_for_status()
+                return str(response.json()["access_token"])
+
+        return list(await asyncio.gather(*(one(e) for e in emails)))
+
+
+def _figures(name: str, measured: dict[str, Any]) -> dict[str, Any]:
+    per_s = measured["requests"] / measured["seconds"] if measured["seconds"] else 0.0
+    return {
+        f"{name}_per_s": round(per_s, 1),
+        f"{name}_p50_ms": round(measured["p50_ms"], 2),
+        f"{name}_p95_ms": round(measured["p95_ms"], 2),
+        f"{name}_p99_ms": round(measured["p99_ms"], 2),
+        f"{name}_errors": measured["errors"],
+    }
+
+
+async def run(
+    redis_url: str,
+    duration: float = 10.0,
+    connections: int = 32,
+    workers: int | None = None,
+    warmup: float = 2.0,
+) -> dict[str, Any]:
+    workers = workers or os.cpu_count() or 1
+    threads = 2
+    tool = wrk_version()
+    stack = Stack.new(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    store = EventStore(client, stack.settings().redis.keys)
+    await store.load_functions()
+    shop = make_shop(accounts=ACCOUNTS, products=PRODUCTS, orders=0, seed=808, stock=STOCK)
+    passwords = await asyncio.to_thread(Passwords, AuthSettings())
+    one_hash = await passwords.hash(DEFAULT_PASSWORD)
+
+    async def shared_hash(_: str) -> str:
+        return one_hash
+
+    try:
+        await populate(store, shop, hash_password=shared_hash, concurrency=16)
+        emails = [a.email for a in shop.accounts]
+        products = [p.product_id for p in shop.products]
+        results: dict[str, dict[str, Any]] = {}
+        with (
+            tempfile.TemporaryDirectory(prefix="ssbench-http-") as tmp,
+            api_server(stack, workers, Path(tmp) / "api.log") as base,
+        ):
+            tokens = await _tokens(base, emails)
+            for mode in ("health", "orders", "login"):
+                # argon2 has nothing to warm up, and a login warm-up would leave a queue
+                # of hashes behind that eats into the measured run.
+                rounds = [(duration, True)]
+                if mode != "login" and warmup > 0:
+                    rounds.insert(0, (warmup, False))
+                for seconds, keep in rounds:
+                    if tool:
+                        measured = await asyncio.to_thread(
+                            run_wrk,
+                            base,
+                            mode,
+                            duration=seconds,
+                            connections=connections,
+                            threads=threads,
+                            tokens=tokens,
+                            products=products,
+                            emails=emails,
+                            workdir=Path(tmp),
+                        )
+                    else:
+                        measured = await run_python_load(
+                            base,
+                            mode,
+                            duration=seconds,
+                            connections=connections,
+                            tokens=tokens,
+                            products=products,
+                            emails=emails,
+                        )
+                    if keep:
+                        results[mode] = measured
+    finally:
+        await client.aclose()
+        await drop_prefix(redis_url, stack.prefix)
+    health, orders, login = results["health"], results["orders"], results["login"]
+    figures = {
+        **_figures("orders", orders),
+        **_figures("login", login),
+        **_figures("health", health),
+    }
+    trivial = figures["health_per_s"]
+    return {
+        **figures,
+        "limit": "GET /health (trivial endpoint) on the same server, tool and concurrency",
+        "ratio": round(figures["orders_per_s"] / trivial, 3) if trivial else None,
+        "ratio_login": round(figures["login_per_s"] / trivial, 3) if trivial else None,
+        "params": {
+            "tool": f"{tool} (Debian package), Lua script, {threads} threads"
+            if tool
+            else "Python async load generator (httpx) in a separate process; wrk not found",
+            "concurrency": connections,
+            "duration_s": duration,
+            "warmup_s": warmup,
+            "server": f"uvicorn --factory app.main:create_app --workers {workers}"
+            " (uvloop, httptools), JSON access log per request",
+            "redis": "private redis-server, appendonly yes, appendfsync always",
+            "orders": f"1-3 random lines (quantity 1-3) over {PRODUCTS} products,"
+            f" {ACCOUNTS} accounts' bearer tokens",
+            "login": f"{ACCOUNTS} accounts round-robin, argon2id t=3 m=64MiB p=4 (production)",
+            "latency": "closed loop: each connection waits for its answer",
+        },
+    }
