@@ -1,0 +1,43 @@
+"""``streamshop verify <view|all>``: fold the log into a scratch version, compare it with
+the live view, print the first differences, exit 1 when they differ."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.settings import Settings
+from workers.verify import verify_view
+from workers.views import VIEWS, RebuildBusy
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("view", choices=[*VIEWS, "all"], help="the view to verify, or all")
+    parser.add_argument("--batch", type=int, default=2000, help="entries per read and bulk write")
+    parser.add_argument("--show", type=int, default=10, help="differences to print per view")
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    names = list(VIEWS) if args.view == "all" else [args.view]
+    failed = False
+    for name in names:
+        try:
+            report = await verify_view(settings, name, batch=args.batch, show=args.show)
+        except RebuildBusy as exc:
+            print(f"{name}: verify refused: {exc}", file=sys.stderr)
+            return 3
+        counts = ", ".join(f"{t} {a}/{b}" for t, (a, b) in report.counts.items())
+        where = f"at {report.position or 'the start'}"
+        if report.behind:
+            where += f" ({report.behind} newer entries not yet applied by the live view)"
+        if report.ok:
+            print(f"{name} ({report.live_version}): OK {where}; live/log rows: {counts}")
+            continue
+        failed = True
+        print(
+            f"{name} ({report.live_version}): DIFFERS in {report.total_differences} place(s) "
+            f"{where}; live/log rows: {counts}"
+        )
+        for diff in report.differences:
+            print(f"  {diff}")
+    return 1 if failed else 0

@@ -1,0 +1,381 @@
+"""Versioned views: which version of each view is live (a pointer in Redis), the pause a
+rebuild sets around its switch, and the projection wrapper that follows the pointer.
+
+A view (``read_models``, ``audit``, ``warehouse``) can exist in several versions side by
+side: the base one (MongoDB collections ``accounts``…, PostgreSQL schemas ``audit`` /
+``dw``) and versions a rebuild made (``accounts_<v>``…, ``audit_<v>``, ``dw_<v>``). Readers
+and the live projector resolve the version through ``{prefix}:view:{<name>}``; absent means
+the base. A rebuild fills a new version from the log while the old one keeps serving, then
+switches the pointer with one atomic script (see :mod:`workers.rebuild`).
+
+Why the pause: the live projector must never apply, to the *old* version only, an entry the
+new version has not seen. Around its final catch-up the rebuild sets
+``{prefix}:view:{<name>}:pause`` (with a TTL it keeps refreshing, so a killed rebuild cannot
+pause the live view for long); :class:`VersionedProjection` reads pointer and pause in one
+``MGET`` before every apply and raises :class:`~projections.base.SinkUnavailable` while
+paused, so the runner backs off, keeps its lease and acknowledges nothing. Entries it read
+before the pause was set are in the log before the rebuild's final catch-up starts, so the
+new version has them too; the switch succeeds only while the rebuild's own pause is still
+in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+from pymongo import AsyncMongoClient
+from redis.exceptions import RedisError
+
+from events.codec import RecordedEvent
+from projections.base import Projection, SinkUnavailable
+from projections.read_models.projection import Collections
+from projections.views import schema_name
+
+log = structlog.get_logger("workers.views")
+
+VIEWS: tuple[str, ...] = ("read_models", "audit", "warehouse")
+"""The views that are versioned (and that ``rebuild`` / ``verify`` know)."""
+
+BASE = ""
+"""The version id of the base names (no pointer set)."""
+
+ViewFactory = Callable[..., AbstractAsyncContextManager[Projection]]
+"""A registry factory: ``factory(settings)`` for the base, ``factory(settings, version=v)``."""
+
+_SWITCH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local old = redis.call('GET', KEYS[2])
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+redis.call('SET', KEYS[3], old or '')
+redis.call('DEL', KEYS[1])
+return 1
+"""
+"""KEYS: pause, pointer, previous. ARGV: pause token, new version. Switches only while the
+caller's pause holds (so no live apply can have slipped past the final catch-up)."""
+
+_REFRESH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def new_version() -> str:
+    """A fresh version id: sortable by creation time, a plain lower-case identifier."""
+    return f"v{time.strftime('%Y%m%d%H%M%S', time.gmtime())}{secrets.token_hex(3)}"
+
+
+PG_SCHEMAS: dict[str, str] = {"audit": "audit", "warehouse": "dw"}
+"""PostgreSQL views → their base schema; a version lives in ``<base>_<version>``."""
+
+
+def label(version: str | None) -> str:
+    return version or "base"
+
+
+def pg_schema(name: str, version: str) -> str:
+    base = PG_SCHEMAS[name]
+    return schema_name(base if version == BASE else f"{base}_{version}")
+
+
+def mongo_collections(version: str) -> Collections:
+    return Collections() if version == BASE else Collections.suffixed(f"_{version}")
+
+
+async def drop_version(settings: Any, name: str, version: str) -> None:
+    """Drop one version of a view from its store (a no-op if it is not there)."""
+    if name == "read_models":
+        client: AsyncMongoClient[Any] = AsyncMongoClient(settings.mongo.url)
+        try:
+            db = client[settings.mongo.database]
+            names = mongo_collections(version)
+            for collection in (names.accounts, names.products, names.orders, names.checkpoints):
+                await db.drop_collection(collection)
+        finally:
+            await client.close()
+        return
+    conn = await asyncpg.connect(settings.postgres.url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{pg_schema(name, version)}" CASCADE')
+    finally:
+        await conn.close()
+
+
+class RebuildBusy(RuntimeError):
+    """Another rebuild of the same view holds its lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class ViewState:
+    version: str
+    """The live version (:data:`BASE` for the base names)."""
+    paused: bool
+
+
+class ViewPointers:
+    """The Redis keys of versioned views under one prefix: pointer, pause, previous version,
+    the versions a rebuild created (so abandoned ones can be dropped) and the rebuild lock.
+
+    Keys of one view share the hash tag ``{<name>}``, so the switch script is cluster-safe.
+    """
+
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._switch = redis.register_script(_SWITCH)
+        self._refresh = redis.register_script(_REFRESH)
+        self._release = redis.register_script(_RELEASE)
+
+    def key(self, name: str, suffix: str = "") -> str:
+        return f"{self.prefix}:view:{{{name}}}{suffix}"
+
+    async def state(self, name: str) -> ViewState:
+        """Pointer and pause of ``name`` in one round trip (the live path calls this per batch)."""
+        pointer, pause = await self.redis.mget(self.key(name), self.key(name, ":pause"))
+        return ViewState(version=_text(pointer) or BASE, paused=pause is not None)
+
+    async def current(self, name: str) -> str:
+        return _text(await self.redis.get(self.key(name))) or BASE
+
+    async def currents(self, names: Sequence[str] = VIEWS) -> dict[str, str]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.get(self.key(name))
+            replies = await pipe.execute()
+        return {name: _text(raw) or BASE for name, raw in zip(names, replies, strict=True)}
+
+    async def set(self, name: str, version: str) -> None:
+        """Point ``name`` at ``version`` unconditionally (initial set-up; rebuilds use switch)."""
+        if version == BASE:
+            await self.redis.delete(self.key(name))
+        else:
+            await self.redis.set(self.key(name), version)
+
+    async def previous(self, name: str) -> str | None:
+        """The version the last switch replaced (``None``: none kept)."""
+        raw = await self.redis.get(self.key(name, ":previous"))
+        return None if raw is None else (_text(raw) or BASE)
+
+    async def forget_previous(self, name: str) -> None:
+        await self.redis.delete(self.key(name, ":previous"))
+
+    # -- versions a rebuild created --------------------------------------------------------
+
+    async def register(self, name: str, version: str) -> None:
+        """Recorded *before* anything is created, so a killed rebuild's leftovers are found."""
+        await self.redis.sadd(self.key(name, ":versions"), version)
+
+    async def unregister(self, name: str, version: str) -> None:
+        await self.redis.srem(self.key(name, ":versions"), version)
+
+    async def registered(self, name: str) -> set[str]:
+        return {_text(v) or BASE for v in await self.redis.smembers(self.key(name, ":versions"))}
+
+    # -- pause and switch ------------------------------------------------------------------
+
+    async def pause(self, name: str, token: str, ttl_ms: int) -> bool:
+        return bool(await self.redis.set(self.key(name, ":pause"), token, nx=True, px=ttl_ms))
+
+    async def refresh_pause(self, name: str, token: str, ttl_ms: int) -> bool:
+        return bool(await self._refresh(keys=[self.key(name, ":pause")], args=[token, ttl_ms]))
+
+    async def unpause(self, name: str, token: str) -> None:
+        await self._release(keys=[self.key(name, ":pause")], args=[token])
+
+    async def switch(self, name: str, version: str, token: str) -> bool:
+        """Point readers and the live projector at ``version``, only if our pause still holds."""
+        keys = [self.key(name, ":pause"), self.key(name), self.key(name, ":previous")]
+        return bool(await self._switch(keys=keys, args=[token, version]))
+
+    # -- the rebuild lock ------------------------------------------------------------------
+
+    async def lock(self, name: str, ttl_ms: int, wait_s: float) -> str:
+        """Take the rebuild lock of ``name``; returns the holder value to release it with.
+
+        The value names host and pid: a lock left by a killed rebuild on this host is taken
+        over at once, one left elsewhere when its TTL runs out.
+        """
+        key = self.key(name, ":rebuild")
+        holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        deadline = time.monotonic() + wait_s
+        while True:
+            if await self.redis.set(key, holder, nx=True, px=ttl_ms):
+                return holder
+            current = _text(await self.redis.get(key))
+            if current and _dead_local_holder(current):
+                log.warning("rebuild_lock_taken_over", view=name, dead_holder=current)
+                await self._release(keys=[key], args=[current])
+                continue
+            if time.monotonic() > deadline:
+                raise RebuildBusy(f"a rebuild of {name} is running ({current})")
+            await asyncio.sleep(0.2)
+
+    async def refresh_lock(self, name: str, holder: str, ttl_ms: int) -> bool:
+        return bool(await self._refresh(keys=[self.key(name, ":rebuild")], args=[holder, ttl_ms]))
+
+    async def unlock(self, name: str, holder: str) -> None:
+        await self._release(keys=[self.key(name, ":rebuild")], args=[holder])
+
+
+def _text(raw: bytes | str | None) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _dead_local_holder(holder: str) -> bool:
+    host, _, rest = holder.partition(":")
+    pid_s = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_s.isdigit():
+        return False
+    try:
+        os.kill(int(pid_s), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@asynccontextmanager
+async def open_view(factory: ViewFactory, settings: Any, version: str) -> AsyncIterator[Projection]:
+    """The view's projection on one version (the base names for :data:`BASE`)."""
+    cm = factory(settings) if version == BASE else factory(settings, version=version)
+    async with cm as projection:
+        yield projection
+
+
+@dataclass(slots=True)
+class _Target:
+    version: str
+    projection: Projection
+    stack: AsyncExitStack
+    inflight: int = 0
+
+
+@dataclass(slots=True)
+class VersionedProjection:
+    """The live projection of a versioned view: follows the pointer, honours the pause.
+
+    Applies for different partitions run concurrently; a target whose version is no longer
+    live is closed once its last in-flight apply has returned.
+    """
+
+    name: str
+    factory: ViewFactory
+    settings: Any
+    pointers: ViewPointers
+    _targets: dict[str, _Target] = field(default_factory=dict)
+    _live: str | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def _state(self) -> ViewState:
+        try:
+            return await self.pointers.state(self.name)
+        except RedisError as exc:
+            raise SinkUnavailable(f"cannot read the {self.name} view pointer: {exc}") from exc
+
+    async def _target(self, version: str) -> _Target:
+        async with self._lock:
+            target = self._targets.get(version)
+            if target is None:
+                stack = AsyncExitStack()
+                try:
+                    projection = await stack.enter_async_context(
+                        open_view(self.factory, self.settings, version)
+                    )
+                except BaseException:
+                    await stack.aclose()
+                    raise
+                target = self._targets[version] = _Target(version, projection, stack)
+            if self._live != version:
+                if self._live is not None:
+                    log.info(
+                        "view_switched",
+                        view=self.name,
+                        old=label(self._live),
+                        new=label(version),
+                    )
+                self._live = version
+            return target
+
+    async def _retire(self) -> None:
+        async with self._lock:
+            for version, target in list(self._targets.items()):
+                if version != self._live and target.inflight == 0:
+                    del self._targets[version]
+                    await target.stack.aclose()
+
+    async def setup(self) -> None:
+        state = await self._state()
+        await (await self._target(state.version)).projection.setup()
+
+    async def apply(self, partition: int, events: Sequence[RecordedEvent]) -> None:
+        state = await self._state()
+        if state.paused:
+            raise SinkUnavailable(f"{self.name} is paused for a rebuild's switch")
+        target = await self._target(state.version)
+        target.inflight += 1
+        try:
+            await target.projection.apply(partition, events)
+        finally:
+            target.inflight -= 1
+            if target.version != self._live:
+                await self._retire()
+        if len(self._targets) > 1:
+            await self._retire()
+
+    async def checkpoint(self, partition: int) -> str | None:
+        target = await self._target((await self._state()).version)
+        return await target.projection.checkpoint(partition)
+
+    async def checkpoints(self) -> dict[int, str | None]:
+        target = await self._target((await self._state()).version)
+        return await target.projection.checkpoints()  # type: ignore[attr-defined,no-any-return]
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            targets, self._targets = list(self._targets.values()), {}
+        for target in targets:
+            await target.stack.aclose()
+
+
+@asynccontextmanager
+async def versioned(name: str, factory: ViewFactory, settings: Any) -> AsyncIterator[Projection]:
+    """Registry wrapper: the live projection of view ``name``, following its pointer."""
+    redis = aioredis.Redis.from_url(settings.redis.url)
+    projection = VersionedProjection(
+        name, factory, settings, ViewPointers(redis, settings.redis.prefix)
+    )
+    try:
+        yield projection
+    finally:
+        try:
+            await projection.aclose()
+        finally:
+            with contextlib.suppress(RedisError):
+                await redis.aclose()
