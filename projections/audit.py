@@ -261,7 +261,12 @@ async def verify_chains(pool: asyncpg.Pool, schema: str = "audit") -> VerifyRepo
 
 
 @contextlib.asynccontextmanager
-async def audit_projection(settings: Any) -> AsyncIterator[AuditProjection]:
-    """Runtime factory; ``settings`` is ``app.settings.Settings`` (duck-typed)."""
+async def audit_projection(
+    settings: Any, version: str | None = None
+) -> AsyncIterator[AuditProjection]:
+    """Runtime factory; ``settings`` is ``app.settings.Settings`` (duck-typed).
+
+    ``version`` builds the log in schema ``audit_<version>`` (a rebuild's target).
+    """
     async with postgres_pool(settings.postgres.url) as pool:
-        yield AuditProjection(pool)
+        yield AuditProjection(pool, f"audit_{version}" if version else "audit")

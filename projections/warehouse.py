@@ -393,7 +393,12 @@ class WarehouseProjection:
 
 
 @contextlib.asynccontextmanager
-async def warehouse_projection(settings: Any) -> AsyncIterator[WarehouseProjection]:
-    """Runtime factory; ``settings`` is ``app.settings.Settings`` (duck-typed)."""
+async def warehouse_projection(
+    settings: Any, version: str | None = None
+) -> AsyncIterator[WarehouseProjection]:
+    """Runtime factory; ``settings`` is ``app.settings.Settings`` (duck-typed).
+
+    ``version`` builds the star schema in ``dw_<version>`` (a rebuild's target).
+    """
     async with postgres_pool(settings.postgres.url) as pool:
-        yield WarehouseProjection(pool)
+        yield WarehouseProjection(pool, f"dw_{version}" if version else "dw")

@@ -8,14 +8,20 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from projections.read_models.projection import ReadModelsProjection
+from projections.read_models.projection import Collections, ReadModelsProjection
 
 
 @asynccontextmanager
-async def read_models(settings: Any) -> AsyncIterator[ReadModelsProjection]:
-    """``settings`` is ``app.settings.Settings`` (duck-typed: projections do not import app)."""
+async def read_models(
+    settings: Any, version: str | None = None
+) -> AsyncIterator[ReadModelsProjection]:
+    """``settings`` is ``app.settings.Settings`` (duck-typed: projections do not import app).
+
+    ``version`` builds the view on collections suffixed ``_<version>`` (a rebuild's target).
+    """
     client: AsyncMongoClient = AsyncMongoClient(settings.mongo.url)
+    collections = Collections.suffixed(f"_{version}") if version else Collections()
     try:
-        yield ReadModelsProjection(client[settings.mongo.database])
+        yield ReadModelsProjection(client[settings.mongo.database], collections)
     finally:
         await client.close()
