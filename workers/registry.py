@@ -23,6 +23,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from typing import TYPE_CHECKING
 
 from projections.base import Projection
+from workers.views import VIEWS, versioned
 
 if TYPE_CHECKING:  # workers/ reaches app/ only through the CLI, which passes Settings in
     from app.settings import Settings
@@ -73,7 +74,13 @@ async def open_projections(
     chosen = list(names) if names else list(PROJECTIONS)
     factories = [factory_for(name) for name in chosen]
     async with AsyncExitStack() as stack:
-        projections = [await stack.enter_async_context(f(settings)) for f in factories]
+        projections = [
+            # A versioned view follows its pointer (``streamshop rebuild`` switches it).
+            await stack.enter_async_context(
+                versioned(name, f, settings) if name in VIEWS else f(settings)
+            )
+            for name, f in zip(chosen, factories, strict=True)
+        ]
         for projection in projections:
             await projection.setup()
         yield projections
