@@ -112,7 +112,6 @@ async def test_a_row_altered_by_hand_is_named_by_verify(shop: Shop) -> None:
     await all_rows(shop, act["admin"], min_position=act["position"])
     ok = (await shop.api.get("/audit/verify", headers=act["admin"])).json()
     assert ok["ok"] is True and ok["breaks"] == []
-    assert (await streamshop(shop, "audit", "verify"))[0] == 0
 
     async with shop.pool.acquire() as conn, conn.transaction():
         await conn.execute("ALTER TABLE audit.events DISABLE TRIGGER events_append_only")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
+import argparse
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
+from app.settings import Settings
 from events.store import EventStore
 from projections.audit import AuditProjection, verify_chains
 from tests.integration.test_read_models import by_partition, log_of, shop
+from workers.commands import audit as audit_command
 
 
 @pytest.fixture
@@ -143,28 +144,28 @@ async def test_verify_notices_a_deleted_row(
     assert not report.ok
 
 
-async def run_cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "workers.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode()
+async def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``streamshop audit …`` in-process (the e2e test runs the real process once)."""
+    parser = argparse.ArgumentParser()
+    audit_command.add_arguments(parser)
+    code = await audit_command.run(parser.parse_args(args), Settings())
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
 
 
 async def test_audit_verify_command_exits_nonzero_naming_the_row(
-    store: EventStore, audit: AuditProjection, pool: asyncpg.Pool, pg_dsn: str
+    store: EventStore,
+    audit: AuditProjection,
+    pool: asyncpg.Pool,
+    pg_dsn: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     await fill(store, audit)
-    code, out = await run_cli("audit", "verify", "--dsn", pg_dsn, "--schema", audit.schema)
+    code, out = await run_cli("verify", "--dsn", pg_dsn, "--schema", audit.schema, capsys=capsys)
     assert code == 0, out
     assert "OK" in out
     row = await tamper(pool, audit.schema)
-    code, out = await run_cli("audit", "verify", "--dsn", pg_dsn, "--schema", audit.schema)
+    code, out = await run_cli("verify", "--dsn", pg_dsn, "--schema", audit.schema, capsys=capsys)
     assert code == 1
     assert f"partition {row['partition']} row n={row['n']}" in out
     assert row["event_id"] in out
