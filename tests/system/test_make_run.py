@@ -167,7 +167,8 @@ def assert_stopped_cleanly(system: System, returncode: int) -> None:
     assert system.leftover_pids() == []
 
 
-def test_run_serves_health_and_stops_cleanly_on_ctrl_c(system: System) -> None:
+def test_run_comes_up_stops_on_ctrl_c_restarts_and_recovers_from_kill_9(system: System) -> None:
+    """One scenario, three starts: each start of the whole system costs seconds."""
     system.start()
     system.wait_until_up()
     with redis.Redis(port=system.redis_port) as client:
@@ -177,15 +178,6 @@ def test_run_serves_health_and_stops_cleanly_on_ctrl_c(system: System) -> None:
     assert (system.data / "jwt_secret").stat().st_mode & 0o777 == 0o600
     if (ROOT / "workers" / "commands" / "create_admin.py").exists():
         assert (system.data / "admin-created").exists(), system.output()
-
-    assert_stopped_cleanly(system, system.interrupt())
-
-
-def test_run_twice_in_a_row_and_after_a_kill_9(system: System) -> None:
-    system.start()
-    system.wait_until_up()
-    with redis.Redis(port=system.redis_port) as client:
-        client.set("system-test:marker", "kept")
     assert_stopped_cleanly(system, system.interrupt())
 
     second = system.start()
