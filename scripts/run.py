@@ -535,6 +535,9 @@ def main() -> int:
     os.chdir(ROOT)
     try:
         layout, env, processes = prepare(dict(os.environ))
+    except KeyboardInterrupt:
+        print("make run: interrupted before start", file=sys.stderr)
+        return 130
     except RunError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         own = Layout.from_env(dict(os.environ)).run_dir / "run.pid"
