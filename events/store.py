@@ -119,6 +119,12 @@ class AppendResult:
         return format_position(self.positions)
 
 
+def _replayed(stored: dict[str, Any]) -> AppendResult:
+    """An idempotency record (``{ids, parts, result}``, written by the append) as a result."""
+    pairs = list(zip(stored.get("parts") or [], stored.get("ids") or [], strict=False))
+    return AppendResult(entry_ids=pairs, duplicate=True, result=stored.get("result", ""))
+
+
 class _KeyIndex:
     """KEYS for one FCALL: each key once, referred to by its 1-based Lua index."""
 
@@ -239,9 +245,7 @@ class EventStore:
         if "ok" in reply:
             return AppendResult(entry_ids=list(zip(partitions, reply["ok"], strict=True)))
         if "dup" in reply:
-            stored = reply["dup"]
-            pairs = list(zip(stored.get("parts") or [], stored.get("ids") or [], strict=False))
-            return AppendResult(entry_ids=pairs, duplicate=True, result=stored.get("result", ""))
+            return _replayed(reply["dup"])
         err = reply.get("err")
         if err == "conflict":
             raise VersionConflict(reply["aggregate"], int(reply["expected"]), int(reply["actual"]))
@@ -255,6 +259,16 @@ class EventStore:
             value = next((r.value for r in append.reserve if r.kind == reply["kind"]), "")
             raise UniquenessViolation(reply["kind"], value, reply["owner"])
         raise EventStoreError(f"unexpected reply from {APPEND_FUNCTION}: {raw!r}")
+
+    async def recorded(self, idempotency_key: str) -> AppendResult | None:
+        """The outcome stored by an earlier append under ``idempotency_key``, if any.
+
+        Lets a handler answer a retried command without deciding again (a decision re-run
+        now could be refused, e.g. stock since sold out); the append re-checks the record
+        atomically anyway, so this read is an optimisation, never the guard.
+        """
+        raw = await self.redis.get(self.keys.idem(idempotency_key))
+        return None if raw is None else _replayed(msgspec.json.decode(raw))
 
     # -- decision state ------------------------------------------------------------------
 

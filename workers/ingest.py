@@ -562,15 +562,10 @@ class IngestGateway:
         produced_at: str | None = None,
     ) -> None:
         command = command_for(event)
-        if await self.redis.exists(self.keys.idem(idempotency_key)):
-            # Checked here too because a command decides before its append reaches the
-            # idempotency record: a re-sent ProductCreated would otherwise be "already exists".
-            self.stats.duplicates += 1
-            await self.redis.hincrby(self.metrics_key(source), "duplicates", 1)
-            log.info("ingest_duplicate", source=source, entry_id=entry_id, event_id=event_id)
-            return
-        # execute() re-reads state and retries version conflicts itself, a bounded number
-        # of times, like the API; what still fails is a domain error (dead-lettered).
+        # execute() answers a re-sent event from its idempotency record (before deciding, so
+        # a re-sent ProductCreated is a duplicate, not "already exists"), re-reads state and
+        # retries version conflicts a bounded number of times, like the API; what still
+        # fails is a domain error (dead-lettered).
         result = await self._execute(
             self.store, command, meta, idempotency_key=idempotency_key, event_id=event_id
         )

@@ -9,8 +9,8 @@ import msgspec
 
 from app.commands.base import (
     Command,
+    replayed_or_retrying,
     result_json,
-    retrying,
     uniqueness_error,
     validated,
     version,
@@ -119,4 +119,4 @@ async def handle_sign_up(
         except UniquenessViolation as exc:
             raise uniqueness_error(exc) from exc
 
-    return await retrying(attempt, what="sign-up")
+    return await replayed_or_retrying(store, idempotency_key, attempt, what="sign-up")

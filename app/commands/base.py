@@ -20,7 +20,7 @@ from app.commands.errors import (
     InvalidCommand,
 )
 from events.errors import UniquenessViolation, VersionConflict
-from events.store import Append, AppendResult
+from events.store import Append, AppendResult, EventStore
 
 MAX_ATTEMPTS = 10
 """Attempts per command before a version conflict becomes a 409; each retry re-reads state."""
@@ -55,6 +55,23 @@ async def retrying(attempt: Callable[[], Awaitable[T]], *, what: str) -> T:
         except VersionConflict:
             await asyncio.sleep(random.uniform(0, 0.001 * 2 ** min(n, 6)))
     raise ConcurrentModification(f"{what} kept conflicting with concurrent changes; try again")
+
+
+async def replayed_or_retrying(
+    store: EventStore,
+    idempotency_key: str | None,
+    attempt: Callable[[], Awaitable[AppendResult]],
+    *,
+    what: str,
+) -> AppendResult:
+    """Answer a retried command from its idempotency record, else decide and append.
+
+    The record is consulted before deciding because a decision re-run now could be refused
+    (the product since exists, the stock since sold out) although the first one succeeded.
+    """
+    if idempotency_key is not None and (previous := await store.recorded(idempotency_key)):
+        return previous
+    return await retrying(attempt, what=what)
 
 
 _UNIQUE: dict[str, tuple[type[DomainError], str, str]] = {

@@ -164,7 +164,7 @@ async def handle_bill_order(
     """
     command = validated(msgspec.structs.replace(command, order_id=command.order_id or uuid7()))
     scoped = idempotency_scope(command.account_id, idempotency_key) if idempotency_key else None
-    if scoped is not None and (previous := await previous_result(store, scoped)) is not None:
+    if scoped is not None and (previous := await store.recorded(scoped)) is not None:
         return _checked_replay(previous, command)
     product_ids = list(dict.fromkeys(line.product_id for line in command.lines))
     aggregates = [account_aggregate(command.account_id)] + [
@@ -208,17 +208,3 @@ def _checked_replay(result: AppendResult, command: BillOrder) -> AppendResult:
             "this Idempotency-Key was used for a different order", field="Idempotency-Key"
         )
     return result
-
-
-async def previous_result(store: EventStore, scoped_key: str) -> AppendResult | None:
-    """The stored outcome of an earlier append under this idempotency key, if any.
-
-    Reads the record the append function writes (``{ids, parts, result}``); the append
-    itself re-checks it atomically, this read only lets a replay skip the decision.
-    """
-    raw = await store.redis.get(store.keys.idem(scoped_key))
-    if raw is None:
-        return None
-    stored = msgspec.json.decode(raw)
-    pairs = list(zip(stored.get("parts") or [], stored.get("ids") or [], strict=False))
-    return AppendResult(entry_ids=pairs, duplicate=True, result=stored.get("result", ""))

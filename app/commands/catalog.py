@@ -13,8 +13,8 @@ import msgspec
 
 from app.commands.base import (
     Command,
+    replayed_or_retrying,
     result_json,
-    retrying,
     state_int,
     uniqueness_error,
     validated,
@@ -250,7 +250,9 @@ async def handle_catalog(
                 f"product {command.product_id} has {exc.actual} in stock", field="delta"
             ) from exc
 
-    return await retrying(attempt, what=f"{type(command).__name__} {command.product_id}")
+    return await replayed_or_retrying(
+        store, idempotency_key, attempt, what=f"{type(command).__name__} {command.product_id}"
+    )
 
 
 CATALOG_HANDLERS: dict[type[Any], Callable[..., Awaitable[AppendResult]]] = {

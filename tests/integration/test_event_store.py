@@ -125,6 +125,14 @@ async def test_same_idempotency_key_twice_returns_first_result_and_appends_once(
     assert await store.count() == 1
 
 
+async def test_recorded_outcome_is_readable_before_deciding_again(store: EventStore) -> None:
+    assert await store.recorded("k2") is None
+    first = await store.append(Append(events=[account()], idempotency_key="k2", result="r"))
+    replay = await store.recorded("k2")
+    assert replay is not None and replay.duplicate
+    assert (replay.result, replay.position) == ("r", first.position)
+
+
 async def test_every_entry_has_the_envelope_fields_in_order(store: EventStore) -> None:
     await store.append(Append(events=[account(), product()]))
     for p in range(store.keys.partitions):
