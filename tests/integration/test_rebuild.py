@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import asyncpg
 
@@ -60,7 +61,7 @@ async def test_rebuild_under_load_switches_every_view_and_verify_passes(
         assert result.counts and all(a == b for a, b in result.counts.values())
     for name, seen in sizes.items():
         assert len(seen) > 3, name
-        assert all(b >= a for a, b in zip(seen, seen[1:], strict=False)), (name, seen)
+        assert all(b >= a for a, b in itertools.pairwise(seen)), (name, seen)
         assert seen[0] > 0, name
 
 

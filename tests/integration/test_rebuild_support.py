@@ -11,7 +11,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,11 +82,13 @@ async def eventually(
 
 
 @contextlib.asynccontextmanager
-async def live_projector(settings: Settings) -> AsyncIterator[ProjectorRunner]:
-    """The real runner over the three registered views (wrapped to follow their pointers)."""
+async def live_projector(
+    settings: Settings, names: Sequence[str] = VIEWS
+) -> AsyncIterator[ProjectorRunner]:
+    """The real runner over registered views (wrapped to follow their pointers)."""
     redis = aioredis.Redis.from_url(settings.redis.url)
     try:
-        async with open_projections(settings, list(VIEWS)) as projections:
+        async with open_projections(settings, list(names)) as projections:
             runner = ProjectorRunner(
                 redis,
                 settings.redis.keys,
@@ -195,7 +197,9 @@ class Shop:
             elif roll < 0.85:
                 account = self.rng.choice(self.accounts)
                 await self.store.append(
-                    Append(events=[LoginSucceeded(account_id=account, email_digest=digest(account))])
+                    Append(
+                        events=[LoginSucceeded(account_id=account, email_digest=digest(account))]
+                    )
                 )
             elif roll < 0.9:
                 await self.store.append(
@@ -271,7 +275,9 @@ async def view_size(settings: Settings, pointers: ViewPointers, name: str) -> in
     table = "events" if name == "audit" else "fact_order_line"
     conn = await asyncpg.connect(settings.postgres.url)
     try:
-        return int(await conn.fetchval(f'SELECT count(*) FROM "{pg_schema(name, version)}".{table}'))
+        return int(
+            await conn.fetchval(f'SELECT count(*) FROM "{pg_schema(name, version)}".{table}')
+        )
     finally:
         await conn.close()
 
