@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import msgspec
 from litestar import Controller, Response, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from app.auth import admin_only
 from app.problems import problem_responses
@@ -19,8 +19,8 @@ from app.queries.consistency import MinPosition, view_response, wait_for
 from app.queries.cursors import bad_param
 from app.queries.read_side import read_side, store_errors
 
-From = Annotated[date | None, Parameter(query="from", required=False, description="First day.")]
-To = Annotated[date | None, Parameter(query="to", required=False, description="Last day.")]
+From = Annotated[date | None, QueryParameter(name="from", required=False, description="First day.")]
+To = Annotated[date | None, QueryParameter(name="to", required=False, description="Last day.")]
 
 PERIODS = {"day": "d.date", "week": "d.week_start", "month": "d.month_start"}
 """Granularity → the ``dim_date`` column that names the period (weeks start on Monday)."""
@@ -68,7 +68,7 @@ class AnalyticsController(Controller):
     async def sales(
         self,
         state: State,
-        granularity: Literal["day", "week", "month"] = "day",
+        granularity: Annotated[Literal["day", "week", "month"], QueryParameter()] = "day",
         start: From = None,
         end: To = None,
         min_position: MinPosition = None,
@@ -103,8 +103,8 @@ class AnalyticsController(Controller):
         state: State,
         start: From = None,
         end: To = None,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 10,
-        by: Literal["revenue", "quantity"] = "revenue",
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
+        by: Annotated[Literal["revenue", "quantity"], QueryParameter()] = "revenue",
         min_position: MinPosition = None,
     ) -> Response[list[TopProduct]]:
         """The best sellers by revenue or by quantity, ties by product id."""

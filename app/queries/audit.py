@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Response, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from app.auth import admin_only
 from app.problems import problem_responses
@@ -59,7 +59,7 @@ class VerifyOut(msgspec.Struct, frozen=True, kw_only=True):
     breaks: list[ChainBreakOut]
 
 
-Text = Annotated[str | None, Parameter(max_length=200)]
+Text = Annotated[str | None, QueryParameter(max_length=200)]
 
 
 class AuditController(Controller):
@@ -74,10 +74,10 @@ class AuditController(Controller):
         actor: Text = None,
         type: Text = None,
         aggregate: Text = None,
-        since: Annotated[datetime | None, Parameter(query="from", required=False)] = None,
-        until: Annotated[datetime | None, Parameter(query="to", required=False)] = None,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 50,
-        cursor: Annotated[str | None, Parameter(max_length=1000)] = None,
+        since: Annotated[datetime | None, QueryParameter(name="from", required=False)] = None,
+        until: Annotated[datetime | None, QueryParameter(name="to", required=False)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 50,
+        cursor: Annotated[str | None, QueryParameter(max_length=1000)] = None,
         min_position: MinPosition = None,
     ) -> Response[AuditPage]:
         """Audit rows, newest first; ``from`` inclusive, ``to`` exclusive (RFC 3339)."""

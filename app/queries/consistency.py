@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 from litestar import Response
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from app.queries.cursors import bad_param
 from app.queries.read_side import store_errors
@@ -26,8 +26,8 @@ POLL_SECONDS = (0.01, 0.02, 0.05, 0.1)
 
 MinPosition = Annotated[
     str | None,
-    Parameter(
-        query="min_position",
+    QueryParameter(
+        name="min_position",
         required=False,
         max_length=2000,
         description="A command's `position`: wait (at most 5 s) until this view has applied it.",

@@ -9,7 +9,7 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 
 from app.auth import Principal
 from app.problems import problem_responses
@@ -59,8 +59,8 @@ def order_of(doc: OrderView) -> Order:
 async def list_orders(
     request: Request[Principal, Any, Any],
     state: State,
-    limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Parameter(max_length=1000)] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, QueryParameter(max_length=1000)] = None,
     min_position: MinPosition = None,
 ) -> Response[OrderPage]:
     """The caller's orders, newest first."""
@@ -93,7 +93,7 @@ async def list_orders(
 async def get_order(
     request: Request[Principal, Any, Any],
     state: State,
-    order_id: Annotated[str, Parameter(max_length=100)],
+    order_id: Annotated[str, PathParameter(max_length=100)],
     min_position: MinPosition = None,
 ) -> Response[Order]:
     """One order: the caller's own, or any for an admin. Anyone else's is a 404."""

@@ -10,7 +10,7 @@ import msgspec
 from litestar import Response, get
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 
 from app.auth import PUBLIC
 from app.problems import problem_responses
@@ -109,15 +109,15 @@ async def list_products(
     state: State,
     q: Annotated[
         str | None,
-        Parameter(min_length=1, max_length=100, description="Part of the name, any case."),
+        QueryParameter(min_length=1, max_length=100, description="Part of the name, any case."),
     ] = None,
-    category: Annotated[str | None, Parameter(max_length=100)] = None,
-    min_price: Annotated[int | None, Parameter(ge=0)] = None,
-    max_price: Annotated[int | None, Parameter(ge=0)] = None,
-    in_stock: bool | None = None,
-    sort: Sort = "name",
-    limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Parameter(max_length=1000)] = None,
+    category: Annotated[str | None, QueryParameter(max_length=100)] = None,
+    min_price: Annotated[int | None, QueryParameter(ge=0)] = None,
+    max_price: Annotated[int | None, QueryParameter(ge=0)] = None,
+    in_stock: Annotated[bool | None, QueryParameter()] = None,
+    sort: Annotated[Sort, QueryParameter()] = "name",
+    limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, QueryParameter(max_length=1000)] = None,
     min_position: MinPosition = None,
 ) -> Response[ProductPage]:
     """The catalog, filtered and sorted, one page at a time."""
@@ -155,7 +155,7 @@ async def list_products(
 )
 async def get_product(
     state: State,
-    product_id: Annotated[str, Parameter(max_length=100)],
+    product_id: Annotated[str, PathParameter(max_length=100)],
     min_position: MinPosition = None,
 ) -> Response[Product]:
     """One product of the catalog (404 once deleted)."""

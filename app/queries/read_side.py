@@ -3,6 +3,10 @@
 Startup does no I/O (the clients connect on first use): the write side must come up even
 while a view store is down, and a query then answers 503. The views' collections, indexes
 and tables are created by the projections' ``setup`` (the projector runs it on start).
+
+Each view may live in several versions (``streamshop rebuild``): every request first reads
+the views' pointers in Redis (``{prefix}:view:{<name>}``, absent = the base names; the
+layout is ``workers.views.ViewPointers``') and reads the version they name.
 """
 
 from __future__ import annotations
@@ -16,17 +20,25 @@ from typing import Any
 import asyncpg
 import pymongo.errors
 import structlog
-from beanie import init_beanie
+from beanie import Document, init_beanie
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.exceptions import ServiceUnavailableException
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from redis.exceptions import RedisError
 
 from app.settings import Settings
 from projections.audit import AuditProjection
 from projections.base import SinkUnavailable
-from projections.read_models import DOCUMENTS, ReadModelsProjection
+from projections.read_models import (
+    DOCUMENTS,
+    AccountView,
+    Collections,
+    OrderView,
+    ProductView,
+    ReadModelsProjection,
+)
 from projections.warehouse import WarehouseProjection
 
 log = structlog.get_logger("app.queries")
@@ -41,11 +53,16 @@ class ReadSide:
     read_models: ReadModelsProjection
     audit: AuditProjection
     warehouse: WarehouseProjection
+    redis: Any = None
+    """The app's Redis client, to read the view pointers (``None``: always the base names)."""
+    prefix: str = "streamshop"
     _beanie_ready: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _versions: dict[str, str] = field(default_factory=dict)
 
     async def ready(self) -> ReadSide:
-        """Bind the Beanie documents on first use (``init_beanie`` talks to the server)."""
+        """Bind the Beanie documents on first use (``init_beanie`` talks to the server), then
+        follow the view pointers."""
         if not self._beanie_ready:
             async with self._lock:
                 if not self._beanie_ready:
@@ -54,7 +71,50 @@ class ReadSide:
                             database=self.db, document_models=DOCUMENTS, skip_indexes=True
                         )
                     self._beanie_ready = True
+        await self._follow_pointers()
         return self
+
+    async def _follow_pointers(self) -> None:
+        """Read the versions the pointers name; a rebuild's switch shows on the next request.
+        If Redis cannot be read, keep serving the versions last seen."""
+        if self.redis is None:
+            return
+        names = ("read_models", "audit", "warehouse")
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.get(f"{self.prefix}:view:{{{name}}}")
+                raw = await pipe.execute()
+        except RedisError as exc:
+            log.warning("view_pointers_unreadable", error=str(exc))
+            return
+        versions = {
+            n: (v.decode() if isinstance(v, bytes) else v or "")
+            for n, v in zip(names, raw, strict=True)
+        }
+        if versions["read_models"] != self._versions.get("read_models", ""):
+            v = versions["read_models"]
+            self.read_models = ReadModelsProjection(
+                self.db, Collections.suffixed(f"_{v}") if v else Collections()
+            )
+        if versions["audit"] != self._versions.get("audit", ""):
+            v = versions["audit"]
+            self.audit = AuditProjection(self.pool, f"audit_{v}" if v else "audit")
+        if versions["warehouse"] != self._versions.get("warehouse", ""):
+            v = versions["warehouse"]
+            self.warehouse = WarehouseProjection(self.pool, f"dw_{v}" if v else "dw")
+        self._versions = versions
+        names_of = self.read_models.collections
+        documents: tuple[tuple[type[Document], str], ...] = (
+            (AccountView, names_of.accounts),
+            (ProductView, names_of.products),
+            (OrderView, names_of.orders),
+        )
+        for document, collection in documents:
+            bound = document.get_pymongo_collection()
+            if bound is None or bound.full_name != f"{self.db.name}.{collection}":
+                document.set_collection(self.db[collection])
+                document.set_collection_name(collection)
 
 
 async def read_side(state: State) -> ReadSide:
@@ -79,6 +139,8 @@ async def read_side_lifespan(app: Litestar) -> AsyncIterator[None]:
             read_models=ReadModelsProjection(db),
             audit=AuditProjection(pool),
             warehouse=WarehouseProjection(pool),
+            redis=getattr(getattr(app.state, "store", None), "redis", None),
+            prefix=settings.redis.prefix,
         )
         app.state.views["read_side"] = side
         log.info("read_side_ready", mongo_db=settings.mongo.database)
