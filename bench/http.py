@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -247,7 +248,9 @@ async def run_python_load(
     emails: list[str],
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
         return await loop.run_in_executor(
             pool, _python_load, base, mode, duration, connections, tokens, products, emails
         )

@@ -283,9 +283,9 @@ async def raw_copy_warehouse(pool: asyncpg.Pool, batches: Batches) -> float:
 
 async def run(
     redis_url: str,
-    orders: int = 8000,
-    accounts: int = 300,
-    products: int = 300,
+    orders: int = 3000,
+    accounts: int = 200,
+    products: int = 200,
     batch: int = 500,
 ) -> dict[str, Any]:
     stack0 = Stack.new(redis_url)
