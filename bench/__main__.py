@@ -10,10 +10,13 @@ import argparse
 import asyncio
 import importlib
 import json
+import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+from app.logging import configure_logging
 from bench.common import durable_redis, machine
 
 SECTIONS = ["append", "http", "projection", "rebuild", "lag", "memory"]
@@ -44,7 +47,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             kwargs: dict[str, Any] = {"redis_url": redis_url}
             if name == "rebuild" and args.events:
                 kwargs["events"] = args.events
+            load = os.getloadavg()[0]
+            started = time.perf_counter()
             results[name] = await module.run(**kwargs)
+            params = results[name].setdefault("params", {})
+            params["section_seconds"] = round(time.perf_counter() - started, 1)
+            params["load_average_1m_before"] = round(load, 2)
     return results
 
 
@@ -53,6 +61,7 @@ def main() -> None:
     parser.add_argument("sections", nargs="*", default=SECTIONS, choices=SECTIONS)
     parser.add_argument("--events", type=int, default=0, help="log size for the rebuild figure")
     args = parser.parse_args()
+    configure_logging("console", logging.WARNING)
     args.sections = args.sections or SECTIONS
     results = asyncio.run(main_async(args))
     RESULTS.mkdir(exist_ok=True)

@@ -4,8 +4,9 @@ server, same load tool, same concurrency, in the same run.
 The server is the real one (``uvicorn --factory app.main:create_app --workers N``) on the
 private AOF-always Redis, with production argon2id parameters. The load tool is ``wrk``
 from Debian's packages (``make bench`` installs it when root) with a Lua script that sends
-random baskets with bearer tokens and logins over a pool of accounts; without wrk, a
-Python async load generator runs in a separate process (``params.tool`` says which).
+random baskets with bearer tokens and logins over a pool of accounts; without wrk (or with
+``BENCH_LOAD=python``), :mod:`bench.loadgen` runs the same requests in a separate process
+(``params.tool`` says which).
 Latencies are closed-loop (each connection waits for its answer before the next request).
 """
 
@@ -20,7 +21,7 @@ import random
 import shutil
 import subprocess
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import redis.asyncio as aioredis
 
 from app.passwords import Passwords
 from app.settings import AuthSettings
+from bench.loadgen import Request, closed_loop
 from bench.servers import Stack, api_server, drop_prefix
 from events.store import EventStore
 from workers.commands.demo import DEFAULT_PASSWORD, populate
@@ -159,82 +161,59 @@ def run_wrk(
     }
 
 
-# -- the fallback: a Python async load generator in its own process ------------------------
+# -- the fallback: bench.loadgen in its own process ------------------------------------------
 
 
-def _request_for(
-    mode: str, n: int, rng: random.Random, tokens: list[str], products: list[str], emails: list[str]
-) -> tuple[str, str, dict[str, str], bytes | None]:
-    if mode == "orders":
-        lines = [
-            {"product_id": p, "quantity": rng.randint(1, 3)}
-            for p in rng.sample(products, rng.randint(1, 3))
-        ]
-        headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
-        return "POST", "/orders", headers, json.dumps({"lines": lines}).encode()
-    if mode == "login":
-        body = {"email": emails[n % len(emails)], "password": DEFAULT_PASSWORD}
-        return "POST", "/auth/login", {}, json.dumps(body).encode()
-    return "GET", "/health", {}, None
+def request_maker(
+    mode: str, tokens: list[str], products: list[str], emails: list[str]
+) -> Callable[[int], Request]:
+    """The same requests as the Lua script, request ``n`` built from ``n`` alone."""
+    json_type = {"Content-Type": "application/json"}
+
+    def make(n: int) -> Request:
+        if mode == "orders":
+            rng = random.Random(n)
+            lines = [
+                {"product_id": p, "quantity": rng.randint(1, 3)}
+                for p in rng.sample(products, rng.randint(1, 3))
+            ]
+            headers = {**json_type, "Authorization": f"Bearer {tokens[n % len(tokens)]}"}
+            return "POST", "/orders", headers, json.dumps({"lines": lines}).encode()
+        if mode == "login":
+            body = {"email": emails[n % len(emails)], "password": DEFAULT_PASSWORD}
+            return "POST", "/auth/login", json_type, json.dumps(body).encode()
+        return "GET", "/health", {}, b""
+
+    return make
 
 
-async def _python_load_async(
+def _python_load(
     base: str,
     mode: str,
-    duration: float,
+    seconds: float,
     connections: int,
     tokens: list[str],
     products: list[str],
     emails: list[str],
 ) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + duration
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-
-        async def loop(worker: int) -> None:
-            nonlocal errors
-            rng = random.Random(worker)
-            n = worker
-            while time.perf_counter() < deadline:
-                method, path, headers, body = _request_for(mode, n, rng, tokens, products, emails)
-                n += connections
-                started = time.perf_counter()
-                try:
-                    response = await client.request(
-                        method,
-                        path,
-                        headers={**headers, "Content-Type": "application/json"},
-                        content=body,
-                    )
-                    if response.status_code >= 400:
-                        errors += 1
-                except httpx.HTTPError:
-                    errors += 1
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(loop(w) for w in range(connections)))
-        seconds = time.perf_counter() - started
-    latencies.sort()
+    make = request_maker(mode, tokens, products, emails)
+    result = asyncio.run(closed_loop(base, make, connections=connections, seconds=seconds))
+    latencies = sorted(o.answered - o.sent for o in result.outcomes)
 
     def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+        return (
+            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0
+        )
 
     return {
         "requests": len(latencies),
-        "seconds": seconds,
-        "errors": errors,
+        "seconds": result.seconds,
+        "errors": result.failures + sum(1 for o in result.outcomes if o.status >= 400),
         "p50_ms": pct(0.50),
         "p95_ms": pct(0.95),
         "p99_ms": pct(0.99),
         "max_ms": latencies[-1] * 1000 if latencies else 0.0,
     }
-
-
-def _python_load(*args: Any) -> dict[str, Any]:
-    return asyncio.run(_python_load_async(*args))
 
 
 async def run_python_load(
@@ -248,9 +227,8 @@ async def run_python_load(
     emails: list[str],
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn")
-    ) as pool:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return await loop.run_in_executor(
             pool, _python_load, base, mode, duration, connections, tokens, products, emails
         )
@@ -295,7 +273,7 @@ async def run(
 ) -> dict[str, Any]:
     workers = workers or os.cpu_count() or 1
     threads = 2
-    tool = wrk_version()
+    tool = wrk_version() if os.environ.get("BENCH_LOAD", "wrk") == "wrk" else None
     stack = Stack.new(redis_url)
     client = aioredis.Redis.from_url(redis_url)
     store = EventStore(client, stack.settings().redis.keys)
@@ -367,7 +345,8 @@ async def run(
         "params": {
             "tool": f"{tool} (Debian package), Lua script, {threads} threads"
             if tool
-            else "Python async load generator (httpx) in a separate process; wrk not found",
+            else "bench.loadgen (asyncio keep-alive connections, closed loop) in a separate"
+            " process",
             "concurrency": connections,
             "duration_s": duration,
             "warmup_s": warmup,
