@@ -397,6 +397,7 @@ class _PartitionWorker:
         r = self.runner
         start = "0"
         last_delivered: str | None = None
+        woken = False
         while not self.stopping:
             try:
                 entries = await r.leases.fenced_read(
@@ -414,6 +415,7 @@ class _PartitionWorker:
                 self.request_stop("lease lost")
                 return
             if entries:
+                woken = False
                 await self._process(entries)
                 if start == ">":
                     last_delivered = _sid(entries[-1][0])
@@ -423,9 +425,11 @@ class _PartitionWorker:
             if start != ">":
                 start = ">"
                 continue
-            if last_delivered is None:
+            if last_delivered is None or woken:
+                # Re-read the group's position when a wake-up brought nothing (someone moved
+                # the group, e.g. XGROUP SETID), so the wait cannot spin.
                 last_delivered = await self._group_position()
-            await self._wait_for_entries(last_delivered)
+            woken = await self._wait_for_entries(last_delivered)
 
     async def _group_position(self) -> str:
         groups = await self._redis(
@@ -436,9 +440,10 @@ class _PartitionWorker:
                 return _sid(group["last-delivered-id"])
         return "0-0"
 
-    async def _wait_for_entries(self, after: str) -> None:
+    async def _wait_for_entries(self, after: str) -> bool:
         """Block until the stream has an entry after ``after`` (or ``block_ms`` passed, or a
-        stop). A plain XREAD has no side effects, so cancelling it on stop is safe."""
+        stop); ``True`` if there is one. A plain XREAD has no side effects, so cancelling it
+        on stop is safe."""
         reader = self.runner._reader
         assert reader is not None
         read = asyncio.ensure_future(
@@ -458,6 +463,7 @@ class _PartitionWorker:
             await self._sleep(self.runner.backoff_base_ms / 1000)
         elif failure is not None:
             raise failure
+        return bool(read.done() and not read.cancelled() and failure is None and read.result())
 
     # -- applying ----------------------------------------------------------------------
 
@@ -470,10 +476,11 @@ class _PartitionWorker:
             eid = _sid(entry_id)
             raw[eid] = fields
             if fields is None:
+                # Pending, but gone from the stream: only possible if someone deleted it.
                 await self._apply_segment(segment, raw)
                 segment = []
-                self._log.warning("entry_missing", entry_id=eid)
-                await self._ack([eid])
+                missing = LookupError("entry is pending but no longer in the log")
+                await self._dead_letter(eid, None, missing, 0, "")
                 continue
             try:
                 segment.append(decode_entry(eid, fields, self.partition))

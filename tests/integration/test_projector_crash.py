@@ -71,7 +71,7 @@ async def test_surviving_projector_takes_over_partitions_of_a_killed_one(
     b = cli.project("b", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "20"})
     await a.started()
     await b.started()
-    await append_adjustments(store, items, 3_000)
+    await append_adjustments(store, items, 2_000)
 
     async def shared() -> bool:
         owners = set(
@@ -83,7 +83,7 @@ async def test_surviving_projector_takes_over_partitions_of_a_killed_one(
     await eventually(lambda: _batches(a, 3), what="a to apply a few batches")
 
     a.kill9()
-    await append_adjustments(store, items, 3_000)
+    await append_adjustments(store, items, 2_000)
 
     async def b_owns_all() -> bool:
         owners = await lease_owners(redis_client, store.keys.prefix, parts, sum_table)
@@ -91,7 +91,7 @@ async def test_surviving_projector_takes_over_partitions_of_a_killed_one(
 
     await eventually(b_owns_all, what="b to take over a's partitions")
     await eventually(
-        lambda: finished(redis_client, store, view, sum_table, 6_000),
+        lambda: finished(redis_client, store, view, sum_table, 4_000),
         what="b to finish every partition",
     )
     assert await view.sums() == await fold_log(store)
@@ -118,7 +118,7 @@ async def test_a_paused_owner_that_lost_its_leases_gets_nothing_delivered(
     b = cli.project("b", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "20"})
     await a.started()
     await b.started()
-    await append_adjustments(store, items, 2_000)
+    await append_adjustments(store, items, 1_000)
 
     async def shared() -> bool:
         owners = set(
@@ -131,7 +131,7 @@ async def test_a_paused_owner_that_lost_its_leases_gets_nothing_delivered(
 
     a.proc.send_signal(signal.SIGSTOP)
     try:
-        await append_adjustments(store, items, 2_000)
+        await append_adjustments(store, items, 1_000)
 
         async def b_owns_all() -> bool:
             owners = await lease_owners(redis_client, store.keys.prefix, parts, sum_table)
@@ -140,10 +140,10 @@ async def test_a_paused_owner_that_lost_its_leases_gets_nothing_delivered(
         await eventually(b_owns_all, what="b to take over a's partitions")
     finally:
         a.proc.send_signal(signal.SIGCONT)
-    await append_adjustments(store, items, 2_000)
+    await append_adjustments(store, items, 1_000)
     await eventually(lambda: _logged(a, "lease_lost"), what="a to notice it lost its leases")
     await eventually(
-        lambda: finished(redis_client, store, view, sum_table, 6_000),
+        lambda: finished(redis_client, store, view, sum_table, 3_000),
         what="every event to be applied",
     )
     assert await view.sums() == await fold_log(store)

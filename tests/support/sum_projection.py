@@ -41,7 +41,9 @@ class SumProjection:
 
     async def setup(self) -> None:
         t = self.table
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Concurrent CREATE TABLE IF NOT EXISTS can still collide: serialise starters.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", t)
             await conn.execute(
                 f"""
                 CREATE TABLE IF NOT EXISTS {t}_applied (
