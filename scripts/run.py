@@ -378,11 +378,14 @@ class Run:
         self.processes = processes
         self.stopping = threading.Event()
         self.honcho: subprocess.Popen[bytes] | None = None
+        self.demo: subprocess.Popen[str] | None = None
 
     def stop(self, signum: int = signal.SIGINT, reason: str = "") -> None:
         if reason:
             say(reason)
         self.stopping.set()
+        if self.demo and self.demo.poll() is None:
+            self.demo.terminate()
         if self.honcho and self.honcho.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.honcho.send_signal(signum)
@@ -441,6 +444,34 @@ class Run:
             "",
         ]
         print("\n".join(lines), flush=True)
+        self.populate_demo()
+
+    def populate_demo(self) -> None:
+        """On first start, a demo shop through ``streamshop demo`` (``DEMO=0`` skips it).
+
+        A marker in the data directory keeps later starts from running it again (the command
+        itself adds nothing on a re-run either)."""
+        marker = self.layout.data / "demo-created"
+        if self.env.get("DEMO", "1").lower() in ("0", "false", "no") or marker.exists():
+            return
+        if self.stopping.is_set() or not _module_exists("workers.commands.demo"):
+            return
+        say("populating a demo shop (set DEMO=0 to skip)")
+        self.demo = subprocess.Popen(
+            [str(VENV_BIN / "streamshop"), "demo"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        out, err = self.demo.communicate()
+        if self.demo.returncode == 0:
+            marker.write_text(out)
+            for line in out.splitlines():
+                say(f"demo: {line}")
+        elif not self.stopping.is_set():
+            say(f"demo failed (exit {self.demo.returncode}): {err.strip()[-500:]}")
 
     def create_admin(self) -> None:
         email, password = self.env.get("ADMIN_EMAIL"), self.env.get("ADMIN_PASSWORD")
@@ -483,6 +514,8 @@ class Run:
         (self.layout.run_dir / "honcho.pid").write_text(f"{self.honcho.pid}\n")
         threading.Thread(target=self.after_start, name="after-start", daemon=True).start()
         returncode = self.honcho.wait()
+        if self.demo and self.demo.poll() is None:
+            self.demo.terminate()
         self.reap()
         if self.stopping.is_set() and returncode in (0, 130, 143):
             say("stopped")
