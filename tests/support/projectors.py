@@ -238,7 +238,10 @@ async def group_state(
     """Totals over the partitions of one consumer group: entries read, pending, lag."""
     totals = {"entries_read": 0, "pending": 0, "lag": 0}
     for p in range(partitions):
-        for g in await redis.xinfo_groups(f"{prefix}:log:{{p{p}}}"):
+        stream = f"{prefix}:log:{{p{p}}}"
+        if not await redis.exists(stream):  # no event hashed to this partition yet
+            continue
+        for g in await redis.xinfo_groups(stream):
             if g["name"].decode() == group:
                 totals["entries_read"] += int(g["entries-read"] or 0)
                 totals["pending"] += int(g["pending"])
