@@ -58,11 +58,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("sections", nargs="*", default=SECTIONS, choices=SECTIONS)
+    parser.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--events", type=int, default=0, help="log size for the rebuild figure")
     args = parser.parse_args()
     configure_logging("console", logging.WARNING)
     args.sections = args.sections or SECTIONS
+    if unknown := [s for s in args.sections if s not in SECTIONS]:
+        parser.error(f"unknown sections {unknown}; choose from {SECTIONS}")
     results = asyncio.run(main_async(args))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
