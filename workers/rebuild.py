@@ -12,6 +12,12 @@ Steps (one view at a time, under the view's rebuild lock):
    to them, and switch the pointer in one script that checks the pause is still ours; then
    lift the pause. The live consumer group goes on into the new version: entries it already
    passed are at or before the new version's checkpoints and are skipped there.
+   Then hand the group the new version's position: where the group is *behind* it (a live
+   projector that lagged or was down), ``XGROUP SETID`` moves it forward, with the matching
+   ``ENTRIESREAD`` so ``streamshop lag`` stays exact. Only forward, and only past entries
+   the new version holds: entries already delivered stay pending and are re-applied as
+   no-ops, the runner re-reads the group's position when a wake-up brings nothing, and the
+   old version (frozen from the switch on) is no longer read.
 5. Keep the old version for a rollback until ``--drop-old`` or the next rebuild.
 
 A rebuild killed at any point leaves the live view as it was (the pointer only moves in
@@ -76,6 +82,8 @@ class ReplayStats:
     events: int = 0
     malformed: int = 0
     failed: int = 0
+    read: dict[int, int] = field(default_factory=dict)
+    """Entries read per partition (from the start: the group's ``entries-read`` there)."""
 
 
 @dataclass(slots=True)
@@ -88,6 +96,8 @@ class RebuildReport:
     malformed: int = 0
     failed: int = 0
     dropped: list[str] = field(default_factory=list)
+    handed_over: list[int] = field(default_factory=list)
+    """Partitions whose live consumer group was moved forward to the new version's position."""
 
     @property
     def events_per_s(self) -> float:
@@ -262,6 +272,7 @@ async def replay_partition(
                 await _apply(projection, partition, events, stats, retries)
             after = rows[-1][0]
             stats.events += len(rows)
+            stats.read[partition] = stats.read.get(partition, 0) + len(rows)
             if progress is not None:
                 progress.add(len(rows))
     finally:
@@ -411,6 +422,7 @@ async def rebuild_view(
                     progress,
                 )
             await pointers.unregister(name, version)
+            handed_over = await hand_over(store, name, positions, stats.read)
             progress.set_phase("switched")
             progress.finish()
             if opts.drop_old:
@@ -432,6 +444,7 @@ async def rebuild_view(
         malformed=stats.malformed,
         failed=stats.failed,
         dropped=dropped,
+        handed_over=handed_over,
     )
     log.info(
         "rebuild_done",
@@ -444,6 +457,7 @@ async def rebuild_view(
         malformed=report.malformed,
         failed=report.failed,
         dropped=dropped,
+        handed_over=handed_over,
     )
     return report
 
@@ -487,6 +501,50 @@ async def _switch(
         finally:
             keeper.pause_token = None
             await pointers.unpause(name, token)
+
+
+_HAND_OVER = """
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return 0 end
+local function id(s)
+  local dash = string.find(s, '-', 1, true)
+  return tonumber(string.sub(s, 1, dash - 1)), tonumber(string.sub(s, dash + 1))
+end
+for _, g in ipairs(groups) do
+  local name, last
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  if name == ARGV[1] then
+    local ms, seq = id(last)
+    local ms2, seq2 = id(ARGV[2])
+    if ms < ms2 or (ms == ms2 and seq < seq2) then
+      redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2], 'ENTRIESREAD', ARGV[3])
+      return 1
+    end
+    return 0
+  end
+end
+return 0
+"""
+"""KEYS: a partition stream. ARGV: group, the new version's position there, entries up to it.
+Moves the group's last-delivered id forward to the position, never back; no group, no-op."""
+
+
+async def hand_over(
+    store: EventStore, name: str, positions: dict[int, str], read: dict[int, int]
+) -> list[int]:
+    """Move the live consumer group of ``name`` forward to the new version's positions."""
+    script = store.redis.register_script(_HAND_OVER)
+    moved = []
+    for p, position in sorted(positions.items()):
+        if position in ("0", "0-0"):
+            continue
+        if await script(keys=[store.keys.log(p)], args=[name, position, read.get(p, 0)]):
+            moved.append(p)
+    if moved:
+        log.info("consumer_group_handed_over", view=name, partitions=moved)
+    return moved
 
 
 async def rebuild_views(

@@ -19,6 +19,7 @@ from tests.integration.test_rebuild_support import (  # noqa: F401
     settings_fixture,
     view_size,
 )
+from workers.dlq import metrics_key
 from workers.rebuild import RebuildOptions, rebuild_view, rebuild_views
 from workers.verify import verify_view
 from workers.views import BASE, VIEWS, ViewPointers, mongo_collections, pg_schema
@@ -135,3 +136,34 @@ async def test_deleting_a_read_model_collection_and_rebuilding_restores_it_exact
     assert await mongo_docs(settings, names.orders) == orders
     assert await mongo_docs(settings, names.accounts) == others["accounts"]
     assert await mongo_docs(settings, names.products) == others["products"]
+
+
+async def test_a_lagging_consumer_group_is_handed_the_new_versions_position(
+    settings: Settings, store: EventStore
+) -> None:
+    shop = Shop(store)
+    await shop.seed(accounts=3, products=3)
+    async with live_projector(settings, ["audit"]) as runner:
+        await eventually(lambda: caught_up(store, runner), what="the live audit")
+    await shop.run(60)  # the projector is down: its group falls behind
+    report = await rebuild_view(settings, "audit", RebuildOptions(batch=50))
+    heads = await store.heads()
+    assert report.handed_over == sorted(p for p, head in heads.items() if head)
+    for p, head in heads.items():
+        (group,) = [
+            g for g in await store.redis.xinfo_groups(store.keys.log(p)) if g["name"] == b"audit"
+        ]
+        assert group["last-delivered-id"].decode() == head
+        assert group["lag"] == 0
+
+    metrics = metrics_key(store.keys, "audit")
+    applied = int(await store.redis.hget(metrics, "applied") or 0)
+    logged = await store.count()
+    async with live_projector(settings, ["audit"]) as runner:
+        await shop.run(5)
+        await eventually(lambda: caught_up(store, runner), what="the rebuilt audit to follow")
+    # Only the entries appended after the rebuild were delivered again.
+    assert int(await store.redis.hget(metrics, "applied") or 0) - applied == (
+        await store.count() - logged
+    )
+    assert (await verify_view(settings, "audit")).ok
