@@ -30,7 +30,7 @@ async def test_rebuild_under_load_switches_every_view_and_verify_passes(
 ) -> None:
     shop = Shop(store)
     await shop.seed()
-    await shop.run(300)
+    await shop.run(150)
     pointers = ViewPointers(store.redis, settings.redis.prefix)
     before = await pointers.currents()
     sizes: dict[str, list[int]] = {name: [] for name in VIEWS}
@@ -44,7 +44,7 @@ async def test_rebuild_under_load_switches_every_view_and_verify_passes(
 
     async with live_projector(settings) as runner:
         await eventually(lambda: caught_up(store, runner), what="the live views")
-        load = asyncio.create_task(shop.run_until(stop))
+        load = asyncio.create_task(shop.run_until(stop, pause=0.01))
         reading = asyncio.create_task(reader())
         reports = await rebuild_views(settings, VIEWS, RebuildOptions(batch=100), quiet=True)
         await shop.run(30)
@@ -116,7 +116,7 @@ async def test_deleting_a_read_model_collection_and_rebuilding_restores_it_exact
 ) -> None:
     shop = Shop(store)
     await shop.seed(accounts=5, products=5)
-    await shop.run(150)
+    await shop.run(80)
     pointers = ViewPointers(store.redis, settings.redis.prefix)
     async with live_projector(settings) as runner:
         await eventually(lambda: caught_up(store, runner), what="the live views")
