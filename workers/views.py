@@ -299,7 +299,19 @@ class VersionedProjection:
         except RedisError as exc:
             raise SinkUnavailable(f"cannot read the {self.name} view pointer: {exc}") from exc
 
+    @asynccontextmanager
+    async def _using(self, version: str) -> AsyncIterator[Projection]:
+        """The projection on ``version``, counted in flight until the block exits."""
+        target = await self._target(version)
+        try:
+            yield target.projection
+        finally:
+            target.inflight -= 1
+            if len(self._targets) > 1:
+                await self._retire()
+
     async def _target(self, version: str) -> _Target:
+        """Open (once) and return the target of ``version``, already counted in flight."""
         async with self._lock:
             target = self._targets.get(version)
             if target is None:
@@ -321,6 +333,7 @@ class VersionedProjection:
                         new=label(version),
                     )
                 self._live = version
+            target.inflight += 1
             return target
 
     async def _retire(self) -> None:
@@ -331,31 +344,23 @@ class VersionedProjection:
                     await target.stack.aclose()
 
     async def setup(self) -> None:
-        state = await self._state()
-        await (await self._target(state.version)).projection.setup()
+        async with self._using((await self._state()).version) as projection:
+            await projection.setup()
 
     async def apply(self, partition: int, events: Sequence[RecordedEvent]) -> None:
         state = await self._state()
         if state.paused:
             raise SinkUnavailable(f"{self.name} is paused for a rebuild's switch")
-        target = await self._target(state.version)
-        target.inflight += 1
-        try:
-            await target.projection.apply(partition, events)
-        finally:
-            target.inflight -= 1
-            if target.version != self._live:
-                await self._retire()
-        if len(self._targets) > 1:
-            await self._retire()
+        async with self._using(state.version) as projection:
+            await projection.apply(partition, events)
 
     async def checkpoint(self, partition: int) -> str | None:
-        target = await self._target((await self._state()).version)
-        return await target.projection.checkpoint(partition)
+        async with self._using((await self._state()).version) as projection:
+            return await projection.checkpoint(partition)
 
     async def checkpoints(self) -> dict[int, str | None]:
-        target = await self._target((await self._state()).version)
-        return await target.projection.checkpoints()  # type: ignore[attr-defined,no-any-return]
+        async with self._using((await self._state()).version) as projection:
+            return await projection.checkpoints()  # type: ignore[attr-defined,no-any-return]
 
     async def aclose(self) -> None:
         async with self._lock:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 
 import asyncpg
+import pytest
 
 from app.settings import Settings
 from events.store import EventStore
+from projections.base import SinkUnavailable
 from tests.integration.test_rebuild_support import (  # noqa: F401
     Shop,
     append_v1_order,
@@ -21,8 +24,18 @@ from tests.integration.test_rebuild_support import (  # noqa: F401
 )
 from workers.dlq import metrics_key
 from workers.rebuild import RebuildOptions, rebuild_view, rebuild_views
+from workers.registry import factory_for
 from workers.verify import verify_view
-from workers.views import BASE, VIEWS, ViewPointers, mongo_collections, pg_schema
+from workers.views import (
+    BASE,
+    VIEWS,
+    ViewPointers,
+    drop_version,
+    mongo_collections,
+    open_view,
+    pg_schema,
+    versioned,
+)
 
 
 async def test_rebuild_under_load_switches_every_view_and_verify_passes(
@@ -167,3 +180,29 @@ async def test_a_lagging_consumer_group_is_handed_the_new_versions_position(
         await store.count() - logged
     )
     assert (await verify_view(settings, "audit")).ok
+
+
+async def test_the_live_wrapper_backs_off_while_paused_and_follows_the_pointer(
+    settings: Settings, store: EventStore
+) -> None:
+    shop = Shop(store)
+    await shop.seed(accounts=2, products=2)
+    events = [e async for e in store.read_all()]
+    pointers = ViewPointers(store.redis, settings.redis.prefix)
+    first, second = await pointers.current("audit"), f"t{uuid.uuid4().hex[:12]}"
+    async with versioned("audit", factory_for("audit"), settings) as live:
+        await live.setup()
+        await store.redis.set(pointers.key("audit", ":pause"), "test", px=5000)
+        with pytest.raises(SinkUnavailable):
+            await live.apply(events[0].partition, [events[0]])
+        await pointers.unpause("audit", "test")
+        await live.apply(events[0].partition, [events[0]])
+        assert await live.checkpoint(events[0].partition) == events[0].entry_id
+        await pointers.set("audit", second)
+        async with open_view(factory_for("audit"), settings, second) as target:
+            await target.setup()
+            assert await live.checkpoint(events[0].partition) is None
+            await live.apply(events[1].partition, [events[1]])
+            assert await target.checkpoint(events[1].partition) == events[1].entry_id
+    await pointers.set("audit", first)
+    await drop_version(settings, "audit", second)
