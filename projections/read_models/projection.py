@@ -46,6 +46,7 @@ from events.types import (
 )
 from projections.base import SinkUnavailable
 from projections.read_models.documents import AccountView, OrderView, ProductView
+from projections.read_models.folding import Cross, Fold, Own, Update, Write, fold
 
 DUPLICATE_KEY = 11000
 
@@ -70,32 +71,24 @@ class Collections:
         )
 
 
-Write = tuple[str, UpdateOne]
-"""(collection role: ``accounts`` | ``products`` | ``orders``, the update)."""
-
-
 def mark(entry_id: str) -> str:
     """A stream entry id as a string that sorts like the id (for ``$gte`` watermarks)."""
     ms, seq = parse_stream_id(entry_id)
     return f"{ms:016d}-{seq:012d}"
 
 
-def _own(aggregate_id: str, seq: int, update: dict[str, Any], *, upsert: bool = False) -> UpdateOne:
-    update.setdefault("$set", {})["version"] = seq
-    return UpdateOne({"_id": aggregate_id, "version": {"$lt": seq}}, update, upsert=upsert)
+def _own(role: str, aggregate_id: str, seq: int, update: Update, *, upsert: bool = False) -> Write:
+    return Write(role, aggregate_id, update, Own(seq), upsert=upsert)
 
 
-def _cross(target_id: str, partition: int, at: str, update: dict[str, Any]) -> UpdateOne:
-    field = f"applied.p{partition}"
-    update.setdefault("$set", {})[field] = at
-    update.setdefault("$setOnInsert", {})["version"] = 0
-    return UpdateOne({"_id": target_id, field: {"$not": {"$gte": at}}}, update, upsert=True)
+def _cross(role: str, target_id: str, rec: RecordedEvent, update: Update) -> Write:
+    return Write(role, target_id, update, Cross(rec.partition, mark(rec.entry_id)), upsert=True)
 
 
 def on_account_created(rec: RecordedEvent, e: AccountCreated) -> list[Write]:
     fields = {"email": e.email, "name": e.name, "role": e.role, "created_at": rec.at}
     update = {"$set": fields, "$setOnInsert": {"orders_count": 0, "total_spent": 0}}
-    return [("accounts", _own(e.account_id, rec.seq, update, upsert=True))]
+    return [_own("accounts", e.account_id, rec.seq, update, upsert=True)]
 
 
 def on_login_succeeded(rec: RecordedEvent, e: LoginSucceeded) -> list[Write]:
@@ -103,7 +96,7 @@ def on_login_succeeded(rec: RecordedEvent, e: LoginSucceeded) -> list[Write]:
     # the same whichever partition a replay applies first.
     stub = {"version": 0, "orders_count": 0, "total_spent": 0}
     update = {"$max": {"last_login_at": rec.at}, "$setOnInsert": stub}
-    return [("accounts", UpdateOne({"_id": e.account_id}, update, upsert=True))]
+    return [Write("accounts", e.account_id, update, upsert=True)]
 
 
 def on_product_created(rec: RecordedEvent, e: ProductCreated) -> list[Write]:
@@ -121,7 +114,7 @@ def on_product_created(rec: RecordedEvent, e: ProductCreated) -> list[Write]:
     }
     # Opening stock is added, not set: sales from other partitions may already be counted.
     update = {"$set": fields, "$inc": {"stock": e.stock}}
-    return [("products", _own(e.product_id, rec.seq, update, upsert=True))]
+    return [_own("products", e.product_id, rec.seq, update, upsert=True)]
 
 
 def on_product_updated(rec: RecordedEvent, e: ProductUpdated) -> list[Write]:
@@ -132,17 +125,17 @@ def on_product_updated(rec: RecordedEvent, e: ProductUpdated) -> list[Write]:
             fields[name] = value
     if e.name is not None:
         fields["name_key"] = e.name.casefold()
-    return [("products", _own(e.product_id, rec.seq, {"$set": fields}))]
+    return [_own("products", e.product_id, rec.seq, {"$set": fields})]
 
 
 def on_product_deleted(rec: RecordedEvent, e: ProductDeleted) -> list[Write]:
     update = {"$set": {"deleted": True, "updated_at": rec.at}}
-    return [("products", _own(e.product_id, rec.seq, update))]
+    return [_own("products", e.product_id, rec.seq, update)]
 
 
 def on_stock_adjusted(rec: RecordedEvent, e: StockAdjusted) -> list[Write]:
     update = {"$inc": {"stock": e.delta}, "$set": {"updated_at": rec.at}}
-    return [("products", _own(e.product_id, rec.seq, update))]
+    return [_own("products", e.product_id, rec.seq, update)]
 
 
 def on_order_billed(rec: RecordedEvent, e: OrderBilled) -> list[Write]:
@@ -162,16 +155,15 @@ def on_order_billed(rec: RecordedEvent, e: OrderBilled) -> list[Write]:
         "currency": e.currency,
         "billed_at": rec.at,
     }
-    at = mark(rec.entry_id)
-    writes: list[Write] = [("orders", _own(e.order_id, rec.seq, {"$set": doc}, upsert=True))]
+    # Only this event writes an order document: it can be inserted rather than upserted.
+    order = Write("orders", e.order_id, {"$set": doc}, Own(rec.seq), upsert=True, sole_writer=True)
     account = {"$inc": {"orders_count": 1, "total_spent": e.total}}
-    writes.append(("accounts", _cross(e.account_id, rec.partition, at, account)))
+    writes: list[Write] = [order, _cross("accounts", e.account_id, rec, account)]
     sold: dict[str, int] = defaultdict(int)
     for line in e.lines:
         sold[line.product_id] += line.quantity
     for product_id, quantity in sold.items():
-        update = {"$inc": {"stock": -quantity}}
-        writes.append(("products", _cross(product_id, rec.partition, at, update)))
+        writes.append(_cross("products", product_id, rec, {"$inc": {"stock": -quantity}}))
     return writes
 
 
@@ -197,18 +189,55 @@ def writes_for(rec: RecordedEvent) -> list[Write]:
 
 
 async def bulk_apply(collection: AsyncCollection, ops: list[UpdateOne]) -> None:
-    """One ordered bulk write; a duplicate-key error on an upsert means "already applied",
-    so the write is skipped and the rest resumes in order."""
-    start = 0
+    """Single guarded writes, in order. A duplicate-key error on an upsert says the document
+    exists but the guard did not match: the write is tried once more (its insert may have
+    raced with another upsert of the same stub) and, failing again, was applied already."""
+    start, retried = 0, -1
     while start < len(ops):
         try:
             await collection.bulk_write(ops[start:], ordered=True)
             return
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors") or []
-            if not errors or errors[0].get("code") != DUPLICATE_KEY:
-                raise
-            start += int(errors[0]["index"]) + 1
+            index = start + _duplicate_at(exc)
+            start, retried = (index + 1, -1) if index == retried else (index, index)
+
+
+async def write_folds(collection: AsyncCollection, folds: list[Fold]) -> None:
+    """One write per fold; the folds that missed are replayed as their single writes.
+
+    A fold misses when its guard finds part of it applied (a replay split differently).
+    An upsert or insert that misses says so with a duplicate-key error; a plain update
+    only by matching nothing, seen in the counts, and then every plain fold is replayed
+    (a no-op where it took effect).
+    """
+    ops = [f.op() for f in folds]
+    missed: set[int] = set()
+    took, start = 0, 0
+    while start < len(ops):
+        try:
+            result = await collection.bulk_write(ops[start:], ordered=True)
+        except BulkWriteError as exc:
+            details = exc.details
+            took += sum(int(details.get(n, 0)) for n in ("nMatched", "nUpserted", "nInserted"))
+            index = start + _duplicate_at(exc)
+            missed.add(index)
+            start = index + 1
+            continue
+        took += result.matched_count + result.upserted_count + result.inserted_count
+        break
+    if took + len(missed) < len(ops):
+        missed.update(i for i, f in enumerate(folds) if not f.upsert)
+    singles = [w.op() for i in sorted(missed) for w in folds[i].writes]
+    if singles:
+        await bulk_apply(collection, singles)
+
+
+def _duplicate_at(exc: BulkWriteError) -> int:
+    """Index (in the failed bulk) of its first error, re-raising unless a duplicate key."""
+    errors = exc.details.get("writeErrors") or []
+    if not errors or errors[0].get("code") != DUPLICATE_KEY:
+        raise exc
+    return int(errors[0]["index"])
 
 
 class ReadModelsProjection:
@@ -242,10 +271,7 @@ class ReadModelsProjection:
             events = [e for e in events if mark(e.entry_id) > mark(done)]
         if not events:
             return
-        grouped: dict[str, list[UpdateOne]] = defaultdict(list)
-        for rec in events:
-            for role, op in writes_for(rec):
-                grouped[role].append(op)
+        grouped = fold(w for rec in events for w in writes_for(rec))
         last = events[-1].entry_id
         checkpoint = UpdateOne(
             {"_id": partition, "mark": {"$not": {"$gte": mark(last)}}},
@@ -254,7 +280,7 @@ class ReadModelsProjection:
         )
         try:
             await asyncio.gather(
-                *(bulk_apply(self._collection(role), ops) for role, ops in grouped.items())
+                *(write_folds(self._collection(role), folds) for role, folds in grouped.items())
             )
             await bulk_apply(self.db[self.collections.checkpoints], [checkpoint])
         except ConnectionFailure as exc:
