@@ -52,5 +52,13 @@ class Keys:
     def dlq(self, consumer: str) -> str:
         return f"{self.prefix}:dlq:{consumer}"
 
+    def view(self, name: str, suffix: str = "") -> str:
+        """The pointer naming a view's live version (``suffix``: its pause, lock, …).
+
+        Tagged by the view's name, not a partition: the rebuild's switch script touches
+        only the keys of one view.
+        """
+        return f"{self.prefix}:view:{{{name}}}{suffix}"
+
     def lease(self, projection: str, partition: int) -> str:
         return f"{self.prefix}:lease:{projection}:{{p{partition}}}"

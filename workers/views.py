@@ -39,6 +39,7 @@ from pymongo import AsyncMongoClient
 from redis.exceptions import RedisError
 
 from events.codec import RecordedEvent
+from events.keys import Keys
 from projections.base import Projection, SinkUnavailable
 from projections.read_models.projection import Collections
 from projections.views import schema_name
@@ -153,7 +154,7 @@ class ViewPointers:
         self._release = redis.register_script(_RELEASE)
 
     def key(self, name: str, suffix: str = "") -> str:
-        return f"{self.prefix}:view:{{{name}}}{suffix}"
+        return Keys(prefix=self.prefix).view(name, suffix)
 
     async def state(self, name: str) -> ViewState:
         """Pointer and pause of ``name`` in one round trip (the live path calls this per batch)."""

@@ -29,6 +29,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.exceptions import RedisError
 
 from app.settings import Settings
+from events.keys import Keys
 from projections.audit import AuditProjection
 from projections.base import SinkUnavailable
 from projections.read_models import (
@@ -83,7 +84,7 @@ class ReadSide:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for name in names:
-                    pipe.get(f"{self.prefix}:view:{{{name}}}")
+                    pipe.get(Keys(prefix=self.prefix).view(name))
                 raw = await pipe.execute()
         except RedisError as exc:
             log.warning("view_pointers_unreadable", error=str(exc))
