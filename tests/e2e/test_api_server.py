@@ -13,17 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from tests.conftest import REDIS_URL, free_port, wait_for_port
 from tests.e2e import PASSWORD, TEST_JWT_SECRET, new_email
+from tests.support.fuzz import fuzz_operations
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -167,30 +160,5 @@ def test_openapi_lists_every_write_route_with_its_schemas(live: LiveServer) -> N
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(live: LiveServer) -> None:
-    schema = schemathesis.openapi.from_url(f"{live.url}/schema/openapi.json")
     headers = {"Authorization": f"Bearer {live.admin_token()}"}
-    checks = [
-        not_a_server_error,
-        status_code_conformance,
-        content_type_conformance,
-        response_schema_conformance,
-    ]
-    operations = [
-        result.ok()
-        for result in schema.get_all_operations()
-        if result.ok().definition.raw.get("operationId") in WRITE_SIDE_OPERATIONS
-    ]
-    assert len(operations) == len(WRITE_SIDE_OPERATIONS)
-    for operation in operations:
-
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=12,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def fuzz(case: schemathesis.Case) -> None:
-            case.call_and_validate(base_url=live.url, headers=headers, checks=checks, timeout=30)
-
-        fuzz()
+    fuzz_operations(live.url, WRITE_SIDE_OPERATIONS, headers, max_examples=12)

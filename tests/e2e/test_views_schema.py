@@ -12,14 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from app.auth import build_jwt_auth, issue_token
 from app.settings import MongoSettings, PostgresSettings
@@ -27,6 +19,7 @@ from events.store import EventStore
 from tests.conftest import REDIS_URL, free_port, wait_for_port
 from tests.e2e import TEST_JWT_SECRET, api_settings
 from tests.e2e.test_views_support import VIEWS, pg_database_fixture  # noqa: F401
+from tests.support.fuzz import fuzz_operations
 from workers.registry import open_projections
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,31 +82,6 @@ async def live_url(
 
 
 def test_schemathesis_finds_no_server_error_on_the_query_routes(live_url: str, prefix: str) -> None:
-    schema = schemathesis.openapi.from_url(f"{live_url}/schema/openapi.json")
     token = issue_token(build_jwt_auth(api_settings(prefix)), str(uuid.uuid4()), "admin", 600)
     headers = {"Authorization": f"Bearer {token}"}
-    checks = [
-        not_a_server_error,
-        status_code_conformance,
-        content_type_conformance,
-        response_schema_conformance,
-    ]
-    operations = [
-        result.ok()
-        for result in schema.get_all_operations()
-        if result.ok().definition.raw.get("operationId") in QUERY_OPERATIONS
-    ]
-    assert len(operations) == len(QUERY_OPERATIONS)
-    for operation in operations:
-
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=10,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def fuzz(case: schemathesis.Case) -> None:
-            case.call_and_validate(base_url=live_url, headers=headers, checks=checks, timeout=30)
-
-        fuzz()
+    fuzz_operations(live_url, QUERY_OPERATIONS, headers, max_examples=10)
