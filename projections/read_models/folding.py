@@ -15,7 +15,9 @@ than as 1 200 single ones. Folding must keep the projection exactly once:
   part of its writes; the caller then replays the fold's single writes, each guarded on its
   own (the per-event path), which finishes exactly what is missing.
 * Writes to one document that do not combine into one update (conflicting paths) are not
-  folded at all: a later fold must never overtake an earlier one that missed.
+  folded at all: a later fold must never overtake an earlier one that missed. Own and
+  other writes of a document have separate guards and commute, so they may be one fold
+  or two.
 """
 
 from __future__ import annotations
@@ -136,25 +138,29 @@ class Fold:
 
 
 def fold(writes: Iterable[Write]) -> dict[str, list[Fold]]:
-    """Each document's writes of one guard family folded into one :class:`Fold` per role.
+    """Each document's writes folded into as few :class:`Fold` as exact, per role.
 
-    Own writes of an aggregate fold in ``seq`` order; the other writes to a document
-    (cross-aggregate and unguarded ones) fold together. When a document's writes do not
-    combine, each stays a fold of its own, in order.
+    A document's own writes fold in ``seq`` order, its other writes (cross-aggregate and
+    unguarded ones, which commute) together; both go into one fold when the own writes
+    start with the document's creation (nothing can precede an upsert then), else into
+    one fold each. Writes that do not combine stay a fold each, in order.
     """
-    groups: dict[tuple[str, str, bool], list[Write]] = {}
+    groups: dict[tuple[str, str], tuple[list[Write], list[Write]]] = {}
     for write in writes:
-        key = (write.role, write.doc_id, isinstance(write.guard, Own))
-        groups.setdefault(key, []).append(write)
+        own, shared = groups.setdefault((write.role, write.doc_id), ([], []))
+        (own if isinstance(write.guard, Own) else shared).append(write)
     out: dict[str, list[Fold]] = {}
-    for (role, doc_id, own), group in groups.items():
-        if own:
-            group.sort(key=lambda w: w.guard.seq)  # type: ignore[union-attr]
+    for (role, doc_id), (own, shared) in groups.items():
+        own.sort(key=lambda w: w.guard.seq)  # type: ignore[union-attr]
         folds = out.setdefault(role, [])
-        if len(group) == 1 or not _combinable(group):
-            folds.extend(Fold(role, doc_id, [w]) for w in group)
-        else:
-            folds.append(Fold(role, doc_id, group))
+        if own and shared and own[0].upsert and _combinable(own + shared):
+            folds.append(Fold(role, doc_id, own + shared))
+            continue
+        for group in (own, shared):
+            if len(group) > 1 and _combinable(group):
+                folds.append(Fold(role, doc_id, group))
+            else:
+                folds.extend(Fold(role, doc_id, [w]) for w in group)
     return out
 
 

@@ -240,6 +240,16 @@ def _duplicate_at(exc: BulkWriteError) -> int:
     return int(errors[0]["index"])
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One ``apply`` call waiting for its writes (see ``ReadModelsProjection.apply``)."""
+
+    partition: int
+    last: str
+    writes: list[Write]
+    done: asyncio.Future[None]
+
+
 class ReadModelsProjection:
     """Accounts, products and orders in MongoDB (see the module docstring for idempotency)."""
 
@@ -248,6 +258,8 @@ class ReadModelsProjection:
     def __init__(self, db: AsyncDatabase, collections: Collections | None = None) -> None:
         self.db = db
         self.collections = collections or Collections()
+        self._queue: list[_Batch] = []
+        self._writing = asyncio.Lock()
 
     def _collection(self, role: str) -> AsyncCollection:
         return self.db[getattr(self.collections, role)]
@@ -266,23 +278,80 @@ class ReadModelsProjection:
             raise SinkUnavailable(str(exc)) from exc
 
     async def apply(self, partition: int, events: Sequence[RecordedEvent]) -> None:
+        """Apply one partition's batch, together with the batches other partitions hand in
+        meanwhile (group commit): while one write is in flight the next batches queue, and
+        the queue is then folded and written at once, so a product sold from eight
+        partitions costs one update instead of eight."""
         done = await self.checkpoint(partition) if events else None
         if done is not None:  # re-delivered or already folded by a rebuild: skip cheaply
             events = [e for e in events if mark(e.entry_id) > mark(done)]
         if not events:
             return
-        grouped = fold(w for rec in events for w in writes_for(rec))
-        last = events[-1].entry_id
-        checkpoint = UpdateOne(
-            {"_id": partition, "mark": {"$not": {"$gte": mark(last)}}},
-            {"$set": {"entry_id": last, "mark": mark(last)}},
-            upsert=True,
+        batch = _Batch(
+            partition=partition,
+            last=events[-1].entry_id,
+            writes=[w for rec in events for w in writes_for(rec)],
+            done=asyncio.get_running_loop().create_future(),
         )
+        self._queue.append(batch)
         try:
-            await asyncio.gather(
-                *(write_folds(self._collection(role), folds) for role, folds in grouped.items())
+            async with self._writing:
+                if not batch.done.done():
+                    queued, self._queue = self._queue, []
+                    await self._commit(queued, batch)
+        except asyncio.CancelledError:
+            if batch in self._queue:  # nobody wrote it yet, and nobody will wait for it
+                self._queue.remove(batch)
+            raise
+        batch.done.result()
+
+    async def _commit(self, queued: list[_Batch], mine: _Batch) -> None:
+        """Write ``queued`` and settle each batch; a cancelled writer hands the batches it
+        did not settle to the next one."""
+        try:
+            await self._settle(queued)
+        except BaseException:
+            self._queue[:0] = [b for b in queued if b is not mine and not b.done.done()]
+            raise
+
+    async def _settle(self, queued: list[_Batch]) -> None:
+        """A failure that is not the store's (a write it rejects) is told apart per batch,
+        so only the partition it came from retries and isolates it."""
+        try:
+            await self._write(queued)
+        except SinkUnavailable as exc:
+            for batch in queued:
+                batch.done.set_exception(exc)
+        except Exception:
+            for batch in queued:
+                try:
+                    await self._write([batch])
+                except Exception as exc:
+                    batch.done.set_exception(exc)
+                else:
+                    batch.done.set_result(None)
+        else:
+            for batch in queued:
+                batch.done.set_result(None)
+
+    async def _write(self, batches: list[_Batch]) -> None:
+        grouped = fold(w for batch in batches for w in batch.writes)
+        checkpoints = [
+            UpdateOne(
+                {"_id": batch.partition, "mark": {"$not": {"$gte": mark(batch.last)}}},
+                {"$set": {"entry_id": batch.last, "mark": mark(batch.last)}},
+                upsert=True,
             )
-            await bulk_apply(self.db[self.collections.checkpoints], [checkpoint])
+            for batch in batches
+        ]
+        try:
+            outcomes = await asyncio.gather(
+                *(write_folds(self._collection(role), folds) for role, folds in grouped.items()),
+                return_exceptions=True,
+            )
+            if failed := next((o for o in outcomes if isinstance(o, BaseException)), None):
+                raise failed  # only once every collection's write has settled
+            await bulk_apply(self.db[self.collections.checkpoints], checkpoints)
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
 

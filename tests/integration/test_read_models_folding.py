@@ -235,3 +235,59 @@ async def test_a_replay_over_a_partly_applied_update_finishes_it(
         await forget_checkpoints(folded)
         await folded.apply(partition, batch[first:])
     assert await documents(folded) == expected
+
+
+async def test_a_bad_write_fails_only_its_own_partition_when_batches_are_written_together(
+    store: EventStore, db: AsyncDatabase
+) -> None:
+    """Batches of several partitions are written as one (group commit); a write the store
+    rejects must still fail only the batch it came from, so only that partition isolates it."""
+    projection = await view(db, "isolated")
+    broken = new_id()
+    await projection.db[projection.collections.products].insert_one(
+        {"_id": broken, "stock": "a string cannot be decremented", "version": 1}
+    )
+    sale = await store.append(
+        Append(
+            events=[
+                OrderBilled(
+                    order_id=new_id(), account_id=new_id(), lines=[line(broken, 1, 100)], total=100
+                )
+            ]
+        )
+    )
+    (bad_partition,) = sale.positions
+    while True:
+        account = new_id()
+        await store.append(
+            Append(
+                events=[
+                    AccountCreated(
+                        account_id=account, email="e@example.com", name="E", password_hash="x"
+                    )
+                ]
+            )
+        )
+        events = [e async for e in store.read_all()]
+        good = [e for e in events if e.partition != bad_partition]
+        if good:
+            break
+    bad = [e for e in events if e.partition == bad_partition and e.type == "OrderBilled"]
+    async with projection._writing:  # hold the writer so both batches queue for one write
+        applies = asyncio.gather(
+            projection.apply(bad_partition, bad),
+            projection.apply(good[0].partition, good),
+            return_exceptions=True,
+        )
+        for _ in range(500):
+            if len(projection._queue) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(projection._queue) == 2
+    outcomes = await applies
+    assert isinstance(outcomes[0], Exception)
+    assert outcomes[1] is None
+    assert await projection.checkpoint(good[0].partition) == good[-1].entry_id
+    assert await projection.checkpoint(bad_partition) is None
+    doc = await projection.db[projection.collections.accounts].find_one({"_id": account})
+    assert doc is not None and doc["email"] == "e@example.com"

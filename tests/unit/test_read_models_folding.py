@@ -62,9 +62,20 @@ def test_cross_writes_from_several_partitions_fold_with_one_watermark_guard_each
     }
 
 
-def test_own_and_cross_writes_of_one_document_stay_apart() -> None:
+def test_a_creation_and_cross_writes_fold_under_both_guards() -> None:
     writes = [
-        Write("products", "p", {"$inc": {"stock": 1}}, Own(1), upsert=True),
+        Write("products", "p", {"$inc": {"stock": -1}}, Cross(2, "a"), upsert=True),
+        Write("products", "p", {"$set": {"sku": "S"}, "$inc": {"stock": 9}}, Own(1), upsert=True),
+    ]
+    (only,) = fold(writes)["products"]
+    query, update = only.guarded()
+    assert query == {"_id": "p", "version": {"$lt": 1}, "applied.p2": {"$not": {"$gte": "a"}}}
+    assert update == {"$set": {"sku": "S", "version": 1, "applied.p2": "a"}, "$inc": {"stock": 8}}
+
+
+def test_own_writes_without_the_creation_stay_apart_from_cross_writes() -> None:
+    writes = [
+        Write("products", "p", {"$inc": {"stock": 1}}, Own(4)),
         Write("products", "p", {"$inc": {"stock": -1}}, Cross(1, "a"), upsert=True),
     ]
     assert len(fold(writes)["products"]) == 2
