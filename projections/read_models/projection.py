@@ -245,8 +245,7 @@ class _Batch:
     """One ``apply`` call waiting for its writes (see ``ReadModelsProjection.apply``)."""
 
     partition: int
-    last: str
-    writes: list[Write]
+    events: list[RecordedEvent]
     done: asyncio.Future[None]
 
 
@@ -282,21 +281,14 @@ class ReadModelsProjection:
         meanwhile (group commit): while one write is in flight the next batches queue, and
         the queue is then folded and written at once, so a product sold from eight
         partitions costs one update instead of eight."""
-        done = await self.checkpoint(partition) if events else None
-        if done is not None:  # re-delivered or already folded by a rebuild: skip cheaply
-            events = [e for e in events if mark(e.entry_id) > mark(done)]
         if not events:
             return
-        batch = _Batch(
-            partition=partition,
-            last=events[-1].entry_id,
-            writes=[w for rec in events for w in writes_for(rec)],
-            done=asyncio.get_running_loop().create_future(),
-        )
+        batch = _Batch(partition, list(events), asyncio.get_running_loop().create_future())
         self._queue.append(batch)
         try:
             async with self._writing:
                 if not batch.done.done():
+                    await asyncio.sleep(0)  # let batches handed in at the same time join
                     queued, self._queue = self._queue, []
                     await self._commit(queued, batch)
         except asyncio.CancelledError:
@@ -335,15 +327,30 @@ class ReadModelsProjection:
                 batch.done.set_result(None)
 
     async def _write(self, batches: list[_Batch]) -> None:
-        grouped = fold(w for batch in batches for w in batch.writes)
+        """Fold and write the batches' events past their partition's checkpoint (a batch
+        re-delivered or already folded by a rebuild is skipped cheaply), then the
+        checkpoints."""
+        done = {p: mark(entry_id) for p, entry_id in (await self.checkpoints()).items()}
+        fresh: dict[int, str] = {}
+        writes: list[Write] = []
+        for batch in batches:
+            past = done.get(batch.partition, "")
+            for rec in batch.events:
+                if mark(rec.entry_id) > past:
+                    writes.extend(writes_for(rec))
+                    last = fresh.get(batch.partition, rec.entry_id)
+                    fresh[batch.partition] = max(last, rec.entry_id, key=mark)
+        grouped = fold(writes)
         checkpoints = [
             UpdateOne(
-                {"_id": batch.partition, "mark": {"$not": {"$gte": mark(batch.last)}}},
-                {"$set": {"entry_id": batch.last, "mark": mark(batch.last)}},
+                {"_id": partition, "mark": {"$not": {"$gte": mark(last)}}},
+                {"$set": {"entry_id": last, "mark": mark(last)}},
                 upsert=True,
             )
-            for batch in batches
+            for partition, last in fresh.items()
         ]
+        if not checkpoints:
+            return
         try:
             outcomes = await asyncio.gather(
                 *(write_folds(self._collection(role), folds) for role, folds in grouped.items()),
