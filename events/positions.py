@@ -2,7 +2,8 @@
 
 Format: ``<partition>-<ms>-<seq>`` items joined by ``.``, e.g. ``3-1732392000123-0.5-1732392000123-1``.
 A view has applied a position when, for every partition named, its checkpoint is at or
-past that entry id.
+past that entry id. A client that wants to see several writes joins their tokens with ``.``:
+parsing keeps the furthest entry named for each partition.
 """
 
 from __future__ import annotations
