@@ -53,6 +53,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             params = results[name].setdefault("params", {})
             params["section_seconds"] = round(time.perf_counter() - started, 1)
             params["load_average_1m_before"] = round(load, 2)
+            results[name]["machine"] = results["machine"]
     return results
 
 
