@@ -18,11 +18,14 @@ fact rows) into tables of the same shape with no triggers, chains or checkpoints
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -281,6 +284,69 @@ async def raw_copy_warehouse(pool: asyncpg.Pool, batches: Batches) -> float:
 # -- the section ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class DemoLog:
+    """A demo shop's log under a fresh prefix, with a private MongoDB-protocol server and a
+    fresh PostgreSQL database for the views, as the projection and rebuild figures use."""
+
+    stack: Stack
+    store: EventStore
+    mongo_url: str
+    dsn: str
+    fill_seconds: float
+    description: str
+
+
+@asynccontextmanager
+async def demo_log(
+    redis_url: str, accounts: int, products: int, orders: int, seed: int
+) -> AsyncIterator[DemoLog]:
+    """Fill the log through the command path; drop the prefix and the servers afterwards."""
+    stack0 = Stack.new(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        with mongo_server() as mongo_url:
+            async with postgres_database() as dsn:
+                stack = dataclasses.replace(stack0, mongo_url=mongo_url, pg_dsn=dsn)
+                store = EventStore(client, stack.settings().redis.keys)
+                await store.load_functions()
+                shop = make_shop(accounts, products, orders, seed=seed, stock=10**9)
+                with Timer() as fill:
+                    await populate(
+                        store, shop, hash_password=Passwords(CHEAP_AUTH).hash, concurrency=32
+                    )
+                yield DemoLog(
+                    stack,
+                    store,
+                    mongo_url,
+                    dsn,
+                    round(fill.seconds, 2),
+                    f"demo shop through the command path: {accounts} accounts,"
+                    f" {products} products, {orders} orders (1-4 lines)",
+                )
+    finally:
+        await client.aclose()
+        await drop_prefix(redis_url, stack0.prefix)
+
+
+async def raw_writes(demo: DemoLog, batches: Batches) -> dict[str, float]:
+    """Seconds each store takes to bulk-write data equivalent to the views' (the limits)."""
+    mongo: AsyncMongoClient[Any] = AsyncMongoClient(demo.mongo_url)
+    raw_db = f"{demo.stack.mongo_db}_raw"
+    try:
+        async with postgres_pool(demo.dsn, max_size=demo.stack.partitions + 2) as pool:
+            await AuditProjection(pool).setup()  # the raw tables copy their shape
+            await WarehouseProjection(pool).setup()
+            return {
+                "read_models": await raw_mongo(mongo[raw_db], batches),
+                "audit": await raw_copy_audit(pool, batches),
+                "warehouse": await raw_copy_warehouse(pool, batches),
+            }
+    finally:
+        await mongo.drop_database(raw_db)
+        await mongo.close()
+
+
 async def run(
     redis_url: str,
     orders: int = 3000,
@@ -288,62 +354,35 @@ async def run(
     products: int = 200,
     batch: int = 500,
 ) -> dict[str, Any]:
-    stack0 = Stack.new(redis_url)
-    client = aioredis.Redis.from_url(redis_url)
     results: dict[str, Any] = {}
-    try:
-        with mongo_server() as mongo_url:
-            async with postgres_database() as dsn:
-                stack = Stack(
-                    redis_url=redis_url,
-                    prefix=stack0.prefix,
-                    mongo_url=mongo_url,
-                    mongo_db=stack0.mongo_db,
-                    pg_dsn=dsn,
-                    jwt_secret=stack0.jwt_secret,
-                )
-                store = EventStore(client, stack.settings().redis.keys)
-                await store.load_functions()
-                shop = make_shop(accounts, products, orders, seed=77, stock=10**6)
-                with Timer() as fill:
-                    await populate(
-                        store, shop, hash_password=Passwords(CHEAP_AUTH).hash, concurrency=32
-                    )
-                heads = await store.heads()
-                batches = await read_log(store, batch)
-                events = sum(len(c) for chunks in batches.values() for c in chunks)
-                mongo: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url)
-                try:
-                    async with postgres_pool(dsn, max_size=stack.partitions + 2) as pool:
-                        await AuditProjection(pool).setup()
-                        await WarehouseProjection(pool).setup()
-                        raw = {
-                            "read_models": await raw_mongo(mongo[f"{stack.mongo_db}_raw"], batches),
-                            "audit": await raw_copy_audit(pool, batches),
-                            "warehouse": await raw_copy_warehouse(pool, batches),
-                        }
-                        direct: dict[str, Projection] = {
-                            "read_models": ReadModelsProjection(mongo[f"{stack.mongo_db}_apply"]),
-                            "audit": AuditProjection(pool, schema="audit_apply"),
-                            "warehouse": WarehouseProjection(pool, schema="dw_apply"),
-                        }
-                        applied: dict[str, float] = {}
-                        for view, projection in direct.items():
-                            await projection.setup()
-                            applied[view] = await per_partition(batches, projection.apply)
-                    runner = {v: await time_runner(stack, client, v, batch, heads) for v in VIEWS}
-                finally:
-                    await mongo.close()
-                for view in VIEWS:
-                    raw_rate = rate(events, raw[view])
-                    run_rate = rate(events, runner[view])
-                    results[f"{view}_events_per_s"] = run_rate
-                    results[f"{view}_apply_events_per_s"] = rate(events, applied[view])
-                    results[f"{view}_raw_events_per_s"] = raw_rate
-                    results[f"{view}_ratio"] = round(run_rate / raw_rate, 3) if raw_rate else None
-    finally:
-        await client.aclose()
-        await drop_prefix(redis_url, stack0.prefix)
+    async with demo_log(redis_url, accounts, products, orders, seed=77) as demo:
+        stack, store = demo.stack, demo.store
+        heads = await store.heads()
+        batches = await read_log(store, batch)
+        events = sum(len(c) for chunks in batches.values() for c in chunks)
+        raw = await raw_writes(demo, batches)
+        mongo: AsyncMongoClient[Any] = AsyncMongoClient(demo.mongo_url)
+        try:
+            async with postgres_pool(demo.dsn, max_size=stack.partitions + 2) as pool:
+                direct: dict[str, Projection] = {
+                    "read_models": ReadModelsProjection(mongo[f"{stack.mongo_db}_apply"]),
+                    "audit": AuditProjection(pool, schema="audit_apply"),
+                    "warehouse": WarehouseProjection(pool, schema="dw_apply"),
+                }
+                applied: dict[str, float] = {}
+                for view, projection in direct.items():
+                    await projection.setup()
+                    applied[view] = await per_partition(batches, projection.apply)
+            runner = {v: await time_runner(stack, store.redis, v, batch, heads) for v in VIEWS}
+        finally:
+            await mongo.close()
+        for view in VIEWS:
+            raw_rate = rate(events, raw[view])
+            run_rate = rate(events, runner[view])
+            results[f"{view}_events_per_s"] = run_rate
+            results[f"{view}_apply_events_per_s"] = rate(events, applied[view])
+            results[f"{view}_raw_events_per_s"] = raw_rate
+            results[f"{view}_ratio"] = round(run_rate / raw_rate, 3) if raw_rate else None
     ratios = [results[f"{v}_ratio"] for v in VIEWS if results.get(f"{v}_ratio") is not None]
     return {
         **results,
@@ -352,9 +391,8 @@ async def run(
         "ratio": min(ratios) if ratios else None,
         "params": {
             "events": events,
-            "log": f"demo shop through the command path: {accounts} accounts, {products} products,"
-            f" {orders} orders (1-4 lines)",
-            "fill_seconds": round(fill.seconds, 2),
+            "log": demo.description,
+            "fill_seconds": demo.fill_seconds,
             "batch": batch,
             "partitions": stack.partitions,
             "concurrency": "one task per partition, as the runner",

@@ -23,26 +23,10 @@ import asyncio
 import os
 from typing import Any
 
-import redis.asyncio as aioredis
-from pymongo import AsyncMongoClient
-
-from app.passwords import Passwords
 from bench.common import Timer, rate
-from bench.projection import (
-    CHEAP_AUTH,
-    raw_copy_audit,
-    raw_copy_warehouse,
-    raw_mongo,
-    read_log,
-)
-from bench.servers import Stack, drop_prefix, mongo_server, postgres_database
+from bench.projection import demo_log, raw_writes, read_log
 from events.codec import decode_entry
 from events.store import EventStore
-from projections.audit import AuditProjection
-from projections.views import postgres_pool
-from projections.warehouse import WarehouseProjection
-from workers.commands.demo import populate
-from workers.demo import make_shop
 from workers.rebuild import Progress, RebuildOptions, rebuild_view
 
 VIEWS = ("read_models", "audit", "warehouse")
@@ -70,76 +54,32 @@ async def read_speed(store: EventStore, batch: int, decode: bool) -> tuple[int, 
 
 
 async def run(redis_url: str, events: int = 100_000, batch: int = 2000) -> dict[str, Any]:
-    stack0 = Stack.new(redis_url)
-    client = aioredis.Redis.from_url(redis_url)
     accounts = max(events // 50, 10)
     products = max(events // 100, 10)
     orders = max(events - accounts - products, 1)
     results: dict[str, Any] = {}
-    try:
-        with mongo_server() as mongo_url:
-            async with postgres_database() as dsn:
-                stack = Stack(
-                    redis_url=redis_url,
-                    prefix=stack0.prefix,
-                    mongo_url=mongo_url,
-                    mongo_db=stack0.mongo_db,
-                    pg_dsn=dsn,
-                    jwt_secret=stack0.jwt_secret,
-                )
-                settings = stack.settings()
-                store = EventStore(client, settings.redis.keys)
-                await store.load_functions()
-                shop = make_shop(accounts, products, orders, seed=91, stock=10**9)
-                with Timer() as fill:
-                    await populate(
-                        store, shop, hash_password=Passwords(CHEAP_AUTH).hash, concurrency=32
-                    )
-                logged = await store.count()
-
-                n, seconds = await read_speed(store, batch, decode=False)
-                xrange_rate = rate(n, seconds)
-                n, seconds = await read_speed(store, batch, decode=True)
-                decode_rate = rate(n, seconds)
-                results["xrange_events_per_s"] = xrange_rate
-                results["xrange_decode_events_per_s"] = decode_rate
-
-                reports = {}
-                for view in VIEWS:
-                    reports[view] = await rebuild_view(
-                        settings,
-                        view,
-                        RebuildOptions(batch=batch),
-                        Progress(view, enabled=False),
-                    )
-
-                batches = await read_log(store, batch)
-                mongo: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url)
-                try:
-                    async with postgres_pool(dsn, max_size=stack.partitions + 2) as pool:
-                        await AuditProjection(pool).setup()  # the raw tables copy their shape
-                        await WarehouseProjection(pool).setup()
-                        raw = {
-                            "read_models": await raw_mongo(mongo[f"{stack.mongo_db}_raw"], batches),
-                            "audit": await raw_copy_audit(pool, batches),
-                            "warehouse": await raw_copy_warehouse(pool, batches),
-                        }
-                finally:
-                    await mongo.drop_database(f"{stack.mongo_db}_raw")
-                    await mongo.close()
-
-                for view in VIEWS:
-                    rebuilt = reports[view].events_per_s
-                    raw_rate = rate(logged, raw[view])
-                    results[f"{view}_events_per_s"] = rebuilt
-                    results[f"{view}_raw_write_events_per_s"] = raw_rate
-                    results[f"{view}_ratio"] = round(rebuilt / raw_rate, 3) if raw_rate else None
-                    results[f"{view}_read_ratio"] = (
-                        round(rebuilt / xrange_rate, 4) if xrange_rate else None
-                    )
-    finally:
-        await client.aclose()
-        await drop_prefix(redis_url, stack0.prefix)
+    async with demo_log(redis_url, accounts, products, orders, seed=91) as demo:
+        stack, store = demo.stack, demo.store
+        logged = await store.count()
+        n, seconds = await read_speed(store, batch, decode=False)
+        xrange_rate = rate(n, seconds)
+        n, seconds = await read_speed(store, batch, decode=True)
+        results["xrange_events_per_s"] = xrange_rate
+        results["xrange_decode_events_per_s"] = rate(n, seconds)
+        reports = {
+            view: await rebuild_view(
+                stack.settings(), view, RebuildOptions(batch=batch), Progress(view, enabled=False)
+            )
+            for view in VIEWS
+        }
+        raw = await raw_writes(demo, await read_log(store, batch))
+        for view in VIEWS:
+            rebuilt = reports[view].events_per_s
+            raw_rate = rate(logged, raw[view])
+            results[f"{view}_events_per_s"] = rebuilt
+            results[f"{view}_raw_write_events_per_s"] = raw_rate
+            results[f"{view}_ratio"] = round(rebuilt / raw_rate, 3) if raw_rate else None
+            results[f"{view}_read_ratio"] = round(rebuilt / xrange_rate, 4) if xrange_rate else None
     ratios = [results[f"{v}_ratio"] for v in VIEWS if results.get(f"{v}_ratio") is not None]
     return {
         **results,
@@ -148,9 +88,8 @@ async def run(redis_url: str, events: int = 100_000, batch: int = 2000) -> dict[
         "ratio": min(ratios) if ratios else None,
         "params": {
             "events": logged,
-            "log": f"demo shop through the command path: {accounts} accounts,"
-            f" {products} products, {orders} orders (1-4 lines)",
-            "fill_seconds": round(fill.seconds, 2),
+            "log": demo.description,
+            "fill_seconds": demo.fill_seconds,
             "batch": batch,
             "partitions": stack.partitions,
             "rebuild": "rebuild_view from empty to switched, no live projector, partitions"
