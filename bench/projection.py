@@ -53,6 +53,7 @@ from projections.warehouse import (
     WarehouseProjection,
     date_key,
     date_row,
+    order_line_rows,
 )
 from workers.commands.demo import populate
 from workers.demo import make_shop
@@ -189,22 +190,7 @@ def warehouse_rows(chunk: Sequence[RecordedEvent]) -> dict[str, list[tuple[Any, 
                 )
             case OrderBilled() as e:
                 days.add(rec.at.date())
-                for no, line in enumerate(e.lines, start=1):
-                    tables["lines"].append(
-                        (
-                            e.order_id,
-                            no,
-                            date_key(rec.at),
-                            rec.at,
-                            e.account_id,
-                            line.product_id,
-                            line.name,
-                            line.quantity,
-                            line.unit_price,
-                            line.line_total,
-                            e.currency,
-                        )
-                    )
+                tables["lines"].extend(order_line_rows(rec, e))
             case _:
                 pass
     tables["dates"] = [date_row(d) for d in sorted(days)]

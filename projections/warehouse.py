@@ -182,6 +182,26 @@ def fold_products(
     return changes
 
 
+def order_line_rows(rec: RecordedEvent, order: OrderBilled) -> list[tuple[Any, ...]]:
+    """``fact_order_line`` staging rows of one order (before the product version is resolved)."""
+    return [
+        (
+            order.order_id,
+            no,
+            date_key(rec.at),
+            rec.at,
+            order.account_id,
+            line.product_id,
+            line.name,
+            line.quantity,
+            line.unit_price,
+            line.line_total,
+            order.currency,
+        )
+        for no, line in enumerate(order.lines, start=1)
+    ]
+
+
 @dataclass(slots=True)
 class Batch:
     """The rows a batch adds, grouped by table (pure; built before touching the database)."""
@@ -222,22 +242,7 @@ class Batch:
                     batch.login(rec, e.email_digest, e.account_id, ok=False)
                 case OrderBilled() as e:
                     batch.dates.add(rec.at.date())
-                    for no, line in enumerate(e.lines, start=1):
-                        batch.lines.append(
-                            (
-                                e.order_id,
-                                no,
-                                date_key(rec.at),
-                                rec.at,
-                                e.account_id,
-                                line.product_id,
-                                line.name,
-                                line.quantity,
-                                line.unit_price,
-                                line.line_total,
-                                e.currency,
-                            )
-                        )
+                    batch.lines.extend(order_line_rows(rec, e))
                 case ProductCreated() | ProductUpdated() | ProductDeleted():
                     batch.product_events.append(rec)
                 case _:

@@ -41,6 +41,8 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
+from service import alive  # scripts/ is on sys.path: run.py and service.py run as scripts
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 READY_SECONDS = float(os.environ.get("STREAMSHOP_READY_SECONDS", "180"))
@@ -97,16 +99,6 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _started_by(pid: int, run_dir: Path) -> bool:
     """Was ``pid`` started by a run on this data directory? (Its environment names the run dir.)"""
     try:
@@ -121,9 +113,9 @@ def _stop(pid: int, name: str, timeout: float = 15.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -133,7 +125,7 @@ def claim_run_dir(run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     own = run_dir / "run.pid"
     pid = _read_pid(own)
-    if pid and pid != os.getpid() and _alive(pid):
+    if pid and pid != os.getpid() and alive(pid):
         cmdline = Path(f"/proc/{pid}/cmdline")
         if not cmdline.exists() or b"run.py" in cmdline.read_bytes():
             raise RunError(
@@ -145,7 +137,7 @@ def claim_run_dir(run_dir: Path) -> None:
         if path == own:
             continue
         pid = _read_pid(path)
-        if pid and _alive(pid) and _started_by(pid, run_dir):
+        if pid and alive(pid) and _started_by(pid, run_dir):
             _stop(pid, path.stem)
         path.unlink(missing_ok=True)
     own.write_text(f"{os.getpid()}\n")
@@ -495,9 +487,9 @@ class Run:
         for path in pidfiles:
             pid = _read_pid(path)
             if pid and pid != os.getpid() and _started_by(pid, self.layout.run_dir):
-                while _alive(pid) and time.monotonic() < deadline:
+                while alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.1)
-                if _alive(pid):
+                if alive(pid):
                     say(f"{path.stem} (pid {pid}) is still running after {timeout:.0f}s")
                     continue
             path.unlink(missing_ok=True)

@@ -96,7 +96,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -133,7 +133,7 @@ def supervise(command: list[str], run_dir: Path | None, name: str, outlive: list
     if child.poll() is None:
         deadline = time.monotonic() + OUTLIVE_SECONDS
         others = _pids(run_dir, outlive)
-        while any(_alive(pid) for pid in others) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in others) and time.monotonic() < deadline:
             time.sleep(0.05)
         child.terminate()
     return child.wait()

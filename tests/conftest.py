@@ -55,6 +55,8 @@ from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import asyncpg  # noqa: E402
+from pymongo import AsyncMongoClient  # noqa: E402
+from pymongo.asynchronous.database import AsyncDatabase  # noqa: E402
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -114,6 +116,15 @@ def mongo_url() -> Iterator[str]:
 def mongo_db_name() -> str:
     """A MongoDB database name unique to this test."""
     return f"sstest_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def mongo_db(mongo_url: str, mongo_db_name: str) -> AsyncIterator[AsyncDatabase]:
+    """A MongoDB database unique to this test, dropped after it."""
+    client: AsyncMongoClient = AsyncMongoClient(mongo_url)
+    yield client[mongo_db_name]
+    await client.drop_database(mongo_db_name)
+    await client.close()
 
 
 @pytest.fixture(scope="session")

@@ -18,19 +18,21 @@ import redis.asyncio as aioredis
 
 from events.keys import Keys
 
-_RENEW = """
+RENEW_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
 
-_RELEASE = """
+DELETE_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+"""Compare-and-set on a token-holding key (a lease, a rebuild's pause or lock): only the
+holder (ARGV[1]) may renew it (ARGV[2] ms) or give it up."""
 
 FENCED_READ = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -79,8 +81,8 @@ class Leases:
         self.keys = keys
         self.holder = holder
         self.ttl_ms = ttl_ms
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(RENEW_IF_HELD)
+        self._release = redis.register_script(DELETE_IF_HELD)
         self._heartbeat = redis.register_script(_HEARTBEAT)
         self._read = redis.register_script(FENCED_READ)
 

@@ -43,6 +43,7 @@ from events.keys import Keys
 from projections.base import Projection, SinkUnavailable
 from projections.read_models.projection import Collections
 from projections.views import schema_name
+from workers.leases import DELETE_IF_HELD, RENEW_IF_HELD
 
 log = structlog.get_logger("workers.views")
 
@@ -71,20 +72,6 @@ return 1
 """
 """KEYS: pause, pointer, previous. ARGV: pause token, new version. Switches only while the
 caller's pause holds (so no live apply can have slipped past the final catch-up)."""
-
-_REFRESH = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 def new_version() -> str:
@@ -150,8 +137,8 @@ class ViewPointers:
         self.redis = redis
         self.prefix = prefix
         self._switch = redis.register_script(_SWITCH)
-        self._refresh = redis.register_script(_REFRESH)
-        self._release = redis.register_script(_RELEASE)
+        self._refresh = redis.register_script(RENEW_IF_HELD)
+        self._release = redis.register_script(DELETE_IF_HELD)
 
     def key(self, name: str, suffix: str = "") -> str:
         return Keys(prefix=self.prefix).view(name, suffix)

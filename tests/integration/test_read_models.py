@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from events.codec import RecordedEvent
@@ -28,11 +27,8 @@ from projections.read_models import ReadModelsProjection
 
 
 @pytest.fixture
-async def db(mongo_url: str, mongo_db_name: str) -> AsyncIterator[AsyncDatabase]:
-    client: AsyncMongoClient = AsyncMongoClient(mongo_url)
-    yield client[mongo_db_name]
-    await client.drop_database(mongo_db_name)
-    await client.close()
+def db(mongo_db: AsyncDatabase) -> AsyncDatabase:
+    return mongo_db
 
 
 @pytest.fixture
