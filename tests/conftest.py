@@ -6,12 +6,22 @@ MongoDB database names, so concurrent runs on one machine never see each other's
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from events.keys import Keys
 from events.store import EventStore
@@ -45,18 +55,6 @@ async def store(redis_client: aioredis.Redis, prefix: str) -> AsyncIterator[Even
 
 # -- MongoDB wire protocol (SecantusDB, in memory) and PostgreSQL -------------------------
 
-import asyncio  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import asyncpg  # noqa: E402
-from pymongo import AsyncMongoClient  # noqa: E402
-from pymongo.asynchronous.database import AsyncDatabase  # noqa: E402
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
