@@ -118,7 +118,6 @@ async def test_a_paused_owner_that_lost_its_leases_gets_nothing_delivered(
     b = cli.project("b", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "20"})
     await a.started()
     await b.started()
-    await append_adjustments(store, items, 1_000)
 
     async def shared() -> bool:
         owners = set(
@@ -126,7 +125,10 @@ async def test_a_paused_owner_that_lost_its_leases_gets_nothing_delivered(
         )
         return owners == {"a", "b"}
 
+    # Share first, then append: appended earlier, the events could all be applied by
+    # whichever process held every partition before the hand-over, leaving a idle.
     await eventually(shared, what="both projectors to own partitions")
+    await append_adjustments(store, items, 1_000)
     await eventually(lambda: _batches(a, 3), what="a to apply a few batches")
 
     a.proc.send_signal(signal.SIGSTOP)
