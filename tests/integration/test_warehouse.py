@@ -88,7 +88,8 @@ async def attribution(pool: asyncpg.Pool, dw: WarehouseProjection) -> list[tuple
     rows = await pool.fetch(
         f"SELECT f.order_id, f.quantity, f.unit_price, f.revenue, d.version, d.price"
         f" FROM {dw.schema}.fact_order_line f JOIN {dw.schema}.dim_product d"
-        " USING (product_id) WHERE d.version = f.product_version ORDER BY f.billed_at"
+        " USING (product_id) WHERE d.version = f.product_version"
+        " ORDER BY f.billed_at, f.product_version"  # orders may share a millisecond
     )
     return [tuple(r) for r in rows]
 
