@@ -4,17 +4,43 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format schemas install java-example bench clean
+.PHONY: run test lint format schemas install lock lock-check upgrade java-example bench clean
 
-$(BIN)/python:
+# uv installs exactly what uv.lock pins (hashes included); uv itself comes pinned by hash
+# from scripts/uv-requirements.txt into a bootstrap venv. No download of a Python: the
+# machine's interpreter is used.
+TOOLS  ?= .tools
+UV     := $(TOOLS)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+$(UV): scripts/uv-requirements.txt
 	@test -n "$(PYTHON)" || { echo "make: no Python 3.11+ found; install it (Debian/Ubuntu 12+: sudo apt-get install -y python3 python3-venv) or run with PYTHON=/path/to/python3.11"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: streamshop needs Python 3.11+, $(PYTHON) is $$($(PYTHON) --version 2>&1); run with PYTHON=/path/to/python3.11"; exit 1; }
-	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: cannot create $(VENV); on Debian/Ubuntu: sudo apt-get install -y python3-venv"; exit 1; }
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(PYTHON) -m venv $(TOOLS) || { rm -rf $(TOOLS); echo "make: cannot create $(TOOLS); on Debian/Ubuntu: sudo apt-get install -y python3-venv"; exit 1; }
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r scripts/uv-requirements.txt
+	@touch $(UV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
 	@touch $(STAMP)
+
+$(BIN)/python: $(STAMP)
+
+## lock-check: fail when pyproject.toml and uv.lock disagree (CI runs it before the tests)
+lock-check: | $(UV)
+	@$(UV) lock --check --python $(PYTHON) || { echo "make: uv.lock is stale against pyproject.toml; run 'make lock' and commit uv.lock"; exit 1; }
+
+## lock: re-resolve uv.lock after a change to pyproject.toml (keeps every version it can)
+lock: | $(UV)
+	$(UV) lock --python $(PYTHON)
+
+## upgrade: bump every locked version within pyproject.toml's ranges, install, run the suite
+upgrade: | $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $(STAMP)
+	$(MAKE) test
 
 install: $(STAMP)
 
@@ -23,7 +49,7 @@ run: $(STAMP)
 	@$(BIN)/python scripts/run.py
 
 ## test: the whole suite against the machine's Redis and PostgreSQL
-test: $(STAMP)
+test: lock-check $(STAMP)
 	@$(BIN)/python scripts/test_services.py
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
@@ -47,4 +73,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .data
+	rm -rf $(VENV) $(TOOLS) .data

@@ -51,10 +51,12 @@ async def test_verify_passes_on_a_true_view_and_names_the_rows_of_a_tampered_one
 
     conn = await asyncpg.connect(settings.postgres.url)
     try:
-        order_id = await conn.fetchval(
+        # The shop's orders are random: read the quantity the log gave the line, never
+        # assume one (a fixed "1" failed whenever the first line had more).
+        order_id, quantity = await conn.fetchrow(
             f'UPDATE "{schema}".fact_order_line SET quantity = quantity + 1'
             " WHERE line_no = 1 AND order_id = (SELECT min(order_id) FROM"
-            f' "{schema}".fact_order_line) RETURNING order_id'
+            f' "{schema}".fact_order_line) RETURNING order_id, quantity - 1'
         )
         await conn.execute(
             f'DELETE FROM "{schema}".dim_account WHERE account_id = $1', shop.accounts[0]
@@ -65,5 +67,5 @@ async def test_verify_passes_on_a_true_view_and_names_the_rows_of_a_tampered_one
     bad = await asyncio.to_thread(verify_cli, settings, "warehouse")
     assert bad.returncode == 1, bad.stdout + bad.stderr[-2000:]
     assert "DIFFERS in 2 place(s)" in bad.stdout
-    assert f'fact_order_line ["{order_id}", 1]: differs (quantity: live=2 log=1)' in bad.stdout
+    assert f'fact_order_line ["{order_id}", 1]: differs (quantity: live={quantity + 1} log={quantity})' in bad.stdout
     assert f'dim_account ["{shop.accounts[0]}"]: missing in live' in bad.stdout

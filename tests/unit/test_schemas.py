@@ -45,3 +45,14 @@ def test_one_schema_per_event_type_with_its_version() -> None:
     order = msgspec.json.decode(files["OrderBilled.json"])
     assert order["x-schema-version"] == EVENT_TYPES["OrderBilled"].SCHEMA
     assert order["$id"].endswith("OrderBilled.v2.json")
+
+
+def test_descriptions_do_not_depend_on_how_msgspec_dedents_docstrings() -> None:
+    from events.schemas import _normalise
+
+    indented = {"$defs": {"A": {"description": "Line one.\n\n    Line two,\n    three."}}}
+    dedented = {"$defs": {"A": {"description": "Line one.\n\nLine two,\nthree."}}}
+    assert _normalise(indented) == _normalise(dedented) == dedented
+    assert _normalise({"properties": [{"description": "  x"}]}) == {
+        "properties": [{"description": "x"}]
+    }
