@@ -67,5 +67,8 @@ async def test_verify_passes_on_a_true_view_and_names_the_rows_of_a_tampered_one
     bad = await asyncio.to_thread(verify_cli, settings, "warehouse")
     assert bad.returncode == 1, bad.stdout + bad.stderr[-2000:]
     assert "DIFFERS in 2 place(s)" in bad.stdout
-    assert f'fact_order_line ["{order_id}", 1]: differs (quantity: live={quantity + 1} log={quantity})' in bad.stdout
+    assert (
+        f'fact_order_line ["{order_id}", 1]: differs (quantity: live={quantity + 1} log={quantity})'
+        in bad.stdout
+    )
     assert f'dim_account ["{shop.accounts[0]}"]: missing in live' in bad.stdout
