@@ -540,11 +540,11 @@ class _KeepAlive:
 
     async def _run(self) -> None:
         every = min(self.opts.lock_ttl_ms, self.opts.pause_ttl_ms) / 3000
-        while not self.lost:
+        while True:
             await asyncio.sleep(every)
             try:
                 await self.refresh()
-                if self.pause_token is not None and not self.lost:
+                if self.pause_token is not None:
                     await self.pointers.refresh_pause(
                         self.name, self.pause_token, self.opts.pause_ttl_ms
                     )

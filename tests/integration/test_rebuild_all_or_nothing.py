@@ -276,7 +276,7 @@ async def test_a_rebuild_that_loses_its_lock_aborts_and_leaves_the_live_view_unt
     with out.open("w") as stdout, err.open("w") as stderr:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            *("-m", "workers.cli", "rebuild", "audit", "--batch", "2", "--no-progress"),
+            *("-m", "workers.cli", "rebuild", "audit", "--batch", "1", "--no-progress"),
             cwd=ROOT,
             env=cli_env(settings),
             stdout=stdout,

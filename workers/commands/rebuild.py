@@ -77,7 +77,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 def _print_report(r: RebuildReport) -> None:
     heads = sum(1 for f in r.parked if f.behind is None)
     extra = (
-        f"; {heads} failed entries dead-lettered, {len(r.parked) - heads} parked behind them"
+        f"; dead-lettered {heads} failed and {len(r.parked) - heads} parked behind them"
         if r.parked
         else ""
     )
