@@ -31,6 +31,7 @@ from tests.integration.test_rebuild_support import (  # noqa: F401
     settings_fixture,
 )
 from workers.dlq import DeadLetters
+from workers.rebuild import Progress, RebuildOptions, rebuild_view
 from workers.views import ViewPointers, mongo_collections, pg_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +50,10 @@ async def rebuild_cli(settings: Settings, *args: str) -> subprocess.CompletedPro
         text=True,
         timeout=180,
     )
+
+
+def quiet_progress() -> Progress:
+    return Progress("read_models", enabled=False)
 
 
 def aborted_version(stderr: str) -> str:
@@ -309,3 +314,66 @@ async def test_a_rebuild_that_loses_its_lock_aborts_and_leaves_the_live_view_unt
     assert not await schema_exists(dsn, pg_schema("audit", shadow))
     assert (await store.redis.get(pointers.key("audit", ":rebuild"))).decode() == thief
     assert await store.redis.get(pointers.key("audit", ":pause")) is None
+
+
+async def test_an_undecodable_entry_parks_the_later_entries_of_its_aggregate(
+    settings: Settings, store: EventStore
+) -> None:
+    shop = Shop(store)
+    await shop.seed(accounts=2, products=2)
+    async with live_projector(settings, ["read_models"]) as runner:
+        await eventually(lambda: caught_up(store, runner), what="the live read models")
+    product, other = shop.products
+    aggregate = f"product:{product}"
+    partition = store.keys.partition_of(aggregate)
+    head_id = (
+        await store.redis.xadd(
+            store.keys.log(partition),
+            {
+                "id": uuid7(),
+                "type": "ProductUpdated",
+                "schema": "1",
+                "aggregate": aggregate,
+                "seq": "2",
+                "at": now_at(),
+                "actor": "legacy",
+                "correlation": uuid7(),
+                "causation": "",
+                "source": "ingest:legacy",
+                "data": b'{"type": "ProductUpdated", "product_id": ',
+            },
+        )
+    ).decode()
+    behind = []
+    for change in (
+        UpdateProduct(product_id=product, price=123_45),
+        UpdateProduct(product_id=product, name="Pão de queijo"),
+    ):
+        ((_, eid),) = (await execute(store, change, META)).entry_ids
+        behind.append(eid)
+        await execute(store, UpdateProduct(product_id=other, price=543_21), META)
+
+    report = await rebuild_view(
+        settings, "read_models", RebuildOptions(batch=3, park_failures=True), quiet_progress()
+    )
+
+    assert [(f.entry_id, f.behind) for f in report.parked] == [
+        (head_id, None),
+        *((eid, head_id) for eid in behind),
+    ]
+    assert "MalformedEvent" in report.parked[0].error
+    letters = await DeadLetters(store.redis, store.keys).list("read_models")
+    assert [(d.entry_id, d.error) for d in letters][1:] == [
+        (eid, f"parked behind {head_id}") for eid in behind
+    ]
+    assert letters[0].entry_id == head_id and "MalformedEvent" in letters[0].error
+    assert report.dead_letters == [d.dlq_id for d in letters]
+    client: AsyncMongoClient[Any] = AsyncMongoClient(settings.mongo.url)
+    try:
+        products = client[settings.mongo.database][mongo_collections(report.version).products]
+        parked = await products.find_one({"_id": product})
+        went_on = await products.find_one({"_id": other})
+    finally:
+        await client.close()
+    assert parked is not None and parked["price"] != 123_45 and parked["name"] != "Pão de queijo"
+    assert went_on is not None and went_on["price"] == 543_21
