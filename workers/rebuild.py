@@ -725,19 +725,26 @@ async def _aborted(
     stats: ReplayStats,
     exc: Exception,
 ) -> RebuildAborted:
-    """Drop the never-switched ``version`` and say why the rebuild stopped."""
+    """Drop the never-switched ``version`` and say why the rebuild stopped (re-raises ``exc``
+    itself in the one case where the pointer did move: then it is not an abort)."""
     if isinstance(exc, _Abort):
         reason = str(exc)
     else:
         log.error("rebuild_error", view=name, version=version, exc_info=exc)
         reason = _error(exc)
     failures = [f for f in stats.failures if f.behind is None]
-    shadow_dropped = True
+    shadow_dropped = False
     try:
+        if await pointers.current(name) == version:
+            # A switch call that failed on the way back may still have switched: not an abort.
+            log.error("rebuild_switched_despite_error", view=name, version=version)
+            raise exc
         await drop_version(settings, name, version)
         await pointers.unregister(name, version)
+        shadow_dropped = True
     except Exception as drop_error:  # still registered: the next rebuild drops it
-        shadow_dropped = False
+        if drop_error is exc:
+            raise
         log.warning("rebuild_shadow_left", view=name, version=version, error=_error(drop_error))
     log.error(
         "rebuild_aborted",
