@@ -38,7 +38,7 @@ from typing import Any, TextIO
 import redis.asyncio as aioredis
 import structlog
 
-from events.codec import RecordedEvent, decode_entry
+from events.codec import RecordedEvent, decode_entry, undecodable
 from events.errors import MalformedEvent
 from events.positions import parse_stream_id
 from events.store import EventStore
@@ -266,6 +266,9 @@ async def replay_partition(
                 try:
                     events.append(decode_entry(entry_id, fields, partition))
                 except MalformedEvent as exc:
+                    if getattr(projection, "records_raw", False):  # as the live runner does
+                        events.append(undecodable(entry_id, fields, partition, exc))  # type: ignore[arg-type]
+                        continue
                     stats.malformed += 1
                     log.warning("rebuild_entry_malformed", partition=partition, error=str(exc))
             if events:
