@@ -35,7 +35,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -93,14 +93,22 @@ ENVELOPE_COLUMNS = (
 
 
 def redact(payload: dict[str, Any]) -> dict[str, Any]:
+    if SECRET_FIELDS.isdisjoint(payload):
+        return payload
     return {k: v for k, v in payload.items() if k not in SECRET_FIELDS}
 
 
 # -- the stored entry ------------------------------------------------------------------------
 
 _TAG = b"streamshop-audit-2"
-_ORDER = {name.encode(): i for i, name in enumerate(FIELDS)}
+_ENVELOPE = tuple(name.encode() for name in FIELDS)
+_ORDER = {name: i for i, name in enumerate(_ENVELOPE)}
 _SECRET_BYTES = tuple(name.encode() for name in SECRET_FIELDS)
+
+
+_ENVELOPE_FORMAT = b"".join(b"%d:%b,%%d:%%b," % (len(name), name) for name in _ENVELOPE)
+"""``stored`` of an entry holding exactly the envelope fields in order, to fill with
+(length, value) pairs."""
 
 
 def _ns(value: bytes) -> bytes:
@@ -111,21 +119,36 @@ def _bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
-def stored_fields(fields: Fields) -> tuple[bytes, bytes | None]:
-    """The ``stored`` encoding of an entry's fields (see the module docstring), and the
-    stored ``data`` bytes (``None`` when the entry has no ``data``)."""
-    pairs = sorted(
-        ((_bytes(k), _bytes(v)) for k, v in fields.items()),
-        key=lambda kv: (_ORDER.get(kv[0], len(_ORDER)), kv[0]),
+def stored_fields(fields: Fields) -> tuple[bytes, dict[bytes, bytes], bytes | None]:
+    """The ``stored`` encoding of an entry's fields (see the module docstring), the fields
+    as bytes (for :func:`envelope_columns`) and the stored ``data`` (``None``: no data)."""
+    raw: dict[bytes, bytes]
+    if isinstance(next(iter(fields), b""), bytes):
+        raw = fields  # type: ignore[assignment]
+    else:
+        raw = {_bytes(k): _bytes(v) for k, v in fields.items()}
+    data = raw.get(b"data")
+    digest = b"" if data is None else b"sha256:%b" % hashlib.sha256(data).hexdigest().encode()
+    if tuple(raw) == _ENVELOPE:  # as the store writes them: one format call
+        values = list(raw.values())
+        values[-1] = digest
+        return _ENVELOPE_FORMAT % tuple(_flat(values)), raw, data
+    names = [name for name in _ENVELOPE if name in raw]
+    if len(names) < len(raw):
+        names += sorted(k for k in raw if k not in _ORDER)
+    stored = b"".join(
+        [
+            b"%d:%b,%d:%b," % (len(k), k, len(v), v)
+            for k, v in ((k, digest if k == b"data" else raw[k]) for k in names)
+        ]
     )
-    data: bytes | None = None
-    out = bytearray()
-    for name, value in pairs:
-        if name == b"data":
-            data = value
-            value = b"sha256:" + hashlib.sha256(value).hexdigest().encode()
-        out += _ns(name) + _ns(value)
-    return bytes(out), data
+    return stored, raw, data
+
+
+def _flat(values: list[bytes]) -> Iterator[int | bytes]:
+    for value in values:
+        yield len(value)
+        yield value
 
 
 def parse_stored(stored: bytes) -> dict[bytes, bytes]:
@@ -146,15 +169,12 @@ def parse_stored(stored: bytes) -> dict[bytes, bytes]:
     return dict(zip(items[::2], items[1::2], strict=True))
 
 
-def _text(values: dict[bytes, bytes], name: bytes) -> str:
-    raw = values.get(name)
-    # PostgreSQL text cannot hold NUL; the exact bytes are in ``stored`` anyway.
-    return "" if raw is None else raw.decode(errors="replace").replace("\x00", "\ufffd")
+_TEXT_FIELDS = tuple(name for name in _ENVELOPE if name != b"data")
 
 
-def _integer(values: dict[bytes, bytes], name: bytes, bits: int) -> int:
+def _integer(text: str, bits: int) -> int:
     try:
-        value = int(_text(values, name))
+        value = int(text)
     except ValueError:
         return 0
     return value if -(2 ** (bits - 1)) <= value < 2 ** (bits - 1) else 0
@@ -165,21 +185,26 @@ def envelope_columns(
 ) -> dict[str, Any]:
     """The queryable columns, read from the stored fields; total, so an undecodable entry
     gets a row too (its event id is ``undecodable:<partition>:<entry id>``, unique, as the
-    stored one may be missing or taken)."""
+    stored one may be missing or taken). Text is decoded leniently and NUL, which
+    PostgreSQL text cannot hold, shown as U+FFFD; the exact bytes are in ``stored``."""
+    texts = [values.get(name, b"").decode(errors="replace") for name in _TEXT_FIELDS]
+    if "\x00" in "".join(texts):
+        texts = [t.replace("\x00", "\ufffd") for t in texts]
+    ev_id, ev_type, schema, aggregate, seq, at_s, actor, correlation, causation, source = texts
     try:
-        at = parse_at(_text(values, b"at"))
+        at = parse_at(at_s)
     except (ValueError, OverflowError):
         at = datetime.fromtimestamp(parse_stream_id(entry_id)[0] / 1000, UTC)
     return {
-        "event_id": f"undecodable:{partition}:{entry_id}" if undecodable else _text(values, b"id"),
-        "type": _text(values, b"type"),
-        "schema_version": _integer(values, b"schema", 32),
-        "aggregate": _text(values, b"aggregate"),
-        "seq": _integer(values, b"seq", 64),
-        "actor": _text(values, b"actor"),
-        "source": _text(values, b"source"),
-        "correlation": _text(values, b"correlation"),
-        "causation": _text(values, b"causation"),
+        "event_id": f"undecodable:{partition}:{entry_id}" if undecodable else ev_id,
+        "type": ev_type,
+        "schema_version": _integer(schema, 32),
+        "aggregate": aggregate,
+        "seq": _integer(seq, 64),
+        "actor": actor,
+        "source": source,
+        "correlation": correlation,
+        "causation": causation,
         "occurred_at": at,
     }
 
@@ -259,16 +284,8 @@ def payload_json(data: bytes | None) -> str:
 
 def record(partition: int, n: int, entry_id: str, stored: bytes, payload: str) -> bytes:
     """The hashed bytes of a ``hash_format`` 2 row (see the module docstring)."""
-    return b"".join(
-        (
-            _ns(_TAG),
-            _ns(str(partition).encode()),
-            _ns(str(n).encode()),
-            _ns(entry_id.encode()),
-            _ns(stored),
-            _ns(payload.encode()),
-        )
-    )
+    parts = (str(partition).encode(), str(n).encode(), entry_id.encode(), stored, payload.encode())
+    return _ns(_TAG) + b"".join([b"%d:%b," % (len(part), part) for part in parts])
 
 
 def chain_hash(prev_hash: str, record_bytes: bytes) -> str:
@@ -279,9 +296,8 @@ def row_of(entry: Recorded, n: int, prev_hash: str) -> dict[str, Any]:
     """The row of one log entry, decoded or not, built from its stored fields only."""
     if entry.fields is None:
         raise ValueError(f"entry {entry.entry_id}: the audit needs the fields as stored")
-    stored, data = stored_fields(entry.fields)
+    stored, values, data = stored_fields(entry.fields)
     broken = isinstance(entry, UndecodableEntry)
-    values = parse_stored(stored)
     payload = payload_json(data)
     row: dict[str, Any] = {
         "partition": entry.partition,
@@ -389,6 +405,8 @@ class VerifyReport:
     rows: int
     partitions: int
     breaks: list[ChainBreak]
+    undecodable: int = 0
+    """Rows of entries that do not decode (recorded raw)."""
 
     @property
     def ok(self) -> bool:
@@ -478,7 +496,7 @@ async def verify_chains(pool: asyncpg.Pool, schema: str = "audit") -> VerifyRepo
     each partition that does not check out is reported."""
     s = schema_name(schema)
     breaks: list[ChainBreak] = []
-    total = 0
+    total = undecodable = 0
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         heads = {
             int(r["partition"]): r
@@ -498,6 +516,7 @@ async def verify_chains(pool: asyncpg.Pool, schema: str = "audit") -> VerifyRepo
             async for record in cursor:
                 total += 1
                 row = dict(record)
+                undecodable += bool(row["undecodable"])
                 reason = None
                 if row["n"] != expected_n:
                     reason = f"expected row n={expected_n}: rows are missing"
@@ -530,7 +549,12 @@ async def verify_chains(pool: asyncpg.Pool, schema: str = "audit") -> VerifyRepo
                 )
             if found is not None:
                 breaks.append(found)
-    return VerifyReport(rows=total, partitions=len(set(partitions) | set(heads)), breaks=breaks)
+    return VerifyReport(
+        rows=total,
+        partitions=len(set(partitions) | set(heads)),
+        breaks=breaks,
+        undecodable=undecodable,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -142,5 +142,6 @@ async def test_an_undecodable_entry_is_recorded_raw_by_the_audit_and_dead_letter
 
     out = await audit_verify(settings, schema, capsys)
     assert f"audit log OK: {total} rows" in out
+    assert f"{len(garbled)} undecodable entries recorded raw" in out
     report = await verify_view(settings, "audit", batch=50)  # a fold of the log records them too
     assert report.ok, report.differences
