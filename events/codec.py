@@ -82,11 +82,23 @@ class UndecodableEntry(msgspec.Struct, frozen=True, kw_only=True):
     error: str
     """Why it does not decode (the :class:`MalformedEvent` message)."""
 
+    def _field(self, name: str) -> str:
+        raw = self.fields.get(name.encode(), self.fields.get(name, b""))  # type: ignore[call-overload]
+        return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
     @property
     def id(self) -> str:
         """The stored event id, if any (for logs and dead letters)."""
-        raw = self.fields.get(b"id", self.fields.get("id", b""))  # type: ignore[call-overload]
-        return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        return self._field("id")
+
+    @property
+    def aggregate(self) -> str:
+        """The stored aggregate, if any (its dead letter parks that aggregate's sequence)."""
+        return self._field("aggregate")
+
+    @property
+    def type(self) -> str:
+        return self._field("type")
 
 
 Recorded = RecordedEvent | UndecodableEntry

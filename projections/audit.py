@@ -104,8 +104,6 @@ _TAG = b"streamshop-audit-2"
 _ENVELOPE = tuple(name.encode() for name in FIELDS)
 _ORDER = {name: i for i, name in enumerate(_ENVELOPE)}
 _SECRET_BYTES = tuple(name.encode() for name in SECRET_FIELDS)
-
-
 _ENVELOPE_FORMAT = b"".join(b"%d:%b,%%d:%%b," % (len(name), name) for name in _ENVELOPE)
 """``stored`` of an entry holding exactly the envelope fields in order, to fill with
 (length, value) pairs."""
