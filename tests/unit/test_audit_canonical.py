@@ -126,7 +126,16 @@ def test_the_format_2_record_is_the_documented_netstrings_of_the_stored_bytes() 
         row = row_of(decode_entry(f"1700000000000-{n}", fields, 3), n, prev)
         expected = reference_record(3, n, f"1700000000000-{n}", fields)
         assert row["hash"] == hashlib.sha256(prev.encode() + expected).hexdigest()
-        assert row_fault(dict(row, payload=row["payload"]), prev) is None
+        assert row_fault(row, prev) is None
+        assert row_fault(dict(row, actor="mallory"), prev) == (
+            "actor does not match the stored entry"
+        )
+        assert row_fault(dict(row, payload='{"total":1}'), prev) == (
+            "hash does not match the row's contents"
+        )
+        assert row_fault(dict(row, stored=row["stored"] + b"1:x,1:y,"), prev) == (
+            "hash does not match the row's contents"
+        )
         prev = row["hash"]
 
 
