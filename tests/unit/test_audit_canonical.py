@@ -251,3 +251,14 @@ def test_a_format_1_payload_with_a_float_takes_the_reference_path() -> None:
         "payload": {"ratio": 1e16, "x": [0.1]},
     }
     assert canonical_v1(row) == reference_v1(row)
+
+
+def test_a_decoder_fix_does_not_change_the_hash_of_an_entry_recorded_raw() -> None:
+    """An entry a projector could not decode (say, written by a newer release during a
+    rolling upgrade) and the same entry decoded after the fix hash the same."""
+    fields = stored_entry(EVENTS[1], 4)
+    raw = row_of(undecodable("9-0", fields, 1, MalformedEvent("9-0", "not known here")), 4, GENESIS)
+    decoded = row_of(decode_entry("9-0", fields, 1), 4, GENESIS)
+    assert raw["hash"] == decoded["hash"] and raw["payload"] == decoded["payload"]
+    assert (raw["undecodable"], decoded["undecodable"]) == (True, False)
+    assert decoded["event_id"] == "ev-4" != raw["event_id"]
