@@ -41,8 +41,8 @@ _raw_decoder = msgspec.json.Decoder(dict[str, Any])
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     """An event as read back from the log: the envelope plus the decoded, upcast payload.
 
-    ``fields`` is the entry exactly as stored (the very mapping the reader got, not a copy):
-    a view that must not depend on the decoder, the audit's hash chain, reads it.
+    ``fields`` is the entry exactly as stored (the very mapping the reader got, not a copy).
+    The audit hashes it, so that its chain does not depend on this decoder or its upcasters.
     """
 
     entry_id: str
