@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import time
 import uuid
@@ -153,7 +152,6 @@ def audit_rows(batches: Batches) -> dict[int, list[list[tuple[Any, ...]]]]:
                 n += 1
                 row = row_of(rec, n, prev)
                 prev = row["hash"]
-                row["payload"] = json.dumps(row["payload"], ensure_ascii=False)
                 out.append(tuple(row[c] for c in AUDIT_COLUMNS))
             rows[p].append(out)
     return rows

@@ -30,13 +30,20 @@ per stream node (the listpack "same fields" flag) instead of once per entry."""
 
 _FIELD_KEYS = tuple(name.encode() for name in FIELDS)
 
+Fields = dict[bytes, bytes] | dict[str, str]
+"""A stream entry's fields as the Redis client returned them (bytes, or text when decoded)."""
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
 _raw_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """An event as read back from the log: the envelope plus the decoded, upcast payload."""
+    """An event as read back from the log: the envelope plus the decoded, upcast payload.
+
+    ``fields`` is the entry exactly as stored (the very mapping the reader got, not a copy).
+    The audit hashes it, so that its chain does not depend on this decoder or its upcasters.
+    """
 
     entry_id: str
     partition: int
@@ -51,6 +58,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     causation: str
     source: str
     event: Event
+    fields: Fields | None = None
 
     @property
     def position(self) -> str:
@@ -58,6 +66,50 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
         from events.positions import format_position
 
         return format_position({self.partition: self.entry_id})
+
+
+class UndecodableEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A log entry that does not decode, kept as stored.
+
+    The runtime hands these only to a projection that sets ``records_raw = True`` (the
+    audit), in log order inside the same batch as the decoded events, so that it can record
+    every entry; every other view retries and dead-letters them.
+    """
+
+    entry_id: str
+    partition: int
+    fields: Fields
+    error: str
+    """Why it does not decode (the :class:`MalformedEvent` message)."""
+
+    def _field(self, name: str) -> str:
+        raw = self.fields.get(name.encode(), self.fields.get(name, b""))  # type: ignore[call-overload]
+        return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+    @property
+    def id(self) -> str:
+        """The stored event id, if any (for logs and dead letters)."""
+        return self._field("id")
+
+    @property
+    def aggregate(self) -> str:
+        """The stored aggregate, if any (its dead letter parks that aggregate's sequence)."""
+        return self._field("aggregate")
+
+    @property
+    def type(self) -> str:
+        return self._field("type")
+
+
+Recorded = RecordedEvent | UndecodableEntry
+"""What a ``records_raw`` projection's batch holds."""
+
+
+def undecodable(
+    entry_id: bytes | str, fields: Fields, partition: int, error: MalformedEvent
+) -> UndecodableEntry:
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return UndecodableEntry(entry_id=eid, partition=partition, fields=fields, error=error.reason)
 
 
 def encode_data(event: Event) -> bytes:
@@ -81,9 +133,7 @@ def _text(value: bytes | str | None, entry_id: str, name: str) -> str:
     return value
 
 
-def decode_entry(
-    entry_id: bytes | str, fields: dict[bytes, bytes] | dict[str, str], partition: int
-) -> RecordedEvent:
+def decode_entry(entry_id: bytes | str, fields: Fields, partition: int) -> RecordedEvent:
     """Decode one stream entry; any defect raises :class:`MalformedEvent` with the entry id.
 
     Fields beyond the envelope are ignored, and unknown keys inside ``data`` are tolerated,
@@ -138,4 +188,5 @@ def decode_entry(
         causation=causation,
         source=source,
         event=event,
+        fields=fields,
     )

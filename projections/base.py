@@ -27,6 +27,10 @@ class Projection(Protocol):
     and it records, in the same write or idempotently after it, the last entry id applied
     for the partition: that is what :meth:`checkpoint` returns and what read-your-writes
     waits on.
+
+    A projection may set ``records_raw = True`` (the audit does): the runtime then also
+    hands it, in order within the batch, the entries that do not decode, as
+    :class:`events.codec.UndecodableEntry`, instead of retrying and dead-lettering them.
     """
 
     name: str

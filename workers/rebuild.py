@@ -48,7 +48,7 @@ from typing import Any, Literal, TextIO
 import redis.asyncio as aioredis
 import structlog
 
-from events.codec import RecordedEvent, decode_entry
+from events.codec import RecordedEvent, decode_entry, undecodable
 from events.errors import MalformedEvent
 from events.positions import parse_stream_id
 from events.store import EventStore
@@ -453,6 +453,9 @@ async def replay_partition(
                 try:
                     events.append(decode_entry(entry_id, fields, partition))
                 except MalformedEvent as exc:
+                    if getattr(projection, "records_raw", False):  # as the live runner does
+                        events.append(undecodable(entry_id, fields, partition, exc))  # type: ignore[arg-type]
+                        continue
                     # What came before it is applied first, so failures stay in log order
                     # (and if one of those fails, this entry is parked behind it).
                     await _apply(projection, partition, events, raw, stats, retries, keeper)

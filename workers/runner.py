@@ -39,7 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.codec import RecordedEvent, decode_entry
+from events.codec import RecordedEvent, decode_entry, undecodable
 from events.errors import MalformedEvent
 from events.keys import Keys
 from projections.base import Projection, SinkUnavailable
@@ -485,6 +485,10 @@ class _PartitionWorker:
             try:
                 segment.append(decode_entry(eid, fields, self.partition))
             except MalformedEvent as exc:
+                if getattr(self.projection, "records_raw", False):
+                    # The audit records it raw, in order, in the same apply and checkpoint.
+                    segment.append(undecodable(eid, fields, self.partition, exc))  # type: ignore[arg-type]
+                    continue
                 await self._apply_segment(segment, raw)
                 segment = []
                 await self._retry_decode(eid, fields, exc)

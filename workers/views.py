@@ -281,6 +281,12 @@ class VersionedProjection:
     _live: str | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    @property
+    def records_raw(self) -> bool:
+        """The wrapped view's ``records_raw`` (every version is the same class; ``setup``
+        has opened the live one before the runner reads anything)."""
+        return any(getattr(t.projection, "records_raw", False) for t in self._targets.values())
+
     async def _state(self) -> ViewState:
         try:
             return await self.pointers.state(self.name)

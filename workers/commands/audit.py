@@ -1,5 +1,9 @@
 """``streamshop audit verify``: recompute every hash chain of the audit log, name the first
-broken row of each partition, exit 1 if any."""
+broken row of each partition, exit 1 if any.
+
+The hashes are recomputed from the rows alone, the same way the projection made them (see
+:mod:`projections.audit`): from the entry's fields as stored, so a schema change on the
+reading side never makes an old row look tampered with."""
 
 from __future__ import annotations
 
@@ -27,7 +31,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await pool.close()
     if report.ok:
-        print(f"audit log OK: {report.rows} rows in {report.partitions} chains")
+        raw = (
+            f", {report.undecodable} undecodable entries recorded raw" if report.undecodable else ""
+        )
+        print(f"audit log OK: {report.rows} rows in {report.partitions} chains{raw}")
         return 0
     for broken in report.breaks:
         print(f"BROKEN: {broken}", file=sys.stderr)
