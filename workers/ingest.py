@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from events.errors import AppendRejected
 from events.ids import now_at, parse_at
 from events.keys import Keys
+from events.states import AggregateState, ProductState
 from events.store import AppendResult, EventStore, Metadata
 from events.types import (
     CATALOG_EVENT_TYPES,
@@ -603,7 +604,8 @@ class IngestGateway:
             correlation=str(uuid.uuid5(legacy_feed.LEGACY_NAMESPACE, f"{source}:{entry_id}")),
             source=f"ingest:{source}",
         )
-        current = current_product(await self.store.state(f"product:{product_id}"))
+        aggregate = f"product:{product_id}"
+        current = current_product((await self.store.load([aggregate]))[aggregate])
         steps = legacy_feed.plan(message, current)
         if not steps:
             self.stats.unchanged += 1
@@ -709,19 +711,14 @@ def command_for(event: CatalogEvent) -> Any:
     raise TypeError(f"not a catalog event: {type(event).__name__}")  # pragma: no cover
 
 
-def current_product(state: dict[str, str]) -> legacy_feed.CurrentProduct | None:
+def current_product(state: AggregateState) -> legacy_feed.CurrentProduct | None:
     """The write side's product state as the legacy planner needs it (``None``: no product)."""
-    if not state or int(state.get("v", "0")) < 1:
+    if not isinstance(state, ProductState) or not state.exists:
         return None
-
-    def number(name: str) -> int | None:
-        value = state.get(name)
-        return int(value) if value is not None and value.lstrip("-").isdigit() else None
-
     return legacy_feed.CurrentProduct(
-        deleted="deleted" in state,
-        stock=number("stock") or 0,
-        name=state.get("name"),
-        description=state.get("description"),
-        price=number("price"),
+        deleted=state.deleted,
+        stock=state.stock,
+        name=state.name,
+        description=state.description,
+        price=state.price,
     )

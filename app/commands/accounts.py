@@ -13,13 +13,13 @@ from app.commands.base import (
     result_json,
     uniqueness_error,
     validated,
-    version,
     with_result,
 )
 from app.commands.errors import AccountAlreadyExists, InvalidCommand
 from events.errors import UniquenessViolation
 from events.ids import uuid7
-from events.store import Append, AppendResult, EventStore, Metadata, Reservation, StateChange
+from events.states import AccountState
+from events.store import Append, AppendResult, EventStore, Metadata, Reservation
 from events.types import AccountCreated
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -54,11 +54,11 @@ class SignUp(Command, frozen=True, kw_only=True):
     role: Literal["customer", "admin"] = "customer"
 
 
-def decide_sign_up(cmd: SignUp, state: dict[str, str]) -> Append:
+def decide_sign_up(cmd: SignUp, state: AccountState) -> Append:
     """The account must be new and its email free; the reservation makes that atomic."""
     if cmd.account_id is None:
         raise ValueError("account_id must be assigned before deciding")
-    if version(state) > 0:
+    if state.exists:
         raise AccountAlreadyExists(f"account {cmd.account_id} already exists", field="account_id")
     aggregate = account_aggregate(cmd.account_id)
     return Append(
@@ -73,16 +73,7 @@ def decide_sign_up(cmd: SignUp, state: dict[str, str]) -> Append:
         ],
         expect={aggregate: 0},
         reserve=[Reservation("email", cmd.email, aggregate)],
-        state={
-            aggregate: StateChange(
-                set={
-                    "email": cmd.email,
-                    "name": cmd.name,
-                    "role": cmd.role,
-                    "password_hash": cmd.password_hash,
-                }
-            )
-        },
+        seen={aggregate: state},
         result=result_json({"account_id": cmd.account_id}),
     )
 
@@ -109,7 +100,7 @@ async def handle_sign_up(
     aggregate = account_aggregate(command.account_id or "")
 
     async def attempt() -> AppendResult:
-        append = decide_sign_up(command, await store.state(aggregate))
+        append = decide_sign_up(command, (await store.load([aggregate]))[aggregate])
         append.meta = meta
         append.idempotency_key = idempotency_key
         if event_id is not None:

@@ -15,18 +15,20 @@ from typing import Annotated
 import msgspec
 
 from app.commands.accounts import account_aggregate
-from app.commands.base import Command, retrying, state_int, validated, version
+from app.commands.base import Command, retrying, validated
 from app.commands.catalog import ProductId, product_aggregate
 from app.commands.errors import (
     AccountNotFound,
     IdempotencyKeyReused,
     InsufficientStock,
     MixedCurrencies,
+    OrderAlreadyExists,
     UnknownProduct,
 )
 from events.errors import AggregateMissing, GuardFailed
 from events.ids import uuid7
-from events.store import Append, AppendResult, EventStore, Guard, Metadata, StateChange
+from events.states import AccountState, AggregateState, OrderState, ProductState
+from events.store import Append, AppendResult, EventStore, Metadata
 from events.types import OrderBilled, OrderLine
 
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1000)]
@@ -68,20 +70,27 @@ def fingerprint(cmd: BillOrder) -> str:
 
 
 def decide_bill_order(
-    cmd: BillOrder, account: dict[str, str], products: dict[str, dict[str, str]]
+    cmd: BillOrder,
+    account: AccountState,
+    products: dict[str, ProductState],
+    order: OrderState | None = None,
 ) -> tuple[Append, Receipt]:
-    """``products`` maps product id → its decision state (``{}`` when unknown)."""
+    """``products`` maps product id → its decision state (the initial state when unknown);
+    ``order`` is the order's (new) state."""
     if cmd.order_id is None:
         raise ValueError("order_id must be assigned before deciding")
-    if version(account) < 1:
+    order = order or OrderState()
+    if order.exists:
+        raise OrderAlreadyExists(f"order {cmd.order_id} already exists", field="order_id")
+    if not account.exists:
         raise AccountNotFound(f"account {cmd.account_id} does not exist", field="account_id")
     wanted: dict[str, int] = {}
     first_line: dict[str, int] = {}
     lines: list[OrderLine] = []
     currencies: set[str] = set()
     for i, line in enumerate(cmd.lines):
-        state = products.get(line.product_id, {})
-        if version(state) < 1 or "deleted" in state:
+        state = products.get(line.product_id, ProductState())
+        if not state.live:
             raise UnknownProduct(
                 f"line {i}: product {line.product_id} is not in the catalog",
                 field=f"lines[{i}].product_id",
@@ -90,19 +99,18 @@ def decide_bill_order(
             )
         wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
         first_line.setdefault(line.product_id, i)
-        price = state_int(state, "price")
-        currencies.add(state.get("currency", "BRL"))
+        currencies.add(state.currency)
         lines.append(
             OrderLine(
                 product_id=line.product_id,
-                name=state.get("name", ""),
+                name=state.name,
                 quantity=line.quantity,
-                unit_price=price,
-                line_total=price * line.quantity,
+                unit_price=state.price,
+                line_total=state.price * line.quantity,
             )
         )
     for product_id, quantity in wanted.items():
-        stock = state_int(products[product_id], "stock")
+        stock = products[product_id].stock
         if stock < quantity:
             i = first_line[product_id]
             raise InsufficientStock(
@@ -126,14 +134,15 @@ def decide_bill_order(
         currency=currency,
     )
     expect = {order_aggregate(cmd.order_id): 0}
+    seen: dict[str, AggregateState] = {order_aggregate(cmd.order_id): order}
     for product_id in wanted:
-        expect[product_aggregate(product_id)] = version(products[product_id])
+        expect[product_aggregate(product_id)] = products[product_id].v
+        seen[product_aggregate(product_id)] = products[product_id]
     append = Append(
         events=[event],
         expect=expect,
         exists=[account_aggregate(cmd.account_id)],
-        guards=[Guard(product_aggregate(p), "stock", q) for p, q in wanted.items()],
-        state={product_aggregate(p): StateChange(incr={"stock": -q}) for p, q in wanted.items()},
+        seen=seen,
         result=msgspec.json.encode(_Stored(fingerprint(cmd), receipt)).decode(),
     )
     return append, receipt
@@ -167,13 +176,17 @@ async def handle_bill_order(
     if scoped is not None and (previous := await store.recorded(scoped)) is not None:
         return _checked_replay(previous, command)
     product_ids = list(dict.fromkeys(line.product_id for line in command.lines))
-    aggregates = [account_aggregate(command.account_id)] + [
-        product_aggregate(p) for p in product_ids
-    ]
+    order = order_aggregate(command.order_id or "")
+    account = account_aggregate(command.account_id)
 
     async def attempt() -> AppendResult:
-        account, *states = await store.states(aggregates)
-        append, _ = decide_bill_order(command, account, dict(zip(product_ids, states, strict=True)))
+        states = await store.load([order, account, *map(product_aggregate, product_ids)])
+        append, _ = decide_bill_order(
+            command,
+            states[account],  # type: ignore[arg-type]
+            {p: states[product_aggregate(p)] for p in product_ids},  # type: ignore[misc]
+            states[order],  # type: ignore[arg-type]
+        )
         append.meta = meta
         append.idempotency_key = scoped
         if event_id is not None:

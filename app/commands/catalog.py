@@ -15,10 +15,8 @@ from app.commands.base import (
     Command,
     replayed_or_retrying,
     result_json,
-    state_int,
     uniqueness_error,
     validated,
-    version,
     with_result,
 )
 from app.commands.errors import (
@@ -30,15 +28,8 @@ from app.commands.errors import (
 )
 from events.errors import AggregateMissing, GuardFailed, UniquenessViolation
 from events.ids import uuid7
-from events.store import (
-    Append,
-    AppendResult,
-    EventStore,
-    Guard,
-    Metadata,
-    Reservation,
-    StateChange,
-)
+from events.states import ProductState
+from events.store import Append, AppendResult, EventStore, Metadata, Reservation
 from events.types import ProductCreated, ProductDeleted, ProductUpdated, StockAdjusted
 
 ProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -99,31 +90,19 @@ def product_aggregate(product_id: str) -> str:
     return f"product:{product_id}"
 
 
-def _is_live(state: dict[str, str]) -> bool:
-    return version(state) > 0 and "deleted" not in state
-
-
 # -- pure decisions ------------------------------------------------------------------------
 
 
-def decide_create_product(cmd: CreateProduct, state: dict[str, str]) -> Append:
+def decide_create_product(cmd: CreateProduct, state: ProductState) -> Append:
     """A new product: its version must still be 0, its SKU (and legacy id) free."""
     if cmd.product_id is None:
         raise InvalidCommand("product_id must be assigned before deciding", field="product_id")
-    if version(state) > 0:
+    if state.exists:
         raise ProductAlreadyExists(f"product {cmd.product_id} already exists", field="product_id")
     aggregate = product_aggregate(cmd.product_id)
     reserve = [Reservation("sku", cmd.sku, aggregate)]
-    fields: dict[str, str | int] = {
-        "sku": cmd.sku,
-        "name": cmd.name,
-        "price": cmd.price,
-        "currency": cmd.currency,
-        "stock": cmd.stock,
-    }
     if cmd.legacy_id is not None:
         reserve.append(Reservation("legacy_product", str(cmd.legacy_id), aggregate))
-        fields["legacy_id"] = cmd.legacy_id
     event = ProductCreated(
         product_id=cmd.product_id,
         sku=cmd.sku,
@@ -139,14 +118,14 @@ def decide_create_product(cmd: CreateProduct, state: dict[str, str]) -> Append:
         events=[event],
         expect={aggregate: 0},
         reserve=reserve,
-        state={aggregate: StateChange(set=fields)},
+        seen={aggregate: state},
         result=result_json({"product_id": cmd.product_id}),
     )
 
 
-def decide_update_product(cmd: UpdateProduct, state: dict[str, str]) -> Append:
-    """Only fields that are given and differ make the event; a no-op update is refused."""
-    if not _is_live(state):
+def decide_update_product(cmd: UpdateProduct, state: ProductState) -> Append:
+    """Only fields that are given make the event; a no-op update is refused."""
+    if not state.live:
         raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
     changes = {
         name: value
@@ -156,40 +135,38 @@ def decide_update_product(cmd: UpdateProduct, state: dict[str, str]) -> Append:
     if not changes:
         raise EmptyUpdate("give at least one field to change")
     aggregate = product_aggregate(cmd.product_id)
-    decision_fields = {k: v for k, v in changes.items() if k in ("name", "price", "currency")}
     return Append(
         events=[ProductUpdated(product_id=cmd.product_id, **changes)],
-        expect={aggregate: version(state)},
-        state={aggregate: StateChange(set=decision_fields)} if decision_fields else {},
+        expect={aggregate: state.v},
+        seen={aggregate: state},
         result=result_json({"product_id": cmd.product_id}),
     )
 
 
-def decide_delete_product(cmd: DeleteProduct, state: dict[str, str]) -> Append:
+def decide_delete_product(cmd: DeleteProduct, state: ProductState) -> Append:
     """Marks the product deleted (orders then refuse it) and frees its SKU for reuse."""
-    if not _is_live(state):
+    if not state.live:
         raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
     aggregate = product_aggregate(cmd.product_id)
     return Append(
         events=[ProductDeleted(product_id=cmd.product_id)],
-        expect={aggregate: version(state)},
-        release=[("sku", state["sku"])] if state.get("sku") else [],
-        state={aggregate: StateChange(set={"deleted": 1})},
+        expect={aggregate: state.v},
+        release=[("sku", state.sku)] if state.sku else [],
+        seen={aggregate: state},
         result=result_json({"product_id": cmd.product_id}),
     )
 
 
-def decide_adjust_stock(cmd: AdjustStock, state: dict[str, str]) -> Append:
+def decide_adjust_stock(cmd: AdjustStock, state: ProductState) -> Append:
     """No version expected: stock is a counter, so adjustments and orders never conflict;
-    the guard inside the append keeps it from going below zero."""
-    if not _is_live(state):
+    the floor of ``ProductState.COUNTERS`` becomes a guard inside the append."""
+    if not state.live:
         raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
     if cmd.delta == 0:
         raise InvalidCommand("delta must not be zero", field="delta")
-    if cmd.delta < 0 and state_int(state, "stock") < -cmd.delta:
+    if cmd.delta < 0 and state.stock < -cmd.delta:
         raise InsufficientStock(
-            f"product {cmd.product_id} has {state_int(state, 'stock')} in stock, "
-            f"cannot remove {-cmd.delta}",
+            f"product {cmd.product_id} has {state.stock} in stock, cannot remove {-cmd.delta}",
             field="delta",
             product_id=cmd.product_id,
         )
@@ -198,13 +175,12 @@ def decide_adjust_stock(cmd: AdjustStock, state: dict[str, str]) -> Append:
         events=[StockAdjusted(product_id=cmd.product_id, delta=cmd.delta, reason=cmd.reason)],
         exists=[aggregate],
         absent=[(aggregate, "deleted")],
-        guards=[Guard(aggregate, "stock", -cmd.delta)] if cmd.delta < 0 else [],
-        state={aggregate: StateChange(incr={"stock": cmd.delta})},
+        seen={aggregate: state},
         result=result_json({"product_id": cmd.product_id}),
     )
 
 
-_DECIDERS: dict[type[Any], Callable[[Any, dict[str, str]], Append]] = {
+_DECIDERS: dict[type[Any], Callable[[Any, Any], Append]] = {
     CreateProduct: decide_create_product,
     UpdateProduct: decide_update_product,
     DeleteProduct: decide_delete_product,
@@ -231,8 +207,7 @@ async def handle_catalog(
     aggregate = product_aggregate(command.product_id or "")
 
     async def attempt() -> AppendResult:
-        state = await store.state(aggregate)
-        append = decide(command, state)
+        append = decide(command, (await store.load([aggregate]))[aggregate])
         append.meta = meta
         append.idempotency_key = idempotency_key
         if event_id is not None:

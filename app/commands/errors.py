@@ -104,6 +104,12 @@ class UnknownProduct(DomainError):
     title = "Unknown product"
 
 
+class OrderAlreadyExists(DomainError):
+    status = 409
+    slug = "order-exists"
+    title = "Order already exists"
+
+
 class InsufficientStock(DomainError):
     status = 409
     slug = "insufficient-stock"

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.commands.accounts import normalize_email
-from app.commands.base import Command, retrying, version
+from app.commands.base import Command, retrying
 from app.commands.errors import InvalidCredentials, RateLimited
 from app.passwords import Passwords
 from events.keys import digest
-from events.store import Append, EventStore, Metadata, StateChange
+from events.states import AccountState, LoginState
+from events.store import Append, EventStore, Metadata
 from events.types import LoginFailed, LoginSucceeded
 
 Outcome = Literal["ok", "unknown_email", "wrong_password", "rate_limited"]
@@ -51,13 +52,12 @@ def login_aggregate(email: str) -> str:
     return f"login:{digest(email)}"
 
 
-def recent_failures(state: dict[str, str], now: int, window: int) -> list[int]:
+def recent_failures(state: LoginState, now: int, window: int) -> list[int]:
     """Failure times (epoch seconds) still inside the window, oldest first."""
-    raw = state.get("failures", "")
-    return sorted(t for t in (int(x) for x in raw.split(",") if x) if t > now - window)
+    return sorted(t for t in state.failures if t > now - window)
 
 
-def blocked_for(state: dict[str, str], now: int, limits: LoginLimits) -> int:
+def blocked_for(state: LoginState, now: int, limits: LoginLimits) -> int:
     """Seconds until the next attempt is allowed (0: allowed now)."""
     failures = recent_failures(state, now, limits.window_seconds)
     if len(failures) < limits.max_failures:
@@ -71,41 +71,29 @@ def decide_login(
     email: str,
     account_id: str | None,
     password_ok: bool,
-    state: dict[str, str],
+    state: LoginState,
     now: int,
     limits: LoginLimits,
 ) -> LoginDecision:
     """Given the login aggregate's state and the checked password, what to record.
 
-    A blocked attempt is refused whatever the password; a success clears the failures.
+    A blocked attempt is refused whatever the password; a success clears the failures
+    (``evolve_login`` records what each event does to the state).
     """
     email_digest = digest(email)
     aggregate = f"login:{email_digest}"
-    expect = {aggregate: version(state)}
-    failures = recent_failures(state, now, limits.window_seconds)
+    expect = {aggregate: state.v}
+    seen = {aggregate: state}
     wait = blocked_for(state, now, limits)
     if wait:
         event = LoginFailed(email_digest=email_digest, reason="rate_limited", account_id=account_id)
-        return LoginDecision(Append(events=[event], expect=expect), "rate_limited", wait)
+        return LoginDecision(Append(events=[event], expect=expect, seen=seen), "rate_limited", wait)
     if account_id is not None and password_ok:
-        return LoginDecision(
-            Append(
-                events=[LoginSucceeded(account_id=account_id, email_digest=email_digest)],
-                expect=expect,
-                state={aggregate: StateChange(set={"failures": ""})},
-            ),
-            "ok",
-        )
+        success = LoginSucceeded(account_id=account_id, email_digest=email_digest)
+        return LoginDecision(Append(events=[success], expect=expect, seen=seen), "ok")
     reason: Outcome = "unknown_email" if account_id is None else "wrong_password"
-    failures.append(now)
-    return LoginDecision(
-        Append(
-            events=[LoginFailed(email_digest=email_digest, reason=reason, account_id=account_id)],
-            expect=expect,
-            state={aggregate: StateChange(set={"failures": ",".join(map(str, failures))})},
-        ),
-        reason,
-    )
+    failed = LoginFailed(email_digest=email_digest, reason=reason, account_id=account_id)
+    return LoginDecision(Append(events=[failed], expect=expect, seen=seen), reason)
 
 
 async def log_in(
@@ -121,24 +109,24 @@ async def log_in(
     ``RateLimited`` (429); either way the attempt was appended first."""
     email = normalize_email(command.email)
     aggregate = login_aggregate(email)
-    state = await store.state(aggregate)
     account_id: str | None = None
     role = "customer"
     password_ok = False
-    if not blocked_for(state, int(clock()), limits):
+    if not blocked_for(await _login_state(store, aggregate), int(clock()), limits):
         owner = await store.owner_of("email", email)
-        account = await store.state(owner) if owner else {}
-        if account.get("password_hash"):
+        account = (await store.load([owner]))[owner] if owner else AccountState()
+        assert isinstance(account, AccountState)
+        if account.password_hash:
             account_id = (owner or "").removeprefix("account:")
-            role = account.get("role", "customer")
-        password_ok = await passwords.verify(account.get("password_hash"), command.password)
+            role = account.role
+        password_ok = await passwords.verify(account.password_hash or None, command.password)
 
     async def attempt() -> tuple[LoginDecision, str]:
         decision = decide_login(
             email=email,
             account_id=account_id,
             password_ok=password_ok,
-            state=await store.state(aggregate),
+            state=await _login_state(store, aggregate),
             now=int(clock()),
             limits=limits,
         )
@@ -153,3 +141,9 @@ async def log_in(
     if decision.outcome != "ok" or account_id is None:
         raise InvalidCredentials("email or password is wrong")
     return LoginResult(account_id=account_id, role=role, position=position)
+
+
+async def _login_state(store: EventStore, aggregate: str) -> LoginState:
+    state = (await store.load([aggregate]))[aggregate]
+    assert isinstance(state, LoginState)
+    return state
