@@ -137,6 +137,8 @@ def evolve_login(state: LoginState, event: Event, ctx: Context) -> LoginState:
 def evolve_product(state: ProductState, event: Event, ctx: Context) -> ProductState:
     match event:
         case ProductCreated():
+            # Stock only ever adds up: the fold reads partitions merged by time, so an order
+            # may come before its product's creation when both share a millisecond.
             return ProductState(
                 v=state.v,
                 sku=event.sku,
@@ -145,7 +147,7 @@ def evolve_product(state: ProductState, event: Event, ctx: Context) -> ProductSt
                 category=event.category,
                 price=event.price,
                 currency=event.currency,
-                stock=event.stock,
+                stock=state.stock + event.stock,
                 legacy_id=event.legacy_id,
             )
         case ProductUpdated():
