@@ -4,7 +4,7 @@ External (Java) services ``XADD`` catalog events to ``{prefix}:ingest:<source>``
 contract is ``docs/producers.md``. The gateway reads every ingress stream through one
 consumer group (``gateway``), validates each entry with the same msgspec types the log
 uses, and turns a valid one into the matching catalog command, executed by
-``app.commands.catalog.execute`` — the API's own write path, with its version checks and
+``app.commands.execute`` — the API's own write path, with its version checks and
 decision-state updates. That call into ``app/`` is the one deliberate exception to the
 ``workers → events, projections`` rule: the gateway is a second entry point to the write
 side, and a second, hand-written copy of the catalog rules would drift.
@@ -74,7 +74,7 @@ CatalogEvent = ProductCreated | ProductUpdated | ProductDeleted | StockAdjusted
 
 
 class Execute(Protocol):
-    """``app.commands.catalog.execute``: one catalog command through the API's write path."""
+    """``app.commands.execute``: one catalog command through the API's write path."""
 
     def __call__(
         self,
@@ -314,9 +314,9 @@ class IngestGateway:
             if not _SOURCE_NAME.match(source):
                 raise ValueError(f"bad source name {source!r}")
         if execute is None:
-            from app.commands.catalog import execute as catalog_execute
+            from app.commands import execute as run_command
 
-            execute = catalog_execute
+            execute = run_command
         self._execute: Execute = execute
         self._reader = reader
         self._own_reader = reader is None

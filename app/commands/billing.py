@@ -10,12 +10,13 @@ on one product never conflict; the guard alone keeps stock from going below zero
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Annotated
 
 import msgspec
 
 from app.commands.accounts import account_aggregate
-from app.commands.base import Command, retrying, validated
+from app.commands.base import Command, validated
 from app.commands.catalog import ProductId, product_aggregate
 from app.commands.errors import (
     AccountNotFound,
@@ -25,10 +26,10 @@ from app.commands.errors import (
     OrderAlreadyExists,
     UnknownProduct,
 )
-from events.errors import AggregateMissing, GuardFailed
+from app.commands.runner import Decider, state_of
 from events.ids import uuid7
 from events.states import AccountState, AggregateState, OrderState, ProductState
-from events.store import Append, AppendResult, EventStore, Metadata
+from events.store import Append, AppendResult
 from events.types import OrderBilled, OrderLine
 
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1000)]
@@ -158,60 +159,43 @@ def idempotency_scope(account_id: str, key: str) -> str:
     return f"order:{account_id}:{key}"
 
 
-async def handle_bill_order(
-    store: EventStore,
-    command: BillOrder,
-    meta: Metadata,
-    *,
-    idempotency_key: str | None = None,
-    event_id: str | None = None,
-) -> AppendResult:
-    """Result JSON holds the receipt (read it with :func:`receipt_of`).
+def _with_order_id(command: BillOrder) -> BillOrder:
+    return validated(msgspec.structs.replace(command, order_id=command.order_id or uuid7()))
 
-    A repeated idempotency key returns the first append's result before anything is
-    decided, so a retry after success gets the same answer even if stock ran out since.
-    """
-    command = validated(msgspec.structs.replace(command, order_id=command.order_id or uuid7()))
-    scoped = idempotency_scope(command.account_id, idempotency_key) if idempotency_key else None
-    if scoped is not None and (previous := await store.recorded(scoped)) is not None:
-        return _checked_replay(previous, command)
-    product_ids = list(dict.fromkeys(line.product_id for line in command.lines))
-    order = order_aggregate(command.order_id or "")
-    account = account_aggregate(command.account_id)
 
-    async def attempt() -> AppendResult:
-        states = await store.load([order, account, *map(product_aggregate, product_ids)])
-        append, _ = decide_bill_order(
-            command,
-            states[account],  # type: ignore[arg-type]
-            {p: states[product_aggregate(p)] for p in product_ids},  # type: ignore[misc]
-            states[order],  # type: ignore[arg-type]
-        )
-        append.meta = meta
-        append.idempotency_key = scoped
-        if event_id is not None:
-            append.event_ids = [event_id]
-        try:
-            result = await store.append(append)
-        except GuardFailed as exc:
-            product_id = exc.aggregate.removeprefix("product:")
-            i = product_ids.index(product_id) if product_id in product_ids else 0
-            raise InsufficientStock(
-                f"product {product_id} has {exc.actual} in stock, the order needs {exc.required}",
-                field=f"lines[{i}].quantity",
-                product_id=product_id,
-            ) from exc
-        except AggregateMissing as exc:
-            if exc.aggregate.startswith("account:"):
-                raise AccountNotFound(
-                    f"account {command.account_id} does not exist", field="account_id"
-                ) from exc
-            raise
-        if result.duplicate:
-            return _checked_replay(result, command)
-        return AppendResult(entry_ids=result.entry_ids, result=append.result)
+def _reads(command: BillOrder) -> list[str]:
+    products = dict.fromkeys(product_aggregate(line.product_id) for line in command.lines)
+    return [
+        order_aggregate(command.order_id or ""),
+        account_aggregate(command.account_id),
+        *products,
+    ]
 
-    return await retrying(attempt, what="billing")
+
+def _decide(command: BillOrder, states: Mapping[str, AggregateState]) -> Append:
+    products = {
+        line.product_id: state_of(states, product_aggregate(line.product_id), ProductState)
+        for line in command.lines
+    }
+    append, _ = decide_bill_order(
+        command,
+        state_of(states, account_aggregate(command.account_id), AccountState),
+        products,
+        state_of(states, order_aggregate(command.order_id or ""), OrderState),
+    )
+    return append
+
+
+BILL_ORDER: Decider[BillOrder] = Decider(
+    reads=_reads,
+    decide=_decide,
+    prepare=_with_order_id,
+    scope=lambda c, key: idempotency_scope(c.account_id, key),
+    replayed=lambda c, result: _checked_replay(result, c),
+)
+"""Result JSON holds the receipt (read it with :func:`receipt_of`). A repeated idempotency
+key returns the first append's result before anything is decided, so a retry after success
+gets the same answer even if stock ran out since; reused for another order it is refused."""
 
 
 def _checked_replay(result: AppendResult, command: BillOrder) -> AppendResult:

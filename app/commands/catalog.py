@@ -1,24 +1,17 @@
 """Catalog commands: create, update, delete a product and adjust its stock.
 
-Used by the admin HTTP routes and by the ingress gateway (``workers/ingest.py``), which
-calls :func:`execute` so external producers go through exactly the same rules.
+Used by the admin HTTP routes and by the ingress gateway (``workers/ingest.py``), both
+through :func:`app.commands.execute`, so external producers go through exactly the same rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, TypeVar
 
 import msgspec
 
-from app.commands.base import (
-    Command,
-    replayed_or_retrying,
-    result_json,
-    uniqueness_error,
-    validated,
-    with_result,
-)
+from app.commands.base import Command, result_json, validated
 from app.commands.errors import (
     EmptyUpdate,
     InsufficientStock,
@@ -26,10 +19,10 @@ from app.commands.errors import (
     ProductAlreadyExists,
     ProductNotFound,
 )
-from events.errors import AggregateMissing, GuardFailed, UniquenessViolation
+from app.commands.runner import Decider, state_of
 from events.ids import uuid7
-from events.states import ProductState
-from events.store import Append, AppendResult, EventStore, Metadata, Reservation
+from events.states import AggregateState, ProductState
+from events.store import Append, Reservation
 from events.types import ProductCreated, ProductDeleted, ProductUpdated, StockAdjusted
 
 ProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -84,6 +77,7 @@ class AdjustStock(Command, frozen=True, kw_only=True):
 
 
 CatalogCommand = CreateProduct | UpdateProduct | DeleteProduct | AdjustStock
+C = TypeVar("C", CreateProduct, UpdateProduct, DeleteProduct, AdjustStock)
 
 
 def product_aggregate(product_id: str) -> str:
@@ -180,79 +174,36 @@ def decide_adjust_stock(cmd: AdjustStock, state: ProductState) -> Append:
     )
 
 
-_DECIDERS: dict[type[Any], Callable[[Any, Any], Append]] = {
-    CreateProduct: decide_create_product,
-    UpdateProduct: decide_update_product,
-    DeleteProduct: decide_delete_product,
-    AdjustStock: decide_adjust_stock,
-}
+# -- how the runner executes them -----------------------------------------------------
 
 
-# -- handler -------------------------------------------------------------------------------
-
-
-async def handle_catalog(
-    store: EventStore,
-    command: CatalogCommand,
-    meta: Metadata,
-    *,
-    idempotency_key: str | None = None,
-    event_id: str | None = None,
-) -> AppendResult:
-    """Load the product's decision state, decide, append once; retry on version conflicts."""
+def _create_with_id(command: CreateProduct) -> CreateProduct:
     command = validated(command)
-    if isinstance(command, CreateProduct) and command.product_id is None:
+    if command.product_id is None:
         command = msgspec.structs.replace(command, product_id=uuid7())
-    decide = _DECIDERS[type(command)]
-    aggregate = product_aggregate(command.product_id or "")
-
-    async def attempt() -> AppendResult:
-        append = decide(command, (await store.load([aggregate]))[aggregate])
-        append.meta = meta
-        append.idempotency_key = idempotency_key
-        if event_id is not None:
-            append.event_ids = [event_id]
-        try:
-            return with_result(await store.append(append), append)
-        except UniquenessViolation as exc:
-            raise uniqueness_error(exc) from exc
-        except AggregateMissing as exc:
-            raise ProductNotFound(
-                f"product {command.product_id} does not exist", field="product_id"
-            ) from exc
-        except GuardFailed as exc:
-            raise InsufficientStock(
-                f"product {command.product_id} has {exc.actual} in stock", field="delta"
-            ) from exc
-
-    return await replayed_or_retrying(
-        store, idempotency_key, attempt, what=f"{type(command).__name__} {command.product_id}"
-    )
+    return command
 
 
-CATALOG_HANDLERS: dict[type[Any], Callable[..., Awaitable[AppendResult]]] = {
-    CreateProduct: handle_catalog,
-    UpdateProduct: handle_catalog,
-    DeleteProduct: handle_catalog,
-    AdjustStock: handle_catalog,
-}
+def _on_product(
+    decide: Callable[[C, ProductState], Append],
+) -> Callable[[C, Mapping[str, AggregateState]], Append]:
+    """A decision over the one product the command names."""
+    return lambda c, s: decide(c, state_of(s, product_aggregate(c.product_id or ""), ProductState))
 
 
-async def execute(
-    store: EventStore,
-    command: CatalogCommand,
-    meta: Metadata,
-    *,
-    idempotency_key: str | None = None,
-    event_id: str | None = None,
-) -> AppendResult:
-    """Run one catalog command through the write path.
+def _product(command: CatalogCommand) -> list[str]:
+    return [product_aggregate(command.product_id or "")]
 
-    ``event_id`` becomes the id of the (single) event appended, so an ingested message keeps
-    its producer's id. Raises a :class:`~app.commands.errors.DomainError` when refused.
-    The result's ``result`` is JSON ``{"product_id": ...}`` (also on an idempotent replay).
-    """
-    handler = CATALOG_HANDLERS.get(type(command))
-    if handler is None:
-        raise TypeError(f"not a catalog command: {type(command).__name__}")
-    return await handler(store, command, meta, idempotency_key=idempotency_key, event_id=event_id)
+
+CREATE_PRODUCT: Decider[CreateProduct] = Decider(
+    reads=_product, decide=_on_product(decide_create_product), prepare=_create_with_id
+)
+UPDATE_PRODUCT: Decider[UpdateProduct] = Decider(
+    reads=_product, decide=_on_product(decide_update_product)
+)
+DELETE_PRODUCT: Decider[DeleteProduct] = Decider(
+    reads=_product, decide=_on_product(decide_delete_product)
+)
+ADJUST_STOCK: Decider[AdjustStock] = Decider(
+    reads=_product, decide=_on_product(decide_adjust_stock)
+)

@@ -7,16 +7,19 @@ decision state, so the rate limit holds across API replicas and restarts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
+
 from app.commands.accounts import normalize_email
-from app.commands.base import Command, retrying
+from app.commands.base import Command, result_json
 from app.commands.errors import InvalidCredentials, RateLimited
+from app.commands.runner import Decider, state_of
 from app.passwords import Passwords
 from events.keys import digest
-from events.states import AccountState, LoginState
+from events.states import AccountState, AggregateState, LoginState
 from events.store import Append, EventStore, Metadata
 from events.types import LoginFailed, LoginSucceeded
 
@@ -96,6 +99,44 @@ def decide_login(
     return LoginDecision(Append(events=[failed], expect=expect, seen=seen), reason)
 
 
+class RecordLogin(Command, frozen=True, kw_only=True):
+    """Record one login attempt whose password was already checked (hashing is slow and not
+    a decision); the decision is whether the attempt is allowed and what it counts as."""
+
+    email: str
+    account_id: str | None
+    password_ok: bool
+    now: int
+    max_failures: int
+    window_seconds: int
+
+
+def _decide_record(command: RecordLogin, states: Mapping[str, AggregateState]) -> Append:
+    decision = decide_login(
+        email=command.email,
+        account_id=command.account_id,
+        password_ok=command.password_ok,
+        state=state_of(states, login_aggregate(command.email), LoginState),
+        now=command.now,
+        limits=LoginLimits(command.max_failures, command.window_seconds),
+    )
+    decision.append.result = result_json(
+        {"outcome": decision.outcome, "retry_after": decision.retry_after}
+    )
+    return decision.append
+
+
+RECORD_LOGIN: Decider[RecordLogin] = Decider(
+    reads=lambda c: [login_aggregate(c.email)], decide=_decide_record, prepare=lambda c: c
+)
+"""Result JSON: ``{"outcome", "retry_after"}``."""
+
+
+class _Outcome(msgspec.Struct, frozen=True):
+    outcome: Outcome
+    retry_after: int = 0
+
+
 async def log_in(
     store: EventStore,
     command: LogIn,
@@ -107,43 +148,36 @@ async def log_in(
 ) -> LoginResult:
     """Raises ``InvalidCredentials`` (401, same for unknown email and wrong password) or
     ``RateLimited`` (429); either way the attempt was appended first."""
+    from app.commands import execute
+
     email = normalize_email(command.email)
     aggregate = login_aggregate(email)
     account_id: str | None = None
     role = "customer"
     password_ok = False
-    if not blocked_for(await _login_state(store, aggregate), int(clock()), limits):
+    login = (await store.load([aggregate]))[aggregate]
+    if isinstance(login, LoginState) and not blocked_for(login, int(clock()), limits):
         owner = await store.owner_of("email", email)
-        account = (await store.load([owner]))[owner] if owner else AccountState()
-        assert isinstance(account, AccountState)
-        if account.password_hash:
+        account = state_of(await store.load([owner]), owner, AccountState) if owner else None
+        if account is not None and account.password_hash:
             account_id = (owner or "").removeprefix("account:")
             role = account.role
-        password_ok = await passwords.verify(account.password_hash or None, command.password)
-
-    async def attempt() -> tuple[LoginDecision, str]:
-        decision = decide_login(
-            email=email,
-            account_id=account_id,
-            password_ok=password_ok,
-            state=await _login_state(store, aggregate),
-            now=int(clock()),
-            limits=limits,
-        )
-        decision.append.meta = meta
-        return decision, (await store.append(decision.append)).position
-
-    decision, position = await retrying(attempt, what="login")
+        hashed = account.password_hash if account is not None else ""
+        password_ok = await passwords.verify(hashed or None, command.password)
+    record = RecordLogin(
+        email=email,
+        account_id=account_id,
+        password_ok=password_ok,
+        now=int(clock()),
+        max_failures=limits.max_failures,
+        window_seconds=limits.window_seconds,
+    )
+    result = await execute(store, record, meta)
+    decision = msgspec.json.decode(result.result, type=_Outcome)
     if decision.outcome == "rate_limited":
         raise RateLimited(
             "too many failed logins; try again later", retry_after=decision.retry_after
         )
     if decision.outcome != "ok" or account_id is None:
         raise InvalidCredentials("email or password is wrong")
-    return LoginResult(account_id=account_id, role=role, position=position)
-
-
-async def _login_state(store: EventStore, aggregate: str) -> LoginState:
-    state = (await store.load([aggregate]))[aggregate]
-    assert isinstance(state, LoginState)
-    return state
+    return LoginResult(account_id=account_id, role=role, position=result.position)
