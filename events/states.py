@@ -27,6 +27,7 @@ from events.types import (
     LoginFailed,
     LoginSucceeded,
     OrderBilled,
+    OrderCancelled,
     OrderLine,
     ProductCreated,
     ProductDeleted,
@@ -82,7 +83,7 @@ class ProductState(AggregateState, frozen=True, kw_only=True):
 
 
 class OrderState(AggregateState, frozen=True, kw_only=True):
-    status: Literal["", "billed"] = ""
+    status: Literal["", "billed", "cancelled"] = ""
     account_id: str = ""
     lines: tuple[OrderLine, ...] = ()
     total: int = 0
@@ -165,6 +166,10 @@ def evolve_product(state: ProductState, event: Event, ctx: Context) -> ProductSt
             product_id = ctx.aggregate.removeprefix("product:")
             taken = sum(ln.quantity for ln in event.lines if ln.product_id == product_id)
             return msgspec.structs.replace(state, stock=state.stock - taken)
+        case OrderCancelled():
+            product_id = ctx.aggregate.removeprefix("product:")
+            returned = sum(ln.quantity for ln in event.lines if ln.product_id == product_id)
+            return msgspec.structs.replace(state, stock=state.stock + returned)
     return state
 
 
@@ -179,6 +184,8 @@ def evolve_order(state: OrderState, event: Event, ctx: Context) -> OrderState:
                 total=event.total,
                 currency=event.currency,
             )
+        case OrderCancelled():
+            return msgspec.structs.replace(state, status="cancelled")
     return state
 
 
@@ -207,7 +214,7 @@ def affected(event: Event) -> list[str]:
     """Every aggregate whose decision state ``event`` changes: its own, plus cross-aggregate
     effects (an order takes stock from each of its products)."""
     own = event.aggregate()
-    if isinstance(event, OrderBilled):
+    if isinstance(event, OrderBilled | OrderCancelled):
         return [own, *dict.fromkeys(f"product:{ln.product_id}" for ln in event.lines)]
     return [own]
 

@@ -30,7 +30,14 @@ from events.errors import (
 from events.ids import now_at, parse_at, uuid7
 from events.keys import Keys
 from events.positions import format_position, parse_stream_id
-from events.states import AggregateState, affected, decode_state, encode_field, evolve
+from events.states import (
+    AggregateState,
+    affected,
+    decode_state,
+    encode_field,
+    evolve,
+    initial,
+)
 from events.types import Event
 
 LIBRARY = "streamshop_v2"
@@ -132,20 +139,23 @@ def derive_writes(
       every concurrent writer, not only against the state this decision read.
     - Any other changed field is set outright, which is only safe when the append expects
       the version it was decided on; anything else is a bug in the decider.
+    - An aggregate the decision did not read starts from its initial state: only its
+      counters may then change (an order's cancellation returning stock to its products).
     """
     moment = int(parse_at(at).timestamp())
+    base = dict(seen)
     after = dict(seen)
     for event in events:
         for aggregate in affected(event):
             if aggregate not in after:
-                raise ValueError(
-                    f"{type(event).__name__} changes {aggregate}, which the decision did not read"
-                )
+                # Not read: only its counters may change (by a delta, whatever its value),
+                # which the version check below enforces.
+                base[aggregate] = after[aggregate] = initial(aggregate)
             after[aggregate] = evolve(aggregate, after[aggregate], event, moment)
     changes: dict[str, StateChange] = {}
     guards: list[Guard] = []
     for aggregate, new in after.items():
-        old = seen[aggregate]
+        old = base[aggregate]
         names = [f for f in new.__struct_fields__ if f != "v"]
         if old.v == 0 and new.v > 0:
             change = StateChange(set={f: encode_field(getattr(new, f)) for f in names})

@@ -23,6 +23,7 @@ from app.commands.catalog import (
     UpdateProduct,
 )
 from app.commands.login import RECORD_LOGIN, RecordLogin
+from app.commands.orders import CANCEL_ORDER, CancelOrder
 from app.commands.runner import Decider, run
 from events.store import AppendResult, EventStore, Metadata
 
@@ -34,6 +35,7 @@ DECIDERS: dict[type[Any], Decider[Any]] = {
     DeleteProduct: DELETE_PRODUCT,
     AdjustStock: ADJUST_STOCK,
     BillOrder: BILL_ORDER,
+    CancelOrder: CANCEL_ORDER,
 }
 
 

@@ -136,9 +136,14 @@ def test_setting_a_field_without_expecting_the_version_is_a_bug() -> None:
         derive_writes({"product:p1": mug}, [ProductUpdated(product_id="p1", name="x")], {}, AT)
 
 
-def test_an_event_on_an_aggregate_the_decision_did_not_read_is_a_bug() -> None:
-    with pytest.raises(ValueError, match="did not read"):
-        Append(events=[billed(("p1", 1))], seen={"order:o1": OrderState()})
+def test_an_aggregate_the_decision_did_not_read_may_only_change_its_counters() -> None:
+    append = Append(
+        events=[billed(("p1", 1))], expect={"order:o1": 0}, seen={"order:o1": OrderState()}
+    )
+    assert append.state["product:p1"] == StateChange(incr={"stock": -1})
+    assert append.guards == [Guard("product:p1", "stock", 1)]
+    with pytest.raises(ValueError, match="without expecting"):
+        Append(events=[ProductUpdated(product_id="p1", name="x")], seen={})
 
 
 def test_a_login_failure_is_recorded_at_the_appends_time() -> None:
