@@ -22,7 +22,6 @@ MAX_ATTEMPTS = 10
 """Attempts per command before a version conflict becomes a 409; each retry re-reads state."""
 
 C = TypeVar("C", bound=msgspec.Struct)
-T = TypeVar("T")
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
