@@ -33,6 +33,9 @@ ROUNDS = 5
 WRITES = "w"
 """The hash field every append increments; not part of the state."""
 
+SECRETS = frozenset({"password_hash"})
+"""Fields named but never printed (invariant 11: secrets stay on the write side)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Difference:
@@ -43,8 +46,11 @@ class Difference:
     fields: dict[str, tuple[str | None, str | None]]
 
     def __str__(self) -> str:
+        def show(name: str, value: str | None) -> str:
+            return "<redacted>" if name in SECRETS and value is not None else repr(value)
+
         shown = ", ".join(
-            f"{f}: state={a!r} log={b!r}" for f, (a, b) in sorted(self.fields.items())
+            f"{f}: state={show(f, a)} log={show(f, b)}" for f, (a, b) in sorted(self.fields.items())
         )
         return f"{self.aggregate}: differs ({shown})"
 

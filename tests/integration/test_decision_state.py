@@ -179,3 +179,14 @@ async def test_rebuild_while_orders_are_billed_loses_no_decrement(store: EventSt
     await asyncio.gather(orders(), rebuilds())
     assert (await store.state(f"product:{ids['tee']}"))["stock"] == str(5 + 200 - 40)
     assert (await verify_state(store)).ok
+
+
+async def test_verify_names_a_differing_password_hash_without_printing_it(
+    store: EventStore, redis_client: aioredis.Redis
+) -> None:
+    ids = await shop(store)
+    account = f"account:{ids['account']}"
+    await redis_client.hset(store.keys.state(account), "password_hash", "$argon2id$stolen")
+
+    [diff] = (await verify_state(store)).differences
+    assert str(diff) == f"{account}: differs (password_hash: state=<redacted> log=<redacted>)"
