@@ -1,7 +1,8 @@
 """The event store: an append-only, partitioned log on Redis Streams with atomic conditional appends.
 
-Port, in the eventsourcing sense: ``append`` (one decision, all or nothing), ``state`` /
-``states`` (the write side's decision state), ``read_partition`` / ``read_all`` (the log).
+Port, in the eventsourcing sense: ``append`` (one decision, all or nothing; its state writes
+derived from :mod:`events.states`), ``load`` (typed decision states) and ``state`` /
+``states`` (the raw hashes), ``read_partition`` / ``read_all`` (the log).
 Serialisation lives in :mod:`events.codec`; key names in :mod:`events.keys`.
 """
 
