@@ -1,14 +1,15 @@
 """The event store: an append-only, partitioned log on Redis Streams with atomic conditional appends.
 
-Port, in the eventsourcing sense: ``append`` (one decision, all or nothing), ``state`` /
-``states`` (the write side's decision state), ``read_partition`` / ``read_all`` (the log).
+Port, in the eventsourcing sense: ``append`` (one decision, all or nothing; its state writes
+derived from :mod:`events.states`), ``load`` (typed decision states) and ``state`` /
+``states`` (the raw hashes), ``read_partition`` / ``read_all`` (the log).
 Serialisation lives in :mod:`events.codec`; key names in :mod:`events.keys`.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -27,13 +28,22 @@ from events.errors import (
     UniquenessViolation,
     VersionConflict,
 )
-from events.ids import now_at, uuid7
+from events.ids import now_at, parse_at, uuid7
 from events.keys import Keys
 from events.positions import format_position, parse_stream_id
+from events.states import (
+    AggregateState,
+    affected,
+    decode_state,
+    encode_field,
+    evolve,
+    initial,
+)
 from events.types import Event
 
-LIBRARY = "streamshop_v1"
-APPEND_FUNCTION = "streamshop_append_v1"
+LIBRARY = "streamshop_v2"
+APPEND_FUNCTION = "streamshop_append_v2"
+PUT_STATE_FUNCTION = "streamshop_put_state_v2"
 IDEMPOTENCY_TTL = 24 * 3600
 
 log = structlog.get_logger("events.store")
@@ -81,6 +91,12 @@ class Append:
 
     ``expect`` maps aggregate → the version the decision saw (0: must not exist yet).
     Events of an aggregate get ``seq`` = its version + 1, + 2, … inside the append.
+
+    ``seen`` holds the typed decision states the decision read. Given it, the decision-state
+    writes (``state``) and the counter floors (``guards``) are derived from
+    :func:`events.states.evolve` over ``events`` (:func:`derive_writes`); a decider never
+    writes them by hand. Without it, ``state`` and ``guards`` are taken as given (low-level
+    use by tests and tools).
     """
 
     events: list[Event]
@@ -95,6 +111,75 @@ class Append:
     idempotency_key: str | None = None
     result: str = ""
     event_ids: list[str] | None = None
+    seen: dict[str, AggregateState] | None = None
+    at: str = field(default_factory=now_at)
+    """The events' append time (the envelope's ``at``); login failures evolve with it."""
+
+    def __post_init__(self) -> None:
+        if self.seen is None:
+            return
+        if self.state:
+            raise ValueError("an append with `seen` derives its state writes; give no `state`")
+        self.state, guards = derive_writes(self.seen, self.events, self.expect, self.at)
+        self.guards = [*self.guards, *guards]
+
+
+def derive_writes(
+    seen: Mapping[str, AggregateState],
+    events: Iterable[Event],
+    expect: Mapping[str, int],
+    at: str,
+) -> tuple[dict[str, StateChange], list[Guard]]:
+    """What an append writes to the decision state: ``evolve`` each seen state over the new
+    events, then write the difference.
+
+    - An aggregate seen at version 0 is written whole.
+    - A field listed in its state's ``COUNTERS`` is written as ``HINCRBY`` by the change
+      (concurrent orders on one product then commute), and a decrease adds a :class:`Guard`
+      ``field >= floor - change``, checked inside the atomic append: the floor holds against
+      every concurrent writer, not only against the state this decision read.
+    - Any other changed field is set outright, which is only safe when the append expects
+      the version it was decided on; anything else is a bug in the decider.
+    - An aggregate the decision did not read starts from its initial state: only its
+      counters may then change (an order's cancellation returning stock to its products).
+    """
+    moment = int(parse_at(at).timestamp())
+    base = dict(seen)
+    after = dict(seen)
+    for event in events:
+        for aggregate in affected(event):
+            if aggregate not in after:
+                # Not read: only its counters may change (by a delta, whatever its value),
+                # which the version check below enforces.
+                base[aggregate] = after[aggregate] = initial(aggregate)
+            after[aggregate] = evolve(aggregate, after[aggregate], event, moment)
+    changes: dict[str, StateChange] = {}
+    guards: list[Guard] = []
+    for aggregate, new in after.items():
+        old = base[aggregate]
+        names = [f for f in new.__struct_fields__ if f != "v"]
+        if old.v == 0 and new.v > 0:
+            change = StateChange(set={f: encode_field(getattr(new, f)) for f in names})
+        else:
+            change = StateChange()
+            for f in names:
+                before, now = getattr(old, f), getattr(new, f)
+                if before == now:
+                    continue
+                if f in new.COUNTERS:
+                    change.incr[f] = now - before
+                    if now < before:
+                        guards.append(Guard(aggregate, f, new.COUNTERS[f] + before - now))
+                else:
+                    change.set[f] = encode_field(now)
+        if change.set and expect.get(aggregate) != old.v:
+            raise ValueError(
+                f"the decision sets {sorted(change.set)} of {aggregate} without expecting "
+                f"its version {old.v}"
+            )
+        if change.set or change.incr:
+            changes[aggregate] = change
+    return changes, guards
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +285,7 @@ class EventStore:
                 for a, ch in append.state.items()
             ]
         meta = append.meta
-        at = now_at()
+        at = append.at
         ids = append.event_ids or [uuid7() for _ in append.events]
         partitions: list[int] = []
         events = []
@@ -283,6 +368,13 @@ class EventStore:
                 pipe.hgetall(self.keys.state(aggregate))
             replies = await pipe.execute()
         return [{k.decode(): v.decode() for k, v in raw.items()} for raw in replies]
+
+    async def load(self, aggregates: Iterable[str]) -> dict[str, AggregateState]:
+        """The typed decision states of ``aggregates`` (see :mod:`events.states`), in one
+        round trip; an aggregate that does not exist has its initial state."""
+        names = list(dict.fromkeys(aggregates))
+        raws = await self.states(names)
+        return {a: decode_state(a, raw) for a, raw in zip(names, raws, strict=True)}
 
     async def owner_of(self, kind: str, value: str) -> str | None:
         """Who holds a unique value (e.g. the ``account:<id>`` behind an email), if anyone."""

@@ -140,6 +140,18 @@ class OrderBilled(BaseEvent, frozen=True, kw_only=True, tag=True):
         return f"order:{self.order_id}"
 
 
+class OrderCancelled(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A billed order was cancelled: its lines (as billed) went back into stock."""
+
+    order_id: str
+    account_id: str
+    lines: list[OrderLine]
+    reason: str = ""
+
+    def aggregate(self) -> str:
+        return f"order:{self.order_id}"
+
+
 Event = (
     AccountCreated
     | LoginSucceeded
@@ -149,6 +161,7 @@ Event = (
     | ProductDeleted
     | StockAdjusted
     | OrderBilled
+    | OrderCancelled
 )
 """The one tagged union every stored, ingested or replayed event decodes into."""
 
@@ -163,6 +176,7 @@ EVENT_TYPES: dict[str, type[BaseEvent]] = {
         ProductDeleted,
         StockAdjusted,
         OrderBilled,
+        OrderCancelled,
     )
 }
 

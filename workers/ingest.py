@@ -4,7 +4,7 @@ External (Java) services ``XADD`` catalog events to ``{prefix}:ingest:<source>``
 contract is ``docs/producers.md``. The gateway reads every ingress stream through one
 consumer group (``gateway``), validates each entry with the same msgspec types the log
 uses, and turns a valid one into the matching catalog command, executed by
-``app.commands.catalog.execute`` — the API's own write path, with its version checks and
+``app.commands.execute`` — the API's own write path, with its version checks and
 decision-state updates. That call into ``app/`` is the one deliberate exception to the
 ``workers → events, projections`` rule: the gateway is a second entry point to the write
 side, and a second, hand-written copy of the catalog rules would drift.
@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from events.errors import AppendRejected
 from events.ids import now_at, parse_at
 from events.keys import Keys
+from events.states import AggregateState, ProductState
 from events.store import AppendResult, EventStore, Metadata
 from events.types import (
     CATALOG_EVENT_TYPES,
@@ -73,7 +74,7 @@ CatalogEvent = ProductCreated | ProductUpdated | ProductDeleted | StockAdjusted
 
 
 class Execute(Protocol):
-    """``app.commands.catalog.execute``: one catalog command through the API's write path."""
+    """``app.commands.execute``: one catalog command through the API's write path."""
 
     def __call__(
         self,
@@ -313,9 +314,9 @@ class IngestGateway:
             if not _SOURCE_NAME.match(source):
                 raise ValueError(f"bad source name {source!r}")
         if execute is None:
-            from app.commands.catalog import execute as catalog_execute
+            from app.commands import execute as run_command
 
-            execute = catalog_execute
+            execute = run_command
         self._execute: Execute = execute
         self._reader = reader
         self._own_reader = reader is None
@@ -603,7 +604,8 @@ class IngestGateway:
             correlation=str(uuid.uuid5(legacy_feed.LEGACY_NAMESPACE, f"{source}:{entry_id}")),
             source=f"ingest:{source}",
         )
-        current = current_product(await self.store.state(f"product:{product_id}"))
+        aggregate = f"product:{product_id}"
+        current = current_product((await self.store.load([aggregate]))[aggregate])
         steps = legacy_feed.plan(message, current)
         if not steps:
             self.stats.unchanged += 1
@@ -709,19 +711,14 @@ def command_for(event: CatalogEvent) -> Any:
     raise TypeError(f"not a catalog event: {type(event).__name__}")  # pragma: no cover
 
 
-def current_product(state: dict[str, str]) -> legacy_feed.CurrentProduct | None:
+def current_product(state: AggregateState) -> legacy_feed.CurrentProduct | None:
     """The write side's product state as the legacy planner needs it (``None``: no product)."""
-    if not state or int(state.get("v", "0")) < 1:
+    if not isinstance(state, ProductState) or not state.exists:
         return None
-
-    def number(name: str) -> int | None:
-        value = state.get(name)
-        return int(value) if value is not None and value.lstrip("-").isdigit() else None
-
     return legacy_feed.CurrentProduct(
-        deleted="deleted" in state,
-        stock=number("stock") or 0,
-        name=state.get("name"),
-        description=state.get("description"),
-        price=number("price"),
+        deleted=state.deleted,
+        stock=state.stock,
+        name=state.name,
+        description=state.description,
+        price=state.price,
     )

@@ -1,27 +1,41 @@
-"""Commands of the write side: pure decisions plus handlers that load state, decide and append.
+"""Commands of the write side: pure decisions over typed states, and one runner that executes them.
 
-One table routes a command to its handler; :func:`execute` is the single entry point used by
-the HTTP controllers, the CLI (``create-admin``, ``demo``) and the ingress gateway. Login is
-not in the table: it needs the password hasher and answers with credentials, see
-:func:`app.commands.login.log_in`.
+``DECIDERS`` is the one route table, command type → :class:`~app.commands.runner.Decider`;
+:func:`execute` is the single entry point used by the HTTP controllers, the CLI
+(``create-admin``, ``demo``), the ingress gateway and login
+(:func:`app.commands.login.log_in` checks the password, then records the attempt here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.commands.accounts import SignUp, handle_sign_up
-from app.commands.billing import BillOrder, handle_bill_order
-from app.commands.catalog import CATALOG_HANDLERS
+from app.commands.accounts import SIGN_UP, SignUp
+from app.commands.billing import BILL_ORDER, BillOrder
+from app.commands.catalog import (
+    ADJUST_STOCK,
+    CREATE_PRODUCT,
+    DELETE_PRODUCT,
+    UPDATE_PRODUCT,
+    AdjustStock,
+    CreateProduct,
+    DeleteProduct,
+    UpdateProduct,
+)
+from app.commands.login import RECORD_LOGIN, RecordLogin
+from app.commands.orders import CANCEL_ORDER, CancelOrder
+from app.commands.runner import Decider, run
 from events.store import AppendResult, EventStore, Metadata
 
-Handler = Callable[..., Awaitable[AppendResult]]
-
-COMMAND_HANDLERS: dict[type[Any], Handler] = {
-    **CATALOG_HANDLERS,
-    SignUp: handle_sign_up,
-    BillOrder: handle_bill_order,
+DECIDERS: dict[type[Any], Decider[Any]] = {
+    SignUp: SIGN_UP,
+    RecordLogin: RECORD_LOGIN,
+    CreateProduct: CREATE_PRODUCT,
+    UpdateProduct: UPDATE_PRODUCT,
+    DeleteProduct: DELETE_PRODUCT,
+    AdjustStock: ADJUST_STOCK,
+    BillOrder: BILL_ORDER,
+    CancelOrder: CANCEL_ORDER,
 }
 
 
@@ -36,9 +50,13 @@ async def execute(
     """Decide and append one command; raises a ``DomainError`` subclass when it is refused.
 
     The result's ``result`` is the command's outcome as JSON (``{"account_id"}``,
-    ``{"product_id"}``, or the billing receipt), on a first append and on a replay alike.
+    ``{"product_id"}``, the billing receipt, the login outcome), on a first append and on a
+    replay alike. ``event_id`` becomes the id of the (single) event appended, so an ingested
+    message keeps its producer's id.
     """
-    handler = COMMAND_HANDLERS.get(type(command))
-    if handler is None:
-        raise TypeError(f"no handler for {type(command).__name__}")
-    return await handler(store, command, meta, idempotency_key=idempotency_key, event_id=event_id)
+    decider = DECIDERS.get(type(command))
+    if decider is None:
+        raise TypeError(f"no decider for {type(command).__name__}")
+    return await run(
+        decider, store, command, meta, idempotency_key=idempotency_key, event_id=event_id
+    )

@@ -7,19 +7,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from app.commands.base import (
-    Command,
-    replayed_or_retrying,
-    result_json,
-    uniqueness_error,
-    validated,
-    version,
-    with_result,
-)
+from app.commands.base import Command, result_json, validated
 from app.commands.errors import AccountAlreadyExists, InvalidCommand
-from events.errors import UniquenessViolation
+from app.commands.runner import Decider, state_of
 from events.ids import uuid7
-from events.store import Append, AppendResult, EventStore, Metadata, Reservation, StateChange
+from events.states import AccountState
+from events.store import Append, Reservation
 from events.types import AccountCreated
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -54,11 +47,11 @@ class SignUp(Command, frozen=True, kw_only=True):
     role: Literal["customer", "admin"] = "customer"
 
 
-def decide_sign_up(cmd: SignUp, state: dict[str, str]) -> Append:
+def decide_sign_up(cmd: SignUp, state: AccountState) -> Append:
     """The account must be new and its email free; the reservation makes that atomic."""
     if cmd.account_id is None:
         raise ValueError("account_id must be assigned before deciding")
-    if version(state) > 0:
+    if state.exists:
         raise AccountAlreadyExists(f"account {cmd.account_id} already exists", field="account_id")
     aggregate = account_aggregate(cmd.account_id)
     return Append(
@@ -73,50 +66,26 @@ def decide_sign_up(cmd: SignUp, state: dict[str, str]) -> Append:
         ],
         expect={aggregate: 0},
         reserve=[Reservation("email", cmd.email, aggregate)],
-        state={
-            aggregate: StateChange(
-                set={
-                    "email": cmd.email,
-                    "name": cmd.name,
-                    "role": cmd.role,
-                    "password_hash": cmd.password_hash,
-                }
-            )
-        },
+        seen={aggregate: state},
         result=result_json({"account_id": cmd.account_id}),
     )
 
 
-async def handle_sign_up(
-    store: EventStore,
-    command: SignUp,
-    meta: Metadata,
-    *,
-    idempotency_key: str | None = None,
-    event_id: str | None = None,
-) -> AppendResult:
-    """Result JSON: ``{"account_id": ...}``. A taken email raises ``DuplicateEmail``."""
+def prepare_sign_up(command: SignUp) -> SignUp:
+    """One spelling of the email, the declared limits, and an account id."""
     email = normalize_email(command.email)
     if len(email) > 254 or not re.match(EMAIL_PATTERN, email):
         raise InvalidCommand("not a valid email address", field="email")
-    command = validated(
-        msgspec.structs.replace(
-            command,
-            email=email,
-            account_id=command.account_id or uuid7(),
-        )
+    return validated(
+        msgspec.structs.replace(command, email=email, account_id=command.account_id or uuid7())
     )
-    aggregate = account_aggregate(command.account_id or "")
 
-    async def attempt() -> AppendResult:
-        append = decide_sign_up(command, await store.state(aggregate))
-        append.meta = meta
-        append.idempotency_key = idempotency_key
-        if event_id is not None:
-            append.event_ids = [event_id]
-        try:
-            return with_result(await store.append(append), append)
-        except UniquenessViolation as exc:
-            raise uniqueness_error(exc) from exc
 
-    return await replayed_or_retrying(store, idempotency_key, attempt, what="sign-up")
+SIGN_UP: Decider[SignUp] = Decider(
+    reads=lambda c: [account_aggregate(c.account_id or "")],
+    decide=lambda c, s: decide_sign_up(
+        c, state_of(s, account_aggregate(c.account_id or ""), AccountState)
+    ),
+    prepare=prepare_sign_up,
+)
+"""Result JSON: ``{"account_id": ...}``. A taken email raises ``DuplicateEmail``."""

@@ -10,23 +10,26 @@ on one product never conflict; the guard alone keeps stock from going below zero
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Annotated
 
 import msgspec
 
 from app.commands.accounts import account_aggregate
-from app.commands.base import Command, retrying, state_int, validated, version
+from app.commands.base import Command, validated
 from app.commands.catalog import ProductId, product_aggregate
 from app.commands.errors import (
     AccountNotFound,
     IdempotencyKeyReused,
     InsufficientStock,
     MixedCurrencies,
+    OrderAlreadyExists,
     UnknownProduct,
 )
-from events.errors import AggregateMissing, GuardFailed
+from app.commands.runner import Decider, state_of
 from events.ids import uuid7
-from events.store import Append, AppendResult, EventStore, Guard, Metadata, StateChange
+from events.states import AccountState, AggregateState, OrderState, ProductState
+from events.store import Append, AppendResult
 from events.types import OrderBilled, OrderLine
 
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1000)]
@@ -68,20 +71,27 @@ def fingerprint(cmd: BillOrder) -> str:
 
 
 def decide_bill_order(
-    cmd: BillOrder, account: dict[str, str], products: dict[str, dict[str, str]]
+    cmd: BillOrder,
+    account: AccountState,
+    products: dict[str, ProductState],
+    order: OrderState | None = None,
 ) -> tuple[Append, Receipt]:
-    """``products`` maps product id → its decision state (``{}`` when unknown)."""
+    """``products`` maps product id → its decision state (the initial state when unknown);
+    ``order`` is the order's (new) state."""
     if cmd.order_id is None:
         raise ValueError("order_id must be assigned before deciding")
-    if version(account) < 1:
+    order = order or OrderState()
+    if order.exists:
+        raise OrderAlreadyExists(f"order {cmd.order_id} already exists", field="order_id")
+    if not account.exists:
         raise AccountNotFound(f"account {cmd.account_id} does not exist", field="account_id")
     wanted: dict[str, int] = {}
     first_line: dict[str, int] = {}
     lines: list[OrderLine] = []
     currencies: set[str] = set()
     for i, line in enumerate(cmd.lines):
-        state = products.get(line.product_id, {})
-        if version(state) < 1 or "deleted" in state:
+        state = products.get(line.product_id, ProductState())
+        if not state.live:
             raise UnknownProduct(
                 f"line {i}: product {line.product_id} is not in the catalog",
                 field=f"lines[{i}].product_id",
@@ -90,19 +100,18 @@ def decide_bill_order(
             )
         wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
         first_line.setdefault(line.product_id, i)
-        price = state_int(state, "price")
-        currencies.add(state.get("currency", "BRL"))
+        currencies.add(state.currency)
         lines.append(
             OrderLine(
                 product_id=line.product_id,
-                name=state.get("name", ""),
+                name=state.name,
                 quantity=line.quantity,
-                unit_price=price,
-                line_total=price * line.quantity,
+                unit_price=state.price,
+                line_total=state.price * line.quantity,
             )
         )
     for product_id, quantity in wanted.items():
-        stock = state_int(products[product_id], "stock")
+        stock = products[product_id].stock
         if stock < quantity:
             i = first_line[product_id]
             raise InsufficientStock(
@@ -126,14 +135,15 @@ def decide_bill_order(
         currency=currency,
     )
     expect = {order_aggregate(cmd.order_id): 0}
+    seen: dict[str, AggregateState] = {order_aggregate(cmd.order_id): order}
     for product_id in wanted:
-        expect[product_aggregate(product_id)] = version(products[product_id])
+        expect[product_aggregate(product_id)] = products[product_id].v
+        seen[product_aggregate(product_id)] = products[product_id]
     append = Append(
         events=[event],
         expect=expect,
         exists=[account_aggregate(cmd.account_id)],
-        guards=[Guard(product_aggregate(p), "stock", q) for p, q in wanted.items()],
-        state={product_aggregate(p): StateChange(incr={"stock": -q}) for p, q in wanted.items()},
+        seen=seen,
         result=msgspec.json.encode(_Stored(fingerprint(cmd), receipt)).decode(),
     )
     return append, receipt
@@ -149,56 +159,43 @@ def idempotency_scope(account_id: str, key: str) -> str:
     return f"order:{account_id}:{key}"
 
 
-async def handle_bill_order(
-    store: EventStore,
-    command: BillOrder,
-    meta: Metadata,
-    *,
-    idempotency_key: str | None = None,
-    event_id: str | None = None,
-) -> AppendResult:
-    """Result JSON holds the receipt (read it with :func:`receipt_of`).
+def _with_order_id(command: BillOrder) -> BillOrder:
+    return validated(msgspec.structs.replace(command, order_id=command.order_id or uuid7()))
 
-    A repeated idempotency key returns the first append's result before anything is
-    decided, so a retry after success gets the same answer even if stock ran out since.
-    """
-    command = validated(msgspec.structs.replace(command, order_id=command.order_id or uuid7()))
-    scoped = idempotency_scope(command.account_id, idempotency_key) if idempotency_key else None
-    if scoped is not None and (previous := await store.recorded(scoped)) is not None:
-        return _checked_replay(previous, command)
-    product_ids = list(dict.fromkeys(line.product_id for line in command.lines))
-    aggregates = [account_aggregate(command.account_id)] + [
-        product_aggregate(p) for p in product_ids
+
+def _reads(command: BillOrder) -> list[str]:
+    products = dict.fromkeys(product_aggregate(line.product_id) for line in command.lines)
+    return [
+        order_aggregate(command.order_id or ""),
+        account_aggregate(command.account_id),
+        *products,
     ]
 
-    async def attempt() -> AppendResult:
-        account, *states = await store.states(aggregates)
-        append, _ = decide_bill_order(command, account, dict(zip(product_ids, states, strict=True)))
-        append.meta = meta
-        append.idempotency_key = scoped
-        if event_id is not None:
-            append.event_ids = [event_id]
-        try:
-            result = await store.append(append)
-        except GuardFailed as exc:
-            product_id = exc.aggregate.removeprefix("product:")
-            i = product_ids.index(product_id) if product_id in product_ids else 0
-            raise InsufficientStock(
-                f"product {product_id} has {exc.actual} in stock, the order needs {exc.required}",
-                field=f"lines[{i}].quantity",
-                product_id=product_id,
-            ) from exc
-        except AggregateMissing as exc:
-            if exc.aggregate.startswith("account:"):
-                raise AccountNotFound(
-                    f"account {command.account_id} does not exist", field="account_id"
-                ) from exc
-            raise
-        if result.duplicate:
-            return _checked_replay(result, command)
-        return AppendResult(entry_ids=result.entry_ids, result=append.result)
 
-    return await retrying(attempt, what="billing")
+def _decide(command: BillOrder, states: Mapping[str, AggregateState]) -> Append:
+    products = {
+        line.product_id: state_of(states, product_aggregate(line.product_id), ProductState)
+        for line in command.lines
+    }
+    append, _ = decide_bill_order(
+        command,
+        state_of(states, account_aggregate(command.account_id), AccountState),
+        products,
+        state_of(states, order_aggregate(command.order_id or ""), OrderState),
+    )
+    return append
+
+
+BILL_ORDER: Decider[BillOrder] = Decider(
+    reads=_reads,
+    decide=_decide,
+    prepare=_with_order_id,
+    scope=lambda c, key: idempotency_scope(c.account_id, key),
+    replayed=lambda c, result: _checked_replay(result, c),
+)
+"""Result JSON holds the receipt (read it with :func:`receipt_of`). A repeated idempotency
+key returns the first append's result before anything is decided, so a retry after success
+gets the same answer even if stock ran out since; reused for another order it is refused."""
 
 
 def _checked_replay(result: AppendResult, command: BillOrder) -> AppendResult:

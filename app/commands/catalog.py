@@ -1,26 +1,17 @@
 """Catalog commands: create, update, delete a product and adjust its stock.
 
-Used by the admin HTTP routes and by the ingress gateway (``workers/ingest.py``), which
-calls :func:`execute` so external producers go through exactly the same rules.
+Used by the admin HTTP routes and by the ingress gateway (``workers/ingest.py``), both
+through :func:`app.commands.execute`, so external producers go through exactly the same rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, TypeVar
 
 import msgspec
 
-from app.commands.base import (
-    Command,
-    replayed_or_retrying,
-    result_json,
-    state_int,
-    uniqueness_error,
-    validated,
-    version,
-    with_result,
-)
+from app.commands.base import Command, result_json, validated
 from app.commands.errors import (
     EmptyUpdate,
     InsufficientStock,
@@ -28,17 +19,10 @@ from app.commands.errors import (
     ProductAlreadyExists,
     ProductNotFound,
 )
-from events.errors import AggregateMissing, GuardFailed, UniquenessViolation
+from app.commands.runner import Decider, state_of
 from events.ids import uuid7
-from events.store import (
-    Append,
-    AppendResult,
-    EventStore,
-    Guard,
-    Metadata,
-    Reservation,
-    StateChange,
-)
+from events.states import AggregateState, ProductState
+from events.store import Append, Reservation
 from events.types import ProductCreated, ProductDeleted, ProductUpdated, StockAdjusted
 
 ProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -93,37 +77,26 @@ class AdjustStock(Command, frozen=True, kw_only=True):
 
 
 CatalogCommand = CreateProduct | UpdateProduct | DeleteProduct | AdjustStock
+C = TypeVar("C", CreateProduct, UpdateProduct, DeleteProduct, AdjustStock)
 
 
 def product_aggregate(product_id: str) -> str:
     return f"product:{product_id}"
 
 
-def _is_live(state: dict[str, str]) -> bool:
-    return version(state) > 0 and "deleted" not in state
-
-
 # -- pure decisions ------------------------------------------------------------------------
 
 
-def decide_create_product(cmd: CreateProduct, state: dict[str, str]) -> Append:
+def decide_create_product(cmd: CreateProduct, state: ProductState) -> Append:
     """A new product: its version must still be 0, its SKU (and legacy id) free."""
     if cmd.product_id is None:
         raise InvalidCommand("product_id must be assigned before deciding", field="product_id")
-    if version(state) > 0:
+    if state.exists:
         raise ProductAlreadyExists(f"product {cmd.product_id} already exists", field="product_id")
     aggregate = product_aggregate(cmd.product_id)
     reserve = [Reservation("sku", cmd.sku, aggregate)]
-    fields: dict[str, str | int] = {
-        "sku": cmd.sku,
-        "name": cmd.name,
-        "price": cmd.price,
-        "currency": cmd.currency,
-        "stock": cmd.stock,
-    }
     if cmd.legacy_id is not None:
         reserve.append(Reservation("legacy_product", str(cmd.legacy_id), aggregate))
-        fields["legacy_id"] = cmd.legacy_id
     event = ProductCreated(
         product_id=cmd.product_id,
         sku=cmd.sku,
@@ -139,14 +112,14 @@ def decide_create_product(cmd: CreateProduct, state: dict[str, str]) -> Append:
         events=[event],
         expect={aggregate: 0},
         reserve=reserve,
-        state={aggregate: StateChange(set=fields)},
+        seen={aggregate: state},
         result=result_json({"product_id": cmd.product_id}),
     )
 
 
-def decide_update_product(cmd: UpdateProduct, state: dict[str, str]) -> Append:
-    """Only fields that are given and differ make the event; a no-op update is refused."""
-    if not _is_live(state):
+def decide_update_product(cmd: UpdateProduct, state: ProductState) -> Append:
+    """Only fields that are given make the event; a no-op update is refused."""
+    if not state.live:
         raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
     changes = {
         name: value
@@ -156,40 +129,38 @@ def decide_update_product(cmd: UpdateProduct, state: dict[str, str]) -> Append:
     if not changes:
         raise EmptyUpdate("give at least one field to change")
     aggregate = product_aggregate(cmd.product_id)
-    decision_fields = {k: v for k, v in changes.items() if k in ("name", "price", "currency")}
     return Append(
         events=[ProductUpdated(product_id=cmd.product_id, **changes)],
-        expect={aggregate: version(state)},
-        state={aggregate: StateChange(set=decision_fields)} if decision_fields else {},
+        expect={aggregate: state.v},
+        seen={aggregate: state},
         result=result_json({"product_id": cmd.product_id}),
     )
 
 
-def decide_delete_product(cmd: DeleteProduct, state: dict[str, str]) -> Append:
+def decide_delete_product(cmd: DeleteProduct, state: ProductState) -> Append:
     """Marks the product deleted (orders then refuse it) and frees its SKU for reuse."""
-    if not _is_live(state):
+    if not state.live:
         raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
     aggregate = product_aggregate(cmd.product_id)
     return Append(
         events=[ProductDeleted(product_id=cmd.product_id)],
-        expect={aggregate: version(state)},
-        release=[("sku", state["sku"])] if state.get("sku") else [],
-        state={aggregate: StateChange(set={"deleted": 1})},
+        expect={aggregate: state.v},
+        release=[("sku", state.sku)] if state.sku else [],
+        seen={aggregate: state},
         result=result_json({"product_id": cmd.product_id}),
     )
 
 
-def decide_adjust_stock(cmd: AdjustStock, state: dict[str, str]) -> Append:
+def decide_adjust_stock(cmd: AdjustStock, state: ProductState) -> Append:
     """No version expected: stock is a counter, so adjustments and orders never conflict;
-    the guard inside the append keeps it from going below zero."""
-    if not _is_live(state):
+    the floor of ``ProductState.COUNTERS`` becomes a guard inside the append."""
+    if not state.live:
         raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
     if cmd.delta == 0:
         raise InvalidCommand("delta must not be zero", field="delta")
-    if cmd.delta < 0 and state_int(state, "stock") < -cmd.delta:
+    if cmd.delta < 0 and state.stock < -cmd.delta:
         raise InsufficientStock(
-            f"product {cmd.product_id} has {state_int(state, 'stock')} in stock, "
-            f"cannot remove {-cmd.delta}",
+            f"product {cmd.product_id} has {state.stock} in stock, cannot remove {-cmd.delta}",
             field="delta",
             product_id=cmd.product_id,
         )
@@ -198,86 +169,41 @@ def decide_adjust_stock(cmd: AdjustStock, state: dict[str, str]) -> Append:
         events=[StockAdjusted(product_id=cmd.product_id, delta=cmd.delta, reason=cmd.reason)],
         exists=[aggregate],
         absent=[(aggregate, "deleted")],
-        guards=[Guard(aggregate, "stock", -cmd.delta)] if cmd.delta < 0 else [],
-        state={aggregate: StateChange(incr={"stock": cmd.delta})},
+        seen={aggregate: state},
         result=result_json({"product_id": cmd.product_id}),
     )
 
 
-_DECIDERS: dict[type[Any], Callable[[Any, dict[str, str]], Append]] = {
-    CreateProduct: decide_create_product,
-    UpdateProduct: decide_update_product,
-    DeleteProduct: decide_delete_product,
-    AdjustStock: decide_adjust_stock,
-}
+# -- how the runner executes them -----------------------------------------------------
 
 
-# -- handler -------------------------------------------------------------------------------
-
-
-async def handle_catalog(
-    store: EventStore,
-    command: CatalogCommand,
-    meta: Metadata,
-    *,
-    idempotency_key: str | None = None,
-    event_id: str | None = None,
-) -> AppendResult:
-    """Load the product's decision state, decide, append once; retry on version conflicts."""
+def _create_with_id(command: CreateProduct) -> CreateProduct:
     command = validated(command)
-    if isinstance(command, CreateProduct) and command.product_id is None:
+    if command.product_id is None:
         command = msgspec.structs.replace(command, product_id=uuid7())
-    decide = _DECIDERS[type(command)]
-    aggregate = product_aggregate(command.product_id or "")
-
-    async def attempt() -> AppendResult:
-        state = await store.state(aggregate)
-        append = decide(command, state)
-        append.meta = meta
-        append.idempotency_key = idempotency_key
-        if event_id is not None:
-            append.event_ids = [event_id]
-        try:
-            return with_result(await store.append(append), append)
-        except UniquenessViolation as exc:
-            raise uniqueness_error(exc) from exc
-        except AggregateMissing as exc:
-            raise ProductNotFound(
-                f"product {command.product_id} does not exist", field="product_id"
-            ) from exc
-        except GuardFailed as exc:
-            raise InsufficientStock(
-                f"product {command.product_id} has {exc.actual} in stock", field="delta"
-            ) from exc
-
-    return await replayed_or_retrying(
-        store, idempotency_key, attempt, what=f"{type(command).__name__} {command.product_id}"
-    )
+    return command
 
 
-CATALOG_HANDLERS: dict[type[Any], Callable[..., Awaitable[AppendResult]]] = {
-    CreateProduct: handle_catalog,
-    UpdateProduct: handle_catalog,
-    DeleteProduct: handle_catalog,
-    AdjustStock: handle_catalog,
-}
+def _on_product(
+    decide: Callable[[C, ProductState], Append],
+) -> Callable[[C, Mapping[str, AggregateState]], Append]:
+    """A decision over the one product the command names."""
+    return lambda c, s: decide(c, state_of(s, product_aggregate(c.product_id or ""), ProductState))
 
 
-async def execute(
-    store: EventStore,
-    command: CatalogCommand,
-    meta: Metadata,
-    *,
-    idempotency_key: str | None = None,
-    event_id: str | None = None,
-) -> AppendResult:
-    """Run one catalog command through the write path.
+def _product(command: CatalogCommand) -> list[str]:
+    return [product_aggregate(command.product_id or "")]
 
-    ``event_id`` becomes the id of the (single) event appended, so an ingested message keeps
-    its producer's id. Raises a :class:`~app.commands.errors.DomainError` when refused.
-    The result's ``result`` is JSON ``{"product_id": ...}`` (also on an idempotent replay).
-    """
-    handler = CATALOG_HANDLERS.get(type(command))
-    if handler is None:
-        raise TypeError(f"not a catalog command: {type(command).__name__}")
-    return await handler(store, command, meta, idempotency_key=idempotency_key, event_id=event_id)
+
+CREATE_PRODUCT: Decider[CreateProduct] = Decider(
+    reads=_product, decide=_on_product(decide_create_product), prepare=_create_with_id
+)
+UPDATE_PRODUCT: Decider[UpdateProduct] = Decider(
+    reads=_product, decide=_on_product(decide_update_product)
+)
+DELETE_PRODUCT: Decider[DeleteProduct] = Decider(
+    reads=_product, decide=_on_product(decide_delete_product)
+)
+ADJUST_STOCK: Decider[AdjustStock] = Decider(
+    reads=_product, decide=_on_product(decide_adjust_stock)
+)

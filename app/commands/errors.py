@@ -104,6 +104,26 @@ class UnknownProduct(DomainError):
     title = "Unknown product"
 
 
+class OrderAlreadyExists(DomainError):
+    status = 409
+    slug = "order-exists"
+    title = "Order already exists"
+
+
+class OrderNotFound(DomainError):
+    """No such order, or not one of the caller's (the two are not told apart)."""
+
+    status = 404
+    slug = "order-not-found"
+    title = "Order not found"
+
+
+class OrderNotCancellable(DomainError):
+    status = 409
+    slug = "order-not-cancellable"
+    title = "Order cannot be cancelled"
+
+
 class InsufficientStock(DomainError):
     status = 409
     slug = "insufficient-stock"

@@ -7,16 +7,20 @@ decision state, so the rate limit holds across API replicas and restarts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
+
 from app.commands.accounts import normalize_email
-from app.commands.base import Command, retrying, version
+from app.commands.base import Command, result_json
 from app.commands.errors import InvalidCredentials, RateLimited
+from app.commands.runner import Decider, state_of
 from app.passwords import Passwords
 from events.keys import digest
-from events.store import Append, EventStore, Metadata, StateChange
+from events.states import AccountState, AggregateState, LoginState
+from events.store import Append, EventStore, Metadata
 from events.types import LoginFailed, LoginSucceeded
 
 Outcome = Literal["ok", "unknown_email", "wrong_password", "rate_limited"]
@@ -51,13 +55,12 @@ def login_aggregate(email: str) -> str:
     return f"login:{digest(email)}"
 
 
-def recent_failures(state: dict[str, str], now: int, window: int) -> list[int]:
+def recent_failures(state: LoginState, now: int, window: int) -> list[int]:
     """Failure times (epoch seconds) still inside the window, oldest first."""
-    raw = state.get("failures", "")
-    return sorted(t for t in (int(x) for x in raw.split(",") if x) if t > now - window)
+    return sorted(t for t in state.failures if t > now - window)
 
 
-def blocked_for(state: dict[str, str], now: int, limits: LoginLimits) -> int:
+def blocked_for(state: LoginState, now: int, limits: LoginLimits) -> int:
     """Seconds until the next attempt is allowed (0: allowed now)."""
     failures = recent_failures(state, now, limits.window_seconds)
     if len(failures) < limits.max_failures:
@@ -71,41 +74,67 @@ def decide_login(
     email: str,
     account_id: str | None,
     password_ok: bool,
-    state: dict[str, str],
+    state: LoginState,
     now: int,
     limits: LoginLimits,
 ) -> LoginDecision:
     """Given the login aggregate's state and the checked password, what to record.
 
-    A blocked attempt is refused whatever the password; a success clears the failures.
+    A blocked attempt is refused whatever the password; a success clears the failures
+    (``evolve_login`` records what each event does to the state).
     """
     email_digest = digest(email)
     aggregate = f"login:{email_digest}"
-    expect = {aggregate: version(state)}
-    failures = recent_failures(state, now, limits.window_seconds)
+    expect = {aggregate: state.v}
+    seen = {aggregate: state}
     wait = blocked_for(state, now, limits)
     if wait:
         event = LoginFailed(email_digest=email_digest, reason="rate_limited", account_id=account_id)
-        return LoginDecision(Append(events=[event], expect=expect), "rate_limited", wait)
+        return LoginDecision(Append(events=[event], expect=expect, seen=seen), "rate_limited", wait)
     if account_id is not None and password_ok:
-        return LoginDecision(
-            Append(
-                events=[LoginSucceeded(account_id=account_id, email_digest=email_digest)],
-                expect=expect,
-                state={aggregate: StateChange(set={"failures": ""})},
-            ),
-            "ok",
-        )
+        success = LoginSucceeded(account_id=account_id, email_digest=email_digest)
+        return LoginDecision(Append(events=[success], expect=expect, seen=seen), "ok")
     reason: Outcome = "unknown_email" if account_id is None else "wrong_password"
-    failures.append(now)
-    return LoginDecision(
-        Append(
-            events=[LoginFailed(email_digest=email_digest, reason=reason, account_id=account_id)],
-            expect=expect,
-            state={aggregate: StateChange(set={"failures": ",".join(map(str, failures))})},
-        ),
-        reason,
+    failed = LoginFailed(email_digest=email_digest, reason=reason, account_id=account_id)
+    return LoginDecision(Append(events=[failed], expect=expect, seen=seen), reason)
+
+
+class RecordLogin(Command, frozen=True, kw_only=True):
+    """Record one login attempt whose password was already checked (hashing is slow and not
+    a decision); the decision is whether the attempt is allowed and what it counts as."""
+
+    email: str
+    account_id: str | None
+    password_ok: bool
+    now: int
+    max_failures: int
+    window_seconds: int
+
+
+def _decide_record(command: RecordLogin, states: Mapping[str, AggregateState]) -> Append:
+    decision = decide_login(
+        email=command.email,
+        account_id=command.account_id,
+        password_ok=command.password_ok,
+        state=state_of(states, login_aggregate(command.email), LoginState),
+        now=command.now,
+        limits=LoginLimits(command.max_failures, command.window_seconds),
     )
+    decision.append.result = result_json(
+        {"outcome": decision.outcome, "retry_after": decision.retry_after}
+    )
+    return decision.append
+
+
+RECORD_LOGIN: Decider[RecordLogin] = Decider(
+    reads=lambda c: [login_aggregate(c.email)], decide=_decide_record, prepare=lambda c: c
+)
+"""Result JSON: ``{"outcome", "retry_after"}``."""
+
+
+class _Outcome(msgspec.Struct, frozen=True):
+    outcome: Outcome
+    retry_after: int = 0
 
 
 async def log_in(
@@ -119,37 +148,36 @@ async def log_in(
 ) -> LoginResult:
     """Raises ``InvalidCredentials`` (401, same for unknown email and wrong password) or
     ``RateLimited`` (429); either way the attempt was appended first."""
+    from app.commands import execute
+
     email = normalize_email(command.email)
     aggregate = login_aggregate(email)
-    state = await store.state(aggregate)
     account_id: str | None = None
     role = "customer"
     password_ok = False
-    if not blocked_for(state, int(clock()), limits):
+    login = (await store.load([aggregate]))[aggregate]
+    if isinstance(login, LoginState) and not blocked_for(login, int(clock()), limits):
         owner = await store.owner_of("email", email)
-        account = await store.state(owner) if owner else {}
-        if account.get("password_hash"):
+        account = state_of(await store.load([owner]), owner, AccountState) if owner else None
+        if account is not None and account.password_hash:
             account_id = (owner or "").removeprefix("account:")
-            role = account.get("role", "customer")
-        password_ok = await passwords.verify(account.get("password_hash"), command.password)
-
-    async def attempt() -> tuple[LoginDecision, str]:
-        decision = decide_login(
-            email=email,
-            account_id=account_id,
-            password_ok=password_ok,
-            state=await store.state(aggregate),
-            now=int(clock()),
-            limits=limits,
-        )
-        decision.append.meta = meta
-        return decision, (await store.append(decision.append)).position
-
-    decision, position = await retrying(attempt, what="login")
+            role = account.role
+        hashed = account.password_hash if account is not None else ""
+        password_ok = await passwords.verify(hashed or None, command.password)
+    record = RecordLogin(
+        email=email,
+        account_id=account_id,
+        password_ok=password_ok,
+        now=int(clock()),
+        max_failures=limits.max_failures,
+        window_seconds=limits.window_seconds,
+    )
+    result = await execute(store, record, meta)
+    decision = msgspec.json.decode(result.result, type=_Outcome)
     if decision.outcome == "rate_limited":
         raise RateLimited(
             "too many failed logins; try again later", retry_after=decision.retry_after
         )
     if decision.outcome != "ok" or account_id is None:
         raise InvalidCredentials("email or password is wrong")
-    return LoginResult(account_id=account_id, role=role, position=position)
+    return LoginResult(account_id=account_id, role=role, position=result.position)

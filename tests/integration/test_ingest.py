@@ -466,6 +466,24 @@ async def test_a_resent_legacy_snapshot_changes_no_stock(
     assert await producer.dead_letters("produtos") == []
 
 
+async def test_a_resent_atualizado_snapshot_with_a_description_appends_nothing(
+    gateway: IngestGateway, producer: Producer, store: EventStore
+) -> None:
+    legacy_id = int(uuid.uuid4().int % 10**9) + 1
+    aggregate = f"product:{product_id_for(legacy_id)}"
+    snapshot = {"id": legacy_id, "nome": "Chá", "descricao": "Verde, 20 sachês", "preco": 10}
+    await producer.legacy("criado", **snapshot, estoque=3)
+    await producer.wait("produtos")
+    for _ in range(3):
+        await producer.legacy("atualizado", **snapshot, estoque=3)
+    await producer.wait("produtos")
+
+    types = [e.type async for e in store.read_all() if e.event.aggregate() == aggregate]
+    assert types == ["ProductCreated"]
+    assert gateway.stats.unchanged == 3
+    assert await producer.dead_letters("produtos") == []
+
+
 @pytest.mark.parametrize(
     ("payload", "field"),
     [

@@ -8,6 +8,7 @@ from app.commands.accounts import SignUp, decide_sign_up, normalize_email
 from app.commands.errors import AccountAlreadyExists
 from app.commands.login import LoginLimits, blocked_for, decide_login
 from events.keys import digest
+from events.states import AccountState, LoginState
 from events.store import Reservation
 from events.types import AccountCreated, LoginFailed, LoginSucceeded
 
@@ -17,7 +18,7 @@ NOW = 1_800_000_000
 
 def test_sign_up_reserves_the_email_for_a_new_account() -> None:
     cmd = SignUp(account_id="a1", email="ana@x.com", name="Ana", password_hash="$argon2id$h")
-    append = decide_sign_up(cmd, {})
+    append = decide_sign_up(cmd, AccountState())
     [event] = append.events
     assert isinstance(event, AccountCreated) and event.role == "customer"
     assert append.expect == {"account:a1": 0}
@@ -28,21 +29,21 @@ def test_sign_up_reserves_the_email_for_a_new_account() -> None:
 def test_sign_up_over_an_existing_account_is_refused() -> None:
     cmd = SignUp(account_id="a1", email="ana@x.com", name="Ana", password_hash="h")
     with pytest.raises(AccountAlreadyExists):
-        decide_sign_up(cmd, {"v": "1"})
+        decide_sign_up(cmd, AccountState(v=1))
 
 
 def test_emails_are_trimmed_and_lower_cased() -> None:
     assert normalize_email("  Ana@Example.COM ") == "ana@example.com"
 
 
-def _login(state: dict[str, str], *, ok: bool, account: str | None = "a1"):  # type: ignore[no-untyped-def]
+def _login(state: LoginState, *, ok: bool, account: str | None = "a1"):  # type: ignore[no-untyped-def]
     return decide_login(
         email="ana@x.com", account_id=account, password_ok=ok, state=state, now=NOW, limits=LIMITS
     )
 
 
 def test_a_good_login_succeeds_and_clears_failures() -> None:
-    decision = _login({"v": "2", "failures": f"{NOW - 10}"}, ok=True)
+    decision = _login(LoginState(v=2, failures=(NOW - 10,)), ok=True)
     assert decision.outcome == "ok"
     assert decision.append.events == [
         LoginSucceeded(account_id="a1", email_digest=digest("ana@x.com"))
@@ -52,7 +53,7 @@ def test_a_good_login_succeeds_and_clears_failures() -> None:
 
 
 def test_an_unknown_email_is_recorded_by_digest_only() -> None:
-    decision = _login({}, ok=False, account=None)
+    decision = _login(LoginState(), ok=False, account=None)
     assert decision.outcome == "unknown_email"
     [event] = decision.append.events
     assert isinstance(event, LoginFailed)
@@ -60,8 +61,8 @@ def test_an_unknown_email_is_recorded_by_digest_only() -> None:
 
 
 def test_the_sixth_attempt_in_the_window_is_blocked_even_with_the_right_password() -> None:
-    failures = ",".join(str(NOW - 60 * i) for i in range(5))
-    decision = _login({"v": "5", "failures": failures}, ok=True)
+    failures = tuple(NOW - 60 * i for i in range(5))
+    decision = _login(LoginState(v=5, failures=failures), ok=True)
     assert decision.outcome == "rate_limited"
     assert decision.retry_after == 900 - 240
     [event] = decision.append.events
@@ -69,6 +70,6 @@ def test_the_sixth_attempt_in_the_window_is_blocked_even_with_the_right_password
 
 
 def test_failures_older_than_the_window_do_not_count() -> None:
-    old = ",".join(str(NOW - 1000 - i) for i in range(5))
-    assert blocked_for({"failures": old}, NOW, LIMITS) == 0
-    assert _login({"v": "5", "failures": old}, ok=False).outcome == "wrong_password"
+    old = tuple(NOW - 1000 - i for i in range(5))
+    assert blocked_for(LoginState(failures=old), NOW, LIMITS) == 0
+    assert _login(LoginState(v=5, failures=old), ok=False).outcome == "wrong_password"

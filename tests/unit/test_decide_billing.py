@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from app.commands.billing import BillLine, BillOrder, decide_bill_order, fingerprint
 from app.commands.errors import AccountNotFound, InsufficientStock, MixedCurrencies, UnknownProduct
+from events.states import AccountState, ProductState
 from events.store import Guard
 from events.types import OrderBilled, OrderLine
 
-ACCOUNT = {"v": "1", "email": "a@b.co", "role": "customer"}
-MUG = {"v": "2", "name": "Caneca", "price": "2590", "currency": "BRL", "stock": "5"}
-TEE = {"v": "7", "name": "Camiseta", "price": "4990", "currency": "BRL", "stock": "1"}
+ACCOUNT = AccountState(v=1, email="a@b.co", role="customer")
+MUG = ProductState(v=2, name="Caneca", price=2590, currency="BRL", stock=5)
+TEE = ProductState(v=7, name="Camiseta", price=4990, currency="BRL", stock=1)
 
 
 def order(*lines: tuple[str, int]) -> BillOrder:
@@ -45,11 +47,11 @@ def test_the_append_expects_product_versions_and_guards_stock_as_a_counter() -> 
 
 def test_a_missing_account_is_refused() -> None:
     with pytest.raises(AccountNotFound):
-        decide_bill_order(order(("mug", 1)), {}, {"mug": MUG})
+        decide_bill_order(order(("mug", 1)), AccountState(), {"mug": MUG})
 
 
-@pytest.mark.parametrize("state", [{}, {**MUG, "deleted": "1"}])
-def test_an_unknown_or_deleted_product_names_its_line(state: dict[str, str]) -> None:
+@pytest.mark.parametrize("state", [ProductState(), msgspec.structs.replace(MUG, deleted=True)])
+def test_an_unknown_or_deleted_product_names_its_line(state: ProductState) -> None:
     with pytest.raises(UnknownProduct) as caught:
         decide_bill_order(order(("mug", 1), ("gone", 1)), ACCOUNT, {"mug": MUG, "gone": state})
     assert caught.value.field == "lines[1].product_id"
@@ -62,7 +64,7 @@ def test_insufficient_stock_names_the_product() -> None:
 
 
 def test_products_in_two_currencies_cannot_share_an_order() -> None:
-    usd = {**TEE, "currency": "USD"}
+    usd = msgspec.structs.replace(TEE, currency="USD")
     with pytest.raises(MixedCurrencies):
         decide_bill_order(order(("mug", 1), ("tee", 1)), ACCOUNT, {"mug": MUG, "tee": usd})
 

@@ -21,17 +21,18 @@ from app.commands.errors import (
     ProductAlreadyExists,
     ProductNotFound,
 )
+from events.states import ProductState
 from events.store import Guard, Reservation
 from events.types import ProductCreated, ProductDeleted, ProductUpdated, StockAdjusted
 
-LIVE = {"v": "3", "sku": "MUG", "name": "Caneca", "price": "2590", "currency": "BRL", "stock": "4"}
+LIVE = ProductState(v=3, sku="MUG", name="Caneca", price=2590, currency="BRL", stock=4)
 
 
 def test_create_expects_a_new_product_and_reserves_sku_and_legacy_id() -> None:
     cmd = CreateProduct(
         product_id="p1", sku="MUG", name="Caneca", price=2590, stock=4, legacy_id=42
     )
-    append = decide_create_product(cmd, {})
+    append = decide_create_product(cmd, ProductState())
     [event] = append.events
     assert isinstance(event, ProductCreated) and event.legacy_id == 42
     assert append.expect == {"product:p1": 0}
@@ -59,8 +60,8 @@ def test_an_update_with_nothing_to_change_is_refused() -> None:
         decide_update_product(UpdateProduct(product_id="p1"), LIVE)
 
 
-@pytest.mark.parametrize("state", [{}, {**LIVE, "deleted": "1"}])
-def test_commands_on_a_missing_or_deleted_product_are_refused(state: dict[str, str]) -> None:
+@pytest.mark.parametrize("state", [ProductState(), ProductState(v=4, sku="MUG", deleted=True)])
+def test_commands_on_a_missing_or_deleted_product_are_refused(state: ProductState) -> None:
     with pytest.raises(ProductNotFound):
         decide_update_product(UpdateProduct(product_id="p1", name="x"), state)
     with pytest.raises(ProductNotFound):

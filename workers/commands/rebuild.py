@@ -19,11 +19,16 @@ from workers.rebuild import (
     RebuildReport,
     rebuild_views,
 )
+from workers.state import run_rebuild as run_rebuild_state
 from workers.views import VIEWS, RebuildBusy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("view", choices=[*VIEWS, "all"], help="the view to rebuild, or all")
+    parser.add_argument(
+        "view",
+        choices=[*VIEWS, "all", "state"],
+        help="the view to rebuild, or all; state: the write side's decision state",
+    )
     parser.add_argument(
         "--drop-old",
         action="store_true",
@@ -50,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.view == "state":
+        return await run_rebuild_state(settings, sys.stdout, sys.stderr, args.no_progress)
     names = list(VIEWS) if args.view == "all" else [args.view]
     options = RebuildOptions(
         batch=args.batch,

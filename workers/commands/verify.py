@@ -7,17 +7,24 @@ import argparse
 import sys
 
 from app.settings import Settings
+from workers.state import run_verify as run_verify_state
 from workers.verify import verify_view
 from workers.views import VIEWS, RebuildBusy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("view", choices=[*VIEWS, "all"], help="the view to verify, or all")
+    parser.add_argument(
+        "view",
+        choices=[*VIEWS, "all", "state"],
+        help="the view to verify, or all; state: the write side's decision state",
+    )
     parser.add_argument("--batch", type=int, default=2000, help="entries per read and bulk write")
     parser.add_argument("--show", type=int, default=10, help="differences to print per view")
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.view == "state":
+        return await run_verify_state(settings, show=args.show, out=sys.stdout)
     names = list(VIEWS) if args.view == "all" else [args.view]
     failed = False
     for name in names:

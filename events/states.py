@@ -1,0 +1,293 @@
+"""Decision state: one typed state per aggregate kind and the pure ``evolve`` that folds events into it.
+
+The write side's Redis hashes (``{prefix}:state:{aggregate}``) are a cache of
+``fold(evolve, initial, events)``: the store derives every write an append makes from
+:func:`evolve` over the new events (:func:`events.store.derive_writes`), ``streamshop verify
+state`` compares the hashes with the fold of the log, and ``streamshop rebuild state``
+rewrites them from it. Nothing else writes them.
+
+Rules for changing a state (they keep the cache rebuildable):
+- a new field gets a default, and ``streamshop rebuild state`` backfills it;
+- an event may change another aggregate's state (an order takes stock from its products)
+  only through a field listed in that state's ``COUNTERS``: those are written as
+  ``HINCRBY`` with a floor checked inside the atomic append, so such effects never need
+  the other aggregate's version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
+
+import msgspec
+
+from events.types import (
+    AccountCreated,
+    Event,
+    LoginFailed,
+    LoginSucceeded,
+    OrderBilled,
+    OrderCancelled,
+    OrderLine,
+    ProductCreated,
+    ProductDeleted,
+    ProductUpdated,
+    Role,
+    StockAdjusted,
+)
+
+
+class AggregateState(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every decision state. ``v`` is the aggregate's version: how many events its own
+    stream holds (``0``: it does not exist). ``evolve`` never touches it; the fold does."""
+
+    COUNTERS: ClassVar[Mapping[str, int]] = {}
+    """Numeric fields written as guarded counters, each with the floor it may not go below."""
+
+    v: int = 0
+
+    @property
+    def exists(self) -> bool:
+        return self.v > 0
+
+
+class AccountState(AggregateState, frozen=True, kw_only=True):
+    email: str = ""
+    name: str = ""
+    role: Role = "customer"
+    password_hash: str = ""
+
+
+class LoginState(AggregateState, frozen=True, kw_only=True):
+    failures: tuple[int, ...] = ()
+    """Epoch seconds of the failed attempts since the last success, oldest first; the
+    decider drops the ones older than its window."""
+
+
+class ProductState(AggregateState, frozen=True, kw_only=True):
+    COUNTERS: ClassVar[Mapping[str, int]] = {"stock": 0}
+
+    sku: str = ""
+    name: str = ""
+    description: str = ""
+    category: str = ""
+    price: int = 0
+    currency: str = "BRL"
+    stock: int = 0
+    legacy_id: int | None = None
+    deleted: bool = False
+
+    @property
+    def live(self) -> bool:
+        return self.exists and not self.deleted
+
+
+class OrderState(AggregateState, frozen=True, kw_only=True):
+    status: Literal["", "billed", "cancelled"] = ""
+    account_id: str = ""
+    lines: tuple[OrderLine, ...] = ()
+    total: int = 0
+    currency: str = "BRL"
+
+
+S = TypeVar("S", bound=AggregateState)
+
+
+# -- evolve ------------------------------------------------------------------------------
+
+
+class Context(NamedTuple):
+    """What an event's envelope adds: whose state is evolving, and when the event was
+    appended (epoch seconds)."""
+
+    aggregate: str
+    at: int = 0
+
+
+MAX_REMEMBERED_FAILURES = 50
+"""Login failures kept in the state; the rate limit looks at no more than its last few."""
+
+
+def evolve_account(state: AccountState, event: Event, ctx: Context) -> AccountState:
+    match event:
+        case AccountCreated():
+            return msgspec.structs.replace(
+                state,
+                email=event.email,
+                name=event.name,
+                role=event.role,
+                password_hash=event.password_hash,
+            )
+    return state
+
+
+def evolve_login(state: LoginState, event: Event, ctx: Context) -> LoginState:
+    """A wrong password or an unknown email counts against the limit; a refusal because of
+    the limit does not (it would extend the block forever); a success forgets them all."""
+    match event:
+        case LoginSucceeded():
+            return msgspec.structs.replace(state, failures=())
+        case LoginFailed(reason="rate_limited"):
+            return state
+        case LoginFailed():
+            failures = (*state.failures, ctx.at)[-MAX_REMEMBERED_FAILURES:]
+            return msgspec.structs.replace(state, failures=failures)
+    return state
+
+
+def evolve_product(state: ProductState, event: Event, ctx: Context) -> ProductState:
+    match event:
+        case ProductCreated():
+            # Stock only ever adds up: the fold reads partitions merged by time, so an order
+            # may come before its product's creation when both share a millisecond.
+            return ProductState(
+                v=state.v,
+                sku=event.sku,
+                name=event.name,
+                description=event.description,
+                category=event.category,
+                price=event.price,
+                currency=event.currency,
+                stock=state.stock + event.stock,
+                legacy_id=event.legacy_id,
+            )
+        case ProductUpdated():
+            changes = {
+                name: value
+                for name in ("name", "description", "category", "price", "currency")
+                if (value := getattr(event, name)) is not None
+            }
+            return msgspec.structs.replace(state, **changes)
+        case ProductDeleted():
+            return msgspec.structs.replace(state, deleted=True)
+        case StockAdjusted():
+            return msgspec.structs.replace(state, stock=state.stock + event.delta)
+        case OrderBilled():
+            product_id = ctx.aggregate.removeprefix("product:")
+            taken = sum(ln.quantity for ln in event.lines if ln.product_id == product_id)
+            return msgspec.structs.replace(state, stock=state.stock - taken)
+        case OrderCancelled():
+            product_id = ctx.aggregate.removeprefix("product:")
+            returned = sum(ln.quantity for ln in event.lines if ln.product_id == product_id)
+            return msgspec.structs.replace(state, stock=state.stock + returned)
+    return state
+
+
+def evolve_order(state: OrderState, event: Event, ctx: Context) -> OrderState:
+    match event:
+        case OrderBilled():
+            return msgspec.structs.replace(
+                state,
+                status="billed",
+                account_id=event.account_id,
+                lines=tuple(event.lines),
+                total=event.total,
+                currency=event.currency,
+            )
+        case OrderCancelled():
+            return msgspec.structs.replace(state, status="cancelled")
+    return state
+
+
+# -- the table: aggregate kind → (state type, evolve) -----------------------------------
+
+Evolve = Callable[[Any, Event, Context], Any]
+
+KINDS: dict[str, tuple[type[AggregateState], Evolve]] = {
+    "account": (AccountState, evolve_account),
+    "login": (LoginState, evolve_login),
+    "product": (ProductState, evolve_product),
+    "order": (OrderState, evolve_order),
+}
+
+
+def kind_of(aggregate: str) -> str:
+    return aggregate.partition(":")[0]
+
+
+def initial(aggregate: str) -> AggregateState:
+    """The state of an aggregate before its first event."""
+    return KINDS[kind_of(aggregate)][0]()
+
+
+def affected(event: Event) -> list[str]:
+    """Every aggregate whose decision state ``event`` changes: its own, plus cross-aggregate
+    effects (an order takes stock from each of its products)."""
+    own = event.aggregate()
+    if isinstance(event, OrderBilled | OrderCancelled):
+        return [own, *dict.fromkeys(f"product:{ln.product_id}" for ln in event.lines)]
+    return [own]
+
+
+def evolve(aggregate: str, state: S, event: Event, at: int = 0) -> S:
+    """``state`` of ``aggregate`` after ``event``; bumps ``v`` when the event is its own."""
+    new: S = KINDS[kind_of(aggregate)][1](state, event, Context(aggregate, at))
+    if event.aggregate() == aggregate:
+        new = msgspec.structs.replace(new, v=state.v + 1)
+    return new
+
+
+def fold(aggregate: str, events: Iterable[Event | tuple[Event, int]], state: Any = None) -> Any:
+    """The decision state of ``aggregate`` after ``events`` (each an event or ``(event, at)``),
+    in log order; events that do not affect it are skipped."""
+    current = initial(aggregate) if state is None else state
+    for item in events:
+        event, at = item if isinstance(item, tuple) else (item, 0)
+        if aggregate in affected(event):
+            current = evolve(aggregate, current, event, at)
+    return current
+
+
+# -- the hash codec ----------------------------------------------------------------------
+
+
+def encode_field(value: Any) -> str | int:
+    """How one field is stored in the hash (before ``str()``): ints as ints, booleans as 0/1,
+    ``None`` as ``""``, a tuple of ints comma-joined (the login failures, as they always
+    were stored), anything else as JSON."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, tuple) and all(isinstance(x, int) for x in value):
+        return ",".join(str(x) for x in value)
+    return msgspec.json.encode(value).decode()
+
+
+def encode_state(state: AggregateState) -> dict[str, str]:
+    """Every field of ``state`` as the hash holds it (``v`` included)."""
+    return {f: str(encode_field(getattr(state, f))) for f in state.__struct_fields__}
+
+
+def _decode_field(annotation: Any, raw: str) -> Any:
+    """Inverse of :func:`encode_field` for one field's declared type."""
+    if annotation is str:
+        return raw
+    if annotation is bool:
+        return raw not in ("", "0")
+    if annotation is int:
+        return int(raw) if raw else 0
+    if annotation == (int | None):
+        return int(raw) if raw else None
+    if annotation == tuple[int, ...]:
+        return tuple(int(x) for x in raw.split(",") if x)
+    try:
+        return msgspec.convert(raw, annotation)  # a Literal of strings
+    except msgspec.ValidationError:
+        return msgspec.json.decode(raw, type=annotation)
+
+
+_HINTS: dict[type[AggregateState], dict[str, Any]] = {}
+
+
+def decode_state(aggregate: str, raw: Mapping[str, str]) -> AggregateState:
+    """The typed state of a hash (``{}``: the initial state). Fields the hash lacks take their
+    defaults, so a hash written before a field existed still decodes (until rebuilt)."""
+    cls = KINDS[kind_of(aggregate)][0]
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = {f.name: f.type for f in msgspec.structs.fields(cls)}
+    values = {name: _decode_field(hints[name], raw[name]) for name in hints if name in raw}
+    return cls(**values)
