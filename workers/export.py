@@ -44,7 +44,7 @@ import secrets
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TextIO
@@ -158,7 +158,7 @@ class Lake:
     def __init__(self, url: str) -> None:
         self.url = url
         if "://" in url:
-            self.fs, root = pafs.FileSystem.from_uri(url)
+            self.fs, root = _filesystem(url)
         else:
             self.fs, root = pafs.LocalFileSystem(), os.path.abspath(url)
         self.root = root.rstrip("/")
@@ -204,7 +204,7 @@ class Lake:
         return self.write_batches(rel, table.schema, [table], run)
 
     def write_batches(
-        self, rel: str, schema: pa.Schema, parts: Sequence[pa.Table | pa.RecordBatch], run: str
+        self, rel: str, schema: pa.Schema, parts: Iterable[pa.Table | pa.RecordBatch], run: str
     ) -> dict[str, Any]:
         tmp = f"{rel}.tmp-{run}"
         self.fs.create_dir(self.path(rel.rpartition("/")[0]), recursive=True)
@@ -237,6 +237,22 @@ class Lake:
         with self.fs.open_output_stream(self.path(tmp)) as stream:
             stream.write(msgspec.json.format(_encoder.encode(manifest), indent=1))
         self._commit(tmp, MANIFEST)
+
+
+def _filesystem(url: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's own filesystems (``file``, ``s3`` with the usual AWS settings, ``gs``,
+    ``hdfs``), else fsspec's, when fsspec and the scheme's package are installed."""
+    try:
+        return pafs.FileSystem.from_uri(url)
+    except pa.ArrowInvalid:
+        try:
+            import fsspec.core
+        except ImportError:
+            raise ValueError(
+                f"{url}: pyarrow does not know this scheme, fsspec is absent"
+            ) from None
+        fs, root = fsspec.core.url_to_fs(url)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), root
 
 
 def empty_manifest() -> dict[str, Any]:
@@ -525,27 +541,37 @@ def _csv_batches(path: str, schema: pa.Schema) -> pacsv.CSVStreamingReader:
 def _write_table_files(
     lake: Lake, base: str, table: str, csv_path: str, schema: pa.Schema, run: str
 ) -> list[dict[str, Any]]:
-    """One COPY output as Parquet: a fact table (it has ``date_key``, rows sorted by it) split
-    into ``date=`` directories, a dimension as one file."""
+    """One COPY output as Parquet: a fact table (it has ``date_key``; the rows come sorted by
+    it) one file per ``date=`` directory, written as each day ends; a dimension as one file."""
     reader = _csv_batches(csv_path, schema)
     if table.startswith("dim_") or "date_key" not in schema.names:
-        batches = [b.cast(schema) if b.schema != schema else b for b in reader]
-        return [lake.write_batches(f"{base}/{table}/part-0.parquet", schema, batches, run)]
-    by_day: dict[str, list[pa.Table]] = defaultdict(list)
+        rel = f"{base}/{table}/part-0.parquet"
+        return [lake.write_batches(rel, schema, (b.cast(schema) for b in reader), run)]
+    files: list[dict[str, Any]] = []
+    day: str | None = None
+    parts: list[pa.Table] = []
+
+    def flush() -> None:
+        if day is not None and parts:
+            entry = lake.write_batches(
+                f"{base}/{table}/date={day}/part-0.parquet", schema, parts, run
+            )
+            entry.update(date=day)
+            files.append(entry)
+        parts.clear()
+
     for batch in reader:
         part = pa.Table.from_batches([batch]).cast(schema)
         keys = part.column("date_key").to_pylist()
         start = 0
         for i in range(1, len(keys) + 1):
             if i == len(keys) or keys[i] != keys[start]:
-                by_day[_date_of(keys[start])].append(part.slice(start, i - start))
+                if _date_of(keys[start]) != day:
+                    flush()
+                    day = _date_of(keys[start])
+                parts.append(part.slice(start, i - start))
                 start = i
-    files = []
-    for day, parts in sorted(by_day.items()):
-        rel = f"{base}/{table}/date={day}/part-0.parquet"
-        entry = lake.write_batches(rel, schema, parts, run)
-        entry.update(date=day)
-        files.append(entry)
+    flush()
     return files
 
 

@@ -18,8 +18,9 @@ from typing import Any
 import asyncpg
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 
-from app.settings import Settings
+from app.settings import RedisSettings, Settings
 from events.store import EventStore
 from tests.integration.test_rebuild_support import (  # noqa: F401
     Shop,
@@ -336,3 +337,33 @@ async def test_files_a_run_wrote_but_never_committed_are_removed_and_exported_on
     log = await log_entries(store)
     exported = lake_entries(lake)
     assert len(exported) == len(log) and dict(exported) == log
+
+
+async def test_a_file_url_is_a_lake_like_a_directory(
+    settings: Settings, store: EventStore, tmp_path: Path
+) -> None:
+    await Shop(store).seed(accounts=2, products=2)
+
+    report = await export(
+        settings, ExportOptions(to=f"file://{tmp_path}/lake", warehouse=False), quiet=True
+    )
+
+    assert report.events == 4
+    assert len(lake_entries(tmp_path / "lake")) == 4
+    assert verify_lake(Lake(f"file://{tmp_path}/lake")) == []
+
+
+async def test_a_lake_of_another_log_is_refused(
+    settings: Settings, store: EventStore, tmp_path: Path
+) -> None:
+    await Shop(store).seed(accounts=1, products=1)
+    lake = str(tmp_path / "lake")
+    await export(settings, ExportOptions(to=lake, warehouse=False), quiet=True)
+    other = Settings(
+        redis=RedisSettings(url=settings.redis.url, prefix=f"{settings.redis.prefix}:other"),
+        mongo=settings.mongo,
+        postgres=settings.postgres,
+    )
+
+    with pytest.raises(ValueError, match="holds the log"):
+        await export(other, ExportOptions(to=lake, warehouse=False), quiet=True)
