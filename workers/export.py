@@ -524,9 +524,11 @@ async def _table_columns(conn: asyncpg.Connection, schema: str) -> dict[str, pa.
 
 
 def _csv_batches(path: str, schema: pa.Schema) -> pacsv.CSVStreamingReader:
+    """Read PostgreSQL's CSV (``t``/``f``, unquoted empty = NULL, quoted empty = '')."""
     return pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(block_size=4 << 20),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),  # a name may hold one
         convert_options=pacsv.ConvertOptions(
             column_types={f.name: f.type for f in schema},
             true_values=["t"],

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,9 +21,12 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from app.commands import execute
+from app.commands.catalog import CreateProduct
 from app.settings import RedisSettings, Settings
 from events.store import EventStore
 from tests.integration.test_rebuild_support import (  # noqa: F401
+    META,
     Shop,
     append_v1_order,
     caught_up,
@@ -98,6 +102,13 @@ async def filled_and_projected(settings: Settings, store: EventStore, commands: 
     await shop.seed(accounts=8, products=8)
     await shop.run(commands)
     await append_v1_order(store, shop.accounts[0], shop.products[0])
+    await execute(
+        store,
+        CreateProduct(
+            sku=f"ODD-{uuid.uuid4().hex[:6]}", name='Pão "doce",\nfresco', price=1, stock=1
+        ),
+        META,
+    )
     async with live_projector(settings, ["warehouse"]) as runner:
         await eventually(lambda: caught_up(store, runner), within=60, what="the warehouse")
     return shop
@@ -166,6 +177,13 @@ async def test_the_lake_holds_every_entry_of_the_log_once_and_adds_up_to_the_war
         f" FROM read_parquet('{lake}/log/OrderBilled/*/*.parquet')) GROUP BY 1 ORDER BY 2 DESC, 1"
     ).fetchall()
     assert by_quantity_log == by_quantity_sql
+
+    for table, key in (("dim_product", "product_id, version"), ("dim_account", "account_id")):
+        in_sql = await fetch(settings, f'SELECT * FROM "{schema}".{table} ORDER BY {key}')
+        in_lake = duckdb.sql(
+            f"SELECT * FROM read_parquet('{snapshot}/{table}/*.parquet') ORDER BY {key}"
+        ).fetchall()
+        assert in_lake == in_sql, table
 
 
 async def test_the_lake_keeps_no_password_hash(

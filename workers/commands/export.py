@@ -49,7 +49,11 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     options = ExportOptions(
         to=args.to, since=args.since, batch=args.batch, warehouse=not args.no_warehouse
     )
-    r = await export(settings, options, progress_stream=sys.stderr, quiet=args.no_progress)
+    try:
+        r = await export(settings, options, progress_stream=sys.stderr, quiet=args.no_progress)
+    except ValueError as exc:  # a lake of another log, an unknown scheme or manifest format
+        print(f"export refused: {exc}", file=sys.stderr)
+        return 2
     if r.warehouse_snapshot:
         warehouse = f"warehouse snapshot {r.warehouse_snapshot} ({r.warehouse_rows:,} rows)"
     elif r.warehouse_absent:
