@@ -327,6 +327,16 @@ async def test_a_killed_export_leaves_a_consistent_lake_that_the_next_run_comple
     exported = lake_entries(lake)
     assert len(exported) == len(log) and dict(exported) == log
     assert not [p for p in lake.rglob("*") if ".tmp-" in p.name]
+    check = await asyncio.to_thread(
+        subprocess.run,
+        [*command[:6], "--verify"],
+        cwd=ROOT,
+        env=cli_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (check.returncode, check.stdout.splitlines()[-1]) == (0, f"{lake}: consistent")
 
 
 async def test_files_a_run_wrote_but_never_committed_are_removed_and_exported_once(

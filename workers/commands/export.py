@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 from app.settings import Settings
-from workers.export import DEFAULT_LAKE, ExportOptions, export
+from workers.export import DEFAULT_LAKE, ExportOptions, Lake, export, verify_lake
 
 
 def since(text: str) -> datetime:
@@ -43,9 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar or progress lines"
     )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="export nothing: check the lake against its manifest (files, checksums, rows); "
+        "exit 1 on a problem",
+    )
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.verify:
+        problems = verify_lake(Lake(args.to))
+        for problem in problems:
+            print(problem)
+        print(f"{args.to}: {'consistent' if not problems else f'{len(problems)} problems'}")
+        return 1 if problems else 0
     options = ExportOptions(
         to=args.to, since=args.since, batch=args.batch, warehouse=not args.no_warehouse
     )
