@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("workers.commands.verify", "compare a live view with a fresh fold of the log"),
     "ingest": ("workers.commands.ingest", "run the ingress gateway for external producers"),
     "demo": ("workers.commands.demo", "populate a demo shop through the command path"),
+    "export": ("workers.commands.export", "export the log and the warehouse to a Parquet lake"),
     "check": (
         "workers.commands.check",
         "check Redis (version, eviction, persistence) and load functions",
