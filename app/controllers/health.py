@@ -34,7 +34,8 @@ def health() -> Health:
     responses=problem_responses(503),
 )
 async def ready(state: State) -> Health:
-    """Redis answers and the append function is loaded: commands can be served."""
+    """Redis answers and the append function is loaded: commands can be served; and no view
+    was built from another log (``projections.identity``)."""
     store = services(state).store
     try:
         await store.redis.ping()
@@ -43,4 +44,8 @@ async def ready(state: State) -> Health:
         raise ServiceUnavailableException(f"Redis is unreachable: {type(exc).__name__}") from exc
     if not loaded:
         raise ServiceUnavailableException("the append function is not loaded")
+    side = state.views.get("read_side")
+    refusal = None if side is None else await side.refusal()
+    if refusal is not None:
+        raise ServiceUnavailableException(refusal)
     return Health("ready")
