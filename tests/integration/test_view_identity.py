@@ -112,7 +112,7 @@ async def fact_rows(log: Log, schema: str = "dw") -> int:
         await conn.close()
 
 
-async def test_a_log_gets_its_identity_before_its_first_entry(
+async def test_a_log_gets_its_identity_with_its_first_entry_and_keeps_it(
     redis_client: aioredis.Redis, prefix: str, store: EventStore
 ) -> None:
     fresh = EventStore(redis_client, Keys(prefix=f"{prefix}:fresh", partitions=4))
