@@ -36,6 +36,10 @@ class Keys:
     def logs(self) -> list[str]:
         return [self.log(p) for p in range(self.partitions)]
 
+    def identity(self) -> str:
+        """The log's identity (a UUIDv7), which every view records (see :mod:`events.identity`)."""
+        return f"{self.prefix}:log:identity"
+
     def state(self, aggregate: str) -> str:
         return f"{self.prefix}:state:{self.tag(aggregate)}:{aggregate}"
 

@@ -28,6 +28,7 @@ from events.errors import (
     UniquenessViolation,
     VersionConflict,
 )
+from events.identity import log_identity
 from events.ids import now_at, parse_at, uuid7
 from events.keys import Keys
 from events.positions import format_position, parse_stream_id
@@ -231,13 +232,22 @@ class EventStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self._identity: str | None = None
 
     # -- setup ---------------------------------------------------------------------------
 
     async def load_functions(self) -> None:
-        """Load (or replace) the append library; its name carries the version."""
+        """Load (or replace) the append library; its name carries the version. Also makes
+        sure the log has its identity."""
         code = resources.files("events").joinpath("append.lua").read_text()
         await self.redis.function_load(code, replace=True)
+        await self.identity()
+
+    async def identity(self) -> str:
+        """The log's identity (:mod:`events.identity`), created before its first entry."""
+        if self._identity is None:
+            self._identity = await log_identity(self.redis, self.keys)
+        return self._identity
 
     async def functions_loaded(self) -> bool:
         libraries = await self.redis.function_list(library=LIBRARY)
@@ -324,6 +334,8 @@ class EventStore:
         """
         if not append.events:
             raise ValueError("an append needs at least one event")
+        if self._identity is None:
+            await self.identity()
         keys, request, partitions, _ = self._request(append)
         raw = await self.redis.fcall(APPEND_FUNCTION, len(keys), *keys, request)
         reply = msgspec.json.decode(raw)

@@ -17,6 +17,16 @@ and kept in the data directory, so tokens survive restarts.
 Running it twice is safe: a run still alive is reported, and processes left over by a run
 that was killed with ``kill -9`` (found by their pid files and verified by their
 environment) are stopped first.
+
+A process that dies while the system runs is restarted with a capped backoff by its
+``scripts/service.py`` wrapper (``--restart``); Ctrl-C still stops everything.
+
+Views of another log: PostgreSQL (and MongoDB, when ``MONGO_URL`` is shared) may hold
+views that another data directory's log built (two data directories on one database, or
+``make clean`` then ``make run``). The projector, ``verify`` and the API refuse those; so
+after start this script asks ``streamshop verify all --identity`` and rebuilds each view
+it refuses from this log (``streamshop rebuild <view>``), into a version of this log's
+own. The other log's view is left as it is.
 """
 
 from __future__ import annotations
@@ -41,7 +51,10 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
-from service import alive  # scripts/ is on sys.path: run.py and service.py run as scripts
+from service import (  # scripts/ is on sys.path: run.py and service.py run as scripts
+    alive,
+    mongo_ready,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -416,6 +429,9 @@ class Run:
         if check.returncode != 0:
             self.stop(reason="Redis was refused by `streamshop check`; stopping")
             return
+        if not self._wait(lambda: mongo_ready(env["MONGO_URL"]), "MongoDB"):
+            return
+        self.own_views()
         self.create_admin()
         api = f"http://{self.layout.api_host}:{self.layout.api_port}"
         if "api" in self.processes and not self._wait(lambda: _http_ok(f"{api}/health"), "API"):
@@ -437,6 +453,30 @@ class Run:
         ]
         print("\n".join(lines), flush=True)
         self.populate_demo()
+
+    def own_views(self) -> None:
+        """Rebuild, from this log, every view that was built from another log (see the module
+        docstring); the projector refuses them meanwhile and is restarted after."""
+        check = self._streamshop("verify", "all", "--identity")
+        if check.returncode == 0:
+            return
+        refused = [line for line in check.stdout.splitlines() if ": refused: " in line]
+        if check.returncode != 4 or not refused:
+            detail = (check.stdout + check.stderr).strip()[-500:]
+            say(f"could not check which log the views were built from: {detail}")
+            return
+        for line in refused:
+            view = line.split(":", 1)[0]
+            say(line)
+            say(f"rebuilding {view} from this log (the other log's view is kept)")
+            result = self._streamshop("rebuild", view, "--no-progress")
+            for out in result.stdout.splitlines():
+                say(f"rebuild: {out}")
+            if result.returncode != 0:
+                say(
+                    f"rebuild of {view} failed (exit {result.returncode}): "
+                    f"{result.stderr.strip()[-500:]}; run `streamshop rebuild {view}`"
+                )
 
     def populate_demo(self) -> None:
         """On first start, a demo shop through ``streamshop demo`` (``DEMO=0`` skips it).
@@ -512,7 +552,10 @@ class Run:
         if self.stopping.is_set() and returncode in (0, 130, 143):
             say("stopped")
             return 0
-        say(f"a process exited (honcho exit {returncode}); everything was stopped, see above")
+        say(
+            f"a process could not be kept running (honcho exit {returncode}); everything was "
+            "stopped, see above"
+        )
         return returncode or 1
 
 

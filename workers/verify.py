@@ -33,6 +33,7 @@ from workers.views import (
     BASE,
     VIEWS,
     ViewPointers,
+    bind_to_log,
     drop_version,
     label,
     mongo_collections,
@@ -45,6 +46,10 @@ log = structlog.get_logger("workers.verify")
 
 EXCLUDED_COLUMNS = frozenset({"recorded_at"})
 """Columns that record when a row was built, not what the log says: never compared."""
+
+EXCLUDED_TABLES = frozenset({"meta"})
+"""Tables that record which log a view belongs to (checked by :func:`check_identity` and
+on opening a view), not a fold of it: never compared."""
 
 Snapshot = dict[str, dict[str, str]]
 """Table or collection role → key (JSON) → digest of the document or row."""
@@ -142,7 +147,7 @@ async def _tables(conn: asyncpg.Connection, schema: str) -> dict[str, list[str]]
         " WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1",
         schema,
     )
-    return {r["table"]: list(r["pk"]) for r in rows}
+    return {r["table"]: list(r["pk"]) for r in rows if r["table"] not in EXCLUDED_TABLES}
 
 
 async def _pg_snapshot(settings: Any, schema: str) -> Snapshot:
@@ -282,8 +287,8 @@ async def verify_view(
             stats = ReplayStats()
             positions = {p: "0-0" for p in range(partitions)}
             async with (
-                open_view(factory, settings, scratch) as folded,
-                open_view(factory, settings, live_version) as live,
+                open_view(factory, settings, scratch, redis=redis) as folded,
+                open_view(factory, settings, live_version, redis=redis, claim=False) as live,
             ):
                 await folded.setup()
                 for _ in range(rounds):
@@ -342,6 +347,23 @@ async def verify_view(
     return report
 
 
+async def check_identity(settings: Any, name: str) -> str | None:
+    """The log the live version of view ``name`` records (``None``: nothing built yet, or
+    a view older than identities whose checkpoints this log holds). Raises
+    :class:`~projections.identity.ForeignView` for a view of another log. Writes nothing."""
+    if name not in VIEWS:
+        raise ValueError(f"unknown view {name!r} (known: {', '.join(VIEWS)})")
+    redis = aioredis.Redis.from_url(settings.redis.url)
+    try:
+        version = await ViewPointers(redis, settings.redis.prefix).current(name)
+        factory = factory_for(name)
+        cm = factory(settings) if version == BASE else factory(settings, version=version)
+        async with cm as projection:
+            return await bind_to_log(settings, projection, redis=redis, claim=False)
+    finally:
+        await redis.aclose()
+
+
 async def backlog_to(
     store: EventStore, positions: dict[int, str], target: dict[int, str | None]
 ) -> int:
@@ -356,4 +378,12 @@ async def backlog_to(
     return total
 
 
-__all__ = ["BASE", "Difference", "VerifyReport", "compare", "snapshot", "verify_view"]
+__all__ = [
+    "BASE",
+    "Difference",
+    "VerifyReport",
+    "check_identity",
+    "compare",
+    "snapshot",
+    "verify_view",
+]

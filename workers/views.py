@@ -39,8 +39,10 @@ from pymongo import AsyncMongoClient
 from redis.exceptions import RedisError
 
 from events.codec import RecordedEvent
+from events.identity import log_holds, log_identity
 from events.keys import Keys
 from projections.base import Projection, SinkUnavailable
+from projections.identity import MongoMeta, PostgresMeta, bind, meta_of
 from projections.read_models.projection import Collections
 from projections.views import schema_name
 from workers.leases import DELETE_IF_HELD, RENEW_IF_HELD
@@ -97,22 +99,62 @@ def mongo_collections(version: str) -> Collections:
 
 
 async def drop_version(settings: Any, name: str, version: str) -> None:
-    """Drop one version of a view from its store (a no-op if it is not there)."""
-    if name == "read_models":
-        client: AsyncMongoClient[Any] = AsyncMongoClient(settings.mongo.url)
+    """Drop one version of a view from its store (a no-op if it is not there).
+
+    A version recorded for another log is kept: two logs may share one database (the
+    other log's base view is this log's "previous" after its first rebuild), and this log
+    must never destroy that one.
+    """
+    async with _log_of(settings, None) as (_, log_id):
+        if name == "read_models":
+            client: AsyncMongoClient[Any] = AsyncMongoClient(settings.mongo.url)
+            try:
+                db = client[settings.mongo.database]
+                names = mongo_collections(version)
+                if _kept(await MongoMeta(db, names).recorded(), log_id, name, version):
+                    return
+                for collection in (
+                    names.accounts,
+                    names.products,
+                    names.orders,
+                    names.checkpoints,
+                    names.meta,
+                ):
+                    await db.drop_collection(collection)
+            finally:
+                await client.close()
+            return
+        conn = await asyncpg.connect(settings.postgres.url)
         try:
-            db = client[settings.mongo.database]
-            names = mongo_collections(version)
-            for collection in (names.accounts, names.products, names.orders, names.checkpoints):
-                await db.drop_collection(collection)
+            schema = pg_schema(name, version)
+            if _kept(await PostgresMeta(conn, schema).recorded(), log_id, name, version):
+                return
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
-            await client.close()
-        return
-    conn = await asyncpg.connect(settings.postgres.url)
+            await conn.close()
+
+
+def _kept(other: str | None, log_id: str, name: str, version: str) -> bool:
+    """Whether a version to drop is another log's, and so is kept (and said so)."""
+    if other is not None and other != log_id:
+        log.warning("view_version_of_other_log_kept", view=name, version=label(version), log=other)
+        return True
+    return False
+
+
+@asynccontextmanager
+async def _log_of(
+    settings: Any, redis: aioredis.Redis | None
+) -> AsyncIterator[tuple[aioredis.Redis, str]]:
+    """A Redis client (``redis``, or one of our own closed on exit) and the log's identity."""
+    own = redis is None
+    client = aioredis.Redis.from_url(settings.redis.url) if redis is None else redis
     try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{pg_schema(name, version)}" CASCADE')
+        yield client, await log_identity(client, settings.redis.keys)
     finally:
-        await conn.close()
+        if own:
+            with contextlib.suppress(RedisError):
+                await client.aclose()
 
 
 class RebuildBusy(RuntimeError):
@@ -250,11 +292,41 @@ def _dead_local_holder(holder: str) -> bool:
 
 
 @asynccontextmanager
-async def open_view(factory: ViewFactory, settings: Any, version: str) -> AsyncIterator[Projection]:
-    """The view's projection on one version (the base names for :data:`BASE`)."""
+async def open_view(
+    factory: ViewFactory,
+    settings: Any,
+    version: str,
+    *,
+    redis: aioredis.Redis | None = None,
+    claim: bool = True,
+) -> AsyncIterator[Projection]:
+    """The view's projection on one version (the base names for :data:`BASE`), bound to
+    this log: a version recorded for another log raises
+    :class:`~projections.identity.ForeignView`; a new one is recorded as this log's
+    (``claim``; verify reads the live view without writing to it)."""
     cm = factory(settings) if version == BASE else factory(settings, version=version)
     async with cm as projection:
+        await bind_to_log(settings, projection, redis=redis, claim=claim)
         yield projection
+
+
+async def bind_to_log(
+    settings: Any, projection: Any, *, redis: aioredis.Redis | None = None, claim: bool = True
+) -> str | None:
+    """:func:`projections.identity.bind` for one of our projections, against this log."""
+    meta = meta_of(projection)
+    if meta is None:
+        return None
+    keys = settings.redis.keys
+    try:
+        async with _log_of(settings, redis) as (client, log_id):
+
+            async def holds(positions: dict[int, str]) -> bool:
+                return await log_holds(client, keys, positions)
+
+            return await bind(projection.name, meta, log_id, holds, claim=claim)
+    except RedisError as exc:
+        raise SinkUnavailable(f"cannot read the log's identity: {exc}") from exc
 
 
 @dataclass(slots=True)
@@ -312,7 +384,7 @@ class VersionedProjection:
                 stack = AsyncExitStack()
                 try:
                     projection = await stack.enter_async_context(
-                        open_view(self.factory, self.settings, version)
+                        open_view(self.factory, self.settings, version, redis=self.pointers.redis)
                     )
                 except BaseException:
                     await stack.aclose()

@@ -7,12 +7,17 @@ and tables are created by the projections' ``setup`` (the projector runs it on s
 Each view may live in several versions (``streamshop rebuild``): every request first reads
 the views' pointers in Redis (``{prefix}:view:{<name>}``, absent = the base names; the
 layout is ``workers.views.ViewPointers``') and reads the version they name.
+
+A version is read only once it is known to be built from this log
+(:mod:`projections.identity`): one built from another log (two logs sharing a database)
+is refused with 503 naming both logs, and ``/ready`` says so too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +34,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.exceptions import RedisError
 
 from app.settings import Settings
+from events.identity import log_holds, log_identity
 from events.keys import Keys
 from projections.audit import AuditProjection
 from projections.base import SinkUnavailable
+from projections.identity import ForeignView, bind, meta_of
 from projections.read_models import (
     DOCUMENTS,
     AccountView,
@@ -43,6 +50,10 @@ from projections.read_models import (
 from projections.warehouse import WarehouseProjection
 
 log = structlog.get_logger("app.queries")
+
+UNBOUND_RECHECK_S = 1.0
+"""How long a version that records no log yet (not built yet) is read before it is looked
+at again; a version recorded for this log is checked once."""
 
 
 @dataclass
@@ -57,9 +68,14 @@ class ReadSide:
     redis: Any = None
     """The app's Redis client, to read the view pointers (``None``: always the base names)."""
     prefix: str = "streamshop"
+    keys: Keys | None = None
+    """The log's key layout (default: ``prefix`` with the default partitions)."""
     _beanie_ready: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _versions: dict[str, str] = field(default_factory=dict)
+    _log: str | None = None
+    _bound: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(view, version) → until when it is taken as this log's (``inf``: recorded as such)."""
 
     async def ready(self) -> ReadSide:
         """Bind the Beanie documents on first use (``init_beanie`` talks to the server), then
@@ -73,7 +89,57 @@ class ReadSide:
                         )
                     self._beanie_ready = True
         await self._follow_pointers()
+        with store_errors():
+            await self.check_logs()
         return self
+
+    async def refusal(self) -> str | None:
+        """Why a live view is refused (built from another log), or ``None``; for ``/ready``,
+        where a view store that is down does not count (commands can still be served)."""
+        try:
+            await self.ready()
+        except ServiceUnavailableException as exc:
+            return str(exc.__cause__) if isinstance(exc.__cause__, ForeignView) else None
+        return None
+
+    async def check_logs(self) -> None:
+        """Raise :class:`ForeignView` if a live version was built from another log.
+
+        Reads only (the projector records a new version's log). A store that is down
+        raises :class:`SinkUnavailable`.
+        """
+        if self.redis is None:
+            return
+        now = time.monotonic()
+        views = {"read_models": self.read_models, "audit": self.audit, "warehouse": self.warehouse}
+        pending = {
+            name: projection
+            for name, projection in views.items()
+            if self._bound.get((name, self._versions.get(name, "")), 0.0) < now
+        }
+        if not pending:
+            return
+        keys = self.keys or Keys(prefix=self.prefix)
+
+        async def holds(positions: dict[int, str]) -> bool:
+            return await log_holds(self.redis, keys, positions)
+
+        try:
+            if self._log is None:
+                self._log = await log_identity(self.redis, keys)
+            for name, projection in pending.items():
+                meta = meta_of(projection)
+                if meta is None:
+                    continue
+                try:
+                    recorded = await bind(name, meta, self._log, holds, claim=False)
+                except ForeignView as exc:
+                    log.warning("view_of_other_log_refused", view=name, error=str(exc))
+                    raise
+                until = float("inf") if recorded else now + UNBOUND_RECHECK_S
+                self._bound[(name, self._versions.get(name, ""))] = until
+        except RedisError as exc:
+            raise SinkUnavailable(f"cannot read the log's identity: {exc}") from exc
 
     async def _follow_pointers(self) -> None:
         """Read the versions the pointers name; a rebuild's switch shows on the next request.
@@ -142,6 +208,7 @@ async def read_side_lifespan(app: Litestar) -> AsyncIterator[None]:
             warehouse=WarehouseProjection(pool),
             redis=getattr(getattr(app.state, "store", None), "redis", None),
             prefix=settings.redis.prefix,
+            keys=settings.redis.keys,
         )
         app.state.views["read_side"] = side
         log.info("read_side_ready", mongo_db=settings.mongo.database)
@@ -155,9 +222,11 @@ async def read_side_lifespan(app: Litestar) -> AsyncIterator[None]:
 
 @contextlib.contextmanager
 def store_errors() -> Iterator[None]:
-    """A view store that is down is a 503, not a 500."""
+    """A view store that is down is a 503, not a 500; so is a view of another log."""
     try:
         yield
+    except ForeignView as exc:
+        raise ServiceUnavailableException(str(exc)) from exc
     except asyncpg.UndefinedTableError as exc:
         log.warning("view_not_built", error=str(exc))
         raise ServiceUnavailableException(

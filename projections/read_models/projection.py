@@ -59,6 +59,8 @@ class Collections:
     products: str = "products"
     orders: str = "orders"
     checkpoints: str = "checkpoints"
+    meta: str = "meta"
+    """The log this version was built from (:mod:`projections.identity`)."""
 
     @classmethod
     def suffixed(cls, suffix: str) -> Collections:
@@ -68,6 +70,7 @@ class Collections:
             products=f"{base.products}{suffix}",
             orders=f"{base.orders}{suffix}",
             checkpoints=f"{base.checkpoints}{suffix}",
+            meta=f"{base.meta}{suffix}",
         )
 
 

@@ -125,8 +125,8 @@ async def _admin_sql(sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
+@pytest.fixture(name="system")
+def system_fixture(tmp_path: Path) -> Iterator[System]:
     database = f"sstest_{RUN_ID}_system"
     env = {
         k: v

@@ -7,11 +7,14 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import uuid
 
 import redis.asyncio as aioredis
+import structlog
 
 from app.settings import Settings
+from projections.identity import ForeignView
 from workers.registry import PROJECTIONS, open_projections
 from workers.runner import ProjectorRunner
 
@@ -83,6 +86,12 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             if stop_requested:
                 runner.stop()
             await runner.run()
+    except ForeignView as exc:  # met at start-up (setup): refuse to mix two logs in one view
+        structlog.get_logger("workers.project").error(
+            "view_of_other_log_refused", view=exc.view, view_log=exc.recorded, log=exc.log
+        )
+        print(f"project refused: {exc}", file=sys.stderr)
+        return 2
     finally:
         await redis.aclose()
     return 0
