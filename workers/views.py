@@ -43,6 +43,7 @@ from events.keys import Keys
 from projections.base import Projection, SinkUnavailable
 from projections.read_models.projection import Collections
 from projections.views import schema_name
+from workers.dlq import redrive_apply
 from workers.leases import DELETE_IF_HELD, RENEW_IF_HELD
 
 log = structlog.get_logger("workers.views")
@@ -341,6 +342,14 @@ class VersionedProjection:
             raise SinkUnavailable(f"{self.name} is paused for a rebuild's switch")
         async with self._using(state.version) as projection:
             await projection.apply(partition, events)
+
+    async def redrive(self, partition: int, events: Sequence[RecordedEvent]) -> None:
+        """Re-drive dead letters into the live version (see ``workers.dlq.redrive_apply``)."""
+        state = await self._state()
+        if state.paused:
+            raise SinkUnavailable(f"{self.name} is paused for a rebuild's switch")
+        async with self._using(state.version) as projection:
+            await redrive_apply(projection, partition, events)
 
     async def checkpoint(self, partition: int) -> str | None:
         async with self._using((await self._state()).version) as projection:

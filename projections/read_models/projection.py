@@ -18,6 +18,12 @@ Exactly once, without transactions:
   (a rebuild replays them concurrently); the creation event then fills the stub in.
 
 The checkpoint is written after the batch; replaying a batch is a no-op by the above.
+
+A re-driven dead letter lies below the watermarks (later orders of its partition moved
+them), so :meth:`ReadModelsProjection.redrive` guards its cross writes by a marker of the
+event on the target document instead, removed once every write landed. An event that
+fails alone records which of its writes had landed (``redrives``), so a re-drive applies
+exactly the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from pymongo import IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -59,6 +66,8 @@ class Collections:
     products: str = "products"
     orders: str = "orders"
     checkpoints: str = "checkpoints"
+    redrives: str = "redrives"
+    """Bookkeeping of dead letters (what a failed event left undone), not a view."""
 
     @classmethod
     def suffixed(cls, suffix: str) -> Collections:
@@ -68,6 +77,7 @@ class Collections:
             products=f"{base.products}{suffix}",
             orders=f"{base.orders}{suffix}",
             checkpoints=f"{base.checkpoints}{suffix}",
+            redrives=f"{base.redrives}{suffix}",
         )
 
 
@@ -319,6 +329,8 @@ class ReadModelsProjection:
                 try:
                     await self._write([batch])
                 except Exception as exc:
+                    if len(batch.events) == 1 and not isinstance(exc, SinkUnavailable):
+                        await self._note_failure(batch.events[0])
                     batch.done.set_exception(exc)
                 else:
                     batch.done.set_result(None)
@@ -361,6 +373,78 @@ class ReadModelsProjection:
             await bulk_apply(self.db[self.collections.checkpoints], checkpoints)
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
+
+    async def _note_failure(self, rec: RecordedEvent) -> None:
+        """Record which writes of an event that failed on its own had not landed.
+
+        Exact now, and only now: its partition is applied in order and stops at it, so a
+        watermark at or past the event means this event's own write took effect. The last
+        failure before the runner dead-letters it is the one a re-drive reads.
+        """
+        try:
+            missing: list[list[str]] = []
+            for write in writes_for(rec):
+                doc = await self._collection(write.role).find_one({"_id": write.doc_id})
+                match write.guard:
+                    case Own(seq) if doc is not None and int(doc.get("version", 0)) >= seq:
+                        continue
+                    case Cross() as cross if (
+                        doc is not None
+                        and str(doc.get("applied", {}).get(f"p{cross.partition}", "")) >= cross.at
+                    ):
+                        continue
+                missing.append([write.role, write.doc_id])
+            await self.db[self.collections.redrives].replace_one(
+                {"_id": rec.id}, {"_id": rec.id, "missing": missing}, upsert=True
+            )
+        except Exception as exc:  # the failure itself is what the runner must see
+            structlog.get_logger("projections.read_models").warning(
+                "redrive_note_failed", event_id=rec.id, error=f"{type(exc).__name__}: {exc}"
+            )
+
+    async def redrive(self, partition: int, events: Sequence[RecordedEvent]) -> None:
+        """Apply re-driven dead letters exactly once, in order, whatever the checkpoint
+        and the watermarks say (see the module docstring)."""
+        try:
+            for rec in events:
+                await self._redrive_one(rec)
+        except ConnectionFailure as exc:
+            raise SinkUnavailable(str(exc)) from exc
+
+    async def _redrive_one(self, rec: RecordedEvent) -> None:
+        ledger = self.db[self.collections.redrives]
+        note = await ledger.find_one({"_id": rec.id})
+        marker = f"redriven:{rec.id}"
+        writes = writes_for(rec)
+        crossing = [w for w in writes if isinstance(w.guard, Cross)]
+        if note is not None and note.get("done"):
+            await self._unmark(crossing, marker)
+            return
+        if note is not None:
+            missing = {(role, doc_id) for role, doc_id in note.get("missing", [])}
+            writes = [w for w in writes if (w.role, w.doc_id) in missing]
+        by_role: dict[str, list[UpdateOne]] = defaultdict(list)
+        for write in writes:
+            if isinstance(write.guard, Cross):
+                update = {op: dict(fields) for op, fields in write.update.items()}
+                update.setdefault("$set", {})[marker] = True
+                update.setdefault("$max", {})[write.guard.field] = write.guard.at
+                update.setdefault("$setOnInsert", {})["version"] = 0
+                query = {"_id": write.doc_id, marker: {"$exists": False}}
+                by_role[write.role].append(UpdateOne(query, update, upsert=True))
+            else:
+                by_role[write.role].append(write.op())
+        for role, ops in by_role.items():
+            await bulk_apply(self._collection(role), ops)
+        await ledger.update_one({"_id": rec.id}, {"$set": {"done": True}}, upsert=True)
+        await self._unmark(crossing, marker)
+
+    async def _unmark(self, writes: list[Write], marker: str) -> None:
+        by_role: dict[str, list[UpdateOne]] = defaultdict(list)
+        for write in writes:
+            by_role[write.role].append(UpdateOne({"_id": write.doc_id}, {"$unset": {marker: ""}}))
+        for role, ops in by_role.items():
+            await self._collection(role).bulk_write(ops, ordered=False)
 
     async def checkpoint(self, partition: int) -> str | None:
         try:
