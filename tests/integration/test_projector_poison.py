@@ -1,4 +1,5 @@
-"""Poison entries: retried, dead-lettered with their error, counted, listed and re-driven."""
+"""Poison entries: retried, dead-lettered with their error, parking the later entries of
+their aggregate; counted, listed and re-driven in order."""
 
 from __future__ import annotations
 
@@ -123,6 +124,9 @@ async def test_poison_entries_park_their_aggregate_and_other_aggregates_go_on(
     assert "PoisonEvent" in rows[f"product:{target}"]["error"]
     assert rows[f"product:{target}"]["first_at"] <= rows[f"product:{target}"]["last_at"]
     assert rows[f"product:{odd}"]["head_entry_id"] == malformed_id
+    lag = cli.run("lag", sum_table, "--json")
+    assert lag.returncode == 0, lag.stderr
+    assert sum(json.loads(line)["parked"] for line in lag.stdout.splitlines()) == 12
 
     # The apply bug is fixed (no SUM_FAIL_REASON); the decoder still cannot read the entry.
     retried = cli.run("dlq", "retry", "tests.support.sum_projection:factory")

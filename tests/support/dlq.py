@@ -28,7 +28,7 @@ from events.store import EventStore
 from tests.integration.test_rebuild_interrupted import ROOT, cli_env
 from tests.integration.test_rebuild_support import META, Shop, caught_up, eventually
 from tests.support.projectors import group_state
-from workers.dlq import DeadLetters, metrics_key
+from workers.dlq import metrics_key
 from workers.registry import open_projections
 from workers.runner import ProjectorRunner
 
@@ -103,6 +103,11 @@ class Sink:
     """A failed order leaves nothing (PostgreSQL); else its order document may land."""
 
 
+async def parked(store: EventStore, view: str) -> int:
+    """Entries in the view's DLQ."""
+    return int(await store.redis.xlen(store.keys.dlq(view)))
+
+
 async def delivered(store: EventStore, view: str) -> bool:
     keys = store.keys
     state = await group_state(store.redis, keys.prefix, keys.partitions, view)
@@ -119,7 +124,6 @@ async def parked_sequences_are_redriven_and_land(
     shop = Shop(store)
     await shop.seed(accounts=3, products=4)
     rejected, partner, *others = shop.products
-    dead = DeadLetters(store.redis, store.keys)
     async with projector(settings, view) as runner:
         await eventually(lambda: caught_up(store, runner), what=f"the {view} view")
         await sink.reject(rejected)
@@ -136,7 +140,7 @@ async def parked_sequences_are_redriven_and_land(
             flowing.append(await bill(store, shop.accounts[i % len(shop.accounts)], others))
 
         async def parked_and_delivered() -> bool:
-            return await delivered(store, view) and await dead.count(view) >= len(stuck)
+            return await delivered(store, view) and await parked(store, view) >= len(stuck)
 
         await eventually(parked_and_delivered, within=60, what="stuck orders parked")
         if sink.atomic:
@@ -149,18 +153,10 @@ async def parked_sequences_are_redriven_and_land(
         }
         assert free, "no order can flow past the parked ones"
         assert await sink.landed(flowing) >= free
-        listed = cli(settings, "dlq", "list", view, "--json")
-        assert listed.returncode == 0, listed.stderr[-2000:]
-        rows = [json.loads(line) for line in listed.stdout.splitlines()]
-        assert sum(row["count"] for row in rows) == await dead.count(view)
-        assert all(row["error"] and row["first_at"] <= row["last_at"] for row in rows)
-        parked = int((await store.redis.hget(metrics_key(store.keys, view), "parked")) or 0)
-        assert parked == await dead.count(view)
-
         await sink.accept()
         retried = await asyncio.to_thread(cli, settings, "dlq", "retry", view)
         assert retried.returncode == 0, retried.stdout + retried.stderr[-2000:]
-        assert await dead.count(view) == 0
+        assert await parked(store, view) == 0
         # The product's sequence has ended: its next order is applied as usual. Then one
         # more order in every partition, so every checkpoint passes the re-driven entries
         # (verify compares at the checkpoints).
@@ -173,10 +169,10 @@ async def parked_sequences_are_redriven_and_land(
         await eventually(lambda: caught_up(store, runner), within=60, what="caught up")
     assert await sink.landed(stuck) == set(stuck)
     assert await sink.landed(flowing) == set(flowing)
+    verified = await asyncio.to_thread(cli, settings, "verify", view, "--show", "5")
+    assert verified.returncode == 0, verified.stdout + verified.stderr[-2000:]
     lag = await asyncio.to_thread(cli, settings, "lag", view, "--json")
     assert [json.loads(line)["parked"] for line in lag.stdout.splitlines()] == [0] * (
         store.keys.partitions
     )
     assert (await store.redis.hget(metrics_key(store.keys, view), "parked")) == b"0"
-    verified = await asyncio.to_thread(cli, settings, "verify", view, "--show", "5")
-    assert verified.returncode == 0, verified.stdout + verified.stderr[-2000:]
