@@ -12,8 +12,10 @@ Storage, per projection:
   runner would have. Entries are XDEL'd once re-driven; the canonical log never.
 * ``{prefix}:dlq:{projection}:parked`` (hash): sequence → DLQ id of its head. The runner
   looks the sequences of a batch up here (one ``HMGET``) before applying it.
-* ``...:parked:count`` and ``...:parked:last`` (hashes): entries left in each sequence, and
-  the last entry id parked in it (a re-delivered entry is not parked twice).
+* ``...:parked:count``, ``...:parked:first`` and ``...:parked:last`` (hashes): entries left
+  in each sequence, and the entry ids of its head and of its last entry. A re-delivered
+  entry is not parked twice; one before the head (re-fed from the view's checkpoint) is
+  not part of the sequence, and the runner applies it.
 
 A sequence is usually the entry's aggregate; a projection whose own order is wider names
 another sequence (:data:`SEQUENCING`). Adding to a sequence and removing its last entry
@@ -66,11 +68,12 @@ def sequence_of(
     return aggregate or f"entry:{partition}:{entry_id}"
 
 
-# KEYS: stream, parked, count, last, metrics.
+# KEYS: stream, parked, count, last, metrics, first.
 # ARGV: mode ('head' | 'follow'), sequence, entry id, then the record's field/value pairs.
 # 'head' parks the entry as a new sequence's head, or behind it if the sequence exists;
-# 'follow' parks it only if the sequence exists. Returns {dlq id, role}; role is 'head',
-# 'follower', 'duplicate' (already parked: {head id, 'duplicate'}) or 'none' (no sequence).
+# 'follow' parks it only if the sequence exists and the entry is not before its head.
+# Returns {dlq id, role}; role is 'head', 'follower', 'duplicate' (already parked: {head
+# id, 'duplicate'}) or 'none' (no sequence, or an entry before it: the caller applies it).
 _PARK = """
 local seq, entry = ARGV[2], ARGV[3]
 local function before_or_at(a, b)
@@ -83,6 +86,10 @@ end
 local head = redis.call('HGET', KEYS[2], seq)
 if not head and ARGV[1] == 'follow' then return {'', 'none'} end
 if head then
+  local first = redis.call('HGET', KEYS[6], seq)
+  if ARGV[1] == 'follow' and first and first ~= entry and before_or_at(entry, first) then
+    return {'', 'none'}
+  end
   local last = redis.call('HGET', KEYS[4], seq)
   if last and before_or_at(entry, last) then return {head, 'duplicate'} end
 end
@@ -101,11 +108,12 @@ if head then
   return {id, 'follower'}
 end
 redis.call('HSET', KEYS[2], seq, id)
+redis.call('HSET', KEYS[6], seq, entry)
 redis.call('HINCRBY', KEYS[5], 'dead_letters', 1)
 return {id, 'head'}
 """
 
-# KEYS: stream, parked, count, last, metrics. ARGV: dlq id, sequence.
+# KEYS: stream, parked, count, last, metrics, first. ARGV: dlq id, sequence.
 # Removes one re-driven entry; the sequence ends (is unparked) with its last entry.
 # Returns the entries left in the sequence (-1: the entry was gone already).
 _REMOVE = """
@@ -118,6 +126,7 @@ if left <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
   redis.call('HDEL', KEYS[3], ARGV[2])
   redis.call('HDEL', KEYS[4], ARGV[2])
+  redis.call('HDEL', KEYS[6], ARGV[2])
   return 0
 end
 return left
@@ -242,6 +251,7 @@ class DeadLetters:
             f"{stream}:parked:count",
             f"{stream}:parked:last",
             metrics_key(self.keys, projection),
+            f"{stream}:parked:first",
         ]
 
     async def _store(
@@ -305,8 +315,8 @@ class DeadLetters:
         """Park an entry behind the head of its parked sequence, unapplied.
 
         Returns its DLQ id (the head's, if this entry was parked already), or ``None`` if
-        the sequence is not parked (a retry just finished it): the caller must then apply
-        the entry, which is still in order.
+        the sequence is not parked (a retry just finished it) or the entry comes before its
+        head: the caller must then apply the entry, which is still in order.
         """
         dlq_id, role = await self._store(
             "follow", projection, partition, entry_id, fields, "", 0, sequence
