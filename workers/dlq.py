@@ -113,12 +113,12 @@ redis.call('HINCRBY', KEYS[5], 'dead_letters', 1)
 return {id, 'head'}
 """
 
-# KEYS: stream, parked, count, last, metrics, first. ARGV: dlq id, sequence.
-# Removes one re-driven entry; the sequence ends (is unparked) with its last entry.
-# Returns the entries left in the sequence (-1: the entry was gone already).
+# KEYS: stream, parked, count, last, metrics, first. ARGV: dlq id, sequence, counter.
+# Removes one re-driven (or discarded) entry; the sequence ends (is unparked) with its last
+# entry. Returns the entries left in the sequence (-1: the entry was gone already).
 _REMOVE = """
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
-redis.call('HINCRBY', KEYS[5], 'redriven', 1)
+redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
 if ARGV[2] == '' then return 0 end
 redis.call('HINCRBY', KEYS[5], 'parked', -1)
 local left = redis.call('HINCRBY', KEYS[3], ARGV[2], -1)
@@ -410,8 +410,23 @@ class DeadLetters:
         ]
         return sorted(names)
 
+    async def discard(self, projection: str, sequence: str) -> int:
+        """Remove a parked sequence without applying it; returns how many entries it had.
+
+        For a writer that parked entries it must take back (a rebuild whose switch failed
+        after it parked its failures), not for operators: the entries' effects are lost.
+        """
+        letters = [letter for letter in await self.list(projection) if letter.sequence == sequence]
+        for letter in letters:
+            await self._remove(
+                keys=self._keys(projection), args=[letter.dlq_id, letter.sequence, "discarded"]
+            )
+        return len(letters)
+
     async def _done(self, projection: str, letter: DeadLetter) -> None:
-        await self._remove(keys=self._keys(projection), args=[letter.dlq_id, letter.sequence])
+        await self._remove(
+            keys=self._keys(projection), args=[letter.dlq_id, letter.sequence, "redriven"]
+        )
         log.info(
             "dead_letter_redriven",
             projection=projection,

@@ -44,6 +44,11 @@ async def test_a_sequence_takes_later_entries_once_and_leaves_earlier_ones_to_th
     metrics = await redis_client.hgetall(metrics_key(store.keys, name))
     assert metrics[b"parked"] == b"2" and metrics[b"dead_letters"] == b"1"
     assert metrics[b"parked_followers"] == b"1"
+
+    assert await dead.discard(name, aggregate) == 2  # a rebuild taking its parking back
+    assert await dead.parked(name, [aggregate]) == set()
+    assert await dead.count(name) == 0
+    assert await redis_client.hget(metrics_key(store.keys, name), "parked") == b"0"
     await redis_client.delete(metrics_key(store.keys, name))
 
 
