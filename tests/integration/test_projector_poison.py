@@ -124,6 +124,9 @@ async def test_poison_entries_park_their_aggregate_and_other_aggregates_go_on(
     assert "PoisonEvent" in rows[f"product:{target}"]["error"]
     assert rows[f"product:{target}"]["first_at"] <= rows[f"product:{target}"]["last_at"]
     assert rows[f"product:{odd}"]["head_entry_id"] == malformed_id
+    text = cli.run("dlq", "list", sum_table)
+    assert text.returncode == 0, text.stderr
+    assert f"product:{target}  p{partition}  count=11  head={poison_id}" in text.stdout
     lag = cli.run("lag", sum_table, "--json")
     assert lag.returncode == 0, lag.stderr
     assert sum(json.loads(line)["parked"] for line in lag.stdout.splitlines()) == 12
