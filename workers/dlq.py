@@ -68,6 +68,18 @@ def sequence_of(
     return aggregate or f"entry:{partition}:{entry_id}"
 
 
+def _sequence_for(
+    projection: str,
+    fields: dict[bytes, bytes] | None,
+    partition: int,
+    entry_id: str,
+    aggregate: str | None,
+) -> str:
+    if aggregate is not None:
+        fields = {**(fields or {}), b"aggregate": aggregate.encode()}
+    return sequence_of(projection, fields, partition, entry_id)
+
+
 # KEYS: stream, parked, count, last, metrics, first.
 # ARGV: mode ('head' | 'follow'), sequence, entry id, then the record's field/value pairs.
 # 'head' parks the entry as a new sequence's head, or behind it if the sequence exists;
@@ -290,16 +302,19 @@ class DeadLetters:
         error: str,
         attempts: int,
         *,
+        aggregate: str | None = None,
         sequence: str | None = None,
     ) -> str:
         """Park a failed entry as the head of its sequence; returns its DLQ id.
 
-        ``sequence`` defaults to the entry's aggregate (:func:`sequence_of`). If the
+        The sequence is ``sequence`` if given, else the one the projection's policy gives
+        for ``aggregate`` (default: the entry's own, :func:`sequence_of`). If the
         sequence is parked already the entry goes behind it; if this very entry is parked
         already (a re-delivery), nothing is added and the head's id is returned.
         """
+        seq = sequence or _sequence_for(projection, fields, partition, entry_id, aggregate)
         dlq_id, _ = await self._store(
-            "head", projection, partition, entry_id, fields, error, attempts, sequence
+            "head", projection, partition, entry_id, fields, error, attempts, seq
         )
         return dlq_id
 
@@ -310,6 +325,7 @@ class DeadLetters:
         entry_id: str,
         fields: dict[bytes, bytes] | None,
         *,
+        aggregate: str | None = None,
         sequence: str | None = None,
     ) -> str | None:
         """Park an entry behind the head of its parked sequence, unapplied.
@@ -318,8 +334,9 @@ class DeadLetters:
         the sequence is not parked (a retry just finished it) or the entry comes before its
         head: the caller must then apply the entry, which is still in order.
         """
+        seq = sequence or _sequence_for(projection, fields, partition, entry_id, aggregate)
         dlq_id, role = await self._store(
-            "follow", projection, partition, entry_id, fields, "", 0, sequence
+            "follow", projection, partition, entry_id, fields, "", 0, seq
         )
         return None if role == "none" else dlq_id
 

@@ -49,7 +49,6 @@ async def test_a_sequence_takes_later_entries_once_and_leaves_earlier_ones_to_th
     assert await dead.parked(name, [aggregate]) == set()
     assert await dead.count(name) == 0
     assert await redis_client.hget(metrics_key(store.keys, name), "parked") == b"0"
-    await redis_client.delete(metrics_key(store.keys, name))
 
 
 async def test_a_retried_sequence_ends_and_its_aggregate_is_applied_again(
@@ -74,4 +73,19 @@ async def test_a_retried_sequence_ends_and_its_aggregate_is_applied_again(
     assert list(projection.applied) == [letter.event_id for letter in outcome.redriven]
     assert await dead.parked(name, [f"product:{product}"]) == set()
     assert await dead.park(name, partition, "99999999999999-0", rows[0][1]) is None
-    await redis_client.delete(metrics_key(store.keys, name))
+
+
+async def test_a_writer_names_the_aggregate_and_the_audit_parks_its_partition(
+    redis_client: aioredis.Redis, store: EventStore
+) -> None:
+    dead = DeadLetters(redis_client, store.keys)
+    name = f"view_{uuid.uuid4().hex[:8]}"
+    await dead.put(name, 1, "7-0", None, "Boom", 1, aggregate="product:z")
+    assert await dead.parked(name, ["product:z"]) == {"product:z"}
+    assert await dead.park(name, 1, "8-0", None, aggregate="product:z") is not None
+
+    await dead.put("audit", 3, "7-0", entry("order:a", 1), "Boom", 1)
+    assert await dead.parked("audit", ["partition:3", "order:a"]) == {"partition:3"}
+    assert await dead.park("audit", 3, "9-0", entry("order:b", 1)) is not None
+    [sequence] = await dead.sequences("audit")
+    assert [letter.entry_id for letter in sequence.letters] == ["7-0", "9-0"]
