@@ -374,6 +374,17 @@ class ReadModelsProjection:
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
 
+    async def _landed(self, write: Write) -> bool:
+        """Whether a guarded write's guard says it took effect (unguarded: never known)."""
+        doc = await self._collection(write.role).find_one({"_id": write.doc_id})
+        match write.guard:
+            case Own(seq):
+                return doc is not None and int(doc.get("version", 0)) >= seq
+            case Cross() as cross:
+                at = doc.get("applied", {}).get(f"p{cross.partition}", "") if doc else ""
+                return str(at) >= cross.at
+        return False
+
     async def _note_failure(self, rec: RecordedEvent) -> None:
         """Record which writes of an event that failed on its own had not landed.
 
@@ -382,18 +393,11 @@ class ReadModelsProjection:
         failure before the runner dead-letters it is the one a re-drive reads.
         """
         try:
-            missing: list[list[str]] = []
-            for write in writes_for(rec):
-                doc = await self._collection(write.role).find_one({"_id": write.doc_id})
-                match write.guard:
-                    case Own(seq) if doc is not None and int(doc.get("version", 0)) >= seq:
-                        continue
-                    case Cross() as cross if (
-                        doc is not None
-                        and str(doc.get("applied", {}).get(f"p{cross.partition}", "")) >= cross.at
-                    ):
-                        continue
-                missing.append([write.role, write.doc_id])
+            missing = [
+                [write.role, write.doc_id]
+                for write in writes_for(rec)
+                if not await self._landed(write)
+            ]
             await self.db[self.collections.redrives].replace_one(
                 {"_id": rec.id}, {"_id": rec.id, "missing": missing}, upsert=True
             )
@@ -412,31 +416,42 @@ class ReadModelsProjection:
             raise SinkUnavailable(str(exc)) from exc
 
     async def _redrive_one(self, rec: RecordedEvent) -> None:
+        """Which writes are due: those the failure note names as missing; without a note
+        (a parked follower, an undecodable head, a version a rebuild folded) all of them,
+        unless the event's own writes landed. Cross writes go first, own writes last, so
+        an own write that landed says the whole re-drive did."""
         ledger = self.db[self.collections.redrives]
         note = await ledger.find_one({"_id": rec.id})
         marker = f"redriven:{rec.id}"
         writes = writes_for(rec)
         crossing = [w for w in writes if isinstance(w.guard, Cross)]
+        owns = [w for w in writes if isinstance(w.guard, Own)]
         if note is not None and note.get("done"):
-            await self._unmark(crossing, marker)
-            return
-        if note is not None:
+            writes = []
+        elif note is not None:
             missing = {(role, doc_id) for role, doc_id in note.get("missing", [])}
             writes = [w for w in writes if (w.role, w.doc_id) in missing]
-        by_role: dict[str, list[UpdateOne]] = defaultdict(list)
-        for write in writes:
-            if isinstance(write.guard, Cross):
-                update = {op: dict(fields) for op, fields in write.update.items()}
-                update.setdefault("$set", {})[marker] = True
-                update.setdefault("$max", {})[write.guard.field] = write.guard.at
-                update.setdefault("$setOnInsert", {})["version"] = 0
-                query = {"_id": write.doc_id, marker: {"$exists": False}}
-                by_role[write.role].append(UpdateOne(query, update, upsert=True))
-            else:
-                by_role[write.role].append(write.op())
-        for role, ops in by_role.items():
-            await bulk_apply(self._collection(role), ops)
-        await ledger.update_one({"_id": rec.id}, {"$set": {"done": True}}, upsert=True)
+        elif owns and all([await self._landed(w) for w in owns]):
+            writes = []
+        for group in (
+            [w for w in writes if not isinstance(w.guard, Own)],
+            [w for w in writes if isinstance(w.guard, Own)],
+        ):
+            by_role: dict[str, list[UpdateOne]] = defaultdict(list)
+            for write in group:
+                if isinstance(write.guard, Cross):
+                    update = {op: dict(fields) for op, fields in write.update.items()}
+                    update.setdefault("$set", {})[marker] = True
+                    update.setdefault("$max", {})[write.guard.field] = write.guard.at
+                    update.setdefault("$setOnInsert", {})["version"] = 0
+                    query = {"_id": write.doc_id, marker: {"$exists": False}}
+                    by_role[write.role].append(UpdateOne(query, update, upsert=True))
+                else:
+                    by_role[write.role].append(write.op())
+            for role, ops in by_role.items():
+                await bulk_apply(self._collection(role), ops)
+        if note is None or not note.get("done"):
+            await ledger.update_one({"_id": rec.id}, {"$set": {"done": True}}, upsert=True)
         await self._unmark(crossing, marker)
 
     async def _unmark(self, writes: list[Write], marker: str) -> None:
