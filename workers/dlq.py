@@ -341,11 +341,18 @@ class DeadLetters:
         return None if role == "none" else dlq_id
 
     async def parked(self, projection: str, sequences: Sequence[str]) -> set[str]:
-        """Which of ``sequences`` are parked for ``projection``."""
+        """Which of ``sequences`` are parked for ``projection``.
+
+        The runner asks this for every batch, so the usual cases are cheap: nothing parked
+        is one ``HLEN``; a few parked sequences are fetched whole and matched here.
+        """
         unique = list(dict.fromkeys(sequences))
-        if not unique:
+        key = self._keys(projection)[1]
+        if not unique or not (size := await self.redis.hlen(key)):
             return set()
-        heads = await self.redis.hmget(self._keys(projection)[1], unique)
+        if size <= len(unique):
+            return {_text(seq) for seq in await self.redis.hkeys(key)} & set(unique)
+        heads = await self.redis.hmget(key, unique)
         return {seq for seq, head in zip(unique, heads, strict=True) if head is not None}
 
     async def count(self, projection: str) -> int:
