@@ -330,6 +330,28 @@ class WarehouseProjection:
                 )
                 await self._write(conn, Batch.of(await self._unapplied(conn, events)))
 
+    async def advance(self, partition: int, entry_id: str) -> None:
+        """Move the checkpoint forward to ``entry_id`` (never back): the runtime calls it
+        once every entry up to there is applied or parked."""
+        s = self._s
+        with sink_errors():
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO {s}.checkpoints (partition, entry_id) VALUES ($1, '0-0') "
+                    "ON CONFLICT (partition) DO NOTHING",
+                    partition,
+                )
+                done = await conn.fetchval(
+                    f"SELECT entry_id FROM {s}.checkpoints WHERE partition = $1 FOR UPDATE",
+                    partition,
+                )
+                if parse_stream_id(entry_id) > parse_stream_id(done):
+                    await conn.execute(
+                        f"UPDATE {s}.checkpoints SET entry_id = $2 WHERE partition = $1",
+                        partition,
+                        entry_id,
+                    )
+
     async def _unapplied(
         self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]
     ) -> list[RecordedEvent]:

@@ -215,6 +215,11 @@ class OutOfOrder(RuntimeError):
     """A parked entry asked to be re-driven while an earlier entry of its sequence waits."""
 
 
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
@@ -516,3 +521,35 @@ class DeadLetters:
                 await self._done(projection.name, letter)
                 seen.add(letter.dlq_id)
                 done.append(letter)
+                try:
+                    await self._advance(projection, letter)
+                except Exception as exc:  # the entry is applied; the next entry moves it
+                    log.warning(
+                        "checkpoint_not_advanced",
+                        projection=projection.name,
+                        entry_id=letter.entry_id,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+
+    async def _advance(self, projection: Projection, letter: DeadLetter) -> None:
+        """Move the view's checkpoint up to a re-driven entry when nothing before it in its
+        partition is left to the live projector.
+
+        A re-driven entry that was the last of its partition lies *past* the checkpoint
+        (nothing after it was applied), so the view would hold an effect its checkpoint
+        does not cover until the next entry comes (and ``verify`` would count it extra).
+        When the group has nothing pending and has delivered the entry, every entry up to
+        it was applied or parked (acked entries are one or the other), so the checkpoint
+        may cover it; entries still parked there keep their own re-drive path.
+        """
+        advance = getattr(projection, "advance", None)
+        if advance is None:
+            return
+        stream = self.keys.log(letter.partition)
+        groups = await self.redis.xinfo_groups(stream)
+        group = next((g for g in groups if _text(g["name"]) == projection.name), None)
+        if group is None or int(group["pending"]):
+            return
+        delivered = _text(group["last-delivered-id"])
+        if _stream_id(delivered) >= _stream_id(letter.entry_id):
+            await advance(letter.partition, letter.entry_id)

@@ -351,6 +351,15 @@ class VersionedProjection:
         async with self._using(state.version) as projection:
             await redrive_apply(projection, partition, events)
 
+    async def advance(self, partition: int, entry_id: str) -> None:
+        """Move the live version's checkpoint forward, if it can (see ``workers.dlq``)."""
+        state = await self._state()
+        if state.paused:
+            raise SinkUnavailable(f"{self.name} is paused for a rebuild's switch")
+        async with self._using(state.version) as projection:
+            if (advance := getattr(projection, "advance", None)) is not None:
+                await advance(partition, entry_id)
+
     async def checkpoint(self, partition: int) -> str | None:
         async with self._using((await self._state()).version) as projection:
             return await projection.checkpoint(partition)

@@ -374,6 +374,19 @@ class ReadModelsProjection:
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
 
+    async def advance(self, partition: int, entry_id: str) -> None:
+        """Move the checkpoint forward to ``entry_id`` (never back): the runtime calls it
+        once every entry up to there is applied or parked."""
+        checkpoint = UpdateOne(
+            {"_id": partition, "mark": {"$not": {"$gte": mark(entry_id)}}},
+            {"$set": {"entry_id": entry_id, "mark": mark(entry_id)}},
+            upsert=True,
+        )
+        try:
+            await bulk_apply(self.db[self.collections.checkpoints], [checkpoint])
+        except ConnectionFailure as exc:
+            raise SinkUnavailable(str(exc)) from exc
+
     async def _landed(self, write: Write) -> bool:
         """Whether a guarded write's guard says it took effect (unguarded: never known)."""
         doc = await self._collection(write.role).find_one({"_id": write.doc_id})
