@@ -8,6 +8,11 @@ time, resolved by time, not by arrival: products and orders live in different pa
 so when a version arrives after orders billed under it (a rebuild applies partitions
 concurrently) the lines billed since its ``valid_from`` are re-pointed. Per-product
 advisory locks serialise that against concurrent fact inserts.
+
+Exactly once: the partition checkpoint is committed with the batch, and events whose
+effects are not idempotent by themselves (product and login events) are also guarded by
+their aggregate's version (``aggregate_versions``), so a re-driven dead letter, which lies
+behind the checkpoint, is applied once (:meth:`WarehouseProjection.redrive`).
 """
 
 from __future__ import annotations
@@ -62,6 +67,10 @@ LINE_COLUMNS = (
     "revenue",
     "currency",
 )
+
+
+VERSIONED = (ProductCreated, ProductUpdated, ProductDeleted, LoginSucceeded, LoginFailed)
+"""Events whose warehouse effect depends on being applied once and in aggregate order."""
 
 
 def date_key(moment: datetime | date) -> int:
@@ -300,13 +309,81 @@ class WarehouseProjection:
                 fresh = [rec for rec in events if parse_stream_id(rec.entry_id) > done]
                 if not fresh:
                     return
-                batch = Batch.of(fresh)
-                await self._write(conn, batch)
+                await self._write(conn, Batch.of(await self._unapplied(conn, fresh)))
                 await conn.execute(
                     f"UPDATE {s}.checkpoints SET entry_id = $2 WHERE partition = $1",
                     partition,
                     fresh[-1].entry_id,
                 )
+
+    async def redrive(self, partition: int, events: Sequence[RecordedEvent]) -> None:
+        """Apply re-driven dead letters of ``partition``, guarded per aggregate, not by the
+        checkpoint: later entries of other aggregates moved it past them meanwhile. The
+        checkpoint stays where it is (it is the resume point of the live projector)."""
+        if not events:
+            return
+        s = self._s
+        with sink_errors():
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    f"SELECT 1 FROM {s}.checkpoints WHERE partition = $1 FOR UPDATE", partition
+                )
+                await self._write(conn, Batch.of(await self._unapplied(conn, events)))
+
+    async def advance(self, partition: int, entry_id: str) -> None:
+        """Move the checkpoint forward to ``entry_id`` (never back): the runtime calls it
+        once every entry up to there is applied or parked."""
+        s = self._s
+        with sink_errors():
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO {s}.checkpoints (partition, entry_id) VALUES ($1, '0-0') "
+                    "ON CONFLICT (partition) DO NOTHING",
+                    partition,
+                )
+                done = await conn.fetchval(
+                    f"SELECT entry_id FROM {s}.checkpoints WHERE partition = $1 FOR UPDATE",
+                    partition,
+                )
+                if parse_stream_id(entry_id) > parse_stream_id(done):
+                    await conn.execute(
+                        f"UPDATE {s}.checkpoints SET entry_id = $2 WHERE partition = $1",
+                        partition,
+                        entry_id,
+                    )
+
+    async def _unapplied(
+        self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]
+    ) -> list[RecordedEvent]:
+        """``events`` less the versioned ones (see ``VERSIONED``) already applied; records
+        the versions the rest bring, in the caller's transaction."""
+        versioned = [rec for rec in events if isinstance(rec.event, VERSIONED)]
+        if not versioned:
+            return list(events)
+        rows = await conn.fetch(
+            f"SELECT aggregate, seq FROM {self._s}.aggregate_versions"
+            " WHERE aggregate = ANY($1::text[])",
+            sorted({rec.aggregate for rec in versioned}),
+        )
+        seen = {r["aggregate"]: int(r["seq"]) for r in rows}
+        before = dict(seen)
+        out: list[RecordedEvent] = []
+        for rec in events:
+            if isinstance(rec.event, VERSIONED):
+                if rec.seq <= seen.get(rec.aggregate, 0):
+                    continue
+                seen[rec.aggregate] = rec.seq
+            out.append(rec)
+        moved = [(a, v) for a, v in seen.items() if before.get(a) != v]
+        if moved:
+            await conn.execute(
+                f"INSERT INTO {self._s}.aggregate_versions"
+                " SELECT * FROM unnest($1::text[], $2::bigint[])"
+                " ON CONFLICT (aggregate) DO UPDATE SET seq = excluded.seq",
+                [a for a, _ in moved],
+                [v for _, v in moved],
+            )
+        return out
 
     async def _write(self, conn: asyncpg.Connection, batch: Batch) -> None:
         s = self._s

@@ -17,6 +17,9 @@ How it holds together:
 * A failing sink (:data:`SINK_ERRORS`) is waited out with capped exponential backoff, lease
   kept, nothing acknowledged. Any other failure is the entry's fault: it is isolated, retried
   ``max_attempts`` times, then dead-lettered (:mod:`workers.dlq`) and the partition goes on.
+* A dead-lettered entry parks its sequence (its aggregate's later entries for that
+  projection): before applying a batch the runner looks its sequences up in the DLQ and
+  parks the entries of parked ones behind their head instead of applying them.
 * Processes share partitions fairly: each takes at most ``ceil(partitions / live processes)``
   and hands surplus leases over after the batch in hand.
 """
@@ -43,7 +46,7 @@ from events.codec import RecordedEvent, decode_entry, undecodable
 from events.errors import MalformedEvent
 from events.keys import Keys
 from projections.base import Projection, SinkUnavailable
-from workers.dlq import DeadLetters, metrics_key
+from workers.dlq import DeadLetters, metrics_key, sequence_of
 from workers.leases import Held, Leases
 
 log = structlog.get_logger("workers.runner")
@@ -315,6 +318,9 @@ class _PartitionWorker:
         self.stopping = False
         self.reason = ""
         self._stop = asyncio.Event()
+        self._parked: set[str] = set()
+        """Sequences parked in the DLQ, as of the batch in hand (see :meth:`_process`)."""
+        self._sequences: dict[str, str] = {}
         self._log = log.bind(projection=projection.name, partition=held.partition)
         self.task = asyncio.create_task(
             self._main(), name=f"project:{projection.name}:{held.partition}"
@@ -472,9 +478,20 @@ class _PartitionWorker:
         before this returns, unless a stop interrupts a retry (then the rest stay pending)."""
         raw: dict[str, dict[bytes, bytes] | None] = {}
         segment: list[RecordedEvent] = []
+        name = self.projection.name
+        self._sequences = {
+            _sid(entry_id): sequence_of(name, fields, self.partition, _sid(entry_id))
+            for entry_id, fields in entries
+        }
+        wanted = list(self._sequences.values())
+        self._parked = await self._redis(
+            "dlq_parked", lambda: self.runner.dead_letters.parked(name, wanted)
+        )
         for entry_id, fields in entries:
             eid = _sid(entry_id)
             raw[eid] = fields
+            if self._sequences[eid] in self._parked and await self._park(eid, fields):
+                continue
             if fields is None:
                 # Pending, but gone from the stream: only possible if someone deleted it.
                 await self._apply_segment(segment, raw)
@@ -517,7 +534,12 @@ class _PartitionWorker:
                 "batch_failed", count=len(events), error=_error(failure), isolating=True
             )
         for event in events:
-            await self._apply_one(event, raw[event.entry_id], failure if len(events) == 1 else None)
+            fields = raw[event.entry_id]
+            if self._sequences.get(event.entry_id) in self._parked and await self._park(
+                event.entry_id, fields
+            ):
+                continue
+            await self._apply_one(event, fields, failure if len(events) == 1 else None)
 
     async def _apply_one(
         self, event: RecordedEvent, fields: dict[bytes, bytes] | None, failure: Exception | None
@@ -614,13 +636,24 @@ class _PartitionWorker:
         attempts: int,
         event_id: str,
     ) -> None:
+        """Park the entry as the head of its sequence; its later entries park behind it."""
         r = self.runner
+        sequence = self._sequences.get(eid) or sequence_of(
+            self.projection.name, fields, self.partition, eid
+        )
         dlq_id = await self._redis(
             "dlq",
             lambda: r.dead_letters.put(
-                self.projection.name, self.partition, eid, fields, _error(failure), attempts
+                self.projection.name,
+                self.partition,
+                eid,
+                fields,
+                _error(failure),
+                attempts,
+                sequence=sequence,
             ),
         )
+        self._parked.add(sequence)
         self._log.error(
             "dead_lettered",
             entry_id=eid,
@@ -628,8 +661,29 @@ class _PartitionWorker:
             attempts=attempts,
             error=_error(failure),
             dlq_id=dlq_id,
+            sequence=sequence,
         )
         await self._ack([eid])
+
+    async def _park(self, eid: str, fields: dict[bytes, bytes] | None) -> bool:
+        """Park an entry of a parked sequence behind its head, unapplied, and ack it.
+
+        ``False`` when the sequence is no longer parked (a retry finished it since the
+        batch was looked up): the entry is then applied as usual, still in order.
+        """
+        sequence = self._sequences[eid]
+        dlq_id = await self._redis(
+            "dlq_park",
+            lambda: self.runner.dead_letters.park(
+                self.projection.name, self.partition, eid, fields, sequence=sequence
+            ),
+        )
+        if dlq_id is None:
+            self._parked.discard(sequence)
+            return False
+        self._log.warning("parked", entry_id=eid, sequence=sequence, dlq_id=dlq_id)
+        await self._ack([eid])
+        return True
 
     async def _ack(self, entry_ids: list[str], applied: int = 0) -> None:
         r = self.runner

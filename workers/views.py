@@ -45,6 +45,7 @@ from projections.base import Projection, SinkUnavailable
 from projections.identity import MongoMeta, PostgresMeta, bind, meta_of
 from projections.read_models.projection import Collections
 from projections.views import schema_name
+from workers.dlq import redrive_apply
 from workers.leases import DELETE_IF_HELD, RENEW_IF_HELD
 
 log = structlog.get_logger("workers.views")
@@ -119,6 +120,7 @@ async def drop_version(settings: Any, name: str, version: str) -> None:
                     names.orders,
                     names.checkpoints,
                     names.meta,
+                    names.redrives,
                 ):
                     await db.drop_collection(collection)
             finally:
@@ -419,6 +421,23 @@ class VersionedProjection:
             raise SinkUnavailable(f"{self.name} is paused for a rebuild's switch")
         async with self._using(state.version) as projection:
             await projection.apply(partition, events)
+
+    async def redrive(self, partition: int, events: Sequence[RecordedEvent]) -> None:
+        """Re-drive dead letters into the live version (see ``workers.dlq.redrive_apply``)."""
+        state = await self._state()
+        if state.paused:
+            raise SinkUnavailable(f"{self.name} is paused for a rebuild's switch")
+        async with self._using(state.version) as projection:
+            await redrive_apply(projection, partition, events)
+
+    async def advance(self, partition: int, entry_id: str) -> None:
+        """Move the live version's checkpoint forward, if it can (see ``workers.dlq``)."""
+        state = await self._state()
+        if state.paused:
+            raise SinkUnavailable(f"{self.name} is paused for a rebuild's switch")
+        async with self._using(state.version) as projection:
+            if (advance := getattr(projection, "advance", None)) is not None:
+                await advance(partition, entry_id)
 
     async def checkpoint(self, partition: int) -> str | None:
         async with self._using((await self._state()).version) as projection:

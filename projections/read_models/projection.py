@@ -18,6 +18,12 @@ Exactly once, without transactions:
   (a rebuild replays them concurrently); the creation event then fills the stub in.
 
 The checkpoint is written after the batch; replaying a batch is a no-op by the above.
+
+A re-driven dead letter lies below the watermarks (later orders of its partition moved
+them), so :meth:`ReadModelsProjection.redrive` guards its cross writes by a marker of the
+event on the target document instead, removed once every write landed. An event that
+fails alone records which of its writes had landed (``redrives``), so a re-drive applies
+exactly the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from pymongo import IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -61,6 +68,8 @@ class Collections:
     checkpoints: str = "checkpoints"
     meta: str = "meta"
     """The log this version was built from (:mod:`projections.identity`)."""
+    redrives: str = "redrives"
+    """Bookkeeping of dead letters (what a failed event left undone), not a view."""
 
     @classmethod
     def suffixed(cls, suffix: str) -> Collections:
@@ -71,6 +80,7 @@ class Collections:
             orders=f"{base.orders}{suffix}",
             checkpoints=f"{base.checkpoints}{suffix}",
             meta=f"{base.meta}{suffix}",
+            redrives=f"{base.redrives}{suffix}",
         )
 
 
@@ -322,6 +332,8 @@ class ReadModelsProjection:
                 try:
                     await self._write([batch])
                 except Exception as exc:
+                    if len(batch.events) == 1 and not isinstance(exc, SinkUnavailable):
+                        await self._note_failure(batch.events[0])
                     batch.done.set_exception(exc)
                 else:
                     batch.done.set_result(None)
@@ -364,6 +376,106 @@ class ReadModelsProjection:
             await bulk_apply(self.db[self.collections.checkpoints], checkpoints)
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
+
+    async def advance(self, partition: int, entry_id: str) -> None:
+        """Move the checkpoint forward to ``entry_id`` (never back): the runtime calls it
+        once every entry up to there is applied or parked."""
+        checkpoint = UpdateOne(
+            {"_id": partition, "mark": {"$not": {"$gte": mark(entry_id)}}},
+            {"$set": {"entry_id": entry_id, "mark": mark(entry_id)}},
+            upsert=True,
+        )
+        try:
+            await bulk_apply(self.db[self.collections.checkpoints], [checkpoint])
+        except ConnectionFailure as exc:
+            raise SinkUnavailable(str(exc)) from exc
+
+    async def _landed(self, write: Write) -> bool:
+        """Whether a guarded write's guard says it took effect (unguarded: never known)."""
+        doc = await self._collection(write.role).find_one({"_id": write.doc_id})
+        match write.guard:
+            case Own(seq):
+                return doc is not None and int(doc.get("version", 0)) >= seq
+            case Cross() as cross:
+                at = doc.get("applied", {}).get(f"p{cross.partition}", "") if doc else ""
+                return str(at) >= cross.at
+        return False
+
+    async def _note_failure(self, rec: RecordedEvent) -> None:
+        """Record which writes of an event that failed on its own had not landed.
+
+        Exact now, and only now: its partition is applied in order and stops at it, so a
+        watermark at or past the event means this event's own write took effect. The last
+        failure before the runner dead-letters it is the one a re-drive reads.
+        """
+        try:
+            missing = [
+                [write.role, write.doc_id]
+                for write in writes_for(rec)
+                if not await self._landed(write)
+            ]
+            await self.db[self.collections.redrives].replace_one(
+                {"_id": rec.id}, {"_id": rec.id, "missing": missing}, upsert=True
+            )
+        except Exception as exc:  # the failure itself is what the runner must see
+            structlog.get_logger("projections.read_models").warning(
+                "redrive_note_failed", event_id=rec.id, error=f"{type(exc).__name__}: {exc}"
+            )
+
+    async def redrive(self, partition: int, events: Sequence[RecordedEvent]) -> None:
+        """Apply re-driven dead letters exactly once, in order, whatever the checkpoint
+        and the watermarks say (see the module docstring)."""
+        try:
+            for rec in events:
+                await self._redrive_one(rec)
+        except ConnectionFailure as exc:
+            raise SinkUnavailable(str(exc)) from exc
+
+    async def _redrive_one(self, rec: RecordedEvent) -> None:
+        """Which writes are due: those the failure note names as missing; without a note
+        (a parked follower, an undecodable head, a version a rebuild folded) all of them,
+        unless the event's own writes landed. Cross writes go first, own writes last, so
+        an own write that landed says the whole re-drive did."""
+        ledger = self.db[self.collections.redrives]
+        note = await ledger.find_one({"_id": rec.id})
+        marker = f"redriven:{rec.id}"
+        writes = writes_for(rec)
+        crossing = [w for w in writes if isinstance(w.guard, Cross)]
+        owns = [w for w in writes if isinstance(w.guard, Own)]
+        if note is not None and note.get("done"):
+            writes = []
+        elif note is not None:
+            missing = {(role, doc_id) for role, doc_id in note.get("missing", [])}
+            writes = [w for w in writes if (w.role, w.doc_id) in missing]
+        elif owns and all([await self._landed(w) for w in owns]):
+            writes = []
+        for group in (
+            [w for w in writes if not isinstance(w.guard, Own)],
+            [w for w in writes if isinstance(w.guard, Own)],
+        ):
+            by_role: dict[str, list[UpdateOne]] = defaultdict(list)
+            for write in group:
+                if isinstance(write.guard, Cross):
+                    update = {op: dict(fields) for op, fields in write.update.items()}
+                    update.setdefault("$set", {})[marker] = True
+                    update.setdefault("$max", {})[write.guard.field] = write.guard.at
+                    update.setdefault("$setOnInsert", {})["version"] = 0
+                    query = {"_id": write.doc_id, marker: {"$exists": False}}
+                    by_role[write.role].append(UpdateOne(query, update, upsert=True))
+                else:
+                    by_role[write.role].append(write.op())
+            for role, ops in by_role.items():
+                await bulk_apply(self._collection(role), ops)
+        if note is None or not note.get("done"):
+            await ledger.update_one({"_id": rec.id}, {"$set": {"done": True}}, upsert=True)
+        await self._unmark(crossing, marker)
+
+    async def _unmark(self, writes: list[Write], marker: str) -> None:
+        by_role: dict[str, list[UpdateOne]] = defaultdict(list)
+        for write in writes:
+            by_role[write.role].append(UpdateOne({"_id": write.doc_id}, {"$unset": {marker: ""}}))
+        for role, ops in by_role.items():
+            await self._collection(role).bulk_write(ops, ordered=False)
 
     async def checkpoint(self, partition: int) -> str | None:
         try:

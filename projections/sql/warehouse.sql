@@ -76,3 +76,11 @@ CREATE TABLE IF NOT EXISTS {schema}.checkpoints (
     partition integer PRIMARY KEY,
     entry_id  text    NOT NULL
 );
+
+-- The last seq applied of each aggregate whose effects are not idempotent by themselves
+-- (products: SCD-2 versions; logins: counters). With it, an event is applied exactly once
+-- whatever the partition checkpoint says: a re-driven dead letter lies behind it.
+CREATE TABLE IF NOT EXISTS {schema}.aggregate_versions (
+    aggregate text   PRIMARY KEY,
+    seq       bigint NOT NULL
+);

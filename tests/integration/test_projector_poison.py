@@ -1,4 +1,5 @@
-"""Poison entries: retried, dead-lettered with their error, counted, listed and re-driven."""
+"""Poison entries: retried, dead-lettered with their error, parking the later entries of
+their aggregate; counted, listed and re-driven in order."""
 
 from __future__ import annotations
 
@@ -45,12 +46,11 @@ async def append_malformed(store: EventStore, product: str) -> str:
     return entry_id.decode()
 
 
-async def test_poison_entries_are_dead_lettered_and_later_events_applied(
+async def test_poison_entries_park_their_aggregate_and_other_aggregates_go_on(
     cli: Cli, store: EventStore, redis_client: aioredis.Redis, view: SumView, sum_table: str
 ) -> None:
-    target = str(uuid.uuid4())
+    target, odd = str(uuid.uuid4()), str(uuid.uuid4())
     others = [str(uuid.uuid4()) for _ in range(8)]
-    partition = store.keys.partition_of(f"product:{target}")
     projector = cli.project(
         "p",
         "--lease-ms",
@@ -65,38 +65,51 @@ async def test_poison_entries_are_dead_lettered_and_later_events_applied(
     )
     await projector.started()
     await append_adjustments(store, [target, *others], 90)
-    malformed_id = await append_malformed(store, target)
+    malformed_id = await append_malformed(store, odd)
     await append_adjustments(store, [target], 1, reason="poison")
-    poison_id = (await store.read_raw(partition, malformed_id, 1))[0][0]
-    await append_adjustments(store, [target, *others], 90)
+    partition = store.keys.partition_of(f"product:{target}")
+    [(poison_id, _)] = await store.redis.xrevrange(store.keys.log(partition), count=1)
+    poison_id = poison_id.decode()
+    await append_adjustments(store, [target, *others], 90)  # 10 more for target: parked
 
     dead = DeadLetters(redis_client, store.keys)
 
     async def settled() -> bool:
         state = await group_state(redis_client, store.keys.prefix, store.keys.partitions, sum_table)
         return (
-            await view.applied() == 180
+            await view.applied() == 170
             and state["pending"] == 0
             and state["lag"] == 0
-            and len(await dead.list(sum_table)) == 2
+            and await dead.count(sum_table) == 12
         )
 
-    await eventually(settled, what="later events applied and two dead letters")
+    await eventually(settled, what="other aggregates applied and two parked sequences")
 
-    letters = {letter.entry_id: letter for letter in await dead.list(sum_table)}
-    assert set(letters) == {malformed_id, poison_id}
-    for entry_id, letter in letters.items():
-        [(_, original)] = await redis_client.xrange(
-            store.keys.log(partition), min=entry_id, max=entry_id
-        )
-        assert letter.fields == original
-        assert letter.partition == partition
-        assert letter.attempts == 3
-    assert "unknown event type 'StockRecounted'" in letters[malformed_id].error
-    assert "PoisonEvent" in letters[poison_id].error
+    sequences = {seq.sequence: seq for seq in await dead.sequences(sum_table)}
+    assert set(sequences) == {f"product:{target}", f"product:{odd}"}
+    parked = sequences[f"product:{target}"]
+    assert parked.head.entry_id == poison_id
+    assert len(parked.letters) == 11
+    assert all(letter.head == parked.head.dlq_id for letter in parked.letters[1:])
+    assert "PoisonEvent" in parked.cause
+    assert parked.head.attempts == 3
+    [malformed] = sequences[f"product:{odd}"].letters
+    assert malformed.entry_id == malformed_id
+    assert "unknown event type 'StockRecounted'" in malformed.error
+    [(_, original)] = await redis_client.xrange(
+        store.keys.log(malformed.partition), min=malformed_id, max=malformed_id
+    )
+    assert malformed.fields == original
     metrics = await redis_client.hgetall(metrics_key(store.keys, sum_table))
     assert metrics[b"dead_letters"] == b"2"
-    assert await view.sums() == await fold_log(store, skip_reason="poison")
+    assert metrics[b"parked_followers"] == b"10"
+    assert metrics[b"parked"] == b"12"
+    sums = await view.sums()
+    expected = await fold_log(store, skip_reason="poison")
+    assert {k: v for k, v in sums.items() if k != f"product:{target}"} == {
+        k: v for k, v in expected.items() if k != f"product:{target}"
+    }
+    assert await view.order_violations() == []
     logged = {line["entry_id"] for line in projector.logs("dead_lettered")}
     assert logged == {malformed_id, poison_id}
 
@@ -105,16 +118,28 @@ async def test_poison_entries_are_dead_lettered_and_later_events_applied(
 
     listed = cli.run("dlq", "list", sum_table, "--json")
     assert listed.returncode == 0, listed.stderr
-    rows = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert {row["entry_id"] for row in rows} == {malformed_id, poison_id}
+    rows = {json.loads(line)["sequence"]: json.loads(line) for line in listed.stdout.splitlines()}
+    assert rows[f"product:{target}"]["count"] == 11
+    assert rows[f"product:{target}"]["head_entry_id"] == poison_id
+    assert "PoisonEvent" in rows[f"product:{target}"]["error"]
+    assert rows[f"product:{target}"]["first_at"] <= rows[f"product:{target}"]["last_at"]
+    assert rows[f"product:{odd}"]["head_entry_id"] == malformed_id
+    text = cli.run("dlq", "list", sum_table)
+    assert text.returncode == 0, text.stderr
+    assert f"product:{target}  p{partition}  count=11  head={poison_id}" in text.stdout
+    lag = cli.run("lag", sum_table, "--json")
+    assert lag.returncode == 0, lag.stderr
+    assert sum(json.loads(line)["parked"] for line in lag.stdout.splitlines()) == 12
 
     # The apply bug is fixed (no SUM_FAIL_REASON); the decoder still cannot read the entry.
     retried = cli.run("dlq", "retry", "tests.support.sum_projection:factory")
     assert retried.returncode == 1, retried.stdout + retried.stderr
-    assert f"redriven  {sum_table}" in retried.stdout
+    assert retried.stdout.count(f"redriven  {sum_table}") == 11
     assert "StockRecounted" in retried.stdout
     remaining = await dead.list(sum_table)
     assert [letter.entry_id for letter in remaining] == [malformed_id]
     assert await view.sums() == await fold_log(store)
+    assert await view.order_violations() == []
     metrics = await redis_client.hgetall(metrics_key(store.keys, sum_table))
-    assert metrics[b"redriven"] == b"1"
+    assert metrics[b"redriven"] == b"11"
+    assert metrics[b"parked"] == b"1"

@@ -11,6 +11,7 @@ from redis.exceptions import ResponseError
 
 from app.settings import Settings
 from events.keys import Keys
+from workers.dlq import DeadLetters
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,9 @@ class PartitionLag:
     lag: int | None
     """Entries not yet delivered (Redis 7 ``XINFO GROUPS`` lag; ``None`` if unknown)."""
     entries_read: int | None
+    parked: int = 0
+    """Entries of this partition parked in the projection's DLQ (sequenced dead letters):
+    acknowledged, yet not applied until ``streamshop dlq retry``."""
 
 
 def _s(value: bytes | str | None) -> str | None:
@@ -38,6 +42,8 @@ async def collect(
 ) -> list[PartitionLag]:
     """Lag rows for every consumer group on the log (only ``names``, if given)."""
     rows: list[PartitionLag] = []
+    dead = DeadLetters(redis, keys)
+    parked: dict[str, dict[int, int]] = {}
     for partition in range(keys.partitions):
         stream = keys.log(partition)
         try:
@@ -48,6 +54,8 @@ async def collect(
             name = _s(group["name"]) or ""
             if names and name not in names:
                 continue
+            if name not in parked:
+                parked[name] = await dead.count_by_partition(name)
             delivered = _s(group["last-delivered-id"]) or "0-0"
             pending = int(group["pending"])
             acked = delivered
@@ -66,6 +74,7 @@ async def collect(
                     pending=pending,
                     lag=group.get("lag"),
                     entries_read=group.get("entries-read"),
+                    parked=parked[name].get(partition, 0),
                 )
             )
     rows.sort(key=lambda r: (r.projection, r.partition))
@@ -87,7 +96,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         for row in rows:
             print(json.dumps(asdict(row)))
         return 0
-    header = ("projection", "p", "owner", "acked", "delivered", "pending", "lag")
+    header = ("projection", "p", "owner", "acked", "delivered", "pending", "lag", "parked")
     table = [header] + [
         (
             r.projection,
@@ -97,6 +106,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             r.delivered,
             str(r.pending),
             "?" if r.lag is None else str(r.lag),
+            str(r.parked),
         )
         for r in rows
     ]
