@@ -349,7 +349,7 @@ class ReadModelsProjection:
         re-delivered or already folded by a rebuild is skipped cheaply), then the
         checkpoints."""
         done = {p: mark(entry_id) for p, entry_id in (await self.checkpoints()).items()}
-        self._check_not_behind(done)
+        self._check_not_behind(done, batches)
         fresh: dict[int, str] = {}
         writes: list[Write] = []
         for batch in batches:
@@ -383,25 +383,28 @@ class ReadModelsProjection:
         for partition, last in fresh.items():
             self._written[partition] = max(self._written.get(partition, ""), mark(last))
 
-    def _check_not_behind(self, done: dict[int, str]) -> None:
-        """Refuse to write over a store that lost checkpoints it acknowledged: the effects
-        after them are gone too, and only a re-feed from the store's own checkpoint (what
-        the runtime does on :class:`SinkUnavailable`) puts them back."""
+    def _check_not_behind(self, done: dict[int, str], batches: list[_Batch]) -> None:
+        """Refuse a batch that would build on a store that lost checkpoints it acknowledged.
+
+        When the store's checkpoint of a partition is older than one this instance wrote,
+        the effects written after it are gone too, and only a re-feed from the store's own
+        checkpoint puts them back. A re-feed starts at or before what was written; any
+        other batch of that partition (one that goes on from the consumer group) fails as
+        :class:`SinkUnavailable`, on which the runtime re-feeds.
+        """
         behind = {
-            p: (written, done.get(p, ""))
-            for p, written in self._written.items()
-            if done.get(p, "") < written
+            b.partition: (written, done.get(b.partition, ""))
+            for b in batches
+            if (written := self._written.get(b.partition, "")) > done.get(b.partition, "")
+            and mark(b.events[0].entry_id) > written
         }
-        if not behind:
-            return
-        for p in behind:
-            del self._written[p]
-        detail = ", ".join(
-            f"p{p}: {now or 'none'} < {was}" for p, (was, now) in sorted(behind.items())
-        )
-        raise SinkUnavailable(
-            f"the store's checkpoints went back ({detail}): it lost acknowledged writes"
-        )
+        if behind:
+            detail = ", ".join(
+                f"p{p}: {now or 'none'} < {was}" for p, (was, now) in sorted(behind.items())
+            )
+            raise SinkUnavailable(
+                f"the store's checkpoints went back ({detail}): it lost acknowledged writes"
+            )
 
     async def checkpoint(self, partition: int) -> str | None:
         try:

@@ -31,6 +31,8 @@ from tests.integration.test_rebuild_support import Shop, eventually
 from tests.support.projectors import Projector
 from workers.verify import verify_view
 
+KILLS = 4
+
 
 class MongoServer:
     """One ``secantusd-py`` process on a data directory and port that outlive it."""
@@ -130,15 +132,21 @@ async def test_kill9_of_the_mongo_server_under_load_loses_no_read_model_effect(
     await shop.seed(accounts=8, products=12)
     projector = start_projector(settings, tmp_path, "crash-read-models")
     stop = asyncio.Event()
-    load = asyncio.create_task(shop.run_until(stop, pause=0.001))
+    load = asyncio.gather(*(shop.run_until(stop, pause=0) for _ in range(3)))
     try:
         await projector.started()
         await eventually(
             lambda: _more_orders(settings, 100), within=120, what="the view to take orders"
         )
-        for _ in range(2):
-            # Each kill lands while group commits are in flight, so acknowledged writes
-            # still in the server's log buffer are lost with it.
+        for _ in range(KILLS):
+            # Kill right after the view moved: writes are in flight, and those the server
+            # acknowledged but still holds in its log buffer die with it.
+            seen = await read_model_checkpoints(settings)
+
+            async def moved(seen: dict[int, str] = seen) -> bool:
+                return await read_model_checkpoints(settings) != seen
+
+            await eventually(moved, within=60, what="the view to move")
             mongo_server.kill9()
             await asyncio.sleep(0.5)
             mongo_server.start()
@@ -150,12 +158,7 @@ async def test_kill9_of_the_mongo_server_under_load_loses_no_read_model_effect(
             )
         stop.set()
         await load
-        heads = {p: h for p, h in (await store.heads()).items() if h is not None}
-
-        async def caught_up() -> bool:
-            return await read_model_checkpoints(settings) == heads
-
-        await eventually(caught_up, within=120, what="the read models to reach the log's heads")
+        await at_heads(settings, store)
         report = await verify_view(settings, "read_models", show=5)
         assert report.ok, "\n".join(str(d) for d in report.differences)
         assert projector.proc.poll() is None
@@ -163,9 +166,57 @@ async def test_kill9_of_the_mongo_server_under_load_loses_no_read_model_effect(
         stop.set()
         with contextlib.suppress(Exception):
             await load
-        if projector.proc.poll() is None:
-            projector.proc.kill()
-            projector.proc.wait(timeout=10)
+        _kill(projector)
+
+
+async def test_a_server_back_with_older_data_is_refed_from_the_views_own_checkpoint(
+    settings: Settings, store: EventStore, mongo_server: MongoServer, tmp_path: Path
+) -> None:
+    """A server restored from a backup has lost writes it acknowledged long ago, with no
+    error on the way: the projector notices the view's checkpoints went back and re-feeds
+    every partition from them, though the consumer group has acknowledged it all."""
+    shop = Shop(store)
+    await shop.seed(accounts=6, products=8)
+    projector = start_projector(settings, tmp_path, "restore-read-models")
+    try:
+        await projector.started()
+        await shop.run(100)
+        await at_heads(settings, store)
+        mongo_server.kill9()
+        backup = tmp_path / "backup"
+        shutil.copytree(mongo_server.data, backup)
+        mongo_server.start()
+
+        await shop.run(150)
+        await at_heads(settings, store)
+        mongo_server.kill9()
+        shutil.rmtree(mongo_server.data)
+        shutil.copytree(backup, mongo_server.data)
+        mongo_server.start()
+
+        await shop.run(100)
+        await at_heads(settings, store)
+        report = await verify_view(settings, "read_models", show=5)
+        assert report.ok, "\n".join(str(d) for d in report.differences)
+        assert sum(line["replayed"] for line in projector.logs("partition_resynced")) > 0
+    finally:
+        _kill(projector)
+
+
+async def at_heads(settings: Settings, store: EventStore, within: float = 240) -> None:
+    """Wait until the read models' checkpoints are the log's heads."""
+    heads = {p: h for p, h in (await store.heads()).items() if h is not None}
+
+    async def caught_up() -> bool:
+        return await read_model_checkpoints(settings) == heads
+
+    await eventually(caught_up, within=within, what="the read models to reach the log's heads")
+
+
+def _kill(projector: Projector) -> None:
+    if projector.proc.poll() is None:
+        projector.proc.kill()
+        projector.proc.wait(timeout=10)
 
 
 async def _more_orders(settings: Settings, n: int) -> bool:
