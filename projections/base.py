@@ -27,6 +27,11 @@ class Projection(Protocol):
     and it records, in the same write or idempotently after it, the last entry id applied
     for the partition: that is what :meth:`checkpoint` returns and what read-your-writes
     waits on.
+
+    The checkpoint is the runtime's only resume point: on start and after any sink error a
+    partition is re-fed from it, whatever the consumer group has acknowledged. So it must
+    never be ahead of an effect the store could still lose, and an effect the store loses
+    must take the checkpoint with it (same transaction, or written after it and durable).
     """
 
     name: str
