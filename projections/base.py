@@ -31,6 +31,11 @@ class Projection(Protocol):
     A projection may set ``records_raw = True`` (the audit does): the runtime then also
     hands it, in order within the batch, the entries that do not decode, as
     :class:`events.codec.UndecodableEntry`, instead of retrying and dead-lettering them.
+
+    The checkpoint is the runtime's only resume point: on start and after any sink error a
+    partition is re-fed from it, whatever the consumer group has acknowledged. So it must
+    never be ahead of an effect the store could still lose, and an effect the store loses
+    must take the checkpoint with it (same transaction, or written after it and durable).
     """
 
     name: str

@@ -9,14 +9,20 @@ How it holds together:
   (:mod:`workers.leases`). Group reads run in a script that checks the lease first, so a
   process that lost its lease gets nothing delivered: no entry is ever stranded in a dead
   owner's pending list behind entries its successor already applied.
-* A new owner first claims the partition's pending entries (``XAUTOCLAIM``) and re-applies
-  them in log order, then reads new ones. Projections are idempotent, so re-applying what a
-  crashed owner applied but did not acknowledge is a no-op; the runner assumes nothing about
-  whether an ack reached Redis.
+* The only resume point is the position the view has durably applied: its own checkpoint,
+  read from the sink. A new owner, and every owner after any sink error, first *re-feeds*
+  the partition from that checkpoint up to what the group has delivered (a fenced
+  ``XRANGE``), in log order, and acknowledges it; only then does it claim what is still
+  pending and read new entries. The group's position and pending list say what was
+  delivered, never what the view holds: a sink that lost acknowledged writes (a crashed
+  server, a restored backup) or a bulk write cut half-way is thereby finished by a replay.
+  Projections are idempotent, so re-applying what the view already holds is a no-op.
 * An entry is acknowledged only after ``apply`` returned (the projection's write is durable).
 * A failing sink (:data:`SINK_ERRORS`) is waited out with capped exponential backoff, lease
-  kept, nothing acknowledged. Any other failure is the entry's fault: it is isolated, retried
-  ``max_attempts`` times, then dead-lettered (:mod:`workers.dlq`) and the partition goes on.
+  kept, nothing acknowledged, and then the partition is re-fed from the view's checkpoint;
+  the other partitions of that projection re-feed too (their writes went to the same sink).
+  Any other failure is the entry's fault: it is isolated, retried ``max_attempts`` times,
+  then dead-lettered (:mod:`workers.dlq`) and the partition goes on.
 * A dead-lettered entry parks its sequence (its aggregate's later entries for that
   projection): before applying a batch the runner looks its sequences up in the DLQ and
   parks the entries of parked ones behind their head instead of applying them.
@@ -45,6 +51,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from events.codec import RecordedEvent, decode_entry, undecodable
 from events.errors import MalformedEvent
 from events.keys import Keys
+from events.positions import parse_stream_id
 from projections.base import Projection, SinkUnavailable
 from workers.dlq import DeadLetters, metrics_key, sequence_of
 from workers.leases import Held, Leases
@@ -57,6 +64,7 @@ SINK_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
     asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
@@ -69,6 +77,16 @@ REDIS_TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 T = TypeVar("T")
+
+FENCED_RANGE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return false
+end
+return redis.call('XRANGE', KEYS[2], '(' .. ARGV[2], ARGV[3], 'COUNT', ARGV[4])
+"""
+"""KEYS: lease, log stream. ARGV: holder, after (exclusive), through (inclusive), count.
+Returns ``false`` when the caller does not hold the lease, else the entries: a re-feed is
+fenced like a group read (see :data:`workers.leases.FENCED_READ`)."""
 
 
 def is_sink_error(exc: BaseException) -> bool:
@@ -102,6 +120,11 @@ def blocking_client(redis: aioredis.Redis, block_ms: int) -> aioredis.Redis:
 
 class _Stop(Exception):
     """Internal: the worker must stop now (shutdown, hand-over or lost lease) without acking."""
+
+
+class _Resync(Exception):
+    """Internal: the sink failed (here or for another partition of the projection); drop the
+    batch in hand and re-feed the partition from the view's own checkpoint."""
 
 
 class ProjectorRunner:
@@ -149,6 +172,10 @@ class ProjectorRunner:
         self._own_reader = reader is None
         self._stopping = asyncio.Event()
         self._workers: dict[tuple[str, int], _PartitionWorker] = {}
+        self._range = redis.register_script(FENCED_RANGE)
+        self.sink_epochs: dict[str, int] = {p.name: 0 for p in self.projections}
+        """Sink failures seen per projection: a partition worker that synced at an older
+        epoch re-feeds from the view's checkpoint before it applies anything more."""
 
     @property
     def tick(self) -> float:
@@ -317,6 +344,8 @@ class _PartitionWorker:
         self.lost = False
         self.stopping = False
         self.reason = ""
+        self.synced_epoch = -1
+        self._outage = 0
         self._stop = asyncio.Event()
         self._parked: set[str] = set()
         """Sequences parked in the DLQ, as of the batch in hand (see :meth:`_process`)."""
@@ -360,8 +389,14 @@ class _PartitionWorker:
 
     async def _main(self) -> None:
         try:
-            await self._claim_pending()
-            await self._follow()
+            while True:
+                try:
+                    await self._resync()
+                    await self._claim_pending()
+                    await self._follow()
+                    return
+                except _Resync:
+                    continue
         except _Stop:
             pass
         finally:
@@ -377,6 +412,88 @@ class _PartitionWorker:
             return
         self._log.info(
             "lease_released", owner=self.runner.consumer, reason=self.reason, released=released
+        )
+
+    # -- resuming from the view -------------------------------------------------------
+
+    def _check_epoch(self) -> None:
+        if self.synced_epoch != self.runner.sink_epochs[self.projection.name]:
+            raise _Resync
+
+    def _sink_failed(self, exc: BaseException, first_entry_id: str = "", event_id: str = "") -> int:
+        """Count a sink failure (for every worker of the projection); the delay to wait, ms."""
+        r = self.runner
+        r.sink_epochs[self.projection.name] += 1
+        self._outage += 1
+        delay = _backoff(self._outage, r.backoff_base_ms, r.backoff_max_ms)
+        self._log.warning(
+            "sink_unavailable",
+            error=_error(exc),
+            attempt=self._outage,
+            retry_in_ms=delay,
+            first_entry_id=first_entry_id,
+            event_id=event_id,
+        )
+        return delay
+
+    async def _view_checkpoint(self) -> str | None:
+        """The view's own checkpoint for this partition, waiting out failures (no entry is
+        to blame for a checkpoint that cannot be read). The worker counts as synced at the
+        sink epoch of the read that worked."""
+        while True:
+            if self.lost:
+                raise _Stop
+            epoch = self.runner.sink_epochs[self.projection.name]
+            try:
+                checkpoint = await self.projection.checkpoint(self.partition)
+            except Exception as exc:
+                delay = self._sink_failed(exc)
+                await self._metric("sink_failures")
+                await self._sleep(delay / 1000)
+                continue
+            self.synced_epoch = epoch
+            return checkpoint
+
+    async def _resync(self) -> None:
+        """Re-feed the partition from the view's checkpoint through the group's position.
+
+        Everything the group delivered past what the view durably holds is applied again in
+        log order and acknowledged (pending or not: an acknowledged entry the sink has lost
+        comes back this way). A sink failure meanwhile raises :class:`_Resync` again.
+        """
+        r = self.runner
+        checkpoint = await self._view_checkpoint()
+        through = await self._group_position()
+        after = checkpoint or "0-0"
+        replayed = 0
+        while parse_stream_id(after) < parse_stream_id(through):
+            reply = await self._redis(
+                "xrange",
+                lambda a=after: r._range(
+                    keys=[r.keys.lease(self.projection.name, self.partition), self.stream],
+                    args=[r.consumer, a, through, r.batch],
+                ),
+            )
+            if reply is None:
+                self._log.warning("lease_lost", owner=r.consumer, detected="resync")
+                self.lost = True
+                self.request_stop("lease lost")
+                raise _Stop
+            if not reply:
+                break
+            entries: list[Entry] = []
+            for entry_id, flat in reply:
+                it = iter(flat)
+                entries.append((entry_id, dict(zip(it, it, strict=True))))
+            await self._process(entries)
+            replayed += len(entries)
+            after = _sid(entries[-1][0])
+        self._log.info(
+            "partition_resynced",
+            checkpoint=checkpoint,
+            through=through,
+            replayed=replayed,
+            owner=r.consumer,
         )
 
     async def _claim_pending(self) -> None:
@@ -405,6 +522,7 @@ class _PartitionWorker:
         last_delivered: str | None = None
         woken = False
         while not self.stopping:
+            self._check_epoch()
             try:
                 entries = await r.leases.fenced_read(
                     self.projection.name, self.partition, r.consumer, r.batch, start
@@ -601,32 +719,25 @@ class _PartitionWorker:
         await self._dead_letter(eid, fields, failure, attempts, event_id)
 
     async def _apply(self, events: list[RecordedEvent]) -> Exception | None:
-        """``apply`` until it does not fail for the sink's sake; returns an entry-level failure."""
-        r = self.runner
-        outage = 0
-        while True:
-            if self.lost:
-                raise _Stop
-            try:
-                await self.projection.apply(self.partition, events)
-                if outage:
-                    self._log.info("sink_recovered", failures=outage)
-                return None
-            except Exception as exc:
-                if not is_sink_error(exc):
-                    return exc
-                outage += 1
-                delay = _backoff(outage, r.backoff_base_ms, r.backoff_max_ms)
-                self._log.warning(
-                    "sink_unavailable",
-                    error=_error(exc),
-                    attempt=outage,
-                    retry_in_ms=delay,
-                    first_entry_id=events[0].entry_id,
-                    event_id=events[0].id,
-                )
-                await self._metric("sink_failures")
-                await self._sleep(delay / 1000)
+        """``apply`` once; returns an entry-level failure. A sink failure is waited out and
+        raises :class:`_Resync`: a write that failed may have landed in part, and the sink may
+        have lost what it acknowledged before, so the view's checkpoint says where to go on."""
+        if self.lost:
+            raise _Stop
+        self._check_epoch()
+        try:
+            await self.projection.apply(self.partition, events)
+        except Exception as exc:
+            if not is_sink_error(exc):
+                return exc
+            delay = self._sink_failed(exc, events[0].entry_id, events[0].id)
+            await self._metric("sink_failures")
+            await self._sleep(delay / 1000)
+            raise _Resync from exc
+        if self._outage:
+            self._log.info("sink_recovered", failures=self._outage)
+            self._outage = 0
+        return None
 
     async def _dead_letter(
         self,

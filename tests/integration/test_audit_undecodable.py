@@ -95,12 +95,18 @@ async def test_an_undecodable_entry_is_recorded_raw_by_the_audit_and_dead_letter
             heads = await store.heads()
 
             async def settled() -> bool:
+                # Every entry delivered and acknowledged (applied, dead-lettered or parked:
+                # a view's checkpoint stays before the parked tail of a partition).
                 for projection in projections:
                     for p, head in heads.items():
-                        if head is not None and await projection.checkpoint(p) != head:
+                        if head is None:
+                            continue
+                        groups = await redis.xinfo_groups(store.keys.log(p))
+                        group = next(g for g in groups if g["name"].decode() == projection.name)
+                        if group["last-delivered-id"].decode() != head or group["pending"]:
                             return False
                 for name in ("read_models", "warehouse"):
-                    if len(await dead.list(name)) < len(garbled):
+                    if len([x for x in await dead.list(name) if not x.head]) < len(garbled):
                         return False
                 return True
 
@@ -113,7 +119,11 @@ async def test_an_undecodable_entry_is_recorded_raw_by_the_audit_and_dead_letter
         await redis.aclose()
 
     for name in ("read_models", "warehouse"):
-        assert [letter.entry_id for letter in await dead.list(name)] == garbled, name
+        letters = await dead.list(name)
+        heads = [letter for letter in letters if not letter.head]
+        assert [letter.entry_id for letter in heads] == garbled, name
+        # Later entries of the garbled aggregate wait behind their head (sequenced DLQ).
+        assert {letter.head for letter in letters if letter.head} <= {h.dlq_id for h in heads}
     assert await dead.list("audit") == []
 
     pointers = ViewPointers(store.redis, settings.redis.prefix)

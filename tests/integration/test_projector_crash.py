@@ -58,8 +58,11 @@ async def test_killed_projector_is_replaced_without_losing_or_doubling_events(
 
     assert await view.sums() == await fold_log(store)
     assert await view.order_violations() == []
+    # What the first left pending is re-fed from the view's checkpoint (past it) or claimed
+    # from the group (applied but not acknowledged before the kill).
+    replayed = sum(line["replayed"] for line in second.logs("partition_resynced"))
     claimed = sum(line["count"] for line in second.logs("pending_claimed"))
-    assert claimed >= state["pending"]
+    assert replayed + claimed >= state["pending"]
 
 
 async def test_surviving_projector_takes_over_partitions_of_a_killed_one(

@@ -28,6 +28,8 @@ async def test_partitions_are_shared_and_handed_back_without_double_delivery(
     name = f"rec_{uuid.uuid4().hex[:8]}"
     products = [str(uuid.uuid4()) for _ in range(24)]
     seen_by_a, seen_by_b = RecordingProjection(name), RecordingProjection(name)
+    # One view seen through two processes: its checkpoint is the view's, so both share it.
+    seen_by_b.checkpoints = seen_by_a.checkpoints
     a, b = runner(redis_client, store, seen_by_a, "a"), runner(redis_client, store, seen_by_b, "b")
     parts = store.keys.partitions
     task_a = asyncio.create_task(a.run())
