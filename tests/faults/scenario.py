@@ -1,0 +1,253 @@
+"""One fault run: set the shop up, drive orders and restocks, inject the fault schedule, let
+the projector catch up, check everything, write the figures.
+
+The schedule is fixed (:data:`SCHEDULE`, in order) and every wait in it is bounded; the
+load's randomness comes from one seed. What is not deterministic is the interleaving of
+concurrent requests with the faults, which is the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from tests.faults.checks import Check, Observed, judge, observe
+from tests.faults.harness import ROOT, System
+from tests.faults.load import Ledger, Shop
+from workers.views import mongo_collections
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big a run is; the defaults fit CI (well under 4 minutes on 2 cores)."""
+
+    customers: int = 4
+    clients_per_customer: int = 2
+    products: int = 6
+    stock: int = 5000
+    order_pause_s: float = 0.02
+    restock_every_s: float = 0.3
+    acks_between_faults: int = 60
+    """Orders acknowledged after a recovery before the next fault (so each hits a load)."""
+    max_wait_between_s: float = 10.0
+    down_s: float = 1.0
+    postgres_cut_s: float = 4.0
+    order_deadline_s: float = 45.0
+    resolve_deadline_s: float = 30.0
+    catch_up_s: float = 90.0
+    seed: int = 12
+
+    @classmethod
+    def from_env(cls) -> Size:
+        """``FAULTS_<FIELD>`` overrides a field (e.g. ``FAULTS_ACKS_BETWEEN_FAULTS=200``)."""
+        base = cls()
+        changes: dict[str, Any] = {}
+        for name, value in asdict(base).items():
+            raw = os.environ.get(f"FAULTS_{name.upper()}")
+            if raw is not None:
+                changes[name] = type(value)(raw)
+        return cls(**{**asdict(base), **changes})
+
+
+SCHEDULE: tuple[tuple[str, str, str], ...] = (
+    ("kill", "redis", "load"),
+    ("kill", "mongo", "load"),
+    ("kill", "mongo", "catch-up"),
+    ("kill", "api", "load"),
+    ("kill", "projector", "load"),
+    ("kill", "ingest", "load"),
+    ("cut", "postgres", "load"),
+    ("terminate", "postgres", "load"),
+)
+"""(fault, target, when), in order. ``load``: once ``acks_between_faults`` more orders were
+acknowledged since the last recovery. ``catch-up``: as soon as the read models' checkpoints
+move again after the previous restart, i.e. while the projector is writing the backlog the
+outage left into MongoDB (a kill then lands in the middle of bulk writes)."""
+
+
+@dataclass
+class Outcome:
+    ledger: Ledger
+    observed: Observed
+    checks: dict[str, Check]
+    figures: dict[str, Any]
+    logs: Path
+    service_tails: dict[str, str] = field(default_factory=dict)
+
+    def check(self, name: str) -> Check:
+        return self.checks[name]
+
+    def summary(self) -> str:
+        return "\n".join(c.report() for c in self.checks.values())
+
+
+RESULTS = ROOT / ".data" / "faults"
+
+
+async def _inject(system: System, kind: str, target: str, size: Size) -> None:
+    if kind == "kill":
+        await system.kill_and_restart(target, size.down_s)
+    elif kind == "cut":
+        await system.cut_postgres(size.postgres_cut_s)
+    elif kind == "terminate":
+        await system.terminate_postgres_backends()
+    else:
+        raise ValueError(f"unknown fault kind {kind!r}")
+
+
+async def _wait_for_read_model_progress(system: System, max_wait_s: float) -> None:
+    """Until a read-models checkpoint differs from what it is now (bounded)."""
+    names = mongo_collections(await _version(system, "read_models"))
+    client: AsyncMongoClient[Any] = AsyncMongoClient(
+        system.env["MONGO_URL"], serverSelectionTimeoutMS=1000
+    )
+    deadline = time.monotonic() + max_wait_s
+    try:
+        first = None
+        while time.monotonic() < deadline:
+            try:
+                now = await client[system.env["MONGO_DB"]][names.checkpoints].find({}).to_list(None)
+            except PyMongoError:
+                now = None
+            if first is None:
+                first = now
+            elif now is not None and now != first:
+                return
+            await asyncio.sleep(0.02)
+    finally:
+        await client.close()
+
+
+async def _version(system: System, view: str) -> str:
+    client = aioredis.Redis.from_url(system.env["REDIS_URL"], decode_responses=True)
+    try:
+        return str(await client.get(system.settings.redis.keys.view(view)) or "")
+    finally:
+        await client.aclose()
+
+
+async def _wait_for_acks(ledger: Ledger, more: int, max_wait_s: float) -> None:
+    target = len(ledger.acknowledged()) + more
+    deadline = time.monotonic() + max_wait_s
+    while len(ledger.acknowledged()) < target and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+
+
+async def run(base: Path, size: Size | None = None) -> Outcome:
+    size = size or Size.from_env()
+    ledger = Ledger()
+    started = time.monotonic()
+    async with System(base) as system:
+        shop = Shop(system, ledger, size.seed)
+        try:
+            await shop.setup(size.customers, size.products, size.stock)
+            load = [
+                asyncio.create_task(
+                    shop.customer_loop(c, size.order_pause_s, size.order_deadline_s)
+                )
+                for c in ledger.customers
+                for _ in range(size.clients_per_customer)
+            ]
+            load.append(
+                asyncio.create_task(shop.restock_loop(size.restock_every_s, size.order_deadline_s))
+            )
+            for kind, target, when in SCHEDULE:
+                if when == "catch-up":
+                    await _wait_for_read_model_progress(system, size.max_wait_between_s)
+                else:
+                    await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
+                await _inject(system, kind, target, size)
+            await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
+            shop.stop.set()
+            await asyncio.gather(*load)
+            load_s = round(time.monotonic() - started, 1)
+            await shop.resolve(size.resolve_deadline_s)
+            observed = await observe(system, ledger, size.catch_up_s)
+        finally:
+            shop.stop.set()
+            await shop.aclose()
+        checks, counts = judge(ledger, observed, size.catch_up_s)
+        tails = {name: s.tail(15) for name, s in system.services.items()}
+        figures = _figures(system, ledger, checks, counts, size, load_s, started)
+    logs = RESULTS / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    shutil.copytree(base / "logs", logs)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return Outcome(ledger, observed, {c.name: c for c in checks}, figures, logs, tails)
+
+
+def _figures(
+    system: System,
+    ledger: Ledger,
+    checks: list[Check],
+    counts: dict[str, int],
+    size: Size,
+    load_s: float,
+    started: float,
+) -> dict[str, Any]:
+    orders = ledger.orders
+    statuses: dict[str, int] = {}
+    for o in orders:
+        key = "unresolved" if o.status is None else str(o.status)
+        statuses[key] = statuses.get(key, 0) + 1
+    by_kind: dict[str, int] = {}
+    for f in system.faults:
+        by_kind[f.kind] = by_kind.get(f.kind, 0) + 1
+    return {
+        "run_id": system.run_id,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.monotonic() - started, 1),
+        "load_seconds": load_s,
+        "orders_sent": len(orders),
+        "orders_acknowledged": len(ledger.acknowledged()),
+        "orders_by_final_status": statuses,
+        "order_attempts": sum(o.attempts for o in orders),
+        "orders_retried": sum(1 for o in orders if o.attempts > 1),
+        "units_acknowledged": sum(ledger.sold().values()),
+        "restocks_acknowledged": len(ledger.restocks),
+        "restocks_unacknowledged": len(ledger.unacked_restocks),
+        "restock_retries": ledger.restock_retries,
+        "faults_injected": len(system.faults),
+        "faults_by_kind": by_kind,
+        "faults": [asdict(f) for f in system.faults],
+        "unexpected_exits": [
+            {"at": at, "service": name, "code": code} for at, name, code in system.unexpected_exits
+        ],
+        "lost": counts["lost"],
+        "duplicated": counts["duplicated"],
+        "checks": {c.name: ("ok" if c.ok else f"FAILED ({len(c.problems)})") for c in checks},
+        "passed": all(c.ok for c in checks),
+        "size": asdict(size),
+    }
+
+
+def format_figures(figures: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{k} x{n}" for k, n in figures["faults_by_kind"].items())
+    exits = ", ".join(
+        f"{e['service']}({e['code']})@{e['at']}s" for e in figures["unexpected_exits"]
+    )
+    lines = [
+        f"fault run {figures['run_id']}: {figures['seconds']}s "
+        f"(load {figures['load_seconds']}s); {'PASSED' if figures['passed'] else 'FAILED'}",
+        f"  orders acknowledged  {figures['orders_acknowledged']} of {figures['orders_sent']} sent "
+        f"({figures['orders_retried']} retried, {figures['order_attempts']} attempts; "
+        f"final statuses {figures['orders_by_final_status']})",
+        f"  restocks acknowledged {figures['restocks_acknowledged']} "
+        f"({figures['restock_retries']} re-sends)",
+        f"  faults injected      {figures['faults_injected']}: {kinds}",
+        f"  unexpected exits     {exits or 'none'}",
+        f"  lost {figures['lost']}, duplicated {figures['duplicated']}",
+    ]
+    lines += [f"  {name}: {state}" for name, state in figures["checks"].items()]
+    return "\n".join(lines)
