@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -24,7 +25,7 @@ from pymongo.errors import PyMongoError
 from tests.faults.checks import Check, Observed, judge, observe
 from tests.faults.harness import ROOT, System
 from tests.faults.load import Ledger, Shop
-from workers.views import mongo_collections
+from workers.views import mongo_collections, pg_schema
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,18 @@ class Size:
 SCHEDULE: tuple[tuple[str, str, str], ...] = (
     ("kill", "redis", "load"),
     ("kill", "mongo", "load"),
-    ("kill", "mongo", "catch-up"),
+    ("kill", "mongo", "catch-up:read_models"),
     ("kill", "api", "load"),
     ("kill", "projector", "load"),
     ("kill", "ingest", "load"),
     ("cut", "postgres", "load"),
-    ("terminate", "postgres", "load"),
+    ("terminate", "postgres", "catch-up:warehouse"),
 )
 """(fault, target, when), in order. ``load``: once ``acks_between_faults`` more orders were
-acknowledged since the last recovery. ``catch-up``: as soon as the read models' checkpoints
-move again after the previous restart, i.e. while the projector is writing the backlog the
-outage left into MongoDB (a kill then lands in the middle of bulk writes)."""
+acknowledged since the last recovery. ``catch-up:<view>``: as soon as that view's
+checkpoints move again after the previous fault, i.e. while the projector is writing the
+backlog the outage left (a kill then lands in the middle of bulk writes, and the
+PostgreSQL views have live sessions to terminate)."""
 
 
 @dataclass
@@ -105,27 +107,48 @@ async def _inject(system: System, kind: str, target: str, size: Size) -> None:
         raise ValueError(f"unknown fault kind {kind!r}")
 
 
-async def _wait_for_read_model_progress(system: System, max_wait_s: float) -> None:
-    """Until a read-models checkpoint differs from what it is now (bounded)."""
-    names = mongo_collections(await _version(system, "read_models"))
-    client: AsyncMongoClient[Any] = AsyncMongoClient(
-        system.env["MONGO_URL"], serverSelectionTimeoutMS=1000
-    )
-    deadline = time.monotonic() + max_wait_s
+async def _checkpoints(system: System, view: str) -> list[Any] | None:
+    """The view's checkpoints as stored (``None`` while its store does not answer)."""
+    version = await _version(system, view)
+    if view == "read_models":
+        names = mongo_collections(version)
+        client: AsyncMongoClient[Any] = AsyncMongoClient(
+            system.env["MONGO_URL"], serverSelectionTimeoutMS=500
+        )
+        try:
+            db = client[system.env["MONGO_DB"]]
+            return await db[names.checkpoints].find({}).sort("_id").to_list(None)
+        except PyMongoError:
+            return None
+        finally:
+            await client.close()
     try:
-        first = None
-        while time.monotonic() < deadline:
-            try:
-                now = await client[system.env["MONGO_DB"]][names.checkpoints].find({}).to_list(None)
-            except PyMongoError:
-                now = None
-            if first is None:
-                first = now
-            elif now is not None and now != first:
-                return
-            await asyncio.sleep(0.02)
+        conn = await asyncpg.connect(system.pg_direct, timeout=2)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        rows = await conn.fetch(
+            f'SELECT partition, entry_id FROM "{pg_schema(view, version)}".checkpoints'
+            " ORDER BY partition"
+        )
+        return [tuple(r) for r in rows]
+    except asyncpg.PostgresError:
+        return None
     finally:
-        await client.close()
+        await conn.close()
+
+
+async def _wait_for_progress(system: System, view: str, max_wait_s: float) -> None:
+    """Until ``view``'s checkpoints differ from what they are now (bounded)."""
+    deadline = time.monotonic() + max_wait_s
+    first = await _checkpoints(system, view)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        now = await _checkpoints(system, view)
+        if first is None:
+            first = now
+        elif now is not None and now != first:
+            return
 
 
 async def _version(system: System, view: str) -> str:
@@ -162,8 +185,9 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
                 asyncio.create_task(shop.restock_loop(size.restock_every_s, size.order_deadline_s))
             )
             for kind, target, when in SCHEDULE:
-                if when == "catch-up":
-                    await _wait_for_read_model_progress(system, size.max_wait_between_s)
+                if when.startswith("catch-up:"):
+                    view = when.removeprefix("catch-up:")
+                    await _wait_for_progress(system, view, size.max_wait_between_s)
                 else:
                     await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
                 await _inject(system, kind, target, size)
@@ -228,6 +252,7 @@ def _figures(
         "duplicated": counts["duplicated"],
         "checks": {c.name: ("ok" if c.ok else f"FAILED ({len(c.problems)})") for c in checks},
         "passed": all(c.ok for c in checks),
+        "failures": {c.name: c.report() for c in checks if not c.ok},
         "size": asdict(size),
     }
 
