@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import re
 import shlex
@@ -50,6 +51,13 @@ READY_SECONDS = 60.0
 """How long a (re)started process may take to answer before the run is declared broken."""
 
 Ready = Callable[[], Awaitable[bool]]
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL it if the harness dies (a pytest timeout must leave no orphans;
+    the children run in their own sessions, so no terminal signal reaches them)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class HarnessError(RuntimeError):
@@ -104,6 +112,8 @@ class Service:
     """Where the current start's output begins in ``log_path``."""
     exits: list[int] = field(default_factory=list)
     """Return codes of exits the harness did not cause."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by whoever is killing or (re)starting it: the schedule or the supervisor."""
 
     @property
     def pid(self) -> int | None:
@@ -125,6 +135,7 @@ class Service:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         self.starts += 1
@@ -197,8 +208,13 @@ class System:
     SERVICES = ("redis", "mongo", "api", "projector", "ingest")
     """Start order; stop order is the reverse."""
 
-    def __init__(self, base: Path, *, partitions: int = 4) -> None:
+    def __init__(
+        self, base: Path, *, partitions: int = 4, extra_args: dict[str, list[str]] | None = None
+    ) -> None:
         self.base = base
+        self.extra_args = extra_args or {}
+        """Arguments appended to a service's Procfile command (an experiment, e.g. a
+        MongoDB server with ``--sync-on-commit``)."""
         self.run_id = uuid.uuid4().hex[:8]
         self.prefix = f"faults:{self.run_id}"
         self.pg_database = f"ssfaults_{self.run_id}"
@@ -275,7 +291,7 @@ class System:
         for name in self.SERVICES:
             self.services[name] = Service(
                 name=name,
-                argv=expand(commands[name], self.env),
+                argv=expand(commands[name], self.env) + self.extra_args.get(name, []),
                 env=self.env,
                 log_path=self.base / "logs" / f"{name}.log",
                 ready=ready[name],
@@ -378,11 +394,13 @@ class System:
                 service = self.services[name]
                 if service.expected_down or service.alive() or service.process is None:
                     continue
-                code = service.process.returncode
-                service.exits.append(code)
-                self.unexpected_exits.append((self.elapsed(), name, code))
-                await asyncio.sleep(backoff)
-                if not service.expected_down:
+                async with service.lock:
+                    if service.expected_down or service.alive():
+                        continue
+                    code = service.process.returncode
+                    service.exits.append(code)
+                    self.unexpected_exits.append((self.elapsed(), name, code))
+                    await asyncio.sleep(backoff)
                     with contextlib.suppress(HarnessError):
                         await service.start()
 
@@ -391,10 +409,11 @@ class System:
     async def kill_and_restart(self, name: str, down_s: float = 1.0) -> Fault:
         """``kill -9`` one service, leave it down ``down_s``, start it on the same port/data."""
         service = self.services[name]
-        at = self.elapsed()
-        service.kill9()
-        await asyncio.sleep(down_s)
-        await service.start()
+        async with service.lock:
+            at = self.elapsed()
+            service.kill9()
+            await asyncio.sleep(down_s)
+            await service.start()
         fault = Fault(f"kill -9 {name}", at, round(self.elapsed() - at, 2))
         self.faults.append(fault)
         return fault
@@ -428,7 +447,7 @@ class System:
 
     # -- the CLI --------------------------------------------------------------------------
 
-    async def streamshop(self, *args: str, limit_s: float = 120.0) -> tuple[int, str]:
+    async def streamshop(self, *args: str, limit_s: float = 60.0) -> tuple[int, str]:
         """Run ``streamshop ARGS`` against this system; (exit code, stdout + stderr).
 
         Asynchronous on purpose: the TCP proxy to PostgreSQL lives on this event loop.

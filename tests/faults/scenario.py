@@ -45,8 +45,11 @@ class Size:
     postgres_cut_s: float = 4.0
     order_deadline_s: float = 45.0
     resolve_deadline_s: float = 30.0
-    catch_up_s: float = 90.0
+    catch_up_s: float = 60.0
     seed: int = 12
+    mongo_sync_on_commit: bool = False
+    """Start the MongoDB server with ``--sync-on-commit`` (``make run`` does not): tells a
+    loss from the server's durability apart from one in our runtime."""
 
     @classmethod
     def from_env(cls) -> Size:
@@ -56,13 +59,15 @@ class Size:
         for name, value in asdict(base).items():
             raw = os.environ.get(f"FAULTS_{name.upper()}")
             if raw is not None:
-                changes[name] = type(value)(raw)
+                is_bool = isinstance(value, bool)
+                changes[name] = raw.lower() in ("1", "true", "yes") if is_bool else type(value)(raw)
         return cls(**{**asdict(base), **changes})
 
 
 SCHEDULE: tuple[tuple[str, str, str], ...] = (
     ("kill", "redis", "load"),
     ("kill", "mongo", "load"),
+    ("kill", "mongo", "catch-up:read_models"),
     ("kill", "mongo", "catch-up:read_models"),
     ("kill", "api", "load"),
     ("kill", "projector", "load"),
@@ -107,48 +112,61 @@ async def _inject(system: System, kind: str, target: str, size: Size) -> None:
         raise ValueError(f"unknown fault kind {kind!r}")
 
 
-async def _checkpoints(system: System, view: str) -> list[Any] | None:
-    """The view's checkpoints as stored (``None`` while its store does not answer)."""
-    version = await _version(system, view)
-    if view == "read_models":
-        names = mongo_collections(version)
-        client: AsyncMongoClient[Any] = AsyncMongoClient(
-            system.env["MONGO_URL"], serverSelectionTimeoutMS=500
-        )
+class _Checkpoints:
+    """Reads one view's checkpoints as stored (``None`` while its store does not answer)."""
+
+    def __init__(self, system: System, view: str) -> None:
+        self.system, self.view = system, view
+        self.mongo: AsyncMongoClient[Any] | None = None
+
+    async def __aenter__(self) -> _Checkpoints:
+        self.version = await _version(self.system, self.view)
+        if self.view == "read_models":
+            self.mongo = AsyncMongoClient(
+                self.system.env["MONGO_URL"], serverSelectionTimeoutMS=500
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.mongo is not None:
+            await self.mongo.close()
+
+    async def read(self) -> list[Any] | None:
+        if self.mongo is not None:
+            names = mongo_collections(self.version)
+            try:
+                db = self.mongo[self.system.env["MONGO_DB"]]
+                return await db[names.checkpoints].find({}).sort("_id").to_list(None)
+            except PyMongoError:
+                return None
         try:
-            db = client[system.env["MONGO_DB"]]
-            return await db[names.checkpoints].find({}).sort("_id").to_list(None)
-        except PyMongoError:
+            conn = await asyncpg.connect(self.system.pg_direct, timeout=2)
+        except (OSError, asyncpg.PostgresError):
+            return None
+        try:
+            rows = await conn.fetch(
+                f'SELECT partition, entry_id FROM "{pg_schema(self.view, self.version)}"'
+                ".checkpoints ORDER BY partition"
+            )
+            return [tuple(r) for r in rows]
+        except asyncpg.PostgresError:
             return None
         finally:
-            await client.close()
-    try:
-        conn = await asyncpg.connect(system.pg_direct, timeout=2)
-    except (OSError, asyncpg.PostgresError):
-        return None
-    try:
-        rows = await conn.fetch(
-            f'SELECT partition, entry_id FROM "{pg_schema(view, version)}".checkpoints'
-            " ORDER BY partition"
-        )
-        return [tuple(r) for r in rows]
-    except asyncpg.PostgresError:
-        return None
-    finally:
-        await conn.close()
+            await conn.close()
 
 
 async def _wait_for_progress(system: System, view: str, max_wait_s: float) -> None:
     """Until ``view``'s checkpoints differ from what they are now (bounded)."""
     deadline = time.monotonic() + max_wait_s
-    first = await _checkpoints(system, view)
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-        now = await _checkpoints(system, view)
-        if first is None:
-            first = now
-        elif now is not None and now != first:
-            return
+    async with _Checkpoints(system, view) as checkpoints:
+        first = await checkpoints.read()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            now = await checkpoints.read()
+            if first is None:
+                first = now
+            elif now is not None and now != first:
+                return
 
 
 async def _version(system: System, view: str) -> str:
@@ -170,7 +188,8 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
     size = size or Size.from_env()
     ledger = Ledger()
     started = time.monotonic()
-    async with System(base) as system:
+    extra = {"mongo": ["--sync-on-commit"]} if size.mongo_sync_on_commit else {}
+    async with System(base, extra_args=extra) as system:
         shop = Shop(system, ledger, size.seed)
         try:
             await shop.setup(size.customers, size.products, size.stock)

@@ -16,7 +16,7 @@ from tests.faults import conftest
 from tests.faults.scenario import Outcome, run
 from workers.views import VIEWS
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
