@@ -207,6 +207,7 @@ class System:
 
     SERVICES = ("redis", "mongo", "api", "projector", "ingest")
     """Start order; stop order is the reverse."""
+    DATASTORES = ("redis", "mongo")
 
     def __init__(
         self, base: Path, *, partitions: int = 4, extra_args: dict[str, list[str]] | None = None
@@ -349,8 +350,12 @@ class System:
         self._layout()
         self._build_services()
         try:
-            for name in self.SERVICES:
+            # The datastores first; the API and the workers (slow Python start-ups) together.
+            for name in self.DATASTORES:
                 await self.services[name].start()
+            await asyncio.gather(
+                *(self.services[n].start() for n in self.SERVICES if n not in self.DATASTORES)
+            )
         except BaseException:
             await self.close()
             raise
