@@ -35,6 +35,8 @@ SHOW = 8
 @dataclass(frozen=True)
 class LoggedOrder:
     entry: str
+    """``p<partition>/<entry id>``: where the order sits in the log (to find it in the
+    projector's ``batch_applied`` lines)."""
     event_id: str
     correlation: str
     order_id: str
@@ -137,7 +139,7 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
                 case OrderBilled() as e:
                     observed.orders_in_log.append(
                         LoggedOrder(
-                            rec.entry_id,
+                            f"p{rec.partition}/{rec.entry_id}",
                             rec.id,
                             rec.correlation,
                             e.order_id,
@@ -292,9 +294,15 @@ def check_stock(ledger: Ledger, observed: Observed) -> Check:
     return check
 
 
+def _where(observed: Observed) -> dict[str, str]:
+    """Idempotency key → the order's log entry."""
+    return {lo.correlation: lo.entry for lo in observed.orders_in_log}
+
+
 def check_read_models(ledger: Ledger, observed: Observed) -> Check:
     """Every acknowledged order's document, and each account's counters, match the ledger."""
     check = Check("read_models: orders and account counters = acknowledged orders")
+    where = _where(observed)
     acked = ledger.acknowledged()
     count: Counter[str] = Counter()
     spent: Counter[str] = Counter()
@@ -303,7 +311,9 @@ def check_read_models(ledger: Ledger, observed: Observed) -> Check:
         spent[o.account_id] += o.total or 0
         doc = observed.rm_orders.get(o.order_id or "")
         if doc is None:
-            check.problems.append(f"read_models orders: {_order(o)} is missing")
+            check.problems.append(
+                f"read_models orders: {_order(o)} is missing (log entry {where.get(o.key)})"
+            )
             continue
         lines = sorted((ln["product_id"], ln["quantity"]) for ln in doc.get("lines", []))
         if lines != sorted(o.lines):
@@ -329,11 +339,14 @@ def check_read_models(ledger: Ledger, observed: Observed) -> Check:
 def check_warehouse(ledger: Ledger, observed: Observed) -> Check:
     """``fact_order_line``: each acknowledged order's lines once; units sold per product."""
     check = Check("warehouse: order lines and units sold = acknowledged orders")
+    where = _where(observed)
     acked = ledger.acknowledged()
     for o in acked:
         rows = observed.dw_lines.get(o.order_id or "")
         if not rows:
-            check.problems.append(f"warehouse fact_order_line: {_order(o)} has no rows")
+            check.problems.append(
+                f"warehouse fact_order_line: {_order(o)} has no rows (log entry {where.get(o.key)})"
+            )
             continue
         have = sorted((pid, q) for _, pid, q in rows)
         if have != sorted(o.lines):

@@ -38,7 +38,7 @@ class Size:
     clients_per_customer: int = 2
     products: int = 6
     stock: int = 5000
-    order_pause_s: float = 0.02
+    order_pause_s: float = 0.05
     restock_every_s: float = 0.3
     acks_between_faults: int = 40
     """Orders acknowledged after a recovery before the next fault (so each hits a load)."""
@@ -47,7 +47,7 @@ class Size:
     postgres_cut_s: float = 4.0
     order_deadline_s: float = 45.0
     resolve_deadline_s: float = 30.0
-    catch_up_s: float = 60.0
+    catch_up_s: float = 45.0
     seed: int = 12
     mongo_sync_on_commit: bool = False
     """Start the MongoDB server with ``--sync-on-commit`` (``make run`` does not): tells a
@@ -69,7 +69,6 @@ class Size:
 SCHEDULE: tuple[tuple[str, str, str], ...] = (
     ("kill", "redis", "load"),
     ("kill", "mongo", "load"),
-    ("kill", "mongo", "catch-up:read_models"),
     ("kill", "mongo", "catch-up:read_models"),
     ("kill", "mongo", "catch-up:read_models"),
     ("kill", "api", "load"),

@@ -29,8 +29,8 @@ def consistent() -> tuple[Ledger, Observed]:
     observed = Observed(
         caught_up_s=0.5,
         orders_in_log=[
-            LoggedOrder("1-0", "e-1", "k-1", "o-1", ACCOUNT, [(P1, 2), (P2, 1)], 400),
-            LoggedOrder("2-0", "e-2", "k-2", "o-2", ACCOUNT, [(P1, 3)], 300),
+            LoggedOrder("p0/1-0", "e-1", "k-1", "o-1", ACCOUNT, [(P1, 2), (P2, 1)], 400),
+            LoggedOrder("p1/2-0", "e-2", "k-2", "o-2", ACCOUNT, [(P1, 3)], 300),
         ],
         restocks_in_log=Counter({"r-1": 1}),
         write_stock={P1: 45, P2: 59},
@@ -120,7 +120,7 @@ def test_account_counters_and_missing_order_documents_are_named() -> None:
     ]
     assert problems == [
         f"read_models orders: order k-2 (order_id o-2, account {ACCOUNT}, lines [('{P1}', 3)]) "
-        "is missing",
+        "is missing (log entry p1/2-0)",
         f"read_models accounts {ACCOUNT} field orders_count: 1, expected 2",
         f"read_models accounts {ACCOUNT} field total_spent: 400, expected 700",
     ]
