@@ -193,9 +193,20 @@ async def _kill_mongo(system: System, size: Size) -> None:
     stop.set()
     await writer
     async with _Checkpoints(system, "read_models") as checkpoints:
-        after = {d["_id"]: d["entry_id"] for d in await checkpoints.read() or []}
-    present = {d["_id"] for d in await canary.find({"_id": {"$in": acked}}).to_list(None)}
+        docs = None
+        for _ in range(50):  # the server has just answered a ping; give the read 10 s
+            if (docs := await checkpoints.read()) is not None:
+                break
+            await asyncio.sleep(0.2)
+        after = {d["_id"]: d["entry_id"] for d in docs or []}
     await client.close()
+    client = AsyncMongoClient(system.env["MONGO_URL"], serverSelectionTimeoutMS=10_000)
+    try:
+        canary = client[system.env["MONGO_DB"]]["faults_canary"]
+        found = await canary.find({"_id": {"$in": acked}}).to_list(None)
+    finally:
+        await client.close()
+    present = {d["_id"] for d in found}
     went_back = [
         f"p{p} {entry}->{after.get(p)}"
         for p, entry in sorted(before.items())
@@ -206,7 +217,9 @@ async def _kill_mongo(system: System, size: Size) -> None:
         f"server LOST {len(lost)} of {len(acked)} acknowledged canary inserts (last {lost[-3:]})"
         if lost
         else f"all {len(acked)} acknowledged canary inserts survived",
-        "server LOST acknowledged read-model checkpoints: " + ", ".join(went_back)
+        "read-model checkpoints unreadable after the restart"
+        if docs is None
+        else "server LOST acknowledged read-model checkpoints: " + ", ".join(went_back)
         if went_back
         else "read-model checkpoints intact",
     ]
@@ -249,9 +262,10 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
     extra = {"mongo": ["--sync-on-commit"]} if size.mongo_sync_on_commit else {}
     async with System(base, extra_args=extra) as system:
         shop = Shop(system, ledger, size.seed)
+        load: list[asyncio.Task[None]] = []
         try:
             await shop.setup(size.customers, size.products, size.stock)
-            load = [
+            load += [
                 asyncio.create_task(
                     shop.customer_loop(c, size.order_pause_s, size.order_deadline_s)
                 )
@@ -276,6 +290,9 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
             observed = await observe(system, ledger, size.catch_up_s)
         finally:
             shop.stop.set()
+            for task in load:
+                task.cancel()
+            await asyncio.gather(*load, return_exceptions=True)
             await shop.aclose()
         checks, counts = judge(ledger, observed, size.catch_up_s)
         tails = {name: s.tail(15) for name, s in system.services.items()}
