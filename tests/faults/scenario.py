@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,10 +104,22 @@ class Outcome:
 RESULTS = ROOT / ".data" / "faults"
 
 
-async def _inject(system: System, kind: str, target: str, size: Size) -> None:
+async def _when(system: System, ledger: Ledger, when: str, size: Size) -> None:
+    if when.startswith("catch-up:"):
+        view = when.removeprefix("catch-up:")
+        await _wait_for_progress(system, view, size.max_wait_between_s)
+    else:
+        await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
+
+
+async def _inject(
+    system: System, ledger: Ledger, kind: str, target: str, when: str, size: Size
+) -> None:
     if kind == "kill" and target == "mongo":
-        await _kill_mongo(system, size)
-    elif kind == "kill":
+        await _kill_mongo(system, size, _when(system, ledger, when, size))
+        return
+    await _when(system, ledger, when, size)
+    if kind == "kill":
         await system.kill_and_restart(target, size.down_s)
     elif kind == "cut":
         await system.cut_postgres(size.postgres_cut_s)
@@ -159,7 +172,7 @@ class _Checkpoints:
             await conn.close()
 
 
-async def _kill_mongo(system: System, size: Size) -> None:
+async def _kill_mongo(system: System, size: Size, when: Awaitable[None]) -> None:
     """``kill -9`` the MongoDB server, and tell whether it lost writes it had acknowledged.
 
     Two probes, neither involving our runtime: the read models' checkpoints read just
@@ -167,6 +180,10 @@ async def _kill_mongo(system: System, size: Size) -> None:
     canary inserting numbered documents (default write concern, as the projector) right
     up to the kill must find every insert the server acknowledged. The fault's detail
     says what each found: a loss there is the server's durability, not our runtime.
+
+    After ``when``, the kill waits for the next move of a read-model checkpoint and comes
+    right after it: the projector's last acknowledged writes are then the newest ones, the
+    ones a server that loses its last acknowledged writes would lose.
     """
     client: AsyncMongoClient[Any] = AsyncMongoClient(
         system.env["MONGO_URL"], serverSelectionTimeoutMS=500
@@ -185,10 +202,10 @@ async def _kill_mongo(system: System, size: Size) -> None:
             acked.append(n)
             n += 1
 
-    async with _Checkpoints(system, "read_models") as checkpoints:
-        before = {d["_id"]: d["entry_id"] for d in await checkpoints.read() or []}
     writer = asyncio.create_task(write())
-    await asyncio.sleep(0.3)
+    await when
+    last = await _wait_for_progress(system, "read_models", size.max_wait_between_s, poll_s=0.001)
+    before = {d["_id"]: d["entry_id"] for d in last or []}
     fault = await system.kill_and_restart("mongo", size.down_s)
     stop.set()
     await writer
@@ -226,18 +243,21 @@ async def _kill_mongo(system: System, size: Size) -> None:
     system.faults[system.faults.index(fault)] = dataclasses.replace(fault, detail="; ".join(parts))
 
 
-async def _wait_for_progress(system: System, view: str, max_wait_s: float) -> None:
-    """Until ``view``'s checkpoints differ from what they are now (bounded)."""
+async def _wait_for_progress(
+    system: System, view: str, max_wait_s: float, poll_s: float = 0.02
+) -> list[Any] | None:
+    """Until ``view``'s checkpoints differ from what they are now (bounded); the last read."""
     deadline = time.monotonic() + max_wait_s
     async with _Checkpoints(system, view) as checkpoints:
-        first = await checkpoints.read()
+        first = now = await checkpoints.read()
         while time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(poll_s)
             now = await checkpoints.read()
             if first is None:
                 first = now
             elif now is not None and now != first:
-                return
+                break
+        return now
 
 
 async def _version(system: System, view: str) -> str:
@@ -276,12 +296,7 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
                 asyncio.create_task(shop.restock_loop(size.restock_every_s, size.order_deadline_s))
             )
             for kind, target, when in SCHEDULE:
-                if when.startswith("catch-up:"):
-                    view = when.removeprefix("catch-up:")
-                    await _wait_for_progress(system, view, size.max_wait_between_s)
-                else:
-                    await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
-                await _inject(system, kind, target, size)
+                await _inject(system, ledger, kind, target, when, size)
             await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
             shop.stop.set()
             await asyncio.gather(*load)
