@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format schemas install lock lock-check upgrade java-example bench clean
+.PHONY: run test faults lint format schemas install lock lock-check upgrade java-example bench clean
 
 # uv installs exactly what uv.lock pins (hashes included); uv itself comes pinned by hash
 # from scripts/uv-requirements.txt into a bootstrap venv. No download of a Python: the
@@ -52,6 +52,12 @@ run: $(STAMP)
 test: lock-check $(STAMP)
 	@$(BIN)/python scripts/test_services.py
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## faults: the fault-injection suite (tests/faults): kill -9 each process under load, cut
+## PostgreSQL, then check exactly-once in the log and every view; figures in .data/faults/
+faults: $(STAMP)
+	@$(BIN)/python scripts/test_services.py
+	$(BIN)/python -m pytest -q -m faults tests/faults $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

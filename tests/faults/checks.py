@@ -1,0 +1,452 @@
+"""After the faults: wait for the projector, look at the log and every view, and compare each
+with the clients' :class:`~tests.faults.load.Ledger`.
+
+:func:`observe` gathers what is there (it talks to the stores directly, not through the
+proxy, and runs the operator's CLI: ``verify``, ``audit verify``, ``dlq list``);
+:func:`judge` turns it into named :class:`Check` results. Every problem names the order
+(idempotency key and order id), the view, and the field, with both values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from events.positions import parse_stream_id
+from events.store import EventStore
+from events.types import OrderBilled, StockAdjusted
+from tests.faults.harness import System
+from tests.faults.load import Ledger
+from workers.registry import open_projections
+from workers.views import VIEWS, mongo_collections, pg_schema
+
+SHOW = 8
+"""Problems listed per check (the count is always complete)."""
+
+
+@dataclass(frozen=True)
+class LoggedOrder:
+    entry: str
+    """``p<partition>/<entry id>``: where the order sits in the log (to find it in the
+    projector's ``batch_applied`` lines)."""
+    event_id: str
+    correlation: str
+    order_id: str
+    account_id: str
+    lines: list[tuple[str, int]]
+    total: int
+
+
+@dataclass
+class Observed:
+    """Everything looked at after the run."""
+
+    caught_up_s: float | None = None
+    behind: list[str] = field(default_factory=list)
+    """``view pN: checkpoint X < head Y`` for every partition a view had not reached."""
+    orders_in_log: list[LoggedOrder] = field(default_factory=list)
+    restocks_in_log: Counter[str] = field(default_factory=Counter)
+    """Event id → how often the log holds it."""
+    write_stock: dict[str, int | None] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    rm_stock: dict[str, int | None] = field(default_factory=dict)
+    rm_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rm_accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dw_lines: dict[str, list[tuple[int, str, int]]] = field(default_factory=dict)
+    """Order id → (line_no, product id, quantity) rows of ``fact_order_line``."""
+    audit_rows: Counter[str] = field(default_factory=Counter)
+    """Event id → rows in the audit log."""
+    verify: dict[str, tuple[int, str]] = field(default_factory=dict)
+    audit_verify: tuple[int, str] = (0, "")
+    dlq_list: tuple[int, str] = (0, "")
+    dlq_streams: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Check:
+    name: str
+    problems: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def report(self) -> str:
+        if self.ok:
+            return f"{self.name}: OK{f' ({self.note})' if self.note else ''}"
+        lines = [f"{self.name}: FAILED, {len(self.problems)} problem(s)"]
+        lines += [f"  {p}" for p in self.problems[:SHOW]]
+        if len(self.problems) > SHOW:
+            lines.append(f"  … and {len(self.problems) - SHOW} more")
+        if self.note:
+            lines.append(f"  ({self.note})")
+        return "\n".join(lines)
+
+
+# -- catching up ---------------------------------------------------------------------------
+
+
+async def wait_caught_up(system: System, observed: Observed, timeout_s: float) -> None:
+    """Until every view's checkpoint has reached the head of every partition, or timeout."""
+    redis = aioredis.Redis.from_url(system.env["REDIS_URL"])
+    store = EventStore(redis, system.settings.redis.keys)
+    started = time.monotonic()
+    try:
+        async with open_projections(system.settings, list(VIEWS)) as projections:
+            while True:
+                heads = await store.heads()
+                behind = []
+                for projection in projections:
+                    for p, head in heads.items():
+                        if head is None:
+                            continue
+                        at = await projection.checkpoint(p)
+                        if at is None or parse_stream_id(at) < parse_stream_id(head):
+                            behind.append(f"{projection.name} p{p}: checkpoint {at} < head {head}")
+                if not behind:
+                    observed.caught_up_s = round(time.monotonic() - started, 2)
+                    observed.behind = []
+                    return
+                observed.behind = behind
+                if time.monotonic() - started > timeout_s:
+                    return
+                await asyncio.sleep(0.5)
+    finally:
+        await redis.aclose()
+
+
+# -- looking -------------------------------------------------------------------------------
+
+
+async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed:
+    observed = Observed()
+    await wait_caught_up(system, observed, catch_up_s)
+    keys = system.settings.redis.keys
+    raw = aioredis.Redis.from_url(system.env["REDIS_URL"])
+    redis = aioredis.Redis.from_url(system.env["REDIS_URL"], decode_responses=True)
+    try:
+        async for rec in EventStore(raw, keys).read_all():
+            match rec.event:
+                case OrderBilled() as e:
+                    observed.orders_in_log.append(
+                        LoggedOrder(
+                            f"p{rec.partition}/{rec.entry_id}",
+                            rec.id,
+                            rec.correlation,
+                            e.order_id,
+                            e.account_id,
+                            [(ln.product_id, ln.quantity) for ln in e.lines],
+                            e.total,
+                        )
+                    )
+                case StockAdjusted():
+                    observed.restocks_in_log[rec.id] += 1
+        for pid in ledger.products:
+            value = await redis.hget(keys.state(f"product:{pid}"), "stock")
+            observed.write_stock[pid] = None if value is None else int(value)
+        for name in VIEWS:
+            observed.versions[name] = await redis.get(keys.view(name)) or ""
+        async for key in redis.scan_iter(match=keys.dlq("*")):
+            observed.dlq_streams[key] = await redis.xlen(key)
+    finally:
+        await redis.aclose()
+        await raw.aclose()
+    await _read_models(system, ledger, observed)
+    await _postgres(system, observed)
+    # The operator's commands, side by side (each verify locks only its own view).
+    *verified, observed.audit_verify, observed.dlq_list = await asyncio.gather(
+        *(system.streamshop("verify", name) for name in VIEWS),
+        system.streamshop("audit", "verify"),
+        system.streamshop("dlq", "list", "--json"),
+    )
+    observed.verify = dict(zip(VIEWS, verified, strict=True))
+    return observed
+
+
+async def _read_models(system: System, ledger: Ledger, observed: Observed) -> None:
+    names = mongo_collections(observed.versions["read_models"])
+    client: AsyncMongoClient[Any] = AsyncMongoClient(system.env["MONGO_URL"])
+    try:
+        db = client[system.env["MONGO_DB"]]
+        for pid in ledger.products:
+            doc = await db[names.products].find_one({"_id": pid})
+            observed.rm_stock[pid] = None if doc is None else doc.get("stock")
+        async for doc in db[names.orders].find({}):
+            observed.rm_orders[str(doc["_id"])] = doc
+        for customer in ledger.customers:
+            doc = await db[names.accounts].find_one({"_id": customer.account_id})
+            observed.rm_accounts[customer.account_id] = doc or {}
+    finally:
+        await client.close()
+
+
+async def _postgres(system: System, observed: Observed) -> None:
+    conn = await asyncpg.connect(system.pg_direct)
+    try:
+        dw = pg_schema("warehouse", observed.versions["warehouse"])
+        for row in await conn.fetch(
+            f'SELECT order_id, line_no, product_id, quantity FROM "{dw}".fact_order_line'
+        ):
+            observed.dw_lines.setdefault(row["order_id"], []).append(
+                (row["line_no"], row["product_id"], row["quantity"])
+            )
+        audit = pg_schema("audit", observed.versions["audit"])
+        for row in await conn.fetch(
+            f'SELECT event_id, count(*) AS n FROM "{audit}".events GROUP BY event_id'
+        ):
+            observed.audit_rows[row["event_id"]] = row["n"]
+    finally:
+        await conn.close()
+
+
+# -- judging -------------------------------------------------------------------------------
+
+
+def _order(o: Any) -> str:
+    return f"order {o.key} (order_id {o.order_id}, account {o.account_id}, lines {o.lines})"
+
+
+def check_caught_up(observed: Observed, timeout_s: float) -> Check:
+    check = Check("projector caught up")
+    if observed.caught_up_s is None:
+        check.problems = [f"not within {timeout_s:.0f}s: {b}" for b in observed.behind]
+    else:
+        check.note = f"in {observed.caught_up_s}s after the load stopped"
+    return check
+
+
+def check_log(ledger: Ledger, observed: Observed) -> tuple[Check, int, int]:
+    """Every acknowledged order and restock is in the log exactly once; nothing else is.
+
+    Returns the check, the number lost and the number duplicated.
+    """
+    check = Check("log: every acknowledged order exactly once")
+    by_key: dict[str, list[LoggedOrder]] = defaultdict(list)
+    for logged in observed.orders_in_log:
+        by_key[logged.correlation].append(logged)
+    lost = duplicated = 0
+    for o in ledger.orders:
+        found = by_key.pop(o.key, [])
+        if o.acknowledged:
+            if not found:
+                lost += 1
+                check.problems.append(f"LOST: {_order(o)} got {o.status} but is not in the log")
+                continue
+            if len(found) > 1:
+                duplicated += len(found) - 1
+                entries = ", ".join(f"{f.order_id}@{f.entry}" for f in found)
+                check.problems.append(
+                    f"DUPLICATED: {_order(o)} is in the log {len(found)} times: {entries}"
+                )
+            first = found[0]
+            if first.order_id != o.order_id:
+                check.problems.append(
+                    f"{_order(o)}: the log's order_id is {first.order_id}, the client was told {o.order_id}"
+                )
+            if sorted(first.lines) != sorted(o.lines):
+                check.problems.append(f"{_order(o)}: the log has lines {first.lines}")
+        elif found:
+            what = "was never answered" if o.status is None else f"was refused with {o.status}"
+            check.problems.append(
+                f"PHANTOM: {_order(o)} {what} but is in the log ({found[0].order_id}@{found[0].entry})"
+            )
+    for key, found in by_key.items():
+        check.problems.append(
+            f"UNKNOWN: the log has {len(found)} order(s) with correlation {key!r}"
+        )
+    for r in ledger.restocks:
+        n = observed.restocks_in_log.get(r.event_id, 0)
+        if n == 0:
+            lost += 1
+            check.problems.append(
+                f"LOST: restock {r.event_id} (+{r.delta} {r.product_id}) acknowledged by Redis, not in the log"
+            )
+        elif n > 1:
+            duplicated += n - 1
+            check.problems.append(f"DUPLICATED: restock {r.event_id} is in the log {n} times")
+    return check, lost, duplicated
+
+
+def check_stock(ledger: Ledger, observed: Observed) -> Check:
+    """Write side and read models: stock = initial + restocks - acknowledged quantities."""
+    check = Check("stock: write side and read models = initial + restocks - acknowledged")
+    expected, sold, added = ledger.expected_stock(), ledger.sold(), ledger.restocked()
+    for pid, want in expected.items():
+        p = ledger.products[pid]
+        why = f"initial {p.initial_stock} + restocked {added[pid]} - acknowledged {sold[pid]}"
+        for where, have in (
+            ("write side (Redis state)", observed.write_stock.get(pid)),
+            ("read_models products", observed.rm_stock.get(pid)),
+        ):
+            if have != want:
+                check.problems.append(
+                    f"{where} product {pid} ({p.sku}) field stock: {have}, expected {want} ({why})"
+                )
+    return check
+
+
+def _where(observed: Observed) -> dict[str, str]:
+    """Idempotency key → the order's log entry."""
+    return {lo.correlation: lo.entry for lo in observed.orders_in_log}
+
+
+def check_read_models(ledger: Ledger, observed: Observed) -> Check:
+    """Every acknowledged order's document, and each account's counters, match the ledger."""
+    check = Check("read_models: orders and account counters = acknowledged orders")
+    where = _where(observed)
+    acked = ledger.acknowledged()
+    count: Counter[str] = Counter()
+    spent: Counter[str] = Counter()
+    for o in acked:
+        count[o.account_id] += 1
+        spent[o.account_id] += o.total or 0
+        doc = observed.rm_orders.get(o.order_id or "")
+        if doc is None:
+            check.problems.append(
+                f"read_models orders: {_order(o)} is missing (log entry {where.get(o.key)})"
+            )
+            continue
+        lines = sorted((ln["product_id"], ln["quantity"]) for ln in doc.get("lines", []))
+        if lines != sorted(o.lines):
+            check.problems.append(
+                f"read_models orders {o.order_id} field lines: {lines}, expected {sorted(o.lines)}"
+            )
+    ours = {o.order_id for o in acked}
+    for order_id in sorted(set(observed.rm_orders) - ours):
+        check.problems.append(f"read_models orders {order_id}: no acknowledged order has this id")
+    for c in ledger.customers:
+        doc = observed.rm_accounts.get(c.account_id, {})
+        for name, want in (
+            ("orders_count", count[c.account_id]),
+            ("total_spent", spent[c.account_id]),
+        ):
+            if doc.get(name, 0) != want:
+                check.problems.append(
+                    f"read_models accounts {c.account_id} field {name}: {doc.get(name)}, expected {want}"
+                )
+    return check
+
+
+def check_warehouse(ledger: Ledger, observed: Observed) -> Check:
+    """``fact_order_line``: each acknowledged order's lines once; units sold per product."""
+    check = Check("warehouse: order lines and units sold = acknowledged orders")
+    where = _where(observed)
+    acked = ledger.acknowledged()
+    for o in acked:
+        rows = observed.dw_lines.get(o.order_id or "")
+        if not rows:
+            check.problems.append(
+                f"warehouse fact_order_line: {_order(o)} has no rows (log entry {where.get(o.key)})"
+            )
+            continue
+        have = sorted((pid, q) for _, pid, q in rows)
+        if have != sorted(o.lines):
+            check.problems.append(
+                f"warehouse fact_order_line {o.order_id} lines: {have}, expected {sorted(o.lines)}"
+            )
+    ours = {o.order_id for o in acked}
+    extra = sorted(set(observed.dw_lines) - ours)
+    for order_id in extra:
+        check.problems.append(
+            f"warehouse fact_order_line {order_id}: no acknowledged order has this id"
+        )
+    sold = ledger.sold()
+    units: Counter[str] = Counter()
+    for rows in observed.dw_lines.values():
+        for _, pid, q in rows:
+            units[pid] += q
+    for pid, want in sold.items():
+        if units[pid] != want:
+            p = ledger.products[pid]
+            check.problems.append(
+                f"warehouse product {pid} ({p.sku}) units sold: {units[pid]}, expected {want} "
+                f"(so stock {p.initial_stock} - {units[pid]} instead of {p.initial_stock} - {want})"
+            )
+    return check
+
+
+def check_audit_rows(ledger: Ledger, observed: Observed) -> Check:
+    """The audit log holds each acknowledged order's and restock's event exactly once."""
+    check = Check("audit: one row per acknowledged event")
+    event_of = {lo.correlation: lo.event_id for lo in observed.orders_in_log}
+    for o in ledger.acknowledged():
+        event_id = event_of.get(o.key)
+        if event_id is None:
+            continue  # not in the log: the log check reports it
+        n = observed.audit_rows.get(event_id, 0)
+        if n != 1:
+            check.problems.append(f"audit events: {_order(o)} event {event_id} has {n} rows")
+    for r in ledger.restocks:
+        n = observed.audit_rows.get(r.event_id, 0)
+        if observed.restocks_in_log.get(r.event_id) and n != 1:
+            check.problems.append(f"audit events: restock {r.event_id} has {n} rows")
+    return check
+
+
+def check_verify(observed: Observed, view: str) -> Check:
+    check = Check(f"streamshop verify {view}")
+    code, out = observed.verify[view]
+    if code != 0:
+        lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+        check.problems = [f"exit {code}", *lines[-15:]]
+    else:
+        check.note = out.strip().splitlines()[-1][:200] if out.strip() else ""
+    return check
+
+
+def check_audit_verify(observed: Observed) -> Check:
+    check = Check("streamshop audit verify")
+    code, out = observed.audit_verify
+    if code != 0:
+        check.problems = [f"exit {code}", *out.strip().splitlines()[-15:]]
+    else:
+        check.note = out.strip()[:200]
+    return check
+
+
+def check_dead_letters(observed: Observed) -> Check:
+    """``streamshop dlq list`` shows nothing and every ``{prefix}:dlq:*`` stream is empty."""
+    check = Check("no dead letter left")
+    for key, n in sorted(observed.dlq_streams.items()):
+        if n:
+            check.problems.append(f"DLQ stream {key} holds {n} entries")
+    code, out = observed.dlq_list
+    if code != 0:
+        check.problems.append(f"streamshop dlq list exit {code}: {out.strip()[-300:]}")
+    for line in out.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        check.problems.append(
+            f"dead letter {row.get('projection')} {row.get('entry_id')} {row.get('type')} "
+            f"p{row.get('partition')} after {row.get('attempts')} attempts: {row.get('error')}"
+        )
+    return check
+
+
+def judge(
+    ledger: Ledger, observed: Observed, catch_up_s: float
+) -> tuple[list[Check], dict[str, int]]:
+    log_check, lost, duplicated = check_log(ledger, observed)
+    checks = [
+        check_caught_up(observed, catch_up_s),
+        log_check,
+        check_stock(ledger, observed),
+        check_read_models(ledger, observed),
+        check_warehouse(ledger, observed),
+        check_audit_rows(ledger, observed),
+        *(check_verify(observed, view) for view in VIEWS),
+        check_audit_verify(observed),
+        check_dead_letters(observed),
+    ]
+    return checks, {"lost": lost, "duplicated": duplicated}

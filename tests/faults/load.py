@@ -1,0 +1,279 @@
+"""The load a fault run drives: customers ordering over HTTP and a producer restocking through
+the ingress gateway, both behaving as well-mannered clients do.
+
+An order is retried with the same ``Idempotency-Key`` (and the same ``X-Request-ID``, which
+becomes the event's ``correlation``, so the log can be matched to the client's ledger)
+after a connection error, a timeout, a 5xx or a 409 *concurrent modification* — until it
+gets a definite answer: 2xx (acknowledged) or any other 4xx (refused). A restock is
+``XADD``'ed again with the same event id until Redis acknowledges it (the producer contract
+of ``docs/producers.md``). Everything acknowledged is in the :class:`Ledger`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tests.faults.harness import System
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass(frozen=True)
+class Product:
+    product_id: str
+    sku: str
+    price: int
+    initial_stock: int
+
+
+@dataclass(frozen=True)
+class Customer:
+    account_id: str
+    email: str
+    token: str
+
+
+@dataclass
+class Order:
+    """One order as the client sent it (``key``) and what it finally heard back."""
+
+    key: str
+    account_id: str
+    lines: list[tuple[str, int]]
+    """(product id, quantity) as requested."""
+    attempts: int = 0
+    status: int | None = None
+    """The definite answer's status; ``None`` while unresolved."""
+    order_id: str | None = None
+    total: int | None = None
+    answer: str = ""
+    errors: list[str] = field(default_factory=list)
+    """Why attempts were retried (first few)."""
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass(frozen=True)
+class Restock:
+    event_id: str
+    product_id: str
+    delta: int
+
+
+@dataclass
+class Ledger:
+    """What the clients were told: the truth the views are checked against."""
+
+    products: dict[str, Product] = field(default_factory=dict)
+    customers: list[Customer] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+    restocks: list[Restock] = field(default_factory=list)
+    unacked_restocks: list[Restock] = field(default_factory=list)
+    restock_retries: int = 0
+
+    def acknowledged(self) -> list[Order]:
+        return [o for o in self.orders if o.acknowledged]
+
+    def sold(self) -> dict[str, int]:
+        """Product → quantity of acknowledged orders."""
+        sold = dict.fromkeys(self.products, 0)
+        for order in self.acknowledged():
+            for product_id, quantity in order.lines:
+                sold[product_id] += quantity
+        return sold
+
+    def restocked(self) -> dict[str, int]:
+        added = dict.fromkeys(self.products, 0)
+        for restock in self.restocks:
+            added[restock.product_id] += restock.delta
+        return added
+
+    def expected_stock(self) -> dict[str, int]:
+        sold, added = self.sold(), self.restocked()
+        return {pid: p.initial_stock + added[pid] - sold[pid] for pid, p in self.products.items()}
+
+
+class Shop:
+    """Sets the shop up over HTTP and the CLI, then drives the load."""
+
+    def __init__(self, system: System, ledger: Ledger, seed: int) -> None:
+        self.system = system
+        self.ledger = ledger
+        self.rng = random.Random(seed)
+        self.http = httpx.AsyncClient(base_url=system.api_url, timeout=httpx.Timeout(15.0))
+        self.stop = asyncio.Event()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # -- set-up (no faults yet: a failure here is a harness error) ------------------------
+
+    async def setup(self, customers: int, products: int, stock: int) -> None:
+        email = f"admin-{self.system.run_id}@example.com"
+        code, out = await self.system.streamshop(
+            "create-admin", "--email", email, "--password", PASSWORD
+        )
+        if code != 0:
+            raise RuntimeError(f"create-admin failed ({code}): {out}")
+        admin = await self._login(email)
+        for n in range(products):
+            sku = f"FLT-{self.system.run_id}-{n}"
+            price = 100 * (n + 1) + 90
+            resp = await self.http.post(
+                "/products",
+                json={"sku": sku, "name": f"Produto {n}", "price": price, "stock": stock},
+                headers={"Authorization": f"Bearer {admin}"},
+            )
+            if resp.status_code != 201:
+                raise RuntimeError(f"create product {sku}: {resp.status_code} {resp.text}")
+            pid = resp.json()["product_id"]
+            self.ledger.products[pid] = Product(pid, sku, price, stock)
+        for n in range(customers):
+            email = f"c{n}-{self.system.run_id}@example.com"
+            resp = await self.http.post(
+                "/accounts", json={"name": f"Cliente {n}", "email": email, "password": PASSWORD}
+            )
+            if resp.status_code != 201:
+                raise RuntimeError(f"sign-up {email}: {resp.status_code} {resp.text}")
+            account_id = resp.json()["account_id"]
+            self.ledger.customers.append(Customer(account_id, email, await self._login(email)))
+
+    async def _login(self, email: str) -> str:
+        resp = await self.http.post("/auth/login", json={"email": email, "password": PASSWORD})
+        if resp.status_code != 200:
+            raise RuntimeError(f"login {email}: {resp.status_code} {resp.text}")
+        return str(resp.json()["access_token"])
+
+    # -- orders ---------------------------------------------------------------------------
+
+    def new_order(self, customer: Customer) -> Order:
+        chosen = self.rng.sample(sorted(self.ledger.products), self.rng.randint(1, 3))
+        lines = [(pid, self.rng.randint(1, 3)) for pid in chosen]
+        order = Order(
+            key=f"flt-{self.system.run_id}-{len(self.ledger.orders)}",
+            account_id=customer.account_id,
+            lines=lines,
+        )
+        self.ledger.orders.append(order)
+        return order
+
+    async def place(self, order: Order, token: str, deadline_s: float) -> None:
+        """Send ``order`` until a definite answer or ``deadline_s``; then it stays unresolved."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Idempotency-Key": order.key,
+            "X-Request-ID": order.key,
+        }
+        body = {"lines": [{"product_id": p, "quantity": q} for p, q in order.lines]}
+        delay = 0.05
+        while True:
+            order.attempts += 1
+            why = ""
+            try:
+                resp = await self.http.post("/orders", json=body, headers=headers)
+            except httpx.TransportError as exc:
+                why = f"{type(exc).__name__}"
+            else:
+                if 200 <= resp.status_code < 300:
+                    data = resp.json()
+                    order.status, order.order_id = resp.status_code, data["order_id"]
+                    order.total = data["total"]
+                    return
+                retry = resp.status_code >= 500 or _concurrent_modification(resp)
+                if not retry:
+                    order.status, order.answer = resp.status_code, resp.text[:300]
+                    return
+                why = f"{resp.status_code} {resp.text[:120]}"
+            if len(order.errors) < 5:
+                order.errors.append(why)
+            if loop.time() + delay > deadline:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def customer_loop(self, customer: Customer, pause_s: float, deadline_s: float) -> None:
+        while not self.stop.is_set():
+            await self.place(self.new_order(customer), customer.token, deadline_s)
+            await asyncio.sleep(pause_s)
+
+    async def resolve(self, deadline_s: float) -> None:
+        """Send every unresolved order again (same key) now that everything is up."""
+        tokens = {c.account_id: c.token for c in self.ledger.customers}
+        pending = [o for o in self.ledger.orders if o.status is None]
+        await asyncio.gather(*(self.place(o, tokens[o.account_id], deadline_s) for o in pending))
+        client = aioredis.Redis.from_url(self.system.env["REDIS_URL"], socket_timeout=5)
+        stream = self.system.settings.redis.keys.ingest("faults")
+        try:
+            for restock in list(self.ledger.unacked_restocks):
+                if await self._publish(client, stream, restock, deadline_s):
+                    self.ledger.unacked_restocks.remove(restock)
+                    self.ledger.restocks.append(restock)
+        finally:
+            await client.aclose()
+
+    # -- restocks through the ingress gateway ---------------------------------------------
+
+    async def restock_loop(self, every_s: float, deadline_s: float) -> None:
+        client = aioredis.Redis.from_url(self.system.env["REDIS_URL"], socket_timeout=5)
+        stream = self.system.settings.redis.keys.ingest("faults")
+        try:
+            while not self.stop.is_set():
+                restock = Restock(
+                    str(uuid.uuid4()),
+                    self.rng.choice(sorted(self.ledger.products)),
+                    self.rng.randint(5, 20),
+                )
+                if await self._publish(client, stream, restock, deadline_s):
+                    self.ledger.restocks.append(restock)
+                else:
+                    self.ledger.unacked_restocks.append(restock)
+                await asyncio.sleep(every_s)
+        finally:
+            await client.aclose()
+
+    async def _publish(
+        self, client: aioredis.Redis, stream: str, restock: Restock, deadline_s: float
+    ) -> bool:
+        fields: dict[Any, Any] = {
+            "id": restock.event_id,
+            "type": "StockAdjusted",
+            "schema": "1",
+            "actor": "faults",
+            "data": msgspec.json.encode(
+                {"product_id": restock.product_id, "delta": restock.delta, "reason": "restock"}
+            ),
+        }
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        while True:
+            try:
+                await client.xadd(stream, fields)
+                return True
+            except (RedisError, OSError):
+                self.ledger.restock_retries += 1
+                if loop.time() > deadline:
+                    return False
+                await asyncio.sleep(0.2)
+
+
+def _concurrent_modification(resp: httpx.Response) -> bool:
+    """409 *concurrent modification* says "try again"; other 409s (stock) are definite."""
+    if resp.status_code != 409:
+        return False
+    try:
+        return "concurrent-modification" in str(resp.json().get("type", ""))
+    except ValueError:
+        return False

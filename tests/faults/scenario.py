@@ -1,0 +1,395 @@
+"""One fault run: set the shop up, drive orders and restocks, inject the fault schedule, let
+the projector catch up, check everything, write the figures.
+
+The schedule is fixed (:data:`SCHEDULE`, in order) and every wait in it is bounded; the
+load's randomness comes from one seed. What is not deterministic is the interleaving of
+concurrent requests with the faults, which is the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Awaitable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from events.positions import parse_stream_id
+from tests.faults.checks import Check, Observed, judge, observe
+from tests.faults.harness import ROOT, System
+from tests.faults.load import Ledger, Shop
+from workers.views import mongo_collections, pg_schema
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big a run is; the defaults fit CI (well under 4 minutes on 2 cores)."""
+
+    customers: int = 4
+    clients_per_customer: int = 2
+    products: int = 6
+    stock: int = 5000
+    order_pause_s: float = 0.05
+    restock_every_s: float = 0.3
+    acks_between_faults: int = 40
+    """Orders acknowledged after a recovery before the next fault (so each hits a load)."""
+    max_wait_between_s: float = 10.0
+    down_s: float = 1.0
+    postgres_cut_s: float = 4.0
+    order_deadline_s: float = 45.0
+    resolve_deadline_s: float = 30.0
+    catch_up_s: float = 45.0
+    seed: int = 12
+    mongo_sync_on_commit: bool = False
+    """Start the MongoDB server with ``--sync-on-commit`` (``make run`` does not): tells a
+    loss from the server's durability apart from one in our runtime."""
+
+    @classmethod
+    def from_env(cls) -> Size:
+        """``FAULTS_<FIELD>`` overrides a field (e.g. ``FAULTS_ACKS_BETWEEN_FAULTS=200``)."""
+        base = cls()
+        changes: dict[str, Any] = {}
+        for name, value in asdict(base).items():
+            raw = os.environ.get(f"FAULTS_{name.upper()}")
+            if raw is not None:
+                is_bool = isinstance(value, bool)
+                changes[name] = raw.lower() in ("1", "true", "yes") if is_bool else type(value)(raw)
+        return cls(**{**asdict(base), **changes})
+
+
+SCHEDULE: tuple[tuple[str, str, str], ...] = (
+    ("kill", "redis", "load"),
+    ("kill", "mongo", "load"),
+    ("kill", "mongo", "catch-up:read_models"),
+    ("kill", "mongo", "catch-up:read_models"),
+    ("kill", "api", "load"),
+    ("kill", "projector", "load"),
+    ("kill", "ingest", "load"),
+    ("cut", "postgres", "load"),
+    ("terminate", "postgres", "catch-up:warehouse"),
+)
+"""(fault, target, when), in order. ``load``: once ``acks_between_faults`` more orders were
+acknowledged since the last recovery. ``catch-up:<view>``: as soon as that view's
+checkpoints move again after the previous fault, i.e. while the projector is writing the
+backlog the outage left (a kill then lands in the middle of bulk writes, and the
+PostgreSQL views have live sessions to terminate)."""
+
+
+@dataclass
+class Outcome:
+    ledger: Ledger
+    observed: Observed
+    checks: dict[str, Check]
+    figures: dict[str, Any]
+    logs: Path
+    service_tails: dict[str, str] = field(default_factory=dict)
+
+    def check(self, name: str) -> Check:
+        return self.checks[name]
+
+    def summary(self) -> str:
+        return "\n".join(c.report() for c in self.checks.values())
+
+
+RESULTS = ROOT / ".data" / "faults"
+
+
+async def _when(system: System, ledger: Ledger, when: str, size: Size) -> None:
+    if when.startswith("catch-up:"):
+        view = when.removeprefix("catch-up:")
+        await _wait_for_progress(system, view, size.max_wait_between_s)
+    else:
+        await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
+
+
+async def _inject(
+    system: System, ledger: Ledger, kind: str, target: str, when: str, size: Size
+) -> None:
+    if kind == "kill" and target == "mongo":
+        await _kill_mongo(system, size, _when(system, ledger, when, size))
+        return
+    await _when(system, ledger, when, size)
+    if kind == "kill":
+        await system.kill_and_restart(target, size.down_s)
+    elif kind == "cut":
+        await system.cut_postgres(size.postgres_cut_s)
+    elif kind == "terminate":
+        await system.terminate_postgres_backends()
+    else:
+        raise ValueError(f"unknown fault kind {kind!r}")
+
+
+class _Checkpoints:
+    """Reads one view's checkpoints as stored (``None`` while its store does not answer)."""
+
+    def __init__(self, system: System, view: str) -> None:
+        self.system, self.view = system, view
+        self.mongo: AsyncMongoClient[Any] | None = None
+
+    async def __aenter__(self) -> _Checkpoints:
+        self.version = await _version(self.system, self.view)
+        if self.view == "read_models":
+            self.mongo = AsyncMongoClient(
+                self.system.env["MONGO_URL"], serverSelectionTimeoutMS=500
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.mongo is not None:
+            await self.mongo.close()
+
+    async def read(self) -> list[Any] | None:
+        if self.mongo is not None:
+            names = mongo_collections(self.version)
+            try:
+                db = self.mongo[self.system.env["MONGO_DB"]]
+                return await db[names.checkpoints].find({}).sort("_id").to_list(None)
+            except PyMongoError:
+                return None
+        try:
+            conn = await asyncpg.connect(self.system.pg_direct, timeout=2)
+        except (OSError, asyncpg.PostgresError):
+            return None
+        try:
+            rows = await conn.fetch(
+                f'SELECT partition, entry_id FROM "{pg_schema(self.view, self.version)}"'
+                ".checkpoints ORDER BY partition"
+            )
+            return [tuple(r) for r in rows]
+        except asyncpg.PostgresError:
+            return None
+        finally:
+            await conn.close()
+
+
+async def _kill_mongo(system: System, size: Size, when: Awaitable[None]) -> None:
+    """``kill -9`` the MongoDB server, and tell whether it lost writes it had acknowledged.
+
+    Two probes, neither involving our runtime: the read models' checkpoints read just
+    before the kill (acknowledged and visible) must not be older after the restart; and a
+    canary inserting numbered documents (default write concern, as the projector) right
+    up to the kill must find every insert the server acknowledged. The fault's detail
+    says what each found: a loss there is the server's durability, not our runtime.
+
+    After ``when``, the kill waits for the next move of a read-model checkpoint and comes
+    right after it: the projector's last acknowledged writes are then the newest ones, the
+    ones a server that loses its last acknowledged writes would lose.
+    """
+    client: AsyncMongoClient[Any] = AsyncMongoClient(
+        system.env["MONGO_URL"], serverSelectionTimeoutMS=500
+    )
+    canary = client[system.env["MONGO_DB"]]["faults_canary"]
+    acked: list[int] = []
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        n = await canary.count_documents({})
+        while not stop.is_set():
+            try:
+                await canary.insert_one({"_id": n})
+            except PyMongoError:
+                return
+            acked.append(n)
+            n += 1
+
+    writer = asyncio.create_task(write())
+    await when
+    last = await _wait_for_progress(system, "read_models", size.max_wait_between_s, poll_s=0.001)
+    before = {d["_id"]: d["entry_id"] for d in last or []}
+    fault = await system.kill_and_restart("mongo", size.down_s)
+    stop.set()
+    await writer
+    async with _Checkpoints(system, "read_models") as checkpoints:
+        docs = None
+        for _ in range(50):  # the server has just answered a ping; give the read 10 s
+            if (docs := await checkpoints.read()) is not None:
+                break
+            await asyncio.sleep(0.2)
+        after = {d["_id"]: d["entry_id"] for d in docs or []}
+    await client.close()
+    client = AsyncMongoClient(system.env["MONGO_URL"], serverSelectionTimeoutMS=10_000)
+    try:
+        canary = client[system.env["MONGO_DB"]]["faults_canary"]
+        found = await canary.find({"_id": {"$in": acked}}).to_list(None)
+    finally:
+        await client.close()
+    present = {d["_id"] for d in found}
+    went_back = [
+        f"p{p} {entry}->{after.get(p)}"
+        for p, entry in sorted(before.items())
+        if after.get(p) is None or parse_stream_id(after[p]) < parse_stream_id(entry)
+    ]
+    lost = [n for n in acked if n not in present]
+    parts = [
+        f"server LOST {len(lost)} of {len(acked)} acknowledged canary inserts (last {lost[-3:]})"
+        if lost
+        else f"all {len(acked)} acknowledged canary inserts survived",
+        "read-model checkpoints unreadable after the restart"
+        if docs is None
+        else "server LOST acknowledged read-model checkpoints: " + ", ".join(went_back)
+        if went_back
+        else "read-model checkpoints intact",
+    ]
+    system.faults[system.faults.index(fault)] = dataclasses.replace(fault, detail="; ".join(parts))
+
+
+async def _wait_for_progress(
+    system: System, view: str, max_wait_s: float, poll_s: float = 0.02
+) -> list[Any] | None:
+    """Until ``view``'s checkpoints differ from what they are now (bounded); the last read."""
+    deadline = time.monotonic() + max_wait_s
+    async with _Checkpoints(system, view) as checkpoints:
+        first = now = await checkpoints.read()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(poll_s)
+            now = await checkpoints.read()
+            if first is None:
+                first = now
+            elif now is not None and now != first:
+                break
+        return now
+
+
+async def _version(system: System, view: str) -> str:
+    client = aioredis.Redis.from_url(system.env["REDIS_URL"], decode_responses=True)
+    try:
+        return str(await client.get(system.settings.redis.keys.view(view)) or "")
+    finally:
+        await client.aclose()
+
+
+async def _wait_for_acks(ledger: Ledger, more: int, max_wait_s: float) -> None:
+    target = len(ledger.acknowledged()) + more
+    deadline = time.monotonic() + max_wait_s
+    while len(ledger.acknowledged()) < target and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+
+
+async def run(base: Path, size: Size | None = None) -> Outcome:
+    size = size or Size.from_env()
+    ledger = Ledger()
+    started = time.monotonic()
+    extra = {"mongo": ["--sync-on-commit"]} if size.mongo_sync_on_commit else {}
+    async with System(base, extra_args=extra) as system:
+        shop = Shop(system, ledger, size.seed)
+        load: list[asyncio.Task[None]] = []
+        try:
+            await shop.setup(size.customers, size.products, size.stock)
+            load += [
+                asyncio.create_task(
+                    shop.customer_loop(c, size.order_pause_s, size.order_deadline_s)
+                )
+                for c in ledger.customers
+                for _ in range(size.clients_per_customer)
+            ]
+            load.append(
+                asyncio.create_task(shop.restock_loop(size.restock_every_s, size.order_deadline_s))
+            )
+            for kind, target, when in SCHEDULE:
+                await _inject(system, ledger, kind, target, when, size)
+            await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
+            shop.stop.set()
+            await asyncio.gather(*load)
+            load_s = round(time.monotonic() - started, 1)
+            await shop.resolve(size.resolve_deadline_s)
+            observed = await observe(system, ledger, size.catch_up_s)
+        finally:
+            shop.stop.set()
+            for task in load:
+                task.cancel()
+            await asyncio.gather(*load, return_exceptions=True)
+            await shop.aclose()
+        checks, counts = judge(ledger, observed, size.catch_up_s)
+        tails = {name: s.tail(15) for name, s in system.services.items()}
+        figures = _figures(system, ledger, checks, counts, size, load_s, started)
+    logs = RESULTS / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    shutil.copytree(base / "logs", logs)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return Outcome(ledger, observed, {c.name: c for c in checks}, figures, logs, tails)
+
+
+def _figures(
+    system: System,
+    ledger: Ledger,
+    checks: list[Check],
+    counts: dict[str, int],
+    size: Size,
+    load_s: float,
+    started: float,
+) -> dict[str, Any]:
+    orders = ledger.orders
+    statuses: dict[str, int] = {}
+    for o in orders:
+        key = "unresolved" if o.status is None else str(o.status)
+        statuses[key] = statuses.get(key, 0) + 1
+    by_kind: dict[str, int] = {}
+    for f in system.faults:
+        by_kind[f.kind] = by_kind.get(f.kind, 0) + 1
+    return {
+        "run_id": system.run_id,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.monotonic() - started, 1),
+        "load_seconds": load_s,
+        "orders_sent": len(orders),
+        "orders_acknowledged": len(ledger.acknowledged()),
+        "orders_by_final_status": statuses,
+        "order_attempts": sum(o.attempts for o in orders),
+        "orders_retried": sum(1 for o in orders if o.attempts > 1),
+        "units_acknowledged": sum(ledger.sold().values()),
+        "restocks_acknowledged": len(ledger.restocks),
+        "restocks_unacknowledged": len(ledger.unacked_restocks),
+        "restock_retries": ledger.restock_retries,
+        "faults_injected": len(system.faults),
+        "faults_by_kind": by_kind,
+        "faults": [asdict(f) for f in system.faults],
+        "mongo_lost_acknowledged_writes": sum(1 for f in system.faults if "LOST" in f.detail),
+        "unexpected_exits": [
+            {"at": at, "service": name, "code": code} for at, name, code in system.unexpected_exits
+        ],
+        "lost": counts["lost"],
+        "duplicated": counts["duplicated"],
+        "checks": {c.name: ("ok" if c.ok else f"FAILED ({len(c.problems)})") for c in checks},
+        "passed": all(c.ok for c in checks),
+        "failures": {c.name: c.report() for c in checks if not c.ok},
+        "size": asdict(size),
+    }
+
+
+def format_figures(figures: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{k} x{n}" for k, n in figures["faults_by_kind"].items())
+    exits = ", ".join(
+        f"{e['service']}({e['code']})@{e['at']}s" for e in figures["unexpected_exits"]
+    )
+    lines = [
+        f"fault run {figures['run_id']}: {figures['seconds']}s "
+        f"(load {figures['load_seconds']}s); {'PASSED' if figures['passed'] else 'FAILED'}",
+        f"  orders acknowledged  {figures['orders_acknowledged']} of {figures['orders_sent']} sent "
+        f"({figures['orders_retried']} retried, {figures['order_attempts']} attempts; "
+        f"final statuses {figures['orders_by_final_status']})",
+        f"  restocks acknowledged {figures['restocks_acknowledged']} "
+        f"({figures['restock_retries']} re-sends)",
+        f"  faults injected      {figures['faults_injected']}: {kinds}",
+        f"  unexpected exits     {exits or 'none'}",
+        f"  mongo kills after which the server had lost acknowledged writes: "
+        f"{figures['mongo_lost_acknowledged_writes']}",
+        f"  lost {figures['lost']}, duplicated {figures['duplicated']}",
+    ]
+    lines += [
+        f"  fault at {f['at']}s: {f['kind']} ({f['detail']})"
+        for f in figures["faults"]
+        if f["detail"]
+    ]
+    lines += [f"  {name}: {state}" for name, state in figures["checks"].items()]
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""Exactly once under real faults: each process of the system is ``kill -9``'ed in turn and
+PostgreSQL is cut while customers order over HTTP; then every acknowledged order must be
+in the log once and in every view once, and every operator check must pass.
+
+One run (the module fixture) feeds every test; each test is one promise. A failure names
+the order, the view and the field. Figures: ``.data/faults/latest.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.faults import conftest
+from tests.faults.scenario import Outcome, run
+from workers.views import VIEWS
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module")
+async def outcome(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Outcome]:
+    result = await run(tmp_path_factory.mktemp("faults"))
+    conftest._RAN.append(True)
+    yield result
+
+
+def _require(outcome: Outcome, name: str) -> None:
+    """Fail with the check's own diagnosis (which order, which view, which field)."""
+    check = outcome.check(name)
+    if check.ok:
+        return
+    exits = outcome.figures["unexpected_exits"]
+    extra = f"\nunexpected exits: {exits}" if exits else ""
+    pytest.fail(f"{check.report()}{extra}\nprocess logs: {outcome.logs}", pytrace=False)
+
+
+def test_the_projector_catches_up_after_the_faults(outcome: Outcome) -> None:
+    name = "projector caught up"
+    _require(outcome, name)
+
+
+def test_every_acknowledged_order_is_in_the_log_exactly_once(outcome: Outcome) -> None:
+    assert outcome.ledger.acknowledged(), "the run acknowledged no order at all"
+    name = "log: every acknowledged order exactly once"
+    _require(outcome, name)
+
+
+def test_stock_on_the_write_side_and_in_the_read_models_is_initial_minus_acknowledged(
+    outcome: Outcome,
+) -> None:
+    name = "stock: write side and read models = initial + restocks - acknowledged"
+    _require(outcome, name)
+
+
+def test_read_models_hold_each_acknowledged_order_and_the_account_totals(outcome: Outcome) -> None:
+    name = "read_models: orders and account counters = acknowledged orders"
+    _require(outcome, name)
+
+
+def test_warehouse_holds_each_acknowledged_order_line_once(outcome: Outcome) -> None:
+    name = "warehouse: order lines and units sold = acknowledged orders"
+    _require(outcome, name)
+
+
+def test_audit_log_holds_each_acknowledged_event_once(outcome: Outcome) -> None:
+    name = "audit: one row per acknowledged event"
+    _require(outcome, name)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_streamshop_verify_passes(outcome: Outcome, view: str) -> None:
+    name = f"streamshop verify {view}"
+    _require(outcome, name)
+
+
+def test_streamshop_audit_verify_passes(outcome: Outcome) -> None:
+    name = "streamshop audit verify"
+    _require(outcome, name)
+
+
+def test_no_dead_letter_is_left(outcome: Outcome) -> None:
+    name = "no dead letter left"
+    _require(outcome, name)
+
+
+def test_every_fault_of_the_schedule_was_injected(outcome: Outcome) -> None:
+    from tests.faults.scenario import SCHEDULE
+
+    assert outcome.figures["faults_injected"] == len(SCHEDULE), outcome.figures["faults"]
