@@ -9,11 +9,13 @@ from app.controllers.health import health, ready
 from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
 from app.controllers.orders import bill_order
 from app.controllers.products import ProductController
+from app.metrics import metrics
 from app.queries import QUERY_CONTROLLERS
 
 CONTROLLERS: list[Any] = [
     health,
     ready,
+    metrics,
     sign_up,
     login,
     ProductController,
