@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.controllers.accounts import login, sign_up
+from app.controllers.feed import stream_events, stream_order_events
 from app.controllers.health import health, ready
 from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
 from app.controllers.orders import bill_order
@@ -16,6 +17,8 @@ CONTROLLERS: list[Any] = [
     health,
     ready,
     metrics,
+    stream_events,
+    stream_order_events,
     sign_up,
     login,
     ProductController,

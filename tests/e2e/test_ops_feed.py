@@ -1,0 +1,194 @@
+"""The live event feeds over a real ``uvicorn`` process (an SSE response never ends, so it
+needs a real server): a new order arrives, and a reconnect with ``Last-Event-ID`` gets
+exactly the entries it missed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from events.positions import parse_position, parse_stream_id
+from events.store import EventStore
+from tests.conftest import REDIS_URL, free_port, wait_for_port
+from tests.e2e import TEST_JWT_SECRET, admin, create_product, customer
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+WAIT = 30.0
+"""Bound on every wait for an event (generous for a loaded machine; not a latency check)."""
+
+
+@dataclass(frozen=True)
+class Sse:
+    id: str
+    data: dict[str, Any]
+
+
+@pytest.fixture(name="live")
+def live_fixture(prefix: str, store: EventStore) -> Iterator[str]:
+    """``uvicorn --factory app.main:create_app`` on the test's prefix (``store`` cleans up)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "STREAM_PREFIX": prefix,
+        "STREAM_PARTITIONS": str(store.keys.partitions),
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "LOG_FORMAT": "json",
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_KIB": "1024",
+        "ARGON2_PARALLELISM": "1",
+    }
+    proc = subprocess.Popen(
+        [str(BIN / "uvicorn"), "--factory", "app.main:create_app", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextlib.asynccontextmanager
+async def feed(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str]
+) -> AsyncIterator[AsyncIterator[Sse]]:
+    """An open SSE connection; yields its messages (comments skipped)."""
+    async with client.stream("GET", path, headers=headers, timeout=None) as resp:
+        assert resp.status_code == 200, await resp.aread()
+        assert resp.headers["content-type"].startswith("text/event-stream")
+
+        async def messages() -> AsyncIterator[Sse]:
+            event_id, data = "", ""
+            async for line in resp.aiter_lines():
+                if line.startswith("id:"):
+                    event_id = line[3:].strip()
+                elif line.startswith("data:"):
+                    data += line[5:].strip()
+                elif line == "" and data:
+                    yield Sse(event_id, json.loads(data))
+                    event_id, data = "", ""
+
+        yield messages()
+
+
+async def next_message(messages: AsyncIterator[Sse]) -> Sse:
+    async with asyncio.timeout(WAIT):
+        return await anext(messages)
+
+
+async def until(messages: AsyncIterator[Sse], event_type: str, **data: Any) -> Sse:
+    """The first message of ``event_type`` whose ``data`` has these values (bounded wait)."""
+    async with asyncio.timeout(WAIT):
+        async for msg in messages:
+            fields = msg.data["data"]
+            if msg.data["type"] == event_type and all(fields.get(k) == v for k, v in data.items()):
+                return msg
+    raise AssertionError("the feed ended")
+
+
+async def bill(client: httpx.AsyncClient, headers: dict[str, str], product: str) -> str:
+    body = {"lines": [{"product_id": product, "quantity": 1}]}
+    resp = await client.post("/orders", json=body, headers=headers)
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["order_id"])
+
+
+async def missed_since(store: EventStore, position: str) -> list[str]:
+    """Entry ids (``p/ms-seq``) of the log after ``position``, in (partition, id) order."""
+    after = parse_position(position)
+    found = []
+    for p in range(store.keys.partitions):
+        for entry_id, _ in await store.read_raw(p, after.get(p, "0-0"), 10_000):
+            found.append(f"{p}/{entry_id}")
+    return found
+
+
+def order_of(msgs: list[Sse]) -> list[str]:
+    return sorted(
+        (f"{m.data['partition']}/{m.data['entry_id']}" for m in msgs),
+        key=lambda s: (int(s.split("/")[0]), parse_stream_id(s.split("/")[1])),
+    )
+
+
+async def test_a_new_order_arrives_on_the_admin_feed(live: str, store: EventStore) -> None:
+    async with httpx.AsyncClient(base_url=live, timeout=30) as client:
+        admin_headers = await admin(client, store)  # type: ignore[arg-type]
+        product = await create_product(client, admin_headers, stock=50)  # type: ignore[arg-type]
+        _, headers = await customer(client)  # type: ignore[arg-type]
+        async with feed(client, "/events/stream", admin_headers) as messages:
+            order_id = await bill(client, headers, product)
+            msg = await until(messages, "OrderBilled", order_id=order_id)
+        assert msg.data["aggregate"] == f"order:{order_id}"
+        assert parse_position(msg.id)[msg.data["partition"]] == msg.data["entry_id"]
+        assert set(parse_position(msg.id)) == set(range(store.keys.partitions))
+
+
+async def test_reconnecting_with_last_event_id_gets_exactly_the_missed_entries(
+    live: str, store: EventStore
+) -> None:
+    async with httpx.AsyncClient(base_url=live, timeout=30) as client:
+        admin_headers = await admin(client, store)  # type: ignore[arg-type]
+        products = [
+            await create_product(client, admin_headers, stock=50)  # type: ignore[arg-type]
+            for _ in range(3)
+        ]
+        _, headers = await customer(client)  # type: ignore[arg-type]
+        async with feed(client, "/events/stream", admin_headers) as messages:
+            first = await bill(client, headers, products[0])
+            seen = await until(messages, "OrderBilled", order_id=first)
+
+        for product in products:  # orders on several partitions, plus a login event
+            await bill(client, headers, product)
+        await customer(client)  # type: ignore[arg-type]
+        missed = await missed_since(store, seen.id)
+        assert len(missed) >= 5, missed
+
+        resumed = {"Last-Event-ID": seen.id, **admin_headers}
+        async with feed(client, "/events/stream", resumed) as messages:
+            got = [await next_message(messages) for _ in missed]
+            assert order_of(got) == missed
+            last = await bill(client, headers, products[1])
+            after = await next_message(messages)
+        assert after.data["type"] == "OrderBilled" and after.data["data"]["order_id"] == last, after
+        assert all("password_hash" not in m.data["data"] for m in got)
+
+
+async def test_an_order_feed_shows_its_owner_the_order_and_hides_it_from_others(
+    live: str, store: EventStore
+) -> None:
+    async with httpx.AsyncClient(base_url=live, timeout=30) as client:
+        admin_headers = await admin(client, store)  # type: ignore[arg-type]
+        product = await create_product(client, admin_headers, stock=50)  # type: ignore[arg-type]
+        _, owner = await customer(client)  # type: ignore[arg-type]
+        _, stranger = await customer(client)  # type: ignore[arg-type]
+        order_id = await bill(client, owner, product)
+        await bill(client, owner, product)
+
+        resp = await client.get(f"/orders/{order_id}/events", headers=stranger)
+        assert resp.status_code == 404, resp.text
+        async with feed(client, f"/orders/{order_id}/events", owner) as messages:
+            msg = await next_message(messages)
+        assert msg.data["type"] == "OrderBilled"
+        assert msg.data["data"]["order_id"] == order_id
+        assert list(parse_position(msg.id)) == [store.keys.partition_of(f"order:{order_id}")]
