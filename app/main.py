@@ -17,12 +17,13 @@ from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.types import Middleware
 
 from app.auth import build_jwt_auth
 from app.commands.login import LoginLimits
 from app.controllers import CONTROLLERS
+from app.controllers.docs import local_swagger
 from app.logging import configure_logging
 from app.metrics import ApiMetrics, CommandTimer, metrics_lifespan, prometheus_config
 from app.middleware import RequestContextMiddleware, stamp_response
@@ -111,7 +112,7 @@ def create_app(
             version="0.1.0",
             description="Event-sourced shop: every command is one atomic append to the log.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin()],
+            render_plugins=[local_swagger(), ScalarRenderPlugin()],
         ),
         debug=False,
     )

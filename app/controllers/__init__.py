@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.controllers.accounts import login, sign_up
+from app.controllers.docs import docs, docs_assets
 from app.controllers.feed import stream_events, stream_order_events
 from app.controllers.health import health, ready
 from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
@@ -17,6 +18,8 @@ CONTROLLERS: list[Any] = [
     health,
     ready,
     metrics,
+    docs,
+    docs_assets,
     stream_events,
     stream_order_events,
     sign_up,
