@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
+
 from app.metrics import ApiMetrics, count_conflicts
 from events.errors import VersionConflict
 from events.store import Append, EventStore
 from events.types import StockAdjusted
+from tests.conftest import free_port
 from tests.e2e import admin, create_product, customer
 from tests.e2e.test_ops_support import (  # noqa: F401
     VIEWS,
@@ -47,8 +50,13 @@ async def test_metrics_show_lag_while_the_projector_is_stopped_and_zero_after_it
         lambda: _positive(ops, "read_models"), 30, "the lag in seconds to show the stopped view"
     )
 
-    await ops.start_projector()
+    port = free_port()
+    await ops.start_projector({"METRICS_PORT": str(port)})
     await caught_up(ops)
+    async with httpx.AsyncClient() as client:
+        worker = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert 'streamshop_projection_apply_seconds_count{projection="read_models"}' in worker
+    assert "process_cpu_seconds_total" in worker
     samples = await ops.scrape()
     for view in VIEWS:
         assert value(samples, "streamshop_projection_lag_seconds", projection=view) == 0
