@@ -35,7 +35,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
-from redis.exceptions import ResponseError
 
 from app.auth import PUBLIC
 from app.services import services
@@ -152,33 +151,44 @@ class GroupLag:
 
 async def group_lags(redis: Any, keys: Keys) -> list[GroupLag]:
     """Lag of every consumer group on the log. The oldest unprocessed entry is the oldest
-    pending one, else the first entry after the group's last-delivered id."""
+    pending one, else the first entry after the group's last-delivered id.
+
+    Two pipelined round trips: every partition's groups, then each group's oldest pending
+    entry and next undelivered entry."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for partition in range(keys.partitions):
+            pipe.xinfo_groups(keys.log(partition))
+        infos = await pipe.execute(raise_on_error=False)
+    groups = [
+        (partition, group)
+        for partition, info in enumerate(infos)
+        if not isinstance(info, Exception)
+        for group in info
+    ]
+    async with redis.pipeline(transaction=False) as pipe:
+        for partition, group in groups:
+            stream, name = keys.log(partition), _text(group["name"])
+            pipe.xpending(stream, name)
+            after = _text(group["last-delivered-id"])
+            pipe.xrange(stream, min=f"({after}", max="+", count=1)
+        replies = await pipe.execute()
     rows: list[GroupLag] = []
-    for partition in range(keys.partitions):
-        stream = keys.log(partition)
-        try:
-            groups = await redis.xinfo_groups(stream)
-        except ResponseError:
-            continue
-        for group in groups:
-            name = _text(group["name"])
-            oldest: str | None = None
-            if int(group["pending"]):
-                summary = await redis.xpending(stream, name)
-                oldest = _text(summary["min"]) if summary.get("min") else None
-            if oldest is None:
-                after = _text(group["last-delivered-id"])
-                nxt = await redis.xrange(stream, min=f"({after}", max="+", count=1)
-                oldest = _text(nxt[0][0]) if nxt else None
-            lag = group.get("lag")
-            rows.append(
-                GroupLag(
-                    projection=name,
-                    partition=partition,
-                    lag_events=None if lag is None else int(lag),
-                    oldest_unprocessed_ms=None if oldest is None else parse_stream_id(oldest)[0],
-                )
+    for i, (partition, group) in enumerate(groups):
+        pending, undelivered = replies[2 * i], replies[2 * i + 1]
+        oldest: str | None = None
+        if int(group["pending"]) and pending.get("min"):
+            oldest = _text(pending["min"])
+        elif undelivered:
+            oldest = _text(undelivered[0][0])
+        lag = group.get("lag")
+        rows.append(
+            GroupLag(
+                projection=_text(group["name"]),
+                partition=partition,
+                lag_events=None if lag is None else int(lag),
+                oldest_unprocessed_ms=None if oldest is None else parse_stream_id(oldest)[0],
             )
+        )
     return rows
 
 
@@ -209,25 +219,25 @@ class Snapshot:
 
 
 async def snapshot(redis: Any, keys: Keys) -> Snapshot:
+    """Projections are the consumer groups on the log; ingress sources are found by a
+    ``SCAN`` of their dead-letter streams (the one keyspace walk of a scrape)."""
     lags = await group_lags(redis, keys)
-    projections = {row.projection for row in lags}
-    dlq_prefix = keys.dlq("")
-    dlq: dict[str, int] = dict.fromkeys(projections, 0)
+    projections = sorted({row.projection for row in lags})
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in projections:
+            pipe.xlen(keys.dlq(name))
+            pipe.hgetall(f"{keys.prefix}:metrics:{name}")
+        replies = await pipe.execute()
+    dlq = {name: int(replies[2 * i]) for i, name in enumerate(projections)}
+    counters = {
+        name: {_text(k): float(v) for k, v in replies[2 * i + 1].items()}
+        for i, name in enumerate(projections)
+    }
+    ingest_prefix = keys.dlq(INGEST_DLQ)
     ingest: dict[str, int] = {}
-    async for raw in redis.scan_iter(match=f"{dlq_prefix}*", count=1000):
+    async for raw in redis.scan_iter(match=f"{ingest_prefix}*", count=10_000, _type="stream"):
         key = _text(raw)
-        name = key[len(dlq_prefix) :]
-        size = int(await redis.xlen(key))
-        if name.startswith(INGEST_DLQ):
-            ingest[name[len(INGEST_DLQ) :]] = size
-        else:
-            dlq[name] = size
-    metrics_prefix = f"{keys.prefix}:metrics:"
-    counters: dict[str, dict[str, float]] = {}
-    async for raw in redis.scan_iter(match=f"{metrics_prefix}*", count=1000):
-        key = _text(raw)
-        fields = await redis.hgetall(key)
-        counters[key[len(metrics_prefix) :]] = {_text(k): float(v) for k, v in fields.items()}
+        ingest[key[len(ingest_prefix) :]] = int(await redis.xlen(key))
     return Snapshot(
         lags=lags,
         now_ms=int(time.time() * 1000),
@@ -282,7 +292,7 @@ class SnapshotCollector(Collector):
         yield from self._counters()
 
     def _counters(self) -> Iterator[Any]:
-        counters = {n: c for n, c in self.snap.counters.items() if not n.startswith(INGEST_DLQ)}
+        counters = self.snap.counters
         events = CounterMetricFamily(
             "streamshop_projection_events",
             "Events the projection applied and acknowledged",

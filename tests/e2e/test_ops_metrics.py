@@ -75,6 +75,7 @@ async def test_metrics_show_lag_while_the_projector_is_stopped_and_zero_after_it
 
 
 async def test_metrics_count_dead_letters_and_rejected_ingress_entries(ops: Ops) -> None:
+    await ops.start_projector()  # its consumer groups name the projections
     keys = ops.settings.redis.keys
     letters = DeadLetters(ops.store.redis, keys)
     for n in range(2):
