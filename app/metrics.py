@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.plugins.prometheus import PrometheusConfig
@@ -35,12 +36,15 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
 
 from app.auth import PUBLIC
 from app.services import services
 from events.errors import VersionConflict
 from events.keys import Keys
 from events.positions import parse_stream_id
+
+log = structlog.get_logger("app.metrics")
 
 COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 """Requests with these methods are commands; their handler's ``operation_id`` names them."""
@@ -251,10 +255,17 @@ class SnapshotCollector(Collector):
     """Renders one :class:`Snapshot` as metric families (prometheus_client collects
     synchronously, so the async Redis reads happen before, in :func:`snapshot`)."""
 
-    def __init__(self, snap: Snapshot) -> None:
+    def __init__(self, snap: Snapshot | None) -> None:
         self.snap = snap
 
     def collect(self) -> Iterator[Any]:
+        up = GaugeMetricFamily(
+            "streamshop_redis_up", "1 if this scrape could read Redis (else no Redis series)"
+        )
+        up.add_metric([], 0 if self.snap is None else 1)
+        yield up
+        if self.snap is None:
+            return
         s = self.snap
         lag_events = GaugeMetricFamily(
             "streamshop_projection_lag_events",
@@ -289,10 +300,10 @@ class SnapshotCollector(Collector):
         for source, size in sorted(s.ingest_rejected.items()):
             rejected.add_metric([source], size)
         yield rejected
-        yield from self._counters()
+        yield from self._counters(s.counters)
 
-    def _counters(self) -> Iterator[Any]:
-        counters = self.snap.counters
+    @staticmethod
+    def _counters(counters: dict[str, dict[str, float]]) -> Iterator[Any]:
         events = CounterMetricFamily(
             "streamshop_projection_events",
             "Events the projection applied and acknowledged",
@@ -334,9 +345,14 @@ class SnapshotCollector(Collector):
     include_in_schema=False,
 )
 async def metrics(state: State) -> Response[bytes]:
-    """Prometheus text exposition: HTTP series, this process's series, and Redis at scrape time."""
+    """Prometheus text exposition: HTTP series, this process's series, and Redis at scrape
+    time. With Redis unreachable it still answers, with ``streamshop_redis_up 0``."""
     store = services(state).store
-    snap = await snapshot(store.redis, store.keys)
+    try:
+        snap: Snapshot | None = await snapshot(store.redis, store.keys)
+    except (RedisError, OSError) as exc:
+        log.warning("metrics_redis_unreachable", error=str(exc))
+        snap = None
     scraped = CollectorRegistry(auto_describe=False)
     scraped.register(SnapshotCollector(snap))
     body = generate_latest(REGISTRY) + generate_latest(api_metrics(state).registry)

@@ -7,12 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,11 +16,9 @@ import pytest
 
 from events.positions import parse_position, parse_stream_id
 from events.store import EventStore
-from tests.conftest import REDIS_URL, free_port, wait_for_port
-from tests.e2e import TEST_JWT_SECRET, admin, create_product, customer
+from tests.e2e import admin, create_product, customer
+from tests.e2e.test_ops_support import live_api
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 WAIT = 30.0
 """Bound on every wait for an event (generous for a loaded machine; not a latency check)."""
 
@@ -37,36 +31,9 @@ class Sse:
 
 @pytest.fixture(name="live")
 def live_fixture(prefix: str, store: EventStore) -> Iterator[str]:
-    """``uvicorn --factory app.main:create_app`` on the test's prefix (``store`` cleans up)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": REDIS_URL,
-        "STREAM_PREFIX": prefix,
-        "STREAM_PARTITIONS": str(store.keys.partitions),
-        "JWT_SECRET": TEST_JWT_SECRET,
-        "LOG_FORMAT": "json",
-        "ARGON2_TIME_COST": "1",
-        "ARGON2_MEMORY_KIB": "1024",
-        "ARGON2_PARALLELISM": "1",
-    }
-    proc = subprocess.Popen(
-        [str(BIN / "uvicorn"), "--factory", "app.main:create_app", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    """The API in its own process on the test's prefix (``store`` cleans up)."""
+    with live_api(prefix, store.keys.partitions) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager

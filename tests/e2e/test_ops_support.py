@@ -6,12 +6,14 @@ A module imports ``ops_fixture`` and ``pg_database_fixture`` to use the ``ops`` 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,70 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.main import create_app
 from app.settings import MongoSettings, PostgresSettings, Settings
 from events.store import EventStore
-from tests.e2e import api_settings
+from tests.conftest import REDIS_URL, free_port, wait_for_port
+from tests.e2e import TEST_JWT_SECRET, api_settings
 from tests.e2e.test_views_support import pg_database_fixture  # noqa: F401
 from tests.support.projectors import Projector, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
 VIEWS = ("read_models", "audit", "warehouse")
 READY_MAX_LAG = 1.0
+
+
+def spawn_api(prefix: str, partitions: int, **env: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``uvicorn --factory app.main:create_app`` in its own process, on a free port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "uvicorn"), "--factory", "app.main:create_app", "--port", str(port)],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "REDIS_URL": REDIS_URL,
+            "STREAM_PREFIX": prefix,
+            "STREAM_PARTITIONS": str(partitions),
+            "JWT_SECRET": TEST_JWT_SECRET,
+            "LOG_FORMAT": "json",
+            "ARGON2_TIME_COST": "1",
+            "ARGON2_MEMORY_KIB": "1024",
+            "ARGON2_PARALLELISM": "1",
+            **env,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, port
+
+
+def stop_api(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def live_api(prefix: str, partitions: int, **env: str) -> Iterator[str]:
+    """The API in its own process (an SSE response never ends): yields its base URL."""
+    proc, port = spawn_api(prefix, partitions, **env)
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_api(proc)
+
+
+@contextlib.asynccontextmanager
+async def live_api_async(prefix: str, partitions: int, **env: str) -> AsyncIterator[str]:
+    """:func:`live_api` waiting off the loop, for a test whose loop serves a TCP proxy."""
+    proc, port = spawn_api(prefix, partitions, **env)
+    try:
+        await asyncio.to_thread(wait_for_port, port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await asyncio.to_thread(stop_api, proc)
 
 
 @dataclasses.dataclass
