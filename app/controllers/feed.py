@@ -88,7 +88,11 @@ async def follow(
 
     ``cursor`` advances on every entry read, kept or not, so an id always names how far the
     feed has read; a filtered-out entry is simply never re-read."""
-    yield ServerSentEventMessage(comment="streamshop feed", retry=1000)
+    # An id with no data is not dispatched, but it sets the browser's Last-Event-ID: a client
+    # that reconnects before any entry arrived still resumes where this feed started.
+    yield ServerSentEventMessage(
+        comment="streamshop feed", id=format_position(cursor), retry=1000, data=None
+    )
     while True:
         got = await redis.xread(
             {keys.log(p): cursor[p] for p in sorted(cursor)}, count=BATCH, block=BLOCK_MS

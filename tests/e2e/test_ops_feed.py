@@ -38,9 +38,10 @@ def live_fixture(prefix: str, store: EventStore) -> Iterator[str]:
 
 @contextlib.asynccontextmanager
 async def feed(
-    client: httpx.AsyncClient, path: str, headers: dict[str, str]
+    client: httpx.AsyncClient, path: str, headers: dict[str, str], *, id_only: bool = False
 ) -> AsyncIterator[AsyncIterator[Sse]]:
-    """An open SSE connection; yields its messages (comments skipped)."""
+    """An open SSE connection; yields its messages (comments skipped; messages with an id
+    and no data, which a browser does not dispatch, only with ``id_only``)."""
     async with client.stream("GET", path, headers=headers, timeout=None) as resp:
         assert resp.status_code == 200, await resp.aread()
         assert resp.headers["content-type"].startswith("text/event-stream")
@@ -52,8 +53,8 @@ async def feed(
                     event_id = line[3:].strip()
                 elif line.startswith("data:"):
                     data += line[5:].strip()
-                elif line == "" and data:
-                    yield Sse(event_id, json.loads(data))
+                elif line == "" and (data or (id_only and event_id)):
+                    yield Sse(event_id, json.loads(data) if data else {})
                     event_id, data = "", ""
 
         yield messages()
@@ -139,6 +140,26 @@ async def test_reconnecting_with_last_event_id_gets_exactly_the_missed_entries(
             after = await next_message(messages)
         assert after.data["type"] == "OrderBilled" and after.data["data"]["order_id"] == last, after
         assert all("password_hash" not in m.data["data"] for m in got)
+
+
+async def test_a_client_that_saw_no_entry_still_resumes_where_its_feed_started(
+    live: str, store: EventStore
+) -> None:
+    async with httpx.AsyncClient(base_url=live, timeout=30) as client:
+        admin_headers = await admin(client, store)  # type: ignore[arg-type]
+        product = await create_product(client, admin_headers, stock=50)  # type: ignore[arg-type]
+        _, headers = await customer(client)  # type: ignore[arg-type]
+        async with feed(client, "/events/stream", admin_headers, id_only=True) as messages:
+            start = await next_message(messages)
+        assert start.data == {}
+        assert set(parse_position(start.id)) == set(range(store.keys.partitions))
+
+        order_id = await bill(client, headers, product)
+        resumed = {"Last-Event-ID": start.id, **admin_headers}
+        async with feed(client, "/events/stream", resumed) as messages:
+            first = await next_message(messages)
+        assert first.data["type"] == "OrderBilled", first
+        assert first.data["data"]["order_id"] == order_id
 
 
 async def test_an_order_feed_shows_its_owner_the_order_and_hides_it_from_others(
