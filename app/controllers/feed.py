@@ -26,8 +26,11 @@ from app.services import services
 from events.keys import Keys
 from events.positions import InvalidPosition, format_position, parse_position
 
-BLOCK_MS = 5000
-"""Longest wait in one ``XREAD``; an idle feed then sends a comment, so a dead client shows."""
+BLOCK_MS = 1000
+"""Longest wait in one ``XREAD``: well under the Redis client's socket timeout (redis-py's
+default is 5 s; a blocking read that outlasts it fails and would end the feed)."""
+IDLE_BLOCKS = 10
+"""An idle feed sends a comment after this many empty reads, so a dead client shows."""
 BATCH = 200
 HIDDEN_FIELDS = ("password_hash",)
 """Fields of an event's data the feed never shows (``AccountCreated`` carries the hash)."""
@@ -93,12 +96,15 @@ async def follow(
     yield ServerSentEventMessage(
         comment="streamshop feed", id=format_position(cursor), retry=1000, data=None
     )
+    idle = 0
     while True:
         got = await redis.xread(
             {keys.log(p): cursor[p] for p in sorted(cursor)}, count=BATCH, block=BLOCK_MS
         )
         if not got:
-            yield ServerSentEventMessage(comment="idle")
+            idle += 1
+            if idle % IDLE_BLOCKS == 0:
+                yield ServerSentEventMessage(comment="idle")
             continue
         by_stream = {keys.log(p): p for p in cursor}
         for stream, entries in got:

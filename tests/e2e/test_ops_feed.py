@@ -162,6 +162,30 @@ async def test_a_client_that_saw_no_entry_still_resumes_where_its_feed_started(
         assert first.data["data"]["order_id"] == order_id
 
 
+async def test_an_idle_feed_stays_open_past_the_redis_socket_timeout(
+    live: str, store: EventStore
+) -> None:
+    """Two idle comments are ten empty reads each: the feed outlived redis-py's 5 s socket
+    timeout, which a single long blocking read would have hit."""
+    async with httpx.AsyncClient(base_url=live, timeout=30) as client:
+        admin_headers = await admin(client, store)  # type: ignore[arg-type]
+        product = await create_product(client, admin_headers, stock=50)  # type: ignore[arg-type]
+        _, headers = await customer(client)  # type: ignore[arg-type]
+        path = "/events/stream"
+        async with client.stream("GET", path, headers=admin_headers, timeout=None) as resp:
+            lines = resp.aiter_lines()
+            async with asyncio.timeout(WAIT):
+                idle = 0
+                while idle < 2:
+                    idle += (await anext(lines)) == ": idle"
+            order_id = await bill(client, headers, product)
+            async with asyncio.timeout(WAIT):
+                while True:
+                    line = await anext(lines)
+                    if line.startswith("data:") and order_id in line:
+                        break
+
+
 async def test_an_order_feed_shows_its_owner_the_order_and_hides_it_from_others(
     live: str, store: EventStore
 ) -> None:
