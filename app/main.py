@@ -17,13 +17,15 @@ from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.types import Middleware
 
 from app.auth import build_jwt_auth
 from app.commands.login import LoginLimits
 from app.controllers import CONTROLLERS
+from app.controllers.docs import local_swagger
 from app.logging import configure_logging
+from app.metrics import ApiMetrics, CommandTimer, metrics_lifespan, prometheus_config
 from app.middleware import RequestContextMiddleware, stamp_response
 from app.passwords import Passwords
 from app.problems import problem_details_plugin
@@ -69,7 +71,7 @@ async def event_store_lifespan(app: Litestar) -> AsyncIterator[None]:
         await redis.aclose()
 
 
-LIFESPANS: list[Lifespan] = [event_store_lifespan, read_side_lifespan]
+LIFESPANS: list[Lifespan] = [event_store_lifespan, read_side_lifespan, metrics_lifespan]
 """Startup/shutdown steps, in order. Later steps may use what earlier ones put on ``app.state``."""
 
 
@@ -92,13 +94,16 @@ def create_app(
     jwt_auth = build_jwt_auth(settings)
     return Litestar(
         route_handlers=list(CONTROLLERS),
-        state=State({"settings": settings, "jwt_auth": jwt_auth, "views": {}}),
+        state=State(
+            {"settings": settings, "jwt_auth": jwt_auth, "views": {}, "metrics": ApiMetrics()}
+        ),
         lifespan=list(LIFESPANS if lifespans is None else lifespans),
         on_app_init=[
             jwt_auth.on_app_init,
             _outermost(RequestContextMiddleware()),
         ],
         plugins=[problem_details_plugin()],
+        middleware=[prometheus_config().middleware, CommandTimer],
         before_send=[stamp_response],
         before_request=reject_lax_bodies,
         request_max_body_size=MAX_BODY_BYTES,
@@ -107,7 +112,7 @@ def create_app(
             version="0.1.0",
             description="Event-sourced shop: every command is one atomic append to the log.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin()],
+            render_plugins=[local_swagger(), ScalarRenderPlugin()],
         ),
         debug=False,
     )

@@ -68,6 +68,10 @@ class Settings:
     """``json`` (one JSON object per line) or ``console`` (for humans)."""
     dev_mode: bool = False
     """Dev mode allows a random JWT secret (tokens die with the process)."""
+    ready_max_lag_seconds: float = 30.0
+    """``/ready`` answers 503 when a projection is further behind than this (0: no lag check)."""
+    metrics_port: int = 0
+    """Port of the workers' own Prometheus endpoint (``streamshop project``/``ingest``; 0: off)."""
 
     def jwt_secret(self) -> str:
         """The configured secret; in dev mode a random one (tokens then die with the process)."""
@@ -103,4 +107,6 @@ class Settings:
             default_currency=env.get("DEFAULT_CURRENCY", "BRL"),
             log_format=env.get("LOG_FORMAT", "json"),
             dev_mode=dev,
+            ready_max_lag_seconds=float(env.get("READY_MAX_LAG_SECONDS", "30")),
+            metrics_port=int(env.get("METRICS_PORT", "0")),
         )

@@ -5,15 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from app.controllers.accounts import login, sign_up
+from app.controllers.docs import docs, docs_assets
+from app.controllers.feed import stream_events, stream_order_events
 from app.controllers.health import health, ready
 from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
 from app.controllers.orders import bill_order
 from app.controllers.products import ProductController
+from app.metrics import metrics
 from app.queries import QUERY_CONTROLLERS
 
 CONTROLLERS: list[Any] = [
     health,
     ready,
+    metrics,
+    docs,
+    docs_assets,
+    stream_events,
+    stream_order_events,
     sign_up,
     login,
     ProductController,

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
+from app.main import create_app
+from app.settings import MongoSettings, PostgresSettings
 from events.store import EventStore
+from tests.conftest import PG_ADMIN_DSN
 from tests.e2e import (
     PASSWORD,
     admin,
     api_fixture,  # noqa: F401
+    api_settings,
     assert_problem,
     create_product,
     customer,
@@ -272,6 +277,15 @@ async def test_one_access_log_line_per_request(api: AsyncTestClient[Any]) -> Non
     assert line["duration_ms"] >= 0
 
 
-async def test_health_and_ready(api: AsyncTestClient[Any]) -> None:
-    assert (await api.get("/health")).json() == {"status": "ok"}
-    assert (await api.get("/ready")).json() == {"status": "ready"}
+async def test_health_and_ready(
+    prefix: str, store: EventStore, mongo_url: str, mongo_db_name: str
+) -> None:
+    """``/ready`` also probes MongoDB and PostgreSQL, so this app is given reachable ones."""
+    settings = dataclasses.replace(
+        api_settings(prefix),
+        mongo=MongoSettings(url=mongo_url, database=mongo_db_name),
+        postgres=PostgresSettings(url=PG_ADMIN_DSN),
+    )
+    async with AsyncTestClient(app=create_app(settings)) as api:
+        assert (await api.get("/health")).json() == {"status": "ok"}
+        assert (await api.get("/ready")).json() == {"status": "ready"}

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, free_port, wait_for_port
+from tests.conftest import PG_ADMIN_DSN, REDIS_URL, free_port, wait_for_port
 from tests.e2e import PASSWORD, TEST_JWT_SECRET, new_email
 from tests.support.fuzz import fuzz_operations
 
@@ -63,12 +63,14 @@ class LiveServer:
 
 
 @pytest.fixture(scope="module")
-def live() -> Iterator[LiveServer]:
+def live(mongo_url: str) -> Iterator[LiveServer]:
     prefix = f"sstest:live:{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {
         **os.environ,
         "REDIS_URL": REDIS_URL,
+        "MONGO_URL": mongo_url,
+        "DATABASE_URL": PG_ADMIN_DSN,
         "STREAM_PREFIX": prefix,
         "STREAM_PARTITIONS": "4",
         "JWT_SECRET": TEST_JWT_SECRET,

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 
+import prometheus_client
 import redis.asyncio as aioredis
 
 from app.settings import Settings
@@ -33,6 +34,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     from workers.ingest import DEFAULT_SOURCES, IngestGateway
 
     keys = settings.redis.keys
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port)
     redis = aioredis.Redis.from_url(settings.redis.url)
     try:
         await check_redis(redis)

@@ -4,19 +4,62 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import sys
+import time
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
+import prometheus_client
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 
 from app.settings import Settings
+from events.codec import RecordedEvent
+from events.keys import Keys
+from projections.base import Projection
 from projections.identity import ForeignView
+from workers.dlq import metrics_key
 from workers.registry import PROJECTIONS, open_projections
 from workers.runner import ProjectorRunner
+
+APPLY_SECONDS = prometheus_client.Histogram(
+    "streamshop_projection_apply_seconds",
+    "Time in one apply call of a projection (this process)",
+    ["projection"],
+)
+
+
+class TimedProjection:
+    """A projection whose ``apply`` is timed: into this process's histogram (``METRICS_PORT``)
+    and into ``{prefix}:metrics:{projection}`` (``apply_seconds``, ``apply_calls``), which the
+    API's ``/metrics`` shows as ``streamshop_projection_batch_seconds``."""
+
+    def __init__(self, inner: Projection, redis: aioredis.Redis, keys: Keys) -> None:
+        self._inner = inner
+        self._redis = redis
+        self._key = metrics_key(keys, inner.name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def apply(self, partition: int, events: Sequence[RecordedEvent]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._inner.apply(partition, events)
+        finally:
+            elapsed = time.perf_counter() - started
+            APPLY_SECONDS.labels(self._inner.name).observe(elapsed)
+            with contextlib.suppress(RedisError, OSError):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.hincrbyfloat(self._key, "apply_seconds", elapsed)
+                    pipe.hincrby(self._key, "apply_calls", 1)
+                    await pipe.execute()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,13 +109,16 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port)
     redis = aioredis.Redis.from_url(settings.redis.url)
     try:
         async with open_projections(settings, args.names) as projections:
+            timed: list[Any] = [TimedProjection(p, redis, settings.redis.keys) for p in projections]
             runner = ProjectorRunner(
                 redis,
                 settings.redis.keys,
-                projections,
+                timed,
                 consumer=args.consumer or default_consumer(),
                 batch=args.batch,
                 block_ms=args.block_ms,
