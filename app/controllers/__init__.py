@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.controllers.accounts import login, sign_up
+from app.controllers.accounts import login, logout, refresh, sign_up
+from app.controllers.accounts_profile import (
+    change_my_password,
+    deactivate_account,
+    reactivate_account,
+    update_my_account,
+)
 from app.controllers.health import health, ready
 from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
 from app.controllers.orders import bill_order
@@ -16,6 +22,12 @@ CONTROLLERS: list[Any] = [
     ready,
     sign_up,
     login,
+    refresh,
+    logout,
+    update_my_account,
+    change_my_password,
+    deactivate_account,
+    reactivate_account,
     ProductController,
     bill_order,
     criar_conta,

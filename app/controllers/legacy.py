@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 
 from app.auth import PUBLIC, Principal
+from app.auth_rate_limit import auth_rate_limit
 from app.commands.billing import BillLine, Quantity
 from app.commands.catalog import LegacyId, ProductId
 from app.commands.errors import DomainError, Forbidden, UnknownProduct
@@ -99,7 +100,8 @@ async def criar_conta(
     tags=["legacy"],
     operation_id="loginLegado",
     status_code=200,
-    responses=problem_responses(400, 401, 413, 429),
+    middleware=[auth_rate_limit("login")],
+    responses=problem_responses(400, 401, 403, 413, 429),
 )
 async def login_legado(
     request: Request[Any, Any, Any], state: State, data: JSONBody[LoginLegadoBody]
