@@ -12,7 +12,18 @@ from app.controllers.accounts_profile import (
     update_my_account,
 )
 from app.controllers.health import health, ready
-from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
+from app.controllers.legacy import (
+    atualizar_cliente,
+    criar_conta,
+    desativar_cliente,
+    faturar_pedido,
+    listar_clientes,
+    login_legado,
+    obter_cliente,
+    obter_meu_cadastro,
+    reativar_cliente,
+    trocar_senha,
+)
 from app.controllers.orders import bill_order
 from app.controllers.products import ProductController
 from app.queries import QUERY_CONTROLLERS
@@ -33,5 +44,12 @@ CONTROLLERS: list[Any] = [
     criar_conta,
     login_legado,
     faturar_pedido,
+    atualizar_cliente,
+    trocar_senha,
+    obter_meu_cadastro,
+    listar_clientes,
+    obter_cliente,
+    desativar_cliente,
+    reativar_cliente,
     *QUERY_CONTROLLERS,
 ]

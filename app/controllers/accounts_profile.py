@@ -74,7 +74,10 @@ def _actor(request: Request[Principal, Any, Any]) -> str:
     return f"account:{request.user.account_id}"
 
 
-async def _run(request: Request[Principal, Any, Any], state: State, command: Any) -> AccountChanged:
+async def run_account_command(
+    request: Request[Principal, Any, Any], state: State, command: Any
+) -> AccountChanged:
+    """Execute an account command as the signed-in caller; its id and position."""
     result = await execute(services(state).store, command, command_meta(request, _actor(request)))
     return AccountChanged(account_id=command.account_id, position=result.position)
 
@@ -91,7 +94,7 @@ async def change_profile(
         if address is None
         else msgspec.convert(msgspec.to_builtins(address), ShippingAddress),
     )
-    return await _run(request, state, command)
+    return await run_account_command(request, state, command)
 
 
 async def change_password(
@@ -111,7 +114,7 @@ async def change_password(
     command = ChangePassword(
         account_id=account_id, checked_hash=account.password_hash, password_hash=new_hash
     )
-    return await _run(request, state, command)
+    return await run_account_command(request, state, command)
 
 
 @patch(
@@ -161,7 +164,9 @@ async def deactivate_account(
     """Admin: the account can no longer log in or refresh; its access tokens expire within
     their TTL. Already deactivated: 409."""
     reason = data.reason if data is not None else ""
-    return await _run(request, state, DeactivateAccount(account_id=account_id, reason=reason))
+    return await run_account_command(
+        request, state, DeactivateAccount(account_id=account_id, reason=reason)
+    )
 
 
 @post(
@@ -176,4 +181,4 @@ async def reactivate_account(
     request: Request[Principal, Any, Any], state: State, account_id: AccountPath
 ) -> AccountChanged:
     """Admin: undo a deactivation (the account logs in again). Already active: 409."""
-    return await _run(request, state, ReactivateAccount(account_id=account_id))
+    return await run_account_command(request, state, ReactivateAccount(account_id=account_id))

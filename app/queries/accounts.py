@@ -22,6 +22,13 @@ from projections.read_models import AccountView
 
 SORT = "id"
 
+AccountPath = Annotated[str, PathParameter(min_length=1, max_length=100, description="Account id.")]
+Search = Annotated[
+    str | None, QueryParameter(max_length=200, description="Part of the name or email (any case).")
+]
+Limit = Annotated[int, QueryParameter(ge=1, le=100)]
+PageCursor = Annotated[str | None, QueryParameter(max_length=1000)]
+
 
 class ShippingAddress(msgspec.Struct, frozen=True, kw_only=True):
     line1: str
@@ -88,9 +95,7 @@ async def my_account(
     request: Request[Principal, Any, Any], state: State, min_position: MinPosition = None
 ) -> Response[Account]:
     """The caller's account as the read model has it (404 until sign-up is projected)."""
-    side = await read_side(state)
-    view = await wait_for(side.read_models, min_position)
-    return view_response(await _one(request.user.account_id), view)
+    return await account_by_id(state, request.user.account_id, min_position)
 
 
 @get(
@@ -101,11 +106,16 @@ async def my_account(
     responses=problem_responses(400, 401, 403, 404),
 )
 async def get_account(
-    state: State,
-    account_id: Annotated[str, PathParameter(min_length=1, max_length=100)],
-    min_position: MinPosition = None,
+    state: State, account_id: AccountPath, min_position: MinPosition = None
 ) -> Response[Account]:
     """Admin: any account by id."""
+    return await account_by_id(state, account_id, min_position)
+
+
+async def account_by_id(
+    state: State, account_id: str, min_position: str | None
+) -> Response[Account]:
+    """Shared by ``GET /accounts/{id}`` and the legacy ``GET /clientes/{id}``."""
     side = await read_side(state)
     view = await wait_for(side.read_models, min_position)
     return view_response(await _one(account_id), view)
@@ -120,15 +130,19 @@ async def get_account(
 )
 async def list_accounts(
     state: State,
-    q: Annotated[
-        str | None,
-        QueryParameter(max_length=200, description="Part of the name or email (any case)."),
-    ] = None,
-    limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, QueryParameter(max_length=1000)] = None,
+    q: Search = None,
+    limit: Limit = 20,
+    cursor: PageCursor = None,
     min_position: MinPosition = None,
 ) -> Response[AccountPage]:
     """Admin: accounts whose name or email contains ``q``, oldest first (ids are time-ordered)."""
+    return await search_accounts(state, q, limit, cursor, min_position)
+
+
+async def search_accounts(
+    state: State, q: str | None, limit: int, cursor: str | None, min_position: str | None
+) -> Response[AccountPage]:
+    """Shared by ``GET /accounts`` and the legacy ``GET /clientes``."""
     side = await read_side(state)
     view = await wait_for(side.read_models, min_position)
     query: dict[str, Any] = {"version": {"$gt": 0}}
