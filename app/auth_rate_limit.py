@@ -40,6 +40,9 @@ class AuthRateLimitMiddleware(RateLimitMiddleware):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings: Settings = scope["litestar_app"].state.settings
         self.max_requests = per_minute(settings, self.budget)
+        if self.max_requests <= 0:
+            await self.app(scope, receive, send)
+            return
         try:
             await super().__call__(scope, receive, send)
         except TooManyRequestsException as exc:
@@ -58,7 +61,7 @@ def _identified(budget: str) -> Any:
 
 
 def per_minute(settings: Settings, budget: str) -> int:
-    """The requests per client per minute a budget allows."""
+    """The requests per client per minute a budget allows (``0``: no limit)."""
     auth = settings.auth
     return auth.refresh_rate_per_minute if budget == "refresh" else auth.login_rate_per_minute
 

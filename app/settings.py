@@ -54,7 +54,8 @@ class AuthSettings:
     """Idle lifetime of a refresh-token family; each refresh restarts it
     (``REFRESH_TOKEN_TTL_SECONDS``)."""
     login_rate_per_minute: int = 20
-    """Login attempts per client address per minute, whatever the emails (then 429)."""
+    """Login attempts per client address per minute, whatever the emails (then 429);
+    ``0`` turns the limit off (the login benchmark, one client, sets it)."""
     refresh_rate_per_minute: int = 60
     """Refreshes per client address per minute (then 429)."""
     login_max_failures: int = 5
