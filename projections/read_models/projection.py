@@ -96,12 +96,11 @@ def on_account_created(rec: RecordedEvent, e: AccountCreated) -> list[Write]:
         "name": e.name,
         "name_key": e.name.casefold(),
         "role": e.role,
+        "active": True,
         "created_at": rec.at,
     }
-    update = {
-        "$set": fields,
-        "$setOnInsert": {"orders_count": 0, "total_spent": 0, "active": True},
-    }
+    # Set, not set on insert: a stub made by an order or a login may come first.
+    update = {"$set": fields, "$setOnInsert": {"orders_count": 0, "total_spent": 0}}
     return [_own("accounts", e.account_id, rec.seq, update, upsert=True)]
 
 
