@@ -3,6 +3,7 @@ deactivation, and the per-client rate limit on the credential routes."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import jwt
@@ -145,3 +146,15 @@ async def test_the_refresh_budget_is_apart_from_the_login_budget(
     for _ in range(21):
         await api.post("/auth/login", json={"email": new_email(), "password": PASSWORD})
     assert_problem(await refresh(api, "abc.def"), 401, "invalid-refresh-token")
+
+
+async def test_parallel_refreshes_of_one_token_rotate_it_once_and_revoke_the_session(
+    api: AsyncTestClient[Any],
+) -> None:
+    _, email = await sign_up(api)
+    token = (await login(api, email))["refresh_token"]
+    responses = await asyncio.gather(*(refresh(api, token) for _ in range(10)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [401] * 9
+    [winner] = [r for r in responses if r.status_code == 200]
+    assert_problem(await refresh(api, winner.json()["refresh_token"]), 401)
