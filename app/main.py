@@ -21,6 +21,8 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.types import Middleware
 
 from app.auth import build_jwt_auth
+from app.auth_rate_limit import register_rate_limit_store
+from app.auth_sessions import SessionStore
 from app.commands.login import LoginLimits
 from app.controllers import CONTROLLERS
 from app.controllers.docs import local_swagger
@@ -63,8 +65,12 @@ async def event_store_lifespan(app: Litestar) -> AsyncIterator[None]:
                 max_failures=settings.auth.login_max_failures,
                 window_seconds=settings.auth.login_window_seconds,
             ),
+            sessions=SessionStore(
+                redis, settings.redis.prefix, ttl_seconds=settings.auth.refresh_ttl_seconds
+            ),
             views=app.state.views,
         )
+        register_rate_limit_store(app, redis, settings)
         log.info("api_started", redis=settings.redis.url, prefix=settings.redis.prefix)
         yield
     finally:

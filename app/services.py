@@ -12,6 +12,7 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.security.jwt import JWTAuth
 
+from app.auth_sessions import SessionStore
 from app.commands.login import LoginLimits
 from app.passwords import Passwords
 from app.settings import Settings
@@ -25,6 +26,8 @@ class Services:
     passwords: Passwords
     jwt_auth: JWTAuth[Any, Any]
     limits: LoginLimits
+    sessions: SessionStore
+    """Refresh-token families (plain Redis state, see ``app.auth_sessions``)."""
     views: dict[str, Any] = field(default_factory=dict)
     """Read-side connections (MongoDB, PostgreSQL) added by the query API's lifespan."""
 

@@ -47,7 +47,17 @@ class PostgresSettings:
 class AuthSettings:
     jwt_secret: str = ""
     """HMAC secret for access tokens; the API refuses to start without one outside dev mode."""
-    token_ttl_seconds: int = 3600
+    token_ttl_seconds: int = 900
+    """Access-token lifetime (15 min): a deactivation or logout stops a stateless access
+    token at the latest when it expires (``ACCESS_TOKEN_TTL_SECONDS``)."""
+    refresh_ttl_seconds: int = 30 * 86400
+    """Idle lifetime of a refresh-token family; each refresh restarts it
+    (``REFRESH_TOKEN_TTL_SECONDS``)."""
+    login_rate_per_minute: int = 20
+    """Login attempts per client address per minute, whatever the emails (then 429);
+    ``0`` turns the limit off (the login benchmark, one client, sets it)."""
+    refresh_rate_per_minute: int = 60
+    """Refreshes per client address per minute (then 429)."""
     login_max_failures: int = 5
     """Failures within ``login_window_seconds`` after which login answers 429."""
     login_window_seconds: int = 900
@@ -100,6 +110,16 @@ class Settings:
             postgres=PostgresSettings(url=env.get("DATABASE_URL", pg.url)),
             auth=AuthSettings(
                 jwt_secret=secret,
+                token_ttl_seconds=int(env.get("ACCESS_TOKEN_TTL_SECONDS", a.token_ttl_seconds)),
+                refresh_ttl_seconds=int(
+                    env.get("REFRESH_TOKEN_TTL_SECONDS", a.refresh_ttl_seconds)
+                ),
+                login_rate_per_minute=int(
+                    env.get("LOGIN_RATE_PER_MINUTE", a.login_rate_per_minute)
+                ),
+                refresh_rate_per_minute=int(
+                    env.get("REFRESH_RATE_PER_MINUTE", a.refresh_rate_per_minute)
+                ),
                 argon2_time_cost=int(env.get("ARGON2_TIME_COST", a.argon2_time_cost)),
                 argon2_memory_kib=int(env.get("ARGON2_MEMORY_KIB", a.argon2_memory_kib)),
                 argon2_parallelism=int(env.get("ARGON2_PARALLELISM", a.argon2_parallelism)),

@@ -23,12 +23,16 @@ import msgspec
 
 from events.types import (
     AccountCreated,
+    AccountDeactivated,
+    AccountProfileChanged,
+    AccountReactivated,
     Event,
     LoginFailed,
     LoginSucceeded,
     OrderBilled,
     OrderCancelled,
     OrderLine,
+    PasswordChanged,
     ProductCreated,
     ProductDeleted,
     ProductUpdated,
@@ -56,6 +60,8 @@ class AccountState(AggregateState, frozen=True, kw_only=True):
     name: str = ""
     role: Role = "customer"
     password_hash: str = ""
+    active: bool = True
+    """``False`` after ``AccountDeactivated``: login and refresh are refused."""
 
 
 class LoginState(AggregateState, frozen=True, kw_only=True):
@@ -118,16 +124,26 @@ def evolve_account(state: AccountState, event: Event, ctx: Context) -> AccountSt
                 role=event.role,
                 password_hash=event.password_hash,
             )
+        # -- accounts: profile, password, activation (issue 15) --
+        case AccountProfileChanged(name=str() as name):
+            return msgspec.structs.replace(state, name=name)
+        case PasswordChanged():
+            return msgspec.structs.replace(state, password_hash=event.password_hash)
+        case AccountDeactivated():
+            return msgspec.structs.replace(state, active=False)
+        case AccountReactivated():
+            return msgspec.structs.replace(state, active=True)
     return state
 
 
 def evolve_login(state: LoginState, event: Event, ctx: Context) -> LoginState:
     """A wrong password or an unknown email counts against the limit; a refusal because of
-    the limit does not (it would extend the block forever); a success forgets them all."""
+    the limit does not (it would extend the block forever), nor does the right password of
+    a deactivated account; a success forgets them all."""
     match event:
         case LoginSucceeded():
             return msgspec.structs.replace(state, failures=())
-        case LoginFailed(reason="rate_limited"):
+        case LoginFailed(reason="rate_limited" | "deactivated"):
             return state
         case LoginFailed():
             failures = (*state.failures, ctx.at)[-MAX_REMEMBERED_FAILURES:]

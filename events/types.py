@@ -50,10 +50,11 @@ class LoginSucceeded(BaseEvent, frozen=True, kw_only=True, tag=True):
 
 
 class LoginFailed(BaseEvent, frozen=True, kw_only=True, tag=True):
-    """A refused login. Unknown emails are recorded by digest only, never by address."""
+    """A refused login. Unknown emails are recorded by digest only, never by address.
+    ``deactivated``: the right password for a deactivated account."""
 
     email_digest: str
-    reason: Literal["unknown_email", "wrong_password", "rate_limited"]
+    reason: Literal["unknown_email", "wrong_password", "rate_limited", "deactivated"]
     account_id: str | None = None
 
     def aggregate(self) -> str:
@@ -152,6 +153,71 @@ class OrderCancelled(BaseEvent, frozen=True, kw_only=True, tag=True):
         return f"order:{self.order_id}"
 
 
+# -- accounts: profile, password, activation (issue 15) ---------------------------------
+
+
+class ShippingAddress(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a customer's orders go."""
+
+    line1: str
+    line2: str = ""
+    city: str
+    region: str = ""
+    postal_code: str
+    country: Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")] = "BR"
+
+
+class AccountProfileChanged(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """The customer changed their profile; a field left ``None`` is unchanged."""
+
+    account_id: str
+    name: str | None = None
+    shipping_address: ShippingAddress | None = None
+
+    def aggregate(self) -> str:
+        return f"account:{self.account_id}"
+
+
+class PasswordChanged(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """The password was replaced; the old hash stops working. Like ``AccountCreated``, it
+    carries a password hash, which only the write side's state keeps (views drop it)."""
+
+    account_id: str
+    password_hash: str
+
+    def aggregate(self) -> str:
+        return f"account:{self.account_id}"
+
+
+class AccountDeactivated(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """An admin deactivated the account: it can no longer log in or refresh a session."""
+
+    account_id: str
+    reason: str = ""
+
+    def aggregate(self) -> str:
+        return f"account:{self.account_id}"
+
+
+class AccountReactivated(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """An admin reactivated a deactivated account."""
+
+    account_id: str
+
+    def aggregate(self) -> str:
+        return f"account:{self.account_id}"
+
+
+ACCOUNT_LIFECYCLE_EVENTS: tuple[type[BaseEvent], ...] = (
+    AccountProfileChanged,
+    PasswordChanged,
+    AccountDeactivated,
+    AccountReactivated,
+)
+
+# -- end of the accounts block -----------------------------------------------------------
+
+
 Event = (
     AccountCreated
     | LoginSucceeded
@@ -162,6 +228,10 @@ Event = (
     | StockAdjusted
     | OrderBilled
     | OrderCancelled
+    | AccountProfileChanged
+    | PasswordChanged
+    | AccountDeactivated
+    | AccountReactivated
 )
 """The one tagged union every stored, ingested or replayed event decodes into."""
 
@@ -177,6 +247,7 @@ EVENT_TYPES: dict[str, type[BaseEvent]] = {
         StockAdjusted,
         OrderBilled,
         OrderCancelled,
+        *ACCOUNT_LIFECYCLE_EVENTS,
     )
 }
 

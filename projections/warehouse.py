@@ -30,9 +30,13 @@ from events.keys import digest
 from events.positions import parse_stream_id
 from events.types import (
     AccountCreated,
+    AccountDeactivated,
+    AccountProfileChanged,
+    AccountReactivated,
     LoginFailed,
     LoginSucceeded,
     OrderBilled,
+    PasswordChanged,
     ProductCreated,
     ProductDeleted,
     ProductUpdated,
@@ -254,6 +258,13 @@ class Batch:
                     batch.lines.extend(order_line_rows(rec, e))
                 case ProductCreated() | ProductUpdated() | ProductDeleted():
                     batch.product_events.append(rec)
+                case (
+                    AccountProfileChanged()
+                    | PasswordChanged()
+                    | AccountDeactivated()
+                    | AccountReactivated()
+                ):
+                    pass  # dim_account holds no profile, secret or activation columns
                 case _:
                     pass
         return batch

@@ -24,12 +24,26 @@ from app.commands.catalog import (
 )
 from app.commands.login import RECORD_LOGIN, RecordLogin
 from app.commands.orders import CANCEL_ORDER, CancelOrder
+from app.commands.profile import (
+    CHANGE_PASSWORD,
+    CHANGE_PROFILE,
+    DEACTIVATE_ACCOUNT,
+    REACTIVATE_ACCOUNT,
+    ChangePassword,
+    ChangeProfile,
+    DeactivateAccount,
+    ReactivateAccount,
+)
 from app.commands.runner import Decider, run
 from events.store import AppendResult, EventStore, Metadata
 
 DECIDERS: dict[type[Any], Decider[Any]] = {
     SignUp: SIGN_UP,
     RecordLogin: RECORD_LOGIN,
+    ChangeProfile: CHANGE_PROFILE,
+    ChangePassword: CHANGE_PASSWORD,
+    DeactivateAccount: DEACTIVATE_ACCOUNT,
+    ReactivateAccount: REACTIVATE_ACCOUNT,
     CreateProduct: CREATE_PRODUCT,
     UpdateProduct: UPDATE_PRODUCT,
     DeleteProduct: DELETE_PRODUCT,

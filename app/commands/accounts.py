@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Literal
 
@@ -35,6 +36,12 @@ def normalize_email(raw: str) -> str:
 
 def account_aggregate(account_id: str) -> str:
     return f"account:{account_id}"
+
+
+def password_fingerprint(password_hash: str) -> str:
+    """What a session (``app.auth_sessions``) remembers of the password it was opened with:
+    a password change ends every session opened before it, without listing them."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
 
 
 class SignUp(Command, frozen=True, kw_only=True):

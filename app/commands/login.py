@@ -13,9 +13,10 @@ from typing import Literal
 
 import msgspec
 
-from app.commands.accounts import normalize_email
+from app.commands.accounts import normalize_email, password_fingerprint
 from app.commands.base import Command, result_json
 from app.commands.errors import InvalidCredentials, RateLimited
+from app.commands.profile import AccountInactive
 from app.commands.runner import Decider, state_of
 from app.passwords import Passwords
 from events.keys import digest
@@ -23,7 +24,7 @@ from events.states import AccountState, AggregateState, LoginState
 from events.store import Append, EventStore, Metadata
 from events.types import LoginFailed, LoginSucceeded
 
-Outcome = Literal["ok", "unknown_email", "wrong_password", "rate_limited"]
+Outcome = Literal["ok", "unknown_email", "wrong_password", "rate_limited", "deactivated"]
 
 
 class LogIn(Command, frozen=True, kw_only=True):
@@ -49,6 +50,8 @@ class LoginResult:
     account_id: str
     role: str
     position: str
+    fingerprint: str = ""
+    """Of the password hash the login matched (``app.auth_sessions.password_fingerprint``)."""
 
 
 def login_aggregate(email: str) -> str:
@@ -77,11 +80,13 @@ def decide_login(
     state: LoginState,
     now: int,
     limits: LoginLimits,
+    active: bool = True,
 ) -> LoginDecision:
     """Given the login aggregate's state and the checked password, what to record.
 
-    A blocked attempt is refused whatever the password; a success clears the failures
-    (``evolve_login`` records what each event does to the state).
+    A blocked attempt is refused whatever the password; the right password of a deactivated
+    account is refused as ``deactivated``; a success clears the failures (``evolve_login``
+    records what each event does to the state).
     """
     email_digest = digest(email)
     aggregate = f"login:{email_digest}"
@@ -91,6 +96,11 @@ def decide_login(
     if wait:
         event = LoginFailed(email_digest=email_digest, reason="rate_limited", account_id=account_id)
         return LoginDecision(Append(events=[event], expect=expect, seen=seen), "rate_limited", wait)
+    if account_id is not None and password_ok and not active:
+        refused = LoginFailed(
+            email_digest=email_digest, reason="deactivated", account_id=account_id
+        )
+        return LoginDecision(Append(events=[refused], expect=expect, seen=seen), "deactivated")
     if account_id is not None and password_ok:
         success = LoginSucceeded(account_id=account_id, email_digest=email_digest)
         return LoginDecision(Append(events=[success], expect=expect, seen=seen), "ok")
@@ -109,6 +119,8 @@ class RecordLogin(Command, frozen=True, kw_only=True):
     now: int
     max_failures: int
     window_seconds: int
+    active: bool = True
+    """Whether the account was active when its password was checked."""
 
 
 def _decide_record(command: RecordLogin, states: Mapping[str, AggregateState]) -> Append:
@@ -119,6 +131,7 @@ def _decide_record(command: RecordLogin, states: Mapping[str, AggregateState]) -
         state=state_of(states, login_aggregate(command.email), LoginState),
         now=command.now,
         limits=LoginLimits(command.max_failures, command.window_seconds),
+        active=command.active,
     )
     decision.append.result = result_json(
         {"outcome": decision.outcome, "retry_after": decision.retry_after}
@@ -146,7 +159,8 @@ async def log_in(
     limits: LoginLimits,
     clock: Callable[[], float] = time.time,
 ) -> LoginResult:
-    """Raises ``InvalidCredentials`` (401, same for unknown email and wrong password) or
+    """Raises ``InvalidCredentials`` (401, same for unknown email and wrong password),
+    ``AccountInactive`` (403, the right password of a deactivated account) or
     ``RateLimited`` (429); either way the attempt was appended first."""
     from app.commands import execute
 
@@ -154,7 +168,9 @@ async def log_in(
     aggregate = login_aggregate(email)
     account_id: str | None = None
     role = "customer"
+    fingerprint = ""
     password_ok = False
+    active = True
     login = (await store.load([aggregate]))[aggregate]
     if isinstance(login, LoginState) and not blocked_for(login, int(clock()), limits):
         owner = await store.owner_of("email", email)
@@ -162,6 +178,8 @@ async def log_in(
         if account is not None and account.password_hash:
             account_id = (owner or "").removeprefix("account:")
             role = account.role
+            active = account.active
+            fingerprint = password_fingerprint(account.password_hash)
         hashed = account.password_hash if account is not None else ""
         password_ok = await passwords.verify(hashed or None, command.password)
     record = RecordLogin(
@@ -171,6 +189,7 @@ async def log_in(
         now=int(clock()),
         max_failures=limits.max_failures,
         window_seconds=limits.window_seconds,
+        active=active,
     )
     result = await execute(store, record, meta)
     decision = msgspec.json.decode(result.result, type=_Outcome)
@@ -178,6 +197,10 @@ async def log_in(
         raise RateLimited(
             "too many failed logins; try again later", retry_after=decision.retry_after
         )
+    if decision.outcome == "deactivated":
+        raise AccountInactive("this account is deactivated")
     if decision.outcome != "ok" or account_id is None:
         raise InvalidCredentials("email or password is wrong")
-    return LoginResult(account_id=account_id, role=role, position=result.position)
+    return LoginResult(
+        account_id=account_id, role=role, position=result.position, fingerprint=fingerprint
+    )

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.controllers.accounts import login, sign_up
+from app.controllers.accounts import login, logout, refresh, sign_up
+from app.controllers.accounts_profile import (
+    change_my_password,
+    deactivate_account,
+    reactivate_account,
+    update_my_account,
+)
 from app.controllers.docs import docs, docs_assets
 from app.controllers.feed import stream_events, stream_order_events
 from app.controllers.health import health, ready
-from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
+from app.controllers.legacy import (
+    atualizar_cliente,
+    criar_conta,
+    desativar_cliente,
+    faturar_pedido,
+    listar_clientes,
+    login_legado,
+    obter_cliente,
+    obter_meu_cadastro,
+    reativar_cliente,
+    trocar_senha,
+)
 from app.controllers.orders import bill_order
 from app.controllers.products import ProductController
 from app.metrics import metrics
@@ -24,10 +41,23 @@ CONTROLLERS: list[Any] = [
     stream_order_events,
     sign_up,
     login,
+    refresh,
+    logout,
+    update_my_account,
+    change_my_password,
+    deactivate_account,
+    reactivate_account,
     ProductController,
     bill_order,
     criar_conta,
     login_legado,
     faturar_pedido,
+    atualizar_cliente,
+    trocar_senha,
+    obter_meu_cadastro,
+    listar_clientes,
+    obter_cliente,
+    desativar_cliente,
+    reativar_cliente,
     *QUERY_CONTROLLERS,
 ]

@@ -7,18 +7,40 @@ import re
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, post
+from litestar import Request, Response, get, patch, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
-from app.auth import PUBLIC, Principal
+from app.auth import PUBLIC, Principal, admin_only
+from app.auth_rate_limit import auth_rate_limit
 from app.commands.billing import BillLine, Quantity
 from app.commands.catalog import LegacyId, ProductId
 from app.commands.errors import DomainError, Forbidden, UnknownProduct
+from app.commands.profile import DeactivateAccount, ReactivateAccount
 from app.controllers.accounts import login_account, sign_up_account
+from app.controllers.accounts_profile import (
+    AccountChanged,
+    PasswordBody,
+    ProfileBody,
+    ShippingAddressBody,
+    change_password,
+    change_profile,
+    run_account_command,
+)
 from app.controllers.orders import IdempotencyKey, bill
 from app.controllers.schemas import Body, Email, LoginPassword, Password, PersonName
 from app.problems import problem_responses
+from app.queries.accounts import (
+    Account,
+    AccountPage,
+    AccountPath,
+    Limit,
+    PageCursor,
+    Search,
+    account_by_id,
+    search_accounts,
+)
+from app.queries.consistency import MinPosition
 from app.services import services
 
 
@@ -99,7 +121,8 @@ async def criar_conta(
     tags=["legacy"],
     operation_id="loginLegado",
     status_code=200,
-    responses=problem_responses(400, 401, 413, 429),
+    middleware=[auth_rate_limit("login")],
+    responses=problem_responses(400, 401, 403, 413, 429),
 )
 async def login_legado(
     request: Request[Any, Any, Any], state: State, data: JSONBody[LoginLegadoBody]
@@ -180,3 +203,163 @@ async def faturar_pedido(
         moeda=receipt.currency,
         position=position,
     )
+
+
+# -- /clientes: aliases of the account routes (issue 15) --------------------------------
+
+
+class EnderecoBody(Body, frozen=True, kw_only=True):
+    logradouro: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    complemento: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    cidade: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    estado: Annotated[str, msgspec.Meta(max_length=100)] = ""
+    cep: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    pais: Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")] = "BR"
+
+
+class PerfilBody(Body, frozen=True, kw_only=True):
+    nome: PersonName | None = None
+    endereco_entrega: EnderecoBody | None = None
+
+
+class SenhaBody(Body, frozen=True, kw_only=True):
+    senha_atual: LoginPassword
+    nova_senha: Password
+
+
+_CAMPOS = {
+    "name": "nome",
+    "shipping_address": "endereco_entrega",
+    "current_password": "senha_atual",
+}
+
+
+def _campo(field: str | None) -> str | None:
+    return None if field is None else _CAMPOS.get(field, field)
+
+
+@patch(
+    "/clientes/me",
+    tags=["legacy"],
+    operation_id="atualizarCliente",
+    status_code=200,
+    responses=problem_responses(400, 401, 403, 404, 413, 422),
+)
+async def atualizar_cliente(
+    request: Request[Principal, Any, Any], state: State, data: JSONBody[PerfilBody]
+) -> AccountChanged:
+    """Legacy ``PATCH /accounts/me``: ``nome`` and ``endereco_entrega``."""
+    e = data.endereco_entrega
+    body = ProfileBody(
+        name=data.nome,
+        shipping_address=None
+        if e is None
+        else ShippingAddressBody(
+            line1=e.logradouro,
+            line2=e.complemento,
+            city=e.cidade,
+            region=e.estado,
+            postal_code=e.cep,
+            country=e.pais,
+        ),
+    )
+    try:
+        return await change_profile(request, state, request.user.account_id, body)
+    except DomainError as exc:
+        exc.field = _campo(exc.field)
+        raise
+
+
+@post(
+    "/clientes/me/senha",
+    tags=["legacy"],
+    operation_id="trocarSenha",
+    status_code=200,
+    middleware=[auth_rate_limit("login")],
+    responses=problem_responses(400, 401, 403, 404, 413, 429),
+)
+async def trocar_senha(
+    request: Request[Principal, Any, Any], state: State, data: JSONBody[SenhaBody]
+) -> AccountChanged:
+    """Legacy ``POST /accounts/me/password``: ``senha_atual`` and ``nova_senha``."""
+    body = PasswordBody(current_password=data.senha_atual, new_password=data.nova_senha)
+    try:
+        return await change_password(request, state, body)
+    except DomainError as exc:
+        exc.field = _campo(exc.field)
+        raise
+
+
+@get(
+    "/clientes/me",
+    tags=["legacy"],
+    operation_id="obterMeuCadastro",
+    responses=problem_responses(400, 401, 404),
+)
+async def obter_meu_cadastro(
+    request: Request[Principal, Any, Any], state: State, min_position: MinPosition = None
+) -> Response[Account]:
+    """Legacy ``GET /accounts/me``."""
+    return await account_by_id(state, request.user.account_id, min_position)
+
+
+@get(
+    "/clientes",
+    guards=[admin_only],
+    tags=["legacy"],
+    operation_id="listarClientes",
+    responses=problem_responses(400, 401, 403),
+)
+async def listar_clientes(
+    state: State,
+    q: Search = None,
+    limit: Limit = 20,
+    cursor: PageCursor = None,
+    min_position: MinPosition = None,
+) -> Response[AccountPage]:
+    """Legacy ``GET /accounts``."""
+    return await search_accounts(state, q, limit, cursor, min_position)
+
+
+@get(
+    "/clientes/{cliente_id:str}",
+    guards=[admin_only],
+    tags=["legacy"],
+    operation_id="obterCliente",
+    responses=problem_responses(400, 401, 403, 404),
+)
+async def obter_cliente(
+    state: State, cliente_id: AccountPath, min_position: MinPosition = None
+) -> Response[Account]:
+    """Legacy ``GET /accounts/{id}``."""
+    return await account_by_id(state, cliente_id, min_position)
+
+
+@post(
+    "/clientes/{cliente_id:str}/desativar",
+    guards=[admin_only],
+    tags=["legacy"],
+    operation_id="desativarCliente",
+    status_code=200,
+    responses=problem_responses(400, 401, 403, 404, 409),
+)
+async def desativar_cliente(
+    request: Request[Principal, Any, Any], state: State, cliente_id: AccountPath
+) -> AccountChanged:
+    """Legacy ``POST /accounts/{id}/deactivate``."""
+    return await run_account_command(request, state, DeactivateAccount(account_id=cliente_id))
+
+
+@post(
+    "/clientes/{cliente_id:str}/reativar",
+    guards=[admin_only],
+    tags=["legacy"],
+    operation_id="reativarCliente",
+    status_code=200,
+    responses=problem_responses(400, 401, 403, 404, 409),
+)
+async def reativar_cliente(
+    request: Request[Principal, Any, Any], state: State, cliente_id: AccountPath
+) -> AccountChanged:
+    """Legacy ``POST /accounts/{id}/reactivate``."""
+    return await run_account_command(request, state, ReactivateAccount(account_id=cliente_id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.queries.accounts import my_account
+from app.queries.accounts import get_account, list_accounts, my_account
 from app.queries.analytics import AnalyticsController
 from app.queries.audit import AuditController
 from app.queries.orders import get_order, list_orders
@@ -13,6 +13,8 @@ from app.queries.read_side import read_side_lifespan
 
 QUERY_CONTROLLERS: list[Any] = [
     my_account,
+    list_accounts,
+    get_account,
     list_orders,
     get_order,
     list_products,

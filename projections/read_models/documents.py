@@ -15,13 +15,27 @@ from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 
+class ShippingAddressView(BaseModel):
+    line1: str
+    line2: str = ""
+    city: str
+    region: str = ""
+    postal_code: str
+    country: str = "BR"
+
+
 class AccountView(Document):
     """An account as its owner sees it; never a password hash."""
 
     id: str  # type: ignore[assignment]
     email: str = ""
     name: str = ""
+    name_key: str = ""
+    """The case-folded name (admin search)."""
     role: str = "customer"
+    shipping_address: ShippingAddressView | None = None
+    active: bool = True
+    """``False`` while deactivated by an admin."""
     created_at: datetime | None = None
     last_login_at: datetime | None = None
     orders_count: int = 0

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import structlog
 from pymongo import IndexModel, UpdateOne, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
@@ -56,8 +57,12 @@ from events.codec import RecordedEvent
 from events.positions import parse_stream_id
 from events.types import (
     AccountCreated,
+    AccountDeactivated,
+    AccountProfileChanged,
+    AccountReactivated,
     LoginSucceeded,
     OrderBilled,
+    PasswordChanged,
     ProductCreated,
     ProductDeleted,
     ProductUpdated,
@@ -117,7 +122,15 @@ def _cross(role: str, target_id: str, rec: RecordedEvent, update: Update) -> Wri
 
 
 def on_account_created(rec: RecordedEvent, e: AccountCreated) -> list[Write]:
-    fields = {"email": e.email, "name": e.name, "role": e.role, "created_at": rec.at}
+    fields = {
+        "email": e.email,
+        "name": e.name,
+        "name_key": e.name.casefold(),
+        "role": e.role,
+        "active": True,
+        "created_at": rec.at,
+    }
+    # Set, not set on insert: a stub made by an order or a login may come first.
     update = {"$set": fields, "$setOnInsert": {"orders_count": 0, "total_spent": 0}}
     return [_own("accounts", e.account_id, rec.seq, update, upsert=True)]
 
@@ -128,6 +141,31 @@ def on_login_succeeded(rec: RecordedEvent, e: LoginSucceeded) -> list[Write]:
     stub = {"version": 0, "orders_count": 0, "total_spent": 0}
     update = {"$max": {"last_login_at": rec.at}, "$setOnInsert": stub}
     return [Write("accounts", e.account_id, update, upsert=True)]
+
+
+# -- accounts: profile and activation (issue 15) --
+
+
+def on_account_profile_changed(rec: RecordedEvent, e: AccountProfileChanged) -> list[Write]:
+    fields: dict[str, Any] = {}
+    if e.name is not None:
+        fields["name"] = e.name
+        fields["name_key"] = e.name.casefold()
+    if e.shipping_address is not None:
+        fields["shipping_address"] = msgspec.to_builtins(e.shipping_address)
+    return [_own("accounts", e.account_id, rec.seq, {"$set": fields})]
+
+
+def on_account_activation(
+    rec: RecordedEvent, e: AccountDeactivated | AccountReactivated
+) -> list[Write]:
+    active = isinstance(e, AccountReactivated)
+    return [_own("accounts", e.account_id, rec.seq, {"$set": {"active": active}})]
+
+
+def on_password_changed(rec: RecordedEvent, e: PasswordChanged) -> list[Write]:
+    """Only the version moves: the hash never enters a view."""
+    return [_own("accounts", e.account_id, rec.seq, {})]
 
 
 def on_product_created(rec: RecordedEvent, e: ProductCreated) -> list[Write]:
@@ -205,6 +243,12 @@ def writes_for(rec: RecordedEvent) -> list[Write]:
             return on_account_created(rec, e)
         case LoginSucceeded() as e:
             return on_login_succeeded(rec, e)
+        case AccountProfileChanged() as e:
+            return on_account_profile_changed(rec, e)
+        case AccountDeactivated() | AccountReactivated() as e:
+            return on_account_activation(rec, e)
+        case PasswordChanged() as e:
+            return on_password_changed(rec, e)
         case ProductCreated() as e:
             return on_product_created(rec, e)
         case ProductUpdated() as e:

@@ -66,7 +66,15 @@ async def test_login_works_the_moment_sign_up_returns(api: AsyncTestClient[Any])
     resp = await api.post("/auth/login", json={"email": email, "password": PASSWORD})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert set(body) == {"access_token", "token_type", "expires_in", "account_id", "position"}
+    assert set(body) == {
+        "access_token",
+        "token_type",
+        "expires_in",
+        "refresh_token",
+        "refresh_expires_in",
+        "account_id",
+        "position",
+    }
     assert body["token_type"] == "bearer"
     assert body["account_id"] == account_id
     assert body["expires_in"] > 0

@@ -66,3 +66,18 @@ def test_a_non_numeric_partition_count_is_refused() -> None:
 def test_the_process_environment_is_the_default_source(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MONGO_DB", "from_env")
     assert Settings.from_env().mongo.database == "from_env"
+
+
+def test_session_and_rate_limit_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "ACCESS_TOKEN_TTL_SECONDS": "300",
+            "REFRESH_TOKEN_TTL_SECONDS": "3600",
+            "LOGIN_RATE_PER_MINUTE": "0",
+            "REFRESH_RATE_PER_MINUTE": "7",
+        }
+    )
+    auth = settings.auth
+    assert (auth.token_ttl_seconds, auth.refresh_ttl_seconds) == (300, 3600)
+    assert (auth.login_rate_per_minute, auth.refresh_rate_per_minute) == (0, 7)
+    assert Settings.from_env({}).auth.token_ttl_seconds == 900
