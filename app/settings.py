@@ -64,6 +64,8 @@ class Settings:
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     default_currency: str = "BRL"
+    reservation_ttl_seconds: int = 900
+    """How long a checkout holds its stock; an unpaid order then expires."""
     log_format: str = "json"
     """``json`` (one JSON object per line) or ``console`` (for humans)."""
     dev_mode: bool = False
@@ -101,6 +103,7 @@ class Settings:
                 argon2_parallelism=int(env.get("ARGON2_PARALLELISM", a.argon2_parallelism)),
             ),
             default_currency=env.get("DEFAULT_CURRENCY", "BRL"),
+            reservation_ttl_seconds=int(env.get("RESERVATION_TTL_SECONDS", "900")),
             log_format=env.get("LOG_FORMAT", "json"),
             dev_mode=dev,
         )

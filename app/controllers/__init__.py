@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from app.controllers.accounts import login, sign_up
+from app.controllers.cart import CartController
 from app.controllers.health import health, ready
 from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
+from app.controllers.lifecycle import LIFECYCLE_ROUTES
 from app.controllers.orders import bill_order
 from app.controllers.products import ProductController
 from app.queries import QUERY_CONTROLLERS
@@ -18,6 +20,8 @@ CONTROLLERS: list[Any] = [
     login,
     ProductController,
     bill_order,
+    CartController,
+    *LIFECYCLE_ROUTES,
     criar_conta,
     login_legado,
     faturar_pedido,
