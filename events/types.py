@@ -229,6 +229,7 @@ class OrderPaid(BaseEvent, frozen=True, kw_only=True, tag=True):
     currency: Currency = "BRL"
     provider: str = "sandbox"
     lines: list[OrderLine]
+    account_id: str = ""
 
     def aggregate(self) -> str:
         return f"order:{self.order_id}"
@@ -251,6 +252,8 @@ class RefundIssued(BaseEvent, frozen=True, kw_only=True, tag=True):
     refund_id: str
     amount: Annotated[int, msgspec.Meta(ge=1)]
     reason: str = ""
+    full: bool = False
+    """This refund brought the refunded total up to everything taken (status ``refunded``)."""
 
     def aggregate(self) -> str:
         return f"order:{self.order_id}"

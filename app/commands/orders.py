@@ -148,6 +148,7 @@ def decide_payment(cmd: RecordPayment, order: OrderState) -> Append:
         currency=order.currency,
         provider=cmd.provider,
         lines=list(order.lines),
+        account_id=order.account_id,
     )
     return _append(cmd.order_id, order, event, status="paid", payment_id=cmd.payment_id)
 
@@ -240,7 +241,11 @@ def decide_refund(cmd: IssueRefund, order: OrderState) -> Append:
         )
     refund_id = f"{cmd.order_id}-r{order.refunds + 1}"
     event = RefundIssued(
-        order_id=cmd.order_id, refund_id=refund_id, amount=cmd.amount, reason=cmd.reason
+        order_id=cmd.order_id,
+        refund_id=refund_id,
+        amount=cmd.amount,
+        reason=cmd.reason,
+        full=cmd.amount == left,
     )
     status = "refunded" if cmd.amount == left else "partially_refunded"
     return _append(
