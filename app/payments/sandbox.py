@@ -85,5 +85,9 @@ class SandboxAcquirer:
                 total += entry.auth.amount - sum(entry.refunds.values())
         return total
 
+    def voided(self) -> int:
+        """How many authorizations were voided (a payment that lost to an expiry or a cancel)."""
+        return sum(e.voided for e in self._by_id.values())
+
     def authorizations_for(self, order_id: str) -> list[Authorization]:
         return [e.auth for e in self._by_id.values() if e.key.startswith(f"{order_id}:")]

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 
+from app.commands.errors import InvalidTransition
 from app.main import create_app
 from app.payments.sandbox import SandboxAcquirer
-from events.store import EventStore
+from app.payments.service import pay
+from events.store import AppendResult, EventStore, Metadata
 from tests.e2e import admin, api_settings, assert_problem, create_product, customer
 from workers.commands.expire import expirer
 from workers.expiry import ExpiryWorker
@@ -331,29 +334,45 @@ async def test_a_worker_that_crashed_before_dropping_its_due_entry_expires_nothi
 async def test_payment_racing_expiry_ends_in_exactly_one_of_them_every_time(
     api: AsyncTestClient[Any], store: EventStore
 ) -> None:
+    """The payment step and the expiry run concurrently on one loop (the test client would
+    serialise them: it blocks the test's loop during a request), the expiry starting at a
+    random point of the payment, so the interleavings vary over the rounds; whichever append
+    lands first wins, the other is refused, and a lost payment's authorization is voided."""
     boss = await admin(api, store)
     mug = await create_product(api, boss, price=1000, stock=100)
-    _, headers = await customer(api)
+    account_id, headers = await customer(api)
+    expire = expirer(store)
+    acquirer = SandboxAcquirer()
+    meta = Metadata(actor=f"account:{account_id}")
+    rounds = 40
     outcomes: dict[str, int] = {"paid": 0, "expired": 0}
-    for _ in range(30):
+    for _ in range(rounds):
         order = await checked_out(api, headers, mug)
         oid = order["order_id"]
-        worker = ExpiryWorker(store, expirer(store), clock=lambda o=order: o["reserved_until"])
+
+        async def expire_soon(o: dict[str, Any] = order) -> bool:
+            await asyncio.sleep(random.uniform(0, 0.002))
+            return await expire(o["order_id"], o["reserved_until"])
+
         paid, expired = await asyncio.gather(
-            api.post(
-                f"/orders/{oid}/payment", json={"card_token": "tok_approved"}, headers=headers
-            ),
-            worker.run_once(),
+            pay(store, acquirer, oid, account_id, "tok_approved", meta),
+            expire_soon(),
+            return_exceptions=True,
         )
         status = (await store.state(f"order:{oid}"))["status"]
         assert status in ("paid", "expired")
         outcomes[status] += 1
-        assert (paid.status_code == 200) == (status == "paid") == (expired == 0), paid.text
-        assert sandbox(api).captured_for(oid) == (1000 if status == "paid" else 0)
+        if status == "paid":
+            assert isinstance(paid, AppendResult) and expired is False, (paid, expired)
+        else:
+            assert isinstance(paid, InvalidTransition) and expired is True, (paid, expired)
+        assert acquirer.captured_for(oid) == (1000 if status == "paid" else 0)
+    print("payment vs expiry outcomes:", outcomes, "authorizations voided:", acquirer.voided())
     events = [e.type async for e in store.read_all()]
-    assert events.count("OrderPaid") + events.count("OrderExpired") == 30
-    stock, reserved = await stock_of(store, mug)
-    assert (stock, reserved) == (100 - outcomes["paid"], 0)
+    assert events.count("OrderPaid") + events.count("OrderExpired") == rounds
+    assert events.count("OrderPaid") == outcomes["paid"]
+    assert acquirer.voided() <= outcomes["expired"]
+    assert await stock_of(store, mug) == (100 - outcomes["paid"], 0)
 
 
 async def test_bill_now_orders_are_paid_and_follow_the_lifecycle(
