@@ -32,6 +32,11 @@ class SalesPeriod(msgspec.Struct, frozen=True, kw_only=True):
     orders: int
     items: int
     revenue: int
+    """What was sold (billed now, or checked out and paid) in the period: the gross."""
+    gross: int = 0
+    refunds: int = 0
+    """Refunded in the period (refunds and cancellations of paid orders)."""
+    net: int = 0
 
 
 class TopProduct(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,21 +78,34 @@ class AnalyticsController(Controller):
         end: To = None,
         min_position: MinPosition = None,
     ) -> Response[list[SalesPeriod]]:
-        """Orders, items and revenue (minor units) per day, ISO week or month."""
+        """Orders, items and revenue (minor units) per day, ISO week or month, with the
+        refunds of the period and the net (``gross - refunds``)."""
         side = await read_side(state)
         view = await wait_for(side.warehouse, min_position)
         s, period = side.warehouse.schema, PERIODS[granularity]
         with store_errors():
             rows = await side.pool.fetch(
-                f"SELECT {period} AS period, count(DISTINCT f.order_id) AS orders,"
+                f"WITH sales AS (SELECT {period} AS period, count(DISTINCT f.order_id) AS orders,"
                 " sum(f.quantity)::bigint AS items, sum(f.revenue)::bigint AS revenue"
                 f' FROM "{s}".fact_order_line f JOIN "{s}".dim_date d USING (date_key)'
-                " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1 ORDER BY 1",
+                " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1),"
+                f" refunds AS (SELECT {period} AS period, sum(r.amount)::bigint AS refunds"
+                f' FROM "{s}".fact_refund r JOIN "{s}".dim_date d USING (date_key)'
+                " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1)"
+                " SELECT period, coalesce(orders, 0) AS orders, coalesce(items, 0) AS items,"
+                " coalesce(revenue, 0) AS revenue, coalesce(refunds, 0) AS refunds"
+                " FROM sales FULL JOIN refunds USING (period) ORDER BY 1",
                 *_days(start, end),
             )
         result = [
             SalesPeriod(
-                period=r["period"], orders=r["orders"], items=r["items"], revenue=r["revenue"]
+                period=r["period"],
+                orders=r["orders"],
+                items=r["items"],
+                revenue=r["revenue"],
+                gross=r["revenue"],
+                refunds=r["refunds"],
+                net=r["revenue"] - r["refunds"],
             )
             for r in rows
         ]

@@ -102,6 +102,26 @@ async def test_happy_path_shows_every_status_and_the_views_verify(shop: Shop) ->
     product = fresh(await api.get(f"/products/{mug}", params={"min_position": position})).json()
     assert (product["stock"], product["reserved"]) == (3, 0)
 
+    sales = fresh(
+        await api.get("/analytics/sales", params={"min_position": position}, headers=boss)
+    ).json()
+    # Sold: 2 x 1000 paid at checkout, 1 x 1000 billed now (its cancellation took no payment
+    # through the port, so nothing was refunded); refunded: 500. The unpaid order is no sale.
+    assert [(d["gross"], d["refunds"], d["net"]) for d in sales] == [(3000, 500, 2500)]
+    statuses = await shop.pool.fetch(
+        "SELECT status, count(*) AS n FROM dw.fact_order_status GROUP BY status ORDER BY status"
+    )
+    assert {r["status"]: r["n"] for r in statuses} == {
+        "awaiting_payment": 2,
+        "paid": 1,
+        "shipped": 1,
+        "delivered": 1,
+        "partially_refunded": 1,
+        "cancelled": 2,
+    }
+    payments = await shop.pool.fetch("SELECT status FROM dw.fact_payment ORDER BY attempt")
+    assert [r["status"] for r in payments] == ["declined", "captured"]
+
     redis = aioredis.Redis.from_url(REDIS_URL)
     try:
         dead = [k async for k in redis.scan_iter(match=f"{shop.settings.redis.prefix}:dlq:*")]
