@@ -20,6 +20,7 @@ from events.store import AppendResult, EventStore, Metadata
 from tests.e2e import admin, api_settings, assert_problem, create_product, customer
 from workers.commands.expire import expirer
 from workers.expiry import ExpiryWorker
+from workers.state import verify_state
 
 
 @pytest.fixture(name="api")
@@ -161,6 +162,7 @@ async def test_happy_path_declined_then_paid_shipped_delivered_and_partly_refund
     rest = await api.post(f"/orders/{oid}/refunds", json={"amount": 1500}, headers=boss)
     assert rest.json()["status"] == "refunded"
     assert sandbox(api).captured_for(oid) == 0
+    assert (await verify_state(store)).ok
 
 
 async def test_a_timed_out_payment_leaves_the_order_payable_and_a_retry_charges_once(
@@ -281,6 +283,7 @@ async def test_every_illegal_transition_is_409_naming_the_status_and_changes_not
             problem = assert_problem(resp, 409)
             assert problem["current_status"] == status, (status, step, problem)
             assert (await store.count(), await store.state(f"order:{oid}")) == before
+    assert (await verify_state(store)).ok
 
 
 async def test_an_unpaid_order_expires_its_stock_returns_and_paying_it_is_409(
