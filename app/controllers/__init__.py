@@ -8,6 +8,7 @@ from app.controllers.accounts import login, sign_up
 from app.controllers.cart import CartController
 from app.controllers.health import health, ready
 from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
+from app.controllers.legacy_lifecycle import LEGACY_LIFECYCLE_ROUTES
 from app.controllers.lifecycle import LIFECYCLE_ROUTES
 from app.controllers.orders import bill_order
 from app.controllers.products import ProductController
@@ -25,5 +26,6 @@ CONTROLLERS: list[Any] = [
     criar_conta,
     login_legado,
     faturar_pedido,
+    *LEGACY_LIFECYCLE_ROUTES,
     *QUERY_CONTROLLERS,
 ]

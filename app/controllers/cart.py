@@ -72,6 +72,22 @@ async def priced_cart(store: EventStore, account_id: str, currency: str) -> Cart
     return Cart(items=lines, total=sum(ln.line_total for ln in lines), currency=currency)
 
 
+async def caller_cart(request: Request[Principal, Any, Any], state: State) -> Cart:
+    svc = services(state)
+    return await priced_cart(svc.store, request.user.account_id, svc.settings.default_currency)
+
+
+async def change_cart(
+    request: Request[Principal, Any, Any], state: State, command: SetCartItem | RemoveCartItem
+) -> Cart:
+    """Execute a cart command and answer the cart after it (with the write's position)."""
+    svc = services(state)
+    account_id = request.user.account_id
+    result = await execute(svc.store, command, command_meta(request, f"account:{account_id}"))
+    cart = await priced_cart(svc.store, account_id, svc.settings.default_currency)
+    return msgspec.structs.replace(cart, position=result.position)
+
+
 class CartController(Controller):
     path = "/cart"
     tags = ["cart"]
@@ -79,8 +95,7 @@ class CartController(Controller):
     @get("/", operation_id="getCart", responses=problem_responses(401))
     async def get_cart(self, request: Request[Principal, Any, Any], state: State) -> Cart:
         """The caller's cart at current prices."""
-        svc = services(state)
-        return await priced_cart(svc.store, request.user.account_id, svc.settings.default_currency)
+        return await caller_cart(request, state)
 
     @put(
         "/items/{product_id:str}",
@@ -95,12 +110,10 @@ class CartController(Controller):
         data: JSONBody[CartItemBody],
     ) -> Cart:
         """Put ``quantity`` units of a product in the cart (replacing its quantity)."""
-        svc = services(state)
-        account_id = request.user.account_id
-        command = SetCartItem(account_id=account_id, product_id=product_id, quantity=data.quantity)
-        result = await execute(svc.store, command, command_meta(request, f"account:{account_id}"))
-        cart = await priced_cart(svc.store, account_id, svc.settings.default_currency)
-        return msgspec.structs.replace(cart, position=result.position)
+        command = SetCartItem(
+            account_id=request.user.account_id, product_id=product_id, quantity=data.quantity
+        )
+        return await change_cart(request, state, command)
 
     @delete(
         "/items/{product_id:str}",
@@ -112,9 +125,5 @@ class CartController(Controller):
         self, request: Request[Principal, Any, Any], state: State, product_id: ProductPath
     ) -> Cart:
         """Take a product out of the cart."""
-        svc = services(state)
-        account_id = request.user.account_id
-        command = RemoveCartItem(account_id=account_id, product_id=product_id)
-        result = await execute(svc.store, command, command_meta(request, f"account:{account_id}"))
-        cart = await priced_cart(svc.store, account_id, svc.settings.default_currency)
-        return msgspec.structs.replace(cart, position=result.position)
+        command = RemoveCartItem(account_id=request.user.account_id, product_id=product_id)
+        return await change_cart(request, state, command)

@@ -143,6 +143,12 @@ async def pay_order(
 ) -> StatusResponse:
     """Authorize and capture the order's total through the payment provider. Declined: 402,
     the order stays payable. Retries never charge twice."""
+    return await pay_for(request, state, order_id, data)
+
+
+async def pay_for(
+    request: Request[Principal, Any, Any], state: State, order_id: str, data: PaymentBody
+) -> StatusResponse:
     svc = services(state)
     account_id = request.user.account_id
     result = await pay(
@@ -172,6 +178,16 @@ async def cancel_order(
 ) -> StatusResponse:
     """The owner (or an admin) cancels before shipment: the stock returns and a captured
     payment is refunded in full."""
+    return await cancel_for(request, state, order_id, data, idempotency_key)
+
+
+async def cancel_for(
+    request: Request[Principal, Any, Any],
+    state: State,
+    order_id: str,
+    data: CancelBody | None,
+    idempotency_key: str | None,
+) -> StatusResponse:
     svc = services(state)
     user = request.user
     command = CancelOrder(

@@ -396,3 +396,24 @@ async def test_bill_now_orders_are_paid_and_follow_the_lifecycle(
         f"/orders/{oid}/payment", json={"card_token": "tok_approved"}, headers=headers
     )
     assert assert_problem(pay, 409)["current_status"] == "shipped"
+
+
+async def test_portuguese_aliases_run_the_same_commands(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    boss = await admin(api, store)
+    mug = await create_product(api, boss, price=1000, stock=5)
+    _, headers = await customer(api)
+    put = await api.put(f"/carrinho/itens/{mug}", json={"quantity": 2}, headers=headers)
+    assert put.status_code == 200 and put.json()["total"] == 2000
+    assert (await api.get("/carrinho", headers=headers)).json()["items"][0]["quantity"] == 2
+    oid = (await api.post("/checkout", headers=headers)).json()["order_id"]
+    paid = await api.post(
+        f"/pedidos/{oid}/pagamento", json={"card_token": "tok_approved"}, headers=headers
+    )
+    assert paid.status_code == 200 and paid.json()["status"] == "paid"
+    cancelled = await api.post(f"/pedidos/{oid}/cancelamento", headers=headers)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert await stock_of(store, mug) == (5, 0)
+    schema = (await api.get("/schema/openapi.json")).json()
+    assert schema["paths"]["/pedidos/{order_id}/pagamento"]["post"]["tags"] == ["legacy"]

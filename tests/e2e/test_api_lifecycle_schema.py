@@ -15,6 +15,11 @@ LIFECYCLE_OPERATIONS = {
     "refundOrder",
     "shipOrder",
     "markOrderDelivered",
+    "verCarrinho",
+    "porNoCarrinho",
+    "tirarDoCarrinho",
+    "pagarPedido",
+    "cancelarPedido",
 }
 
 
