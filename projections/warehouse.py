@@ -25,6 +25,7 @@ from events.keys import digest
 from events.positions import parse_stream_id
 from events.types import (
     AccountCreated,
+    CartItemSet,
     LoginFailed,
     LoginSucceeded,
     OrderBilled,
@@ -235,6 +236,7 @@ class Batch:
     payments: list[tuple[Any, ...]] = field(default_factory=list)
     refunds: list[tuple[Any, ...]] = field(default_factory=list)
     shipments: list[tuple[Any, ...]] = field(default_factory=list)
+    carts: set[tuple[int, str]] = field(default_factory=set)
 
     def lifecycle(self, rec: RecordedEvent) -> None:
         """The order lifecycle's facts of one event (see ``warehouse.sql``)."""
@@ -298,6 +300,9 @@ class Batch:
                     batch.lines.extend(order_line_rows(rec, e))
                 case ProductCreated() | ProductUpdated() | ProductDeleted():
                     batch.product_events.append(rec)
+                case CartItemSet() as e:
+                    batch.dates.add(rec.at.date())
+                    batch.carts.add((date_key(rec.at), e.account_id))
                 case (
                     OrderPlaced()
                     | PaymentDeclined()
@@ -310,7 +315,7 @@ class Batch:
                 ):
                     batch.lifecycle(rec)
                 case _:
-                    pass  # carts and stock adjustments are no warehouse facts
+                    pass  # cart removals, check-outs and stock adjustments are no facts
         return batch
 
 
@@ -409,6 +414,7 @@ class WarehouseProjection:
             ("fact_payment", batch.payments),
             ("fact_refund", batch.refunds),
             ("fact_shipment", batch.shipments),
+            ("fact_cart_day", sorted(batch.carts)),
         ):
             if rows:
                 marks = ", ".join(f"${i}" for i in range(1, len(rows[0]) + 1))

@@ -84,6 +84,12 @@ CREATE TABLE IF NOT EXISTS {schema}.fact_order_status (
 );
 CREATE INDEX IF NOT EXISTS fact_order_status_date ON {schema}.fact_order_status (date_key, status);
 
+CREATE TABLE IF NOT EXISTS {schema}.fact_cart_day (
+    date_key   integer NOT NULL,               -- a day on which the account filled its cart
+    account_id text    NOT NULL,
+    PRIMARY KEY (date_key, account_id)
+);
+
 CREATE TABLE IF NOT EXISTS {schema}.fact_payment (
     order_id text        NOT NULL,
     attempt  integer     NOT NULL,

@@ -119,6 +119,13 @@ async def test_happy_path_shows_every_status_and_the_views_verify(shop: Shop) ->
         "partially_refunded": 1,
         "cancelled": 2,
     }
+    [funnel] = fresh(
+        await api.get("/analytics/funnel", params={"min_position": position}, headers=boss)
+    ).json()
+    counts = {k: funnel[k] for k in ("carts", "checkouts", "paid", "shipped", "delivered")}
+    assert counts == {"carts": 1, "checkouts": 2, "paid": 1, "shipped": 1, "delivered": 1}
+    assert (funnel["cancelled"], funnel["expired"], funnel["cancellation_rate"]) == (2, 0, 1.0)
+    assert funnel["ship_p50_seconds"] is not None and funnel["ship_p50_seconds"] >= 0
     payments = await shop.pool.fetch("SELECT status FROM dw.fact_payment ORDER BY attempt")
     assert [r["status"] for r in payments] == ["declined", "captured"]
 
