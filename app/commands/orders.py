@@ -11,7 +11,8 @@ shipments and deliveries touch the order's partition only.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Protocol, TypeVar
 
 import msgspec
 
@@ -76,13 +77,19 @@ def _append(order_id: str, order: OrderState, event: Event, **result: object) ->
     )
 
 
-def _for_order(decide: object) -> Decider[object]:
+class _OrderCommand(Protocol):
+    @property
+    def order_id(self) -> str: ...
+
+
+C = TypeVar("C", bound=_OrderCommand)
+
+
+def _for_order(decide: Callable[[C, OrderState], Append]) -> Decider[C]:
     """A decider that reads only the command's order."""
     return Decider(
-        reads=lambda c: [order_aggregate(c.order_id)],  # type: ignore[attr-defined]
-        decide=lambda c, s: decide(  # type: ignore[operator]
-            c, state_of(s, order_aggregate(c.order_id), OrderState)
-        ),
+        reads=lambda c: [order_aggregate(c.order_id)],
+        decide=lambda c, s: decide(c, state_of(s, order_aggregate(c.order_id), OrderState)),
     )
 
 

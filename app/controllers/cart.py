@@ -18,6 +18,7 @@ from app.commands import execute
 from app.commands.billing import Quantity
 from app.commands.cart import RemoveCartItem, SetCartItem, cart_aggregate
 from app.commands.catalog import product_aggregate
+from app.commands.runner import state_of
 from app.controllers.schemas import Body, Position
 from app.problems import problem_responses
 from app.services import command_meta, services
@@ -50,14 +51,12 @@ class Cart(msgspec.Struct, frozen=True, kw_only=True):
 
 async def priced_cart(store: EventStore, account_id: str, currency: str) -> Cart:
     cart_key = cart_aggregate(account_id)
-    cart = (await store.load([cart_key]))[cart_key]
-    assert isinstance(cart, CartState)
+    cart = state_of(await store.load([cart_key]), cart_key, CartState)
     keys = [product_aggregate(i.product_id) for i in cart.items]
     products = await store.load(keys)
     lines: list[CartLine] = []
     for item, key in zip(cart.items, keys, strict=True):
-        product = products[key]
-        assert isinstance(product, ProductState)
+        product = state_of(products, key, ProductState)
         currency = product.currency if product.live else currency
         lines.append(
             CartLine(

@@ -17,6 +17,7 @@ from app.commands.billing import BillLine
 from app.commands.cart import cart_aggregate
 from app.commands.checkout import CartChanged, Checkout, placed_of
 from app.commands.orders import CancelOrder, IssueRefund, MarkDelivered, ShipOrder
+from app.commands.runner import state_of
 from app.controllers.orders import IdempotencyKey
 from app.controllers.schemas import Body, Position
 from app.payments import payment_provider
@@ -103,8 +104,7 @@ async def checkout(
     meta = command_meta(request, f"account:{account_id}")
     key = cart_aggregate(account_id)
     for n in range(CHECKOUT_ATTEMPTS):
-        cart = (await svc.store.load([key]))[key]
-        assert isinstance(cart, CartState)
+        cart = state_of(await svc.store.load([key]), key, CartState)
         command = Checkout(
             account_id=account_id,
             lines=[BillLine(product_id=i.product_id, quantity=i.quantity) for i in cart.items],
@@ -116,16 +116,16 @@ async def checkout(
             if n == CHECKOUT_ATTEMPTS - 1:
                 raise
             continue
-        placed = placed_of(result.result)
-        return CheckoutResponse(
-            order_id=placed.order_id,
-            status=placed.status,
-            total=placed.total,
-            currency=placed.currency,
-            reserved_until=placed.reserved_until,
-            position=result.position,
-        )
-    raise AssertionError("unreachable")
+        break
+    placed = placed_of(result.result)
+    return CheckoutResponse(
+        order_id=placed.order_id,
+        status=placed.status,
+        total=placed.total,
+        currency=placed.currency,
+        reserved_until=placed.reserved_until,
+        position=result.position,
+    )
 
 
 @post(

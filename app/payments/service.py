@@ -36,6 +36,7 @@ from app.commands.orders import (
     RecordPaymentDeclined,
     shown,
 )
+from app.commands.runner import state_of
 from app.payments.port import PaymentProvider, ProviderTimeout
 from events.states import OrderState
 from events.store import AppendResult, EventStore, Metadata
@@ -47,9 +48,7 @@ def attempt_key(order_id: str, attempt: int) -> str:
 
 async def _order(store: EventStore, order_id: str) -> OrderState:
     aggregate = order_aggregate(order_id)
-    state = (await store.load([aggregate]))[aggregate]
-    assert isinstance(state, OrderState)
-    return state
+    return state_of(await store.load([aggregate]), aggregate, OrderState)
 
 
 async def pay(
