@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from events.codec import decode_entry
+from events.errors import MalformedEvent
 from events.keys import Keys
 from events.store import EventStore
 from events.types import OrderPlaced
@@ -59,15 +61,23 @@ class ExpiryWorker:
             raw = await redis.get(self.checkpoint_key(p))
             after = raw.decode() if raw else "0-0"
             while True:
-                rows = await self.store.read_partition(p, after, self.batch)
+                rows = await self.store.read_raw(p, after, self.batch)
                 if not rows:
                     break
-                due = {
-                    rec.event.order_id: rec.event.reserved_until
-                    for rec in rows
-                    if isinstance(rec.event, OrderPlaced)
-                }
-                after = rows[-1].entry_id
+                due: dict[str, int] = {}
+                for entry_id, fields in rows:
+                    if fields.get(b"type") != b"OrderPlaced":
+                        continue
+                    try:
+                        event = decode_entry(entry_id, fields, p).event
+                    except MalformedEvent as exc:
+                        # Never stall on one entry; the projections dead-letter it, and a
+                        # payment of that order (if any) expires it lazily.
+                        log.error("expiry_entry_undecodable", entry_id=entry_id, error=str(exc))
+                        continue
+                    if isinstance(event, OrderPlaced):
+                        due[event.order_id] = event.reserved_until
+                after = rows[-1][0]
                 async with redis.pipeline(transaction=True) as pipe:
                     if due:
                         pipe.zadd(self.due_key(p), due)

@@ -417,3 +417,18 @@ async def test_portuguese_aliases_run_the_same_commands(
     assert await stock_of(store, mug) == (5, 0)
     schema = (await api.get("/schema/openapi.json")).json()
     assert schema["paths"]["/pedidos/{order_id}/pagamento"]["post"]["tags"] == ["legacy"]
+
+
+async def test_an_undecodable_checkout_entry_does_not_stall_the_expiry_worker(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    for p in range(store.keys.partitions):
+        fields = {"id": "x", "type": "OrderPlaced", "schema": "1", "aggregate": "order:x"}
+        await store.redis.xadd(store.keys.log(p), {**fields, "data": "{not json"})
+    boss = await admin(api, store)
+    mug = await create_product(api, boss, stock=5)
+    _, headers = await customer(api)
+    order = await checked_out(api, headers, mug)
+    worker = ExpiryWorker(store, expirer(store), clock=lambda: order["reserved_until"])
+    assert await worker.run_once() == 1
+    assert (await store.state(f"order:{order['order_id']}"))["status"] == "expired"
