@@ -11,6 +11,7 @@ from app.controllers.legacy import criar_conta, faturar_pedido, login_legado
 from app.controllers.legacy_lifecycle import LEGACY_LIFECYCLE_ROUTES
 from app.controllers.lifecycle import LIFECYCLE_ROUTES
 from app.controllers.orders import bill_order
+from app.controllers.payments_webhook import payment_webhook
 from app.controllers.products import ProductController
 from app.queries import QUERY_CONTROLLERS
 
@@ -23,6 +24,7 @@ CONTROLLERS: list[Any] = [
     bill_order,
     CartController,
     *LIFECYCLE_ROUTES,
+    payment_webhook,
     criar_conta,
     login_legado,
     faturar_pedido,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from app.commands.errors import InvalidTransition
+from app.controllers.payments_webhook import signature
 from app.main import create_app
 from app.payments.sandbox import SandboxAcquirer
 from app.payments.service import pay
@@ -432,3 +434,36 @@ async def test_an_undecodable_checkout_entry_does_not_stall_the_expiry_worker(
     worker = ExpiryWorker(store, expirer(store), clock=lambda: order["reserved_until"])
     assert await worker.run_once() == 1
     assert (await store.state(f"order:{order['order_id']}"))["status"] == "expired"
+
+
+async def test_a_signed_webhook_confirms_a_payment_once_and_a_forged_one_is_refused(
+    prefix: str, store: EventStore
+) -> None:
+    settings = dataclasses.replace(api_settings(prefix), payment_webhook_secret="whsec-test")
+    async with AsyncTestClient(app=create_app(settings)) as api:
+        boss = await admin(api, store)
+        mug = await create_product(api, boss, price=1000, stock=5)
+        _, headers = await customer(api)
+        oid = (await checked_out(api, headers, mug, 2))["order_id"]
+        notice = {
+            "order_id": oid,
+            "attempt": 1,
+            "authorization_id": "auth_w1",
+            "status": "approved",
+            "amount": 2000,
+        }
+        body = json.dumps(notice).encode()
+        forged = await api.post(
+            "/payments/webhook",
+            content=body,
+            headers={"X-Streamshop-Signature": signature("wrong", body)},
+        )
+        assert_problem(forged, 401)
+        assert (await store.state(f"order:{oid}"))["status"] == "awaiting_payment"
+        signed = {"X-Streamshop-Signature": signature("whsec-test", body)}
+        for _ in range(2):
+            resp = await api.post("/payments/webhook", content=body, headers=signed)
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["status"] == "paid"
+        assert len([e async for e in store.read_all() if e.type == "OrderPaid"]) == 1
+        assert await stock_of(store, mug) == (3, 0)

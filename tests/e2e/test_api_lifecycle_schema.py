@@ -20,6 +20,7 @@ LIFECYCLE_OPERATIONS = {
     "tirarDoCarrinho",
     "pagarPedido",
     "cancelarPedido",
+    "paymentWebhook",
 }
 
 
