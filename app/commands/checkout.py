@@ -1,10 +1,11 @@
 """Checkout: the cart becomes an order awaiting payment, every line's stock reserved until a
 deadline, in one atomic append (``OrderPlaced`` + ``CartCheckedOut``).
 
-Partitions: the order's, the cart's, and each product's (their ``stock``/``reserved``
-counters, guarded ``stock >= quantity``; their versions are expected so a price change in
-between forces a re-decision). On Redis Cluster this is the one lifecycle step that needs
-several slots; billing already does the same.
+Partitions: the order's, the cart's, the account's (must exist) and each product's (their
+``stock``/``reserved`` counters, guarded ``stock >= quantity``; their versions are expected
+so a price change in between forces a re-decision). It is the widest lifecycle step, as
+billing already is; payment, expiry and cancellation reach the products' partitions too,
+but only through counters.
 """
 
 from __future__ import annotations

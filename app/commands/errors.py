@@ -119,7 +119,8 @@ class OrderNotFound(DomainError):
 
 
 class OrderNotCancellable(DomainError):
-    """Kept for the worked example's callers; a lifecycle refusal is an ``InvalidTransition``."""
+    """A cancellation the order's status (or a shipment) does not allow; like every other
+    refused step it names ``current_status``."""
 
     status = 409
     slug = "order-not-cancellable"
