@@ -74,6 +74,10 @@ class Settings:
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     default_currency: str = "BRL"
+    reservation_ttl_seconds: int = 900
+    """How long a checkout holds its stock; an unpaid order then expires."""
+    payment_webhook_secret: str = ""
+    """HMAC-SHA256 key of ``POST /payments/webhook``; empty: the webhook is off (404)."""
     log_format: str = "json"
     """``json`` (one JSON object per line) or ``console`` (for humans)."""
     dev_mode: bool = False
@@ -125,6 +129,8 @@ class Settings:
                 argon2_parallelism=int(env.get("ARGON2_PARALLELISM", a.argon2_parallelism)),
             ),
             default_currency=env.get("DEFAULT_CURRENCY", "BRL"),
+            reservation_ttl_seconds=int(env.get("RESERVATION_TTL_SECONDS", "900")),
+            payment_webhook_secret=env.get("PAYMENT_WEBHOOK_SECRET", ""),
             log_format=env.get("LOG_FORMAT", "json"),
             dev_mode=dev,
             ready_max_lag_seconds=float(env.get("READY_MAX_LAG_SECONDS", "30")),

@@ -16,6 +16,7 @@ Rules for changing a state (they keep the cache rebuildable):
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
@@ -26,16 +27,26 @@ from events.types import (
     AccountDeactivated,
     AccountProfileChanged,
     AccountReactivated,
+    CartCheckedOut,
+    CartItemRemoved,
+    CartItemSet,
     Event,
     LoginFailed,
     LoginSucceeded,
     OrderBilled,
     OrderCancelled,
+    OrderDelivered,
+    OrderExpired,
     OrderLine,
+    OrderPaid,
+    OrderPlaced,
+    OrderShipped,
     PasswordChanged,
+    PaymentDeclined,
     ProductCreated,
     ProductDeleted,
     ProductUpdated,
+    RefundIssued,
     Role,
     StockAdjusted,
 )
@@ -71,7 +82,10 @@ class LoginState(AggregateState, frozen=True, kw_only=True):
 
 
 class ProductState(AggregateState, frozen=True, kw_only=True):
-    COUNTERS: ClassVar[Mapping[str, int]] = {"stock": 0}
+    """``stock`` is what can still be sold; ``reserved`` counts the units held by unpaid
+    checkouts (they left ``stock`` and return to it when the order expires or is cancelled)."""
+
+    COUNTERS: ClassVar[Mapping[str, int]] = {"stock": 0, "reserved": 0}
 
     sku: str = ""
     name: str = ""
@@ -80,6 +94,7 @@ class ProductState(AggregateState, frozen=True, kw_only=True):
     price: int = 0
     currency: str = "BRL"
     stock: int = 0
+    reserved: int = 0
     legacy_id: int | None = None
     deleted: bool = False
 
@@ -88,12 +103,64 @@ class ProductState(AggregateState, frozen=True, kw_only=True):
         return self.exists and not self.deleted
 
 
+OrderStatus = Literal[
+    "",
+    "billed",
+    "awaiting_payment",
+    "paid",
+    "shipped",
+    "delivered",
+    "partially_refunded",
+    "refunded",
+    "cancelled",
+    "expired",
+]
+"""``billed`` is a bill-now order (``OrderBilled``): placed and paid in one step, it behaves
+as ``paid`` everywhere and the API shows it as ``paid``."""
+
+
 class OrderState(AggregateState, frozen=True, kw_only=True):
-    status: Literal["", "billed", "cancelled"] = ""
+    status: OrderStatus = ""
     account_id: str = ""
     lines: tuple[OrderLine, ...] = ()
     total: int = 0
     currency: str = "BRL"
+    reserved_until: int = 0
+    """Epoch seconds; an ``awaiting_payment`` order expires from then on."""
+    payment_attempts: int = 0
+    """Attempts that reached a decision (declined or paid); the next one is this + 1."""
+    payment_id: str = ""
+    captured: int = 0
+    refunded: int = 0
+    refunds: int = 0
+    """How many refunds were issued (names the next refund id)."""
+    shipments: int = 0
+    was_shipped: bool = False
+    """Set once shipped and never cleared: an owner may not cancel after shipment, whatever
+    the status became (a refund changes it)."""
+
+    @property
+    def takings(self) -> int:
+        """What was taken from the customer: the captured amount, or a bill-now order's total
+        (billed without the payment port)."""
+        return self.captured if self.payment_id else self.total
+
+    @property
+    def paid(self) -> bool:
+        """Money (or a bill-now order) was taken and not fully returned."""
+        return self.status in ("billed", "paid", "shipped", "delivered", "partially_refunded")
+
+
+class CartItem(msgspec.Struct, frozen=True, kw_only=True):
+    product_id: str
+    quantity: int
+
+
+class CartState(AggregateState, frozen=True, kw_only=True):
+    """A customer's cart (aggregate ``cart:<account id>``): product ids and quantities, in
+    the order they were first added."""
+
+    items: tuple[CartItem, ...] = ()
 
 
 S = TypeVar("S", bound=AggregateState)
@@ -183,10 +250,30 @@ def evolve_product(state: ProductState, event: Event, ctx: Context) -> ProductSt
             taken = sum(ln.quantity for ln in event.lines if ln.product_id == product_id)
             return msgspec.structs.replace(state, stock=state.stock - taken)
         case OrderCancelled():
-            product_id = ctx.aggregate.removeprefix("product:")
-            returned = sum(ln.quantity for ln in event.lines if ln.product_id == product_id)
-            return msgspec.structs.replace(state, stock=state.stock + returned)
+            returned = _units(event.lines, ctx)
+            reserved = state.reserved - returned if event.reserved else state.reserved
+            return msgspec.structs.replace(state, stock=state.stock + returned, reserved=reserved)
+        case OrderPlaced():
+            held = _units(event.lines, ctx)
+            return msgspec.structs.replace(
+                state, stock=state.stock - held, reserved=state.reserved + held
+            )
+        case OrderPaid():
+            return msgspec.structs.replace(
+                state, reserved=state.reserved - _units(event.lines, ctx)
+            )
+        case OrderExpired():
+            returned = _units(event.lines, ctx)
+            return msgspec.structs.replace(
+                state, stock=state.stock + returned, reserved=state.reserved - returned
+            )
     return state
+
+
+def _units(lines: Iterable[OrderLine], ctx: Context) -> int:
+    """How many units of the product whose state evolves (``ctx``) ``lines`` hold."""
+    product_id = ctx.aggregate.removeprefix("product:")
+    return sum(ln.quantity for ln in lines if ln.product_id == product_id)
 
 
 def evolve_order(state: OrderState, event: Event, ctx: Context) -> OrderState:
@@ -201,7 +288,61 @@ def evolve_order(state: OrderState, event: Event, ctx: Context) -> OrderState:
                 currency=event.currency,
             )
         case OrderCancelled():
-            return msgspec.structs.replace(state, status="cancelled")
+            return msgspec.structs.replace(
+                state, status="cancelled", refunded=state.refunded + event.refunded
+            )
+        case OrderPlaced():
+            return msgspec.structs.replace(
+                state,
+                status="awaiting_payment",
+                account_id=event.account_id,
+                lines=tuple(event.lines),
+                total=event.total,
+                currency=event.currency,
+                reserved_until=event.reserved_until,
+            )
+        case PaymentDeclined():
+            return msgspec.structs.replace(state, payment_attempts=event.attempt)
+        case OrderPaid():
+            return msgspec.structs.replace(
+                state,
+                status="paid",
+                payment_attempts=event.attempt,
+                payment_id=event.payment_id,
+                captured=state.captured + event.amount,
+            )
+        case OrderExpired():
+            return msgspec.structs.replace(state, status="expired")
+        case RefundIssued():
+            refunded = state.refunded + event.amount
+            status = "refunded" if refunded >= state.takings else "partially_refunded"
+            return msgspec.structs.replace(
+                state, status=status, refunded=refunded, refunds=state.refunds + 1
+            )
+        case OrderShipped():
+            return msgspec.structs.replace(
+                state, status="shipped", shipments=state.shipments + 1, was_shipped=True
+            )
+        case OrderDelivered():
+            return msgspec.structs.replace(state, status="delivered")
+    return state
+
+
+def evolve_cart(state: CartState, event: Event, ctx: Context) -> CartState:
+    match event:
+        case CartItemSet():
+            item = CartItem(product_id=event.product_id, quantity=event.quantity)
+            ids = [i.product_id for i in state.items]
+            if event.product_id in ids:
+                items = tuple(item if i.product_id == event.product_id else i for i in state.items)
+            else:
+                items = (*state.items, item)
+            return msgspec.structs.replace(state, items=items)
+        case CartItemRemoved():
+            items = tuple(i for i in state.items if i.product_id != event.product_id)
+            return msgspec.structs.replace(state, items=items)
+        case CartCheckedOut():
+            return msgspec.structs.replace(state, items=())
     return state
 
 
@@ -214,6 +355,7 @@ KINDS: dict[str, tuple[type[AggregateState], Evolve]] = {
     "login": (LoginState, evolve_login),
     "product": (ProductState, evolve_product),
     "order": (OrderState, evolve_order),
+    "cart": (CartState, evolve_cart),
 }
 
 
@@ -230,7 +372,7 @@ def affected(event: Event) -> list[str]:
     """Every aggregate whose decision state ``event`` changes: its own, plus cross-aggregate
     effects (an order takes stock from each of its products)."""
     own = event.aggregate()
-    if isinstance(event, OrderBilled | OrderCancelled):
+    if isinstance(event, OrderBilled | OrderCancelled | OrderPlaced | OrderPaid | OrderExpired):
         return [own, *dict.fromkeys(f"product:{ln.product_id}" for ln in event.lines)]
     return [own]
 
@@ -289,6 +431,8 @@ def _decode_field(annotation: Any, raw: str) -> Any:
         return int(raw) if raw else None
     if annotation == tuple[int, ...]:
         return tuple(int(x) for x in raw.split(",") if x)
+    if raw == "" and typing.get_origin(annotation) is tuple:
+        return ()  # an empty tuple of anything is stored as "" (see encode_field)
     try:
         return msgspec.convert(raw, annotation)  # a Literal of strings
     except msgspec.ValidationError:

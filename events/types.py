@@ -142,12 +142,140 @@ class OrderBilled(BaseEvent, frozen=True, kw_only=True, tag=True):
 
 
 class OrderCancelled(BaseEvent, frozen=True, kw_only=True, tag=True):
-    """A billed order was cancelled: its lines (as billed) went back into stock."""
+    """An order was cancelled: its lines went back into stock.
+
+    ``reserved``: the lines were only reserved (an unpaid order), so ``reserved`` drops as
+    well. ``refunded``: the part of the captured amount refunded by this cancellation.
+    """
 
     order_id: str
     account_id: str
     lines: list[OrderLine]
     reason: str = ""
+    reserved: bool = False
+    refunded: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+    def aggregate(self) -> str:
+        return f"order:{self.order_id}"
+
+
+class CartItemSet(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A customer put ``quantity`` units of a product in their cart (replacing any earlier
+    quantity). Prices are not kept: the cart is priced at the current catalog price."""
+
+    account_id: str
+    product_id: str
+    quantity: Annotated[int, msgspec.Meta(ge=1)]
+
+    def aggregate(self) -> str:
+        return f"cart:{self.account_id}"
+
+
+class CartItemRemoved(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A product left a customer's cart."""
+
+    account_id: str
+    product_id: str
+
+    def aggregate(self) -> str:
+        return f"cart:{self.account_id}"
+
+
+class CartCheckedOut(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """The cart became order ``order_id`` and is empty again (appended with its ``OrderPlaced``)."""
+
+    account_id: str
+    order_id: str
+
+    def aggregate(self) -> str:
+        return f"cart:{self.account_id}"
+
+
+class OrderPlaced(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A checkout: every line's stock was reserved until ``reserved_until`` (epoch seconds);
+    the order awaits payment. Reserved units leave ``stock`` and count in ``reserved``."""
+
+    order_id: str
+    account_id: str
+    lines: list[OrderLine]
+    total: Money
+    currency: Currency = "BRL"
+    reserved_until: int
+
+    def aggregate(self) -> str:
+        return f"order:{self.order_id}"
+
+
+class PaymentDeclined(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """The acquirer declined payment attempt ``attempt``; the order stays payable and the
+    next attempt gets a new provider idempotency key."""
+
+    order_id: str
+    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    provider: str = "sandbox"
+    reason: str = ""
+
+    def aggregate(self) -> str:
+        return f"order:{self.order_id}"
+
+
+class OrderPaid(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """Attempt ``attempt`` was authorized for ``amount``: the reservation became a sale
+    (``reserved`` drops, ``stock`` stays down)."""
+
+    order_id: str
+    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    payment_id: str
+    amount: Money
+    currency: Currency = "BRL"
+    provider: str = "sandbox"
+    lines: list[OrderLine]
+    account_id: str = ""
+
+    def aggregate(self) -> str:
+        return f"order:{self.order_id}"
+
+
+class OrderExpired(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """An unpaid order's reservation ran out: its lines went back into ``stock``."""
+
+    order_id: str
+    lines: list[OrderLine]
+
+    def aggregate(self) -> str:
+        return f"order:{self.order_id}"
+
+
+class RefundIssued(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """Part or all of the captured amount was refunded (refund ``refund_id``)."""
+
+    order_id: str
+    refund_id: str
+    amount: Annotated[int, msgspec.Meta(ge=1)]
+    reason: str = ""
+    full: bool = False
+    """This refund brought the refunded total up to everything taken (status ``refunded``)."""
+
+    def aggregate(self) -> str:
+        return f"order:{self.order_id}"
+
+
+class OrderShipped(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A paid order left the warehouse."""
+
+    order_id: str
+    shipment_id: str
+    carrier: str
+    tracking_code: str
+
+    def aggregate(self) -> str:
+        return f"order:{self.order_id}"
+
+
+class OrderDelivered(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A shipped order reached its customer."""
+
+    order_id: str
 
     def aggregate(self) -> str:
         return f"order:{self.order_id}"
@@ -232,6 +360,16 @@ Event = (
     | PasswordChanged
     | AccountDeactivated
     | AccountReactivated
+    | CartItemSet
+    | CartItemRemoved
+    | CartCheckedOut
+    | OrderPlaced
+    | PaymentDeclined
+    | OrderPaid
+    | OrderExpired
+    | RefundIssued
+    | OrderShipped
+    | OrderDelivered
 )
 """The one tagged union every stored, ingested or replayed event decodes into."""
 
@@ -248,6 +386,16 @@ EVENT_TYPES: dict[str, type[BaseEvent]] = {
         OrderBilled,
         OrderCancelled,
         *ACCOUNT_LIFECYCLE_EVENTS,
+        CartItemSet,
+        CartItemRemoved,
+        CartCheckedOut,
+        OrderPlaced,
+        PaymentDeclined,
+        OrderPaid,
+        OrderExpired,
+        RefundIssued,
+        OrderShipped,
+        OrderDelivered,
     )
 }
 

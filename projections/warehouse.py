@@ -33,13 +33,22 @@ from events.types import (
     AccountDeactivated,
     AccountProfileChanged,
     AccountReactivated,
+    CartItemSet,
     LoginFailed,
     LoginSucceeded,
     OrderBilled,
+    OrderCancelled,
+    OrderDelivered,
+    OrderExpired,
+    OrderPaid,
+    OrderPlaced,
+    OrderShipped,
     PasswordChanged,
+    PaymentDeclined,
     ProductCreated,
     ProductDeleted,
     ProductUpdated,
+    RefundIssued,
 )
 from projections.views import postgres_pool, run_setup, schema_name, sink_errors, sql_file
 
@@ -195,8 +204,10 @@ def fold_products(
     return changes
 
 
-def order_line_rows(rec: RecordedEvent, order: OrderBilled) -> list[tuple[Any, ...]]:
-    """``fact_order_line`` staging rows of one order (before the product version is resolved)."""
+def order_line_rows(rec: RecordedEvent, order: OrderBilled | OrderPaid) -> list[tuple[Any, ...]]:
+    """``fact_order_line`` staging rows of one sale (before the product version is resolved):
+    a bill-now order, or a checkout when it is paid (its ``billed_at`` is the payment's time;
+    an order that expires or is cancelled unpaid is no sale)."""
     return [
         (
             order.order_id,
@@ -215,6 +226,16 @@ def order_line_rows(rec: RecordedEvent, order: OrderBilled) -> list[tuple[Any, .
     ]
 
 
+STATUS_OF: dict[type, str] = {
+    OrderPlaced: "awaiting_payment",
+    OrderPaid: "paid",
+    OrderShipped: "shipped",
+    OrderDelivered: "delivered",
+    OrderCancelled: "cancelled",
+    OrderExpired: "expired",
+}
+
+
 @dataclass(slots=True)
 class Batch:
     """The rows a batch adds, grouped by table (pure; built before touching the database)."""
@@ -224,6 +245,40 @@ class Batch:
     logins: dict[tuple[int, str], list[Any]] = field(default_factory=dict)
     lines: list[tuple[Any, ...]] = field(default_factory=list)
     product_events: list[RecordedEvent] = field(default_factory=list)
+    statuses: list[tuple[Any, ...]] = field(default_factory=list)
+    payments: list[tuple[Any, ...]] = field(default_factory=list)
+    refunds: list[tuple[Any, ...]] = field(default_factory=list)
+    shipments: list[tuple[Any, ...]] = field(default_factory=list)
+    carts: set[tuple[int, str]] = field(default_factory=set)
+
+    def lifecycle(self, rec: RecordedEvent) -> None:
+        """The order lifecycle's facts of one event (see ``warehouse.sql``)."""
+        event, day, at = rec.event, date_key(rec.at), rec.at
+        self.dates.add(rec.at.date())
+        if (status := STATUS_OF.get(type(event))) is not None:
+            self.statuses.append((event.order_id, rec.seq, day, at, status))  # type: ignore[union-attr]
+        match event:
+            case OrderPaid() as e:
+                self.payments.append(
+                    (e.order_id, e.attempt, day, at, "captured", e.amount, e.currency, e.provider)
+                )
+                self.lines.extend(order_line_rows(rec, e))
+            case PaymentDeclined() as e:
+                self.payments.append(
+                    (e.order_id, e.attempt, day, at, "declined", None, None, e.provider)
+                )
+            case RefundIssued() as e:
+                status = "refunded" if e.full else "partially_refunded"
+                self.statuses.append((e.order_id, rec.seq, day, at, status))
+                self.refunds.append((e.order_id, e.refund_id, day, at, e.amount, e.reason))
+            case OrderCancelled() as e if e.refunded:
+                refund_id = f"{e.order_id}:cancel"
+                reason = e.reason or "cancelled"
+                self.refunds.append((e.order_id, refund_id, day, at, e.refunded, reason))
+            case OrderShipped() as e:
+                self.shipments.append((e.order_id, e.shipment_id, day, at, e.carrier))
+            case _:
+                pass
 
     @property
     def product_ids(self) -> list[str]:
@@ -265,8 +320,22 @@ class Batch:
                     | AccountReactivated()
                 ):
                     pass  # dim_account holds no profile, secret or activation columns
+                case CartItemSet() as e:
+                    batch.dates.add(rec.at.date())
+                    batch.carts.add((date_key(rec.at), e.account_id))
+                case (
+                    OrderPlaced()
+                    | PaymentDeclined()
+                    | OrderPaid()
+                    | OrderExpired()
+                    | OrderCancelled()
+                    | RefundIssued()
+                    | OrderShipped()
+                    | OrderDelivered()
+                ):
+                    batch.lifecycle(rec)
                 case _:
-                    pass
+                    pass  # cart removals, check-outs and stock adjustments are no facts
         return batch
 
 
@@ -428,6 +497,18 @@ class WarehouseProjection:
                 " account_id = COALESCE(f.account_id, excluded.account_id)",
                 [(k[0], k[1], *v) for k, v in batch.logins.items()],
             )
+        for table, rows in (
+            ("fact_order_status", batch.statuses),
+            ("fact_payment", batch.payments),
+            ("fact_refund", batch.refunds),
+            ("fact_shipment", batch.shipments),
+            ("fact_cart_day", sorted(batch.carts)),
+        ):
+            if rows:
+                marks = ", ".join(f"${i}" for i in range(1, len(rows[0]) + 1))
+                await conn.executemany(
+                    f"INSERT INTO {s}.{table} VALUES ({marks}) ON CONFLICT DO NOTHING", rows
+                )
         if batch.lines:
             await conn.execute(
                 f"CREATE TEMP TABLE stage_lines ON COMMIT DROP AS"

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rebuild": ("workers.commands.rebuild", "rebuild a view from the log with no downtime"),
     "verify": ("workers.commands.verify", "compare a live view with a fresh fold of the log"),
     "ingest": ("workers.commands.ingest", "run the ingress gateway for external producers"),
+    "expire": ("workers.commands.expire", "expire unpaid orders whose stock reservation ran out"),
     "demo": ("workers.commands.demo", "populate a demo shop through the command path"),
     "export": ("workers.commands.export", "export the log and the warehouse to a Parquet lake"),
     "check": (

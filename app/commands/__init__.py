@@ -12,6 +12,7 @@ from typing import Any
 
 from app.commands.accounts import SIGN_UP, SignUp
 from app.commands.billing import BILL_ORDER, BillOrder
+from app.commands.cart import REMOVE_CART_ITEM, SET_CART_ITEM, RemoveCartItem, SetCartItem
 from app.commands.catalog import (
     ADJUST_STOCK,
     CREATE_PRODUCT,
@@ -22,8 +23,24 @@ from app.commands.catalog import (
     DeleteProduct,
     UpdateProduct,
 )
+from app.commands.checkout import CHECKOUT, Checkout
 from app.commands.login import RECORD_LOGIN, RecordLogin
-from app.commands.orders import CANCEL_ORDER, CancelOrder
+from app.commands.orders import (
+    CANCEL_ORDER,
+    EXPIRE_ORDER,
+    ISSUE_REFUND,
+    MARK_DELIVERED,
+    RECORD_PAYMENT,
+    RECORD_PAYMENT_DECLINED,
+    SHIP_ORDER,
+    CancelOrder,
+    ExpireOrder,
+    IssueRefund,
+    MarkDelivered,
+    RecordPayment,
+    RecordPaymentDeclined,
+    ShipOrder,
+)
 from app.commands.profile import (
     CHANGE_PASSWORD,
     CHANGE_PROFILE,
@@ -49,7 +66,16 @@ DECIDERS: dict[type[Any], Decider[Any]] = {
     DeleteProduct: DELETE_PRODUCT,
     AdjustStock: ADJUST_STOCK,
     BillOrder: BILL_ORDER,
+    SetCartItem: SET_CART_ITEM,
+    RemoveCartItem: REMOVE_CART_ITEM,
+    Checkout: CHECKOUT,
+    RecordPaymentDeclined: RECORD_PAYMENT_DECLINED,
+    RecordPayment: RECORD_PAYMENT,
+    ExpireOrder: EXPIRE_ORDER,
     CancelOrder: CANCEL_ORDER,
+    IssueRefund: ISSUE_REFUND,
+    ShipOrder: SHIP_ORDER,
+    MarkDelivered: MARK_DELIVERED,
 }
 
 

@@ -119,6 +119,9 @@ class OrderNotFound(DomainError):
 
 
 class OrderNotCancellable(DomainError):
+    """A cancellation the order's status (or a shipment) does not allow; like every other
+    refused step it names ``current_status``."""
+
     status = 409
     slug = "order-not-cancellable"
     title = "Order cannot be cancelled"
@@ -152,3 +155,40 @@ class Forbidden(DomainError):
     status = 403
     slug = "forbidden"
     title = "Forbidden"
+
+
+class InvalidTransition(DomainError):
+    """The order's current status does not allow this step; ``current_status`` names it."""
+
+    status = 409
+    slug = "invalid-transition"
+    title = "Not allowed in the order's current status"
+
+
+class EmptyCart(DomainError):
+    status = 409
+    slug = "empty-cart"
+    title = "The cart is empty"
+
+
+class RefundTooLarge(DomainError):
+    status = 409
+    slug = "refund-too-large"
+    title = "Refund above what is left of the captured amount"
+
+
+class PaymentDeclined(DomainError):
+    """The acquirer refused the card; the order stays payable."""
+
+    status = 402
+    slug = "payment-declined"
+    title = "Payment declined"
+
+
+class PaymentTimedOut(DomainError):
+    """The acquirer did not answer; nothing was recorded and the order stays payable (a
+    retry reuses the same provider idempotency key, so it cannot charge twice)."""
+
+    status = 504
+    slug = "payment-timeout"
+    title = "Payment provider timed out"

@@ -117,9 +117,10 @@ def rejection(command: Any, exc: AppendRejected) -> DomainError:
     match exc:
         case UniquenessViolation():
             return uniqueness_error(exc)
-        case GuardFailed() if hasattr(command, "lines"):
+        case GuardFailed() if not hasattr(command, "product_id"):
             product_id = exc.aggregate.removeprefix("product:")
-            ids = list(dict.fromkeys(line.product_id for line in command.lines))
+            lines = getattr(command, "lines", ())
+            ids = list(dict.fromkeys(line.product_id for line in lines))
             i = ids.index(product_id) if product_id in ids else 0
             return InsufficientStock(
                 f"product {product_id} has {exc.actual} in stock, the order needs {exc.required}",

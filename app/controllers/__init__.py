@@ -11,6 +11,7 @@ from app.controllers.accounts_profile import (
     reactivate_account,
     update_my_account,
 )
+from app.controllers.cart import CartController
 from app.controllers.docs import docs, docs_assets
 from app.controllers.feed import stream_events, stream_order_events
 from app.controllers.health import health, ready
@@ -26,7 +27,10 @@ from app.controllers.legacy import (
     reativar_cliente,
     trocar_senha,
 )
+from app.controllers.legacy_lifecycle import LEGACY_LIFECYCLE_ROUTES
+from app.controllers.lifecycle import LIFECYCLE_ROUTES
 from app.controllers.orders import bill_order
+from app.controllers.payments_webhook import payment_webhook
 from app.controllers.products import ProductController
 from app.metrics import metrics
 from app.queries import QUERY_CONTROLLERS
@@ -49,6 +53,9 @@ CONTROLLERS: list[Any] = [
     reactivate_account,
     ProductController,
     bill_order,
+    CartController,
+    *LIFECYCLE_ROUTES,
+    payment_webhook,
     criar_conta,
     login_legado,
     faturar_pedido,
@@ -59,5 +66,6 @@ CONTROLLERS: list[Any] = [
     obter_cliente,
     desativar_cliente,
     reativar_cliente,
+    *LEGACY_LIFECYCLE_ROUTES,
     *QUERY_CONTROLLERS,
 ]

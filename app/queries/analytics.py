@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Response, get
@@ -32,6 +32,11 @@ class SalesPeriod(msgspec.Struct, frozen=True, kw_only=True):
     orders: int
     items: int
     revenue: int
+    """What was sold (billed now, or checked out and paid) in the period: the gross."""
+    gross: int = 0
+    refunds: int = 0
+    """Refunded in the period (refunds and cancellations of paid orders)."""
+    net: int = 0
 
 
 class TopProduct(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,6 +46,24 @@ class TopProduct(msgspec.Struct, frozen=True, kw_only=True):
     quantity: int
     revenue: int
     orders: int
+
+
+class FunnelPeriod(msgspec.Struct, frozen=True, kw_only=True):
+    period: date
+    carts: int
+    """Accounts that put something in their cart in the period."""
+    checkouts: int
+    paid: int
+    shipped: int
+    delivered: int
+    cancelled: int
+    expired: int
+    cancellation_rate: float
+    """Cancellations per checkout (a bill-now order is no checkout, its cancellation counts)."""
+    expiry_rate: float
+    ship_p50_seconds: float | None
+    """Time from payment to shipment of the orders shipped in the period (median)."""
+    ship_p95_seconds: float | None
 
 
 class LoginDay(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,21 +96,34 @@ class AnalyticsController(Controller):
         end: To = None,
         min_position: MinPosition = None,
     ) -> Response[list[SalesPeriod]]:
-        """Orders, items and revenue (minor units) per day, ISO week or month."""
+        """Orders, items and revenue (minor units) per day, ISO week or month, with the
+        refunds of the period and the net (``gross - refunds``)."""
         side = await read_side(state)
         view = await wait_for(side.warehouse, min_position)
         s, period = side.warehouse.schema, PERIODS[granularity]
         with store_errors():
             rows = await side.pool.fetch(
-                f"SELECT {period} AS period, count(DISTINCT f.order_id) AS orders,"
+                f"WITH sales AS (SELECT {period} AS period, count(DISTINCT f.order_id) AS orders,"
                 " sum(f.quantity)::bigint AS items, sum(f.revenue)::bigint AS revenue"
                 f' FROM "{s}".fact_order_line f JOIN "{s}".dim_date d USING (date_key)'
-                " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1 ORDER BY 1",
+                " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1),"
+                f" refunds AS (SELECT {period} AS period, sum(r.amount)::bigint AS refunds"
+                f' FROM "{s}".fact_refund r JOIN "{s}".dim_date d USING (date_key)'
+                " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1)"
+                " SELECT period, coalesce(orders, 0) AS orders, coalesce(items, 0) AS items,"
+                " coalesce(revenue, 0) AS revenue, coalesce(refunds, 0) AS refunds"
+                " FROM sales FULL JOIN refunds USING (period) ORDER BY 1",
                 *_days(start, end),
             )
         result = [
             SalesPeriod(
-                period=r["period"], orders=r["orders"], items=r["items"], revenue=r["revenue"]
+                period=r["period"],
+                orders=r["orders"],
+                items=r["items"],
+                revenue=r["revenue"],
+                gross=r["revenue"],
+                refunds=r["refunds"],
+                net=r["revenue"] - r["refunds"],
             )
             for r in rows
         ]
@@ -130,6 +166,66 @@ class AnalyticsController(Controller):
                 quantity=r["quantity"],
                 revenue=r["revenue"],
                 orders=r["orders"],
+            )
+            for r in rows
+        ]
+        return view_response(result, view)
+
+    @get("/funnel", operation_id="funnelPerPeriod", responses=problem_responses(400, 401, 403))
+    async def funnel(
+        self,
+        state: State,
+        granularity: Annotated[Literal["day", "week", "month"], QueryParameter()] = "day",
+        start: From = None,
+        end: To = None,
+        min_position: MinPosition = None,
+    ) -> Response[list[FunnelPeriod]]:
+        """Carts, checkouts, paid, shipped and delivered orders per period, the cancellation
+        and expiry rates, and the time to ship (p50 / p95)."""
+        side = await read_side(state)
+        view = await wait_for(side.warehouse, min_position)
+        s, period = side.warehouse.schema, PERIODS[granularity]
+        counted = ("awaiting_payment", "paid", "shipped", "delivered", "cancelled", "expired")
+        counts = ", ".join(
+            f"count(*) FILTER (WHERE f.status = '{name}') AS {name}" for name in counted
+        )
+        with store_errors():
+            rows = await side.pool.fetch(
+                f"WITH steps AS (SELECT {period} AS period, {counts}"
+                f' FROM "{s}".fact_order_status f JOIN "{s}".dim_date d USING (date_key)'
+                " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1),"
+                f" carts AS (SELECT {period} AS period, count(DISTINCT c.account_id) AS carts"
+                f' FROM "{s}".fact_cart_day c JOIN "{s}".dim_date d USING (date_key)'
+                " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1),"
+                f" ships AS (SELECT {period} AS period,"
+                " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM x.at - p.at)) AS p50,"
+                " percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM x.at - p.at)) AS p95"
+                f' FROM "{s}".fact_shipment x JOIN "{s}".fact_payment p'
+                "  ON p.order_id = x.order_id AND p.status = 'captured'"
+                f' JOIN "{s}".dim_date d ON d.date_key = x.date_key'
+                " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1)"
+                " SELECT * FROM steps FULL JOIN carts USING (period) FULL JOIN ships USING (period)"
+                " ORDER BY 1",
+                *_days(start, end),
+            )
+
+        def n(row: Any, name: str) -> int:
+            return int(row[name] or 0)
+
+        result = [
+            FunnelPeriod(
+                period=r["period"],
+                carts=n(r, "carts"),
+                checkouts=n(r, "awaiting_payment"),
+                paid=n(r, "paid"),
+                shipped=n(r, "shipped"),
+                delivered=n(r, "delivered"),
+                cancelled=n(r, "cancelled"),
+                expired=n(r, "expired"),
+                cancellation_rate=n(r, "cancelled") / max(n(r, "awaiting_payment"), 1),
+                expiry_rate=n(r, "expired") / max(n(r, "awaiting_payment"), 1),
+                ship_p50_seconds=r["p50"],
+                ship_p95_seconds=r["p95"],
             )
             for r in rows
         ]

@@ -29,6 +29,36 @@ class Line(msgspec.Struct, frozen=True, kw_only=True):
     line_total: int
 
 
+class StatusChange(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+    at: datetime
+
+
+class Payment(msgspec.Struct, frozen=True, kw_only=True):
+    attempt: int
+    status: str
+    """``declined`` or ``captured``."""
+    at: datetime
+    amount: int | None = None
+    payment_id: str | None = None
+    provider: str | None = None
+    reason: str | None = None
+
+
+class Refund(msgspec.Struct, frozen=True, kw_only=True):
+    refund_id: str
+    amount: int
+    reason: str
+    at: datetime
+
+
+class Shipment(msgspec.Struct, frozen=True, kw_only=True):
+    shipment_id: str
+    carrier: str
+    tracking_code: str
+    at: datetime
+
+
 class Order(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     account_id: str
@@ -36,6 +66,18 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     total: int
     currency: str
     billed_at: datetime
+    """When the order was billed (bill-now) or checked out."""
+    status: str
+    history: list[StatusChange]
+    payments: list[Payment]
+    refunds: list[Refund]
+    shipments: list[Shipment]
+    reserved_until: datetime | None = None
+
+
+def _in_order(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A document's ``s<seq>``-keyed map as a list in stream order."""
+    return [entries[k] for k in sorted(entries, key=lambda k: int(k[1:]))]
 
 
 class OrderPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +87,9 @@ class OrderPage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def order_of(doc: OrderView) -> Order:
+    history = [StatusChange(**h) for h in _in_order(doc.history)]
+    if "s1" not in doc.history:  # billed now: placed and paid by its first event
+        history.insert(0, StatusChange(status="paid", at=doc.billed_at))
     return Order(
         id=doc.id,
         account_id=doc.account_id,
@@ -52,6 +97,12 @@ def order_of(doc: OrderView) -> Order:
         total=doc.total,
         currency=doc.currency,
         billed_at=doc.billed_at,
+        status=doc.status,
+        history=history,
+        payments=[Payment(**p) for p in _in_order(doc.payments)],
+        refunds=[Refund(**r) for r in _in_order(doc.refunds)],
+        shipments=[Shipment(**x) for x in _in_order(doc.shipments)],
+        reserved_until=doc.reserved_until,
     )
 
 

@@ -40,6 +40,8 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     price: int
     currency: str
     stock: int
+    reserved: int
+    """Units held by unpaid checkouts; not in ``stock`` until they expire or are cancelled."""
     in_stock: bool
     created_at: datetime | None
     updated_at: datetime | None
@@ -61,6 +63,7 @@ def product_of(doc: ProductView) -> Product:
         price=doc.price,
         currency=doc.currency,
         stock=doc.stock,
+        reserved=doc.reserved,
         in_stock=doc.stock > 0,
         created_at=doc.created_at,
         updated_at=doc.updated_at,

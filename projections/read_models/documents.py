@@ -9,6 +9,7 @@ the database.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from beanie import Document
 from pydantic import BaseModel, Field
@@ -60,6 +61,7 @@ class ProductView(Document):
     price: int = 0
     currency: str = "BRL"
     stock: int = 0
+    reserved: int = 0
     deleted: bool = False
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -97,7 +99,13 @@ class OrderLineView(BaseModel):
 
 
 class OrderView(Document):
-    """A billed order, listed newest first per account."""
+    """An order, listed newest first per account (``billed_at``: when it was billed or
+    checked out).
+
+    ``history``, ``payments``, ``refunds`` and ``shipments`` are maps keyed ``s<seq>`` (the
+    event's version in the order's stream), so each event sets its own entry and a replay
+    sets it again; the query API lists them in that order.
+    """
 
     id: str  # type: ignore[assignment]
     account_id: str
@@ -105,6 +113,12 @@ class OrderView(Document):
     total: int = 0
     currency: str = "BRL"
     billed_at: datetime
+    status: str = "paid"
+    history: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    payments: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    refunds: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    shipments: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    reserved_until: datetime | None = None
     version: int = 0
 
     class Settings:

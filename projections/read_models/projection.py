@@ -62,15 +62,33 @@ from events.types import (
     AccountReactivated,
     LoginSucceeded,
     OrderBilled,
+    OrderCancelled,
+    OrderDelivered,
+    OrderExpired,
+    OrderPaid,
+    OrderPlaced,
+    OrderShipped,
     PasswordChanged,
+    PaymentDeclined,
     ProductCreated,
     ProductDeleted,
     ProductUpdated,
+    RefundIssued,
     StockAdjusted,
 )
 from projections.base import SinkUnavailable
 from projections.read_models.documents import AccountView, OrderView, ProductView
 from projections.read_models.folding import Cross, Fold, Own, Update, Write, fold
+from projections.read_models.lifecycle import (
+    on_order_cancelled,
+    on_order_delivered,
+    on_order_expired,
+    on_order_paid,
+    on_order_placed,
+    on_order_shipped,
+    on_payment_declined,
+    on_refund_issued,
+)
 
 DUPLICATE_KEY = 11000
 
@@ -259,6 +277,22 @@ def writes_for(rec: RecordedEvent) -> list[Write]:
             return on_stock_adjusted(rec, e)
         case OrderBilled() as e:
             return on_order_billed(rec, e)
+        case OrderPlaced() as e:
+            return on_order_placed(rec, e)
+        case PaymentDeclined() as e:
+            return on_payment_declined(rec, e)
+        case OrderPaid() as e:
+            return on_order_paid(rec, e)
+        case OrderExpired() as e:
+            return on_order_expired(rec, e)
+        case OrderCancelled() as e:
+            return on_order_cancelled(rec, e)
+        case RefundIssued() as e:
+            return on_refund_issued(rec, e)
+        case OrderShipped() as e:
+            return on_order_shipped(rec, e)
+        case OrderDelivered() as e:
+            return on_order_delivered(rec, e)
         case _:
             return []
 

@@ -72,6 +72,56 @@ CREATE TABLE IF NOT EXISTS {schema}.fact_login (
     PRIMARY KEY (date_key, email_digest)
 );
 
+-- The order lifecycle. Keys come from the log (order id + the event's seq, or its own ids).
+CREATE TABLE IF NOT EXISTS {schema}.fact_order_status (
+    order_id text        NOT NULL,
+    seq      integer     NOT NULL,             -- the event's version in the order's stream
+    date_key integer     NOT NULL,
+    at       timestamptz NOT NULL,
+    status   text        NOT NULL,             -- awaiting_payment, paid, shipped, delivered,
+                                               -- partially_refunded, refunded, cancelled, expired
+    PRIMARY KEY (order_id, seq)
+);
+CREATE INDEX IF NOT EXISTS fact_order_status_date ON {schema}.fact_order_status (date_key, status);
+
+CREATE TABLE IF NOT EXISTS {schema}.fact_cart_day (
+    date_key   integer NOT NULL,               -- a day on which the account filled its cart
+    account_id text    NOT NULL,
+    PRIMARY KEY (date_key, account_id)
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.fact_payment (
+    order_id text        NOT NULL,
+    attempt  integer     NOT NULL,
+    date_key integer     NOT NULL,
+    at       timestamptz NOT NULL,
+    status   text        NOT NULL,             -- captured | declined
+    amount   bigint,                           -- NULL for a decline
+    currency text,
+    provider text        NOT NULL,
+    PRIMARY KEY (order_id, attempt)
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.fact_refund (
+    order_id  text        NOT NULL,
+    refund_id text        NOT NULL,            -- <order>-r<n>, or <order>:cancel
+    date_key  integer     NOT NULL,
+    at        timestamptz NOT NULL,
+    amount    bigint      NOT NULL,
+    reason    text        NOT NULL,
+    PRIMARY KEY (order_id, refund_id)
+);
+CREATE INDEX IF NOT EXISTS fact_refund_date ON {schema}.fact_refund (date_key);
+
+CREATE TABLE IF NOT EXISTS {schema}.fact_shipment (
+    order_id    text        NOT NULL,
+    shipment_id text        NOT NULL,
+    date_key    integer     NOT NULL,
+    at          timestamptz NOT NULL,
+    carrier     text        NOT NULL,
+    PRIMARY KEY (order_id, shipment_id)
+);
+
 CREATE TABLE IF NOT EXISTS {schema}.checkpoints (
     partition integer PRIMARY KEY,
     entry_id  text    NOT NULL

@@ -34,6 +34,7 @@ QUERY_OPERATIONS = {
     "salesPerPeriod",
     "topProducts",
     "loginsPerDay",
+    "funnelPerPeriod",
     "listAudit",
     "verifyAudit",
 }

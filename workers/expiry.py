@@ -1,0 +1,122 @@
+"""The reservation expiry worker: finds unpaid orders whose reservation ran out and expires
+them, exactly once, also across crashes and with several workers running.
+
+It follows the log like a projector: each partition's ``OrderPlaced`` events go into that
+partition's due-set (``{prefix}:expiry:{pN}``, score = ``reserved_until``) together with the
+partition's checkpoint, in one ``MULTI`` on keys of the same hash tag (one slot on Redis
+Cluster). The decision itself is the ``ExpireOrder`` command: an append that expects the
+order's version and refuses any status but ``awaiting_payment``, so a duplicate (a crash
+before the due entry was removed, a second worker, a racing payment) is refused and the
+entry is then dropped. Nothing here decides; it only calls ``expire`` at the right time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from events.codec import decode_entry
+from events.errors import MalformedEvent
+from events.keys import Keys
+from events.store import EventStore
+from events.types import OrderPlaced
+
+log = structlog.get_logger("workers.expiry")
+
+Expire = Callable[[str, int], Awaitable[bool]]
+"""``expire(order_id, at)``: True when this call expired the order, False when it was refused
+(paid, cancelled or expired already)."""
+
+
+class ExpiryWorker:
+    def __init__(
+        self,
+        store: EventStore,
+        expire: Expire,
+        *,
+        clock: Callable[[], float] = time.time,
+        batch: int = 500,
+    ) -> None:
+        self.store = store
+        self.keys: Keys = store.keys
+        self.expire = expire
+        self.clock = clock
+        self.batch = batch
+        self._stop = asyncio.Event()
+
+    def due_key(self, partition: int) -> str:
+        return f"{self.keys.prefix}:expiry:{{p{partition}}}"
+
+    def checkpoint_key(self, partition: int) -> str:
+        return f"{self.keys.prefix}:expiry:{{p{partition}}}:checkpoint"
+
+    async def index(self) -> int:
+        """Add every ``OrderPlaced`` past each partition's checkpoint to its due-set."""
+        added = 0
+        redis = self.store.redis
+        for p in range(self.keys.partitions):
+            raw = await redis.get(self.checkpoint_key(p))
+            after = raw.decode() if raw else "0-0"
+            while True:
+                rows = await self.store.read_raw(p, after, self.batch)
+                if not rows:
+                    break
+                due: dict[str, int] = {}
+                for entry_id, fields in rows:
+                    if fields.get(b"type") != b"OrderPlaced":
+                        continue
+                    try:
+                        event = decode_entry(entry_id, fields, p).event
+                    except MalformedEvent as exc:
+                        # Never stall on one entry; the projections dead-letter it, and a
+                        # payment of that order (if any) expires it lazily.
+                        log.error("expiry_entry_undecodable", entry_id=entry_id, error=str(exc))
+                        continue
+                    if isinstance(event, OrderPlaced):
+                        due[event.order_id] = event.reserved_until
+                after = rows[-1][0]
+                async with redis.pipeline(transaction=True) as pipe:
+                    if due:
+                        pipe.zadd(self.due_key(p), due)
+                    pipe.set(self.checkpoint_key(p), after)
+                    await pipe.execute()
+                added += len(due)
+                if len(rows) < self.batch:
+                    break
+        return added
+
+    async def expire_due(self) -> int:
+        """Expire the orders whose reservation has run out; returns how many this call expired."""
+        now = int(self.clock())
+        expired = 0
+        redis = self.store.redis
+        for p in range(self.keys.partitions):
+            members = await redis.zrangebyscore(self.due_key(p), "-inf", now, 0, self.batch)
+            for member in members:
+                order_id = member.decode()
+                if await self.expire(order_id, now):
+                    expired += 1
+                    log.info("order_expired", order_id=order_id)
+                await redis.zrem(self.due_key(p), member)
+        return expired
+
+    async def run_once(self) -> int:
+        await self.index()
+        return await self.expire_due()
+
+    async def run(self, interval: float = 1.0) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("expiry_round_failed")
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
