@@ -32,7 +32,9 @@ async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0) 
         await asyncio.sleep(0.02)
 
 
-async def drained(redis: aioredis.Redis, stream: str, group: str = "gateway") -> None:
+async def drained(
+    redis: aioredis.Redis, stream: str, group: str = "gateway", within: float = 10.0
+) -> None:
     """Wait until the group has read and acknowledged every entry of ``stream``."""
 
     async def done() -> bool:
@@ -45,7 +47,7 @@ async def drained(redis: aioredis.Redis, stream: str, group: str = "gateway") ->
         length = await redis.xlen(stream)
         return info["pending"] == 0 and info["entries-read"] == length
 
-    await eventually(done)
+    await eventually(done, within=within)
 
 
 class Producer:
@@ -88,8 +90,8 @@ class Producer:
         payload = msgspec.json.encode({"acao": acao, "produto": produto})
         return await self.raw({"payload": payload}, "produtos")
 
-    async def wait(self, source: str = SOURCE) -> None:
-        await drained(self.redis, self.stream(source))
+    async def wait(self, source: str = SOURCE, within: float = 10.0) -> None:
+        await drained(self.redis, self.stream(source), within=within)
 
     async def dead_letters(self, source: str = SOURCE) -> list[dict[str, Any]]:
         """Each dead letter's ``dlq.*`` fields (without the prefix), and under ``original``
