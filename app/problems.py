@@ -21,6 +21,7 @@ from litestar.plugins.problem_details import (
 )
 
 from app.commands.errors import DomainError, RateLimited
+from app.validation import NO_NUL, NUL_REASON
 
 PROBLEM_BASE = "https://streamshop.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -104,6 +105,8 @@ def _param_name(item: dict[str, Any]) -> str:
 
 def _reason(item: dict[str, Any]) -> str:
     message = str(item.get("message") or "invalid")
+    if repr(NO_NUL) in message:  # a ``pattern=NO_NUL`` parameter: say why, not the regex
+        return NUL_REASON
     return "the request body is missing" if message == "'data'" else message
 
 

@@ -1,7 +1,12 @@
-"""Strict request bodies: a wrong JSON type is a 400, never silently coerced.
+"""Strict request bodies: a wrong JSON type is a 400, never silently coerced; no text holds NUL.
 
 Litestar converts bodies in lax mode (``"2"`` becomes ``2``); this ``before_request`` hook
 first checks the raw JSON against the handler's body Struct with ``strict=True``.
+
+PostgreSQL ``text`` cannot hold ``\\x00``: a NUL in any string of an input (HTTP body,
+query parameter bound for PostgreSQL, ingress entry) would be accepted by the log and then
+refused by the audit and warehouse sinks. :func:`nul_path` is the one check every input
+path applies, at validation time; :data:`NO_NUL` is the same rule as a parameter pattern.
 """
 
 from __future__ import annotations
@@ -12,16 +17,53 @@ import msgspec
 from litestar import Request
 from litestar.exceptions import SerializationException, ValidationException
 
+NO_NUL = r"^[^\x00]*$"
+"""Pattern of a string without NUL (for ``QueryParameter(pattern=...)`` and msgspec ``Meta``)."""
+NUL_REASON = "must not contain NUL (\\x00) characters"
+
+
+def nul_path(value: Any, path: str = "") -> str | None:
+    """Where the first string holding NUL is in decoded JSON (``lines[0].name``), or ``None``.
+
+    Object keys count too (the key's own path is named)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return here
+            if (found := nul_path(item, here)) is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if (found := nul_path(item, f"{path}[{i}]")) is not None:
+                return found
+    return None
+
+
+def reject_nul(value: Any, source: str = "body") -> None:
+    """Raise a 400 naming the field if ``value`` (decoded JSON) holds a NUL anywhere."""
+    path = nul_path(value)
+    if path is not None:
+        raise ValidationException(
+            detail=f"{path or source}: {NUL_REASON}",
+            extra=[{"message": NUL_REASON, "key": path or "data", "source": source}],
+        )
+
 
 async def reject_lax_bodies(request: Request[Any, Any, Any]) -> None:
     field = request.route_handler.parsed_data_field
-    model = field.annotation if field is not None else None
-    if not (isinstance(model, type) and issubclass(model, msgspec.Struct)):
+    if field is None:
         return
     try:
         raw = await request.json()
     except SerializationException:
         return  # malformed JSON: the normal body parsing answers 400 for it
+    reject_nul(raw)
+    model = field.annotation
+    if not (isinstance(model, type) and issubclass(model, msgspec.Struct)):
+        return
     try:
         msgspec.convert(raw, model, strict=True)
     except msgspec.ValidationError as exc:

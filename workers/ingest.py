@@ -7,7 +7,8 @@ uses, and turns a valid one into the matching catalog command, executed by
 ``app.commands.execute`` — the API's own write path, with its version checks and
 decision-state updates. That call into ``app/`` is the one deliberate exception to the
 ``workers → events, projections`` rule: the gateway is a second entry point to the write
-side, and a second, hand-written copy of the catalog rules would drift.
+side, and a second, hand-written copy of the catalog rules would drift (for the same
+reason it refuses text holding NUL with ``app.validation``'s check, as the API does).
 
 Every entry ends in exactly one of: appended (or recognised as a duplicate by its
 producer event id), or dead-lettered to ``{prefix}:dlq:ingest:<source>`` with the reason.
@@ -34,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.validation import NUL_REASON, nul_path
 from events.errors import AppendRejected
 from events.ids import now_at, parse_at
 from events.keys import Keys
@@ -191,6 +193,8 @@ def validate(
         if value is not None:
             if len(value) > META_MAX_CHARS:
                 raise invalid(f"{name} is longer than {META_MAX_CHARS} characters", name)
+            if "\x00" in value:
+                raise invalid(f"{name} {NUL_REASON}", name)
             meta_values[name] = value
     at = _text(fields, "at")
     if at is not None:
@@ -202,6 +206,8 @@ def validate(
     event = _decode_data(fields[b"data"], cls, schema, invalid)
     if not isinstance(event, CatalogEvent):  # pragma: no cover - guarded by CATALOG_EVENT_TYPES
         raise invalid(f"{ev_type} is not a catalog event", "type")
+    if (path := nul_path(msgspec.to_builtins(event))) is not None:
+        raise invalid(f"data.{path} {NUL_REASON}", f"data.{path}")
     try:
         uuid.UUID(event.product_id)
     except ValueError as exc:
@@ -598,6 +604,8 @@ class IngestGateway:
             raise Invalid(f"payload: {exc}", _field_of(exc, "payload")) from exc
         except msgspec.DecodeError as exc:
             raise Invalid(f"payload is not JSON: {exc}", "payload") from exc
+        if (path := nul_path(msgspec.to_builtins(message))) is not None:
+            raise Invalid(f"payload.{path} {NUL_REASON}", f"payload.{path}")
         product_id = legacy_feed.product_id_for(message.produto.id)
         meta = Metadata(
             actor=f"ingest:{source}",

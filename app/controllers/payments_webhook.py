@@ -27,6 +27,7 @@ from app.commands.orders import RecordPayment, RecordPaymentDeclined
 from app.commands.runner import state_of
 from app.problems import problem_responses
 from app.services import services
+from app.validation import reject_nul
 from events.states import OrderState
 from events.store import Metadata
 
@@ -74,6 +75,7 @@ async def payment_webhook(request: Request[Any, Any, Any], state: State) -> Noti
         notice = msgspec.json.decode(body, type=PaymentNotice)
     except msgspec.DecodeError as exc:
         raise ClientException(f"invalid notice: {exc}") from exc
+    reject_nul(msgspec.to_builtins(notice))
     meta = Metadata(actor=f"provider:{notice.provider}", source="webhook")
     if notice.status == "declined":
         command: RecordPayment | RecordPaymentDeclined = RecordPaymentDeclined(

@@ -16,6 +16,7 @@ from app.problems import problem_responses
 from app.queries.consistency import MinPosition, view_response, wait_for
 from app.queries.cursors import bad_param, decode_cursor, encode_cursor
 from app.queries.read_side import read_side, store_errors
+from app.validation import NO_NUL
 
 SORT = "-occurred_at"
 
@@ -59,7 +60,8 @@ class VerifyOut(msgspec.Struct, frozen=True, kw_only=True):
     breaks: list[ChainBreakOut]
 
 
-Text = Annotated[str | None, QueryParameter(max_length=200)]
+Text = Annotated[str | None, QueryParameter(max_length=200, pattern=NO_NUL)]
+"""A filter compared in PostgreSQL, whose ``text`` cannot hold NUL: one is a 400 naming it."""
 
 
 class AuditController(Controller):
@@ -96,7 +98,7 @@ class AuditController(Controller):
             where.append(f"occurred_at < ${len(args)}")
         if cursor:
             c = decode_cursor(cursor, SORT)
-            if not isinstance(c.value, datetime):
+            if not isinstance(c.value, datetime) or "\x00" in c.id:
                 raise bad_param("cursor", "not a cursor this API issued")
             args.extend([c.value, c.id])
             where.append(f"(occurred_at, event_id) < (${len(args) - 1}, ${len(args)})")

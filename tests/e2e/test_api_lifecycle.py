@@ -460,6 +460,14 @@ async def test_a_signed_webhook_confirms_a_payment_once_and_a_forged_one_is_refu
         )
         assert_problem(forged, 401)
         assert (await store.state(f"order:{oid}"))["status"] == "awaiting_payment"
+        poisoned = json.dumps({**notice, "provider": "psp\x00"}).encode()
+        refused = await api.post(
+            "/payments/webhook",
+            content=poisoned,
+            headers={"X-Streamshop-Signature": signature("whsec-test", poisoned)},
+        )
+        assert assert_problem(refused, 400)["field"] == "provider"
+        assert (await store.state(f"order:{oid}"))["status"] == "awaiting_payment"
         signed = {"X-Streamshop-Signature": signature("whsec-test", body)}
         for _ in range(2):
             resp = await api.post("/payments/webhook", content=body, headers=signed)

@@ -4,6 +4,7 @@ secrets, append-only in the database, tampering found and named."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import sys
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app.queries.audit import SORT
+from app.queries.cursors import encode_cursor
 from tests.e2e import PASSWORD, assert_problem, create_product, customer, sign_up
 from tests.e2e.test_views_support import (  # noqa: F401
     Shop,
@@ -138,3 +141,21 @@ async def test_customers_cannot_read_the_audit_log(shop: Shop) -> None:
     assert_problem(await shop.api.get("/audit", headers=headers), 403)
     assert_problem(await shop.api.get("/audit/verify", headers=headers), 403)
     assert_problem(await shop.api.get("/audit"), 401)
+
+
+@pytest.mark.parametrize("param", ["actor", "type", "aggregate"])
+async def test_a_nul_in_a_filter_is_a_400_naming_it(shop: Shop, param: str) -> None:
+    """PostgreSQL ``text`` cannot hold NUL: such a filter is refused, never a 500."""
+    admin = await admin_headers(shop)
+    resp = await shop.api.get("/audit", params={param: "Product\x00Created"}, headers=admin)
+    problem = assert_problem(resp, 400, "validation-error")
+    assert problem["field"] == param, problem
+    assert problem["invalid-params"][0]["name"] == param
+    assert "NUL" in problem["detail"]
+
+
+async def test_a_cursor_naming_a_nul_id_is_a_400_naming_it(shop: Shop) -> None:
+    admin = await admin_headers(shop)
+    cursor = encode_cursor(SORT, dt.datetime.now(dt.UTC), "event\x00id")
+    resp = await shop.api.get("/audit", params={"cursor": cursor}, headers=admin)
+    assert assert_problem(resp, 400, "validation-error")["field"] == "cursor"

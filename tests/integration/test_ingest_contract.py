@@ -56,3 +56,17 @@ def test_a_bad_field_deep_in_data_is_named_by_its_path() -> None:
     with pytest.raises(Invalid) as err:
         validate("erp", _fields(data))
     assert err.value.field == "data.legacy_id"
+
+
+def test_a_nul_in_data_or_metadata_is_invalid_naming_the_field() -> None:
+    """PostgreSQL text cannot hold NUL: such an entry is dead-lettered, never appended."""
+    data = {"product_id": str(uuid.uuid4()), "sku": "S", "name": "Café\x00moído", "price": 1}
+    with pytest.raises(Invalid) as err:
+        validate("erp", _fields(data))
+    assert err.value.field == "data.name"
+    assert "NUL" in err.value.reason
+    fields = _fields({**data, "name": "Café moído"})
+    fields[b"actor"] = b"erp\x00"
+    with pytest.raises(Invalid) as err:
+        validate("erp", fields)
+    assert err.value.field == "actor"
