@@ -53,7 +53,8 @@ INGEST_DLQ = "ingest:"
 """Dead-letter streams named ``{prefix}:dlq:ingest:<source>`` belong to the ingress gateway."""
 
 COUNTERS = {
-    "dead_letters": "Entries the projection dead-lettered",
+    "dead_letters": "Entries the projection dead-lettered (heads of parked sequences)",
+    "parked_followers": "Entries parked, unapplied, behind a dead letter of their sequence",
     "redriven": "Dead letters re-driven",
     "retries": "Retries of failing entries",
     "sink_failures": "Failed writes to the projection's store",

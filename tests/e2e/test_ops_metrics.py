@@ -75,16 +75,33 @@ async def test_metrics_show_lag_while_the_projector_is_stopped_and_zero_after_it
 
 
 async def test_metrics_count_dead_letters_and_rejected_ingress_entries(ops: Ops) -> None:
+    """Dead letters are sequenced: the first failure of a sequence is its dead letter (the
+    head), later entries of the sequence are parked behind it and counted as parked, not as
+    dead letters; both per projection. The audit's sequence is the partition, the other
+    views' the aggregate."""
     await ops.start_projector()  # its consumer groups name the projections
     keys = ops.settings.redis.keys
     letters = DeadLetters(ops.store.redis, keys)
-    for n in range(2):
-        await letters.put("audit", 0, f"1-{n}", {b"type": b"Nope"}, "ValueError: bad", 5)
+    fields = {b"type": b"Nope", b"aggregate": b"product:p-1"}
+    for n in range(2):  # one partition: one sequence of the audit, a head and a follower
+        await letters.put("audit", 0, f"1-{n}", fields, "SinkError: bad", 5)
+    await letters.put("read_models", 0, "1-0", fields, "MalformedEvent: bad", 1)
+    await letters.put("read_models", 1, "1-1", {b"type": b"Nope"}, "MalformedEvent: bad", 1)
+    assert await letters.park("read_models", 0, "1-2", fields) is not None
     await ops.store.redis.xadd(keys.dlq("ingest:produtos"), {"dlq.error": "not JSON"})
 
     samples = await ops.scrape()
     assert value(samples, "streamshop_dlq_entries", projection="audit") == 2
-    assert value(samples, "streamshop_projection_dead_letters_total", projection="audit") == 2
+    assert value(samples, "streamshop_projection_dead_letters_total", projection="audit") == 1
+    assert value(samples, "streamshop_projection_parked_followers_total", projection="audit") == 1
+    assert value(samples, "streamshop_dlq_entries", projection="read_models") == 3
+    assert value(samples, "streamshop_projection_dead_letters_total", projection="read_models") == 2
+    assert (
+        value(samples, "streamshop_projection_parked_followers_total", projection="read_models")
+        == 1
+    )
+    assert value(samples, "streamshop_dlq_entries", projection="warehouse") == 0
+    assert value(samples, "streamshop_projection_dead_letters_total", projection="warehouse") == 0
     assert value(samples, "streamshop_ingest_rejected_total", source="produtos") == 1
     assert "ingest:produtos" not in {
         lab["projection"] for lab, _ in samples.get("streamshop_dlq_entries", [])
