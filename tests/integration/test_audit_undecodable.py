@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from app.settings import Settings
 from events.ids import now_at, uuid7
+from events.positions import parse_stream_id
 from events.store import EventStore
 from tests.integration.test_rebuild_support import (  # noqa: F401
     Shop,
@@ -76,6 +77,17 @@ async def test_an_undecodable_entry_is_recorded_raw_by_the_audit_and_dead_letter
     garbled = await append_garbled(store, f"product:{product}")
     await shop.run(30)  # later entries, some of them in the same partition
     partition = store.keys.partition_of(f"product:{product}")
+    sequence = f"product:{product}"
+    # The views other than the audit sequence by aggregate, read from the raw fields (so an
+    # undecodable entry has one too): the first garbled entry fails and heads the product's
+    # sequence; the second, and every later entry of the product, is parked behind it.
+    parked = [
+        eid
+        for eid, fields in await store.read_raw(partition, count=10_000)
+        if fields.get(b"aggregate", b"").decode() == sequence
+        and parse_stream_id(eid) > parse_stream_id(garbled[0])
+    ]
+    assert parked[:1] == garbled[1:]
     dead = DeadLetters(redis_client, store.keys)
     redis = aioredis.Redis.from_url(settings.redis.url)
     try:
@@ -92,21 +104,22 @@ async def test_an_undecodable_entry_is_recorded_raw_by_the_audit_and_dead_letter
                 backoff_max_ms=200,
             )
             task = asyncio.create_task(runner.run())
-            heads = await store.heads()
+            ends = await store.heads()
 
             async def settled() -> bool:
                 # Every entry delivered and acknowledged (applied, dead-lettered or parked:
                 # a view's checkpoint stays before the parked tail of a partition).
                 for projection in projections:
-                    for p, head in heads.items():
-                        if head is None:
+                    for p, end in ends.items():
+                        if end is None:
                             continue
                         groups = await redis.xinfo_groups(store.keys.log(p))
                         group = next(g for g in groups if g["name"].decode() == projection.name)
-                        if group["last-delivered-id"].decode() != head or group["pending"]:
+                        if group["last-delivered-id"].decode() != end or group["pending"]:
                             return False
                 for name in ("read_models", "warehouse"):
-                    if len([x for x in await dead.list(name) if not x.head]) < len(garbled):
+                    # One head (the first garbled entry), the rest of its sequence behind it.
+                    if len(await dead.list(name)) < 1 + len(parked):
                         return False
                 return True
 
@@ -120,10 +133,21 @@ async def test_an_undecodable_entry_is_recorded_raw_by_the_audit_and_dead_letter
 
     for name in ("read_models", "warehouse"):
         letters = await dead.list(name)
-        heads = [letter for letter in letters if not letter.head]
-        assert [letter.entry_id for letter in heads] == garbled, name
-        # Later entries of the garbled aggregate wait behind their head (sequenced DLQ).
-        assert {letter.head for letter in letters if letter.head} <= {h.dlq_id for h in heads}
+        head, followers = letters[0], letters[1:]
+        # The first garbled entry was retried and dead-lettered as the sequence's head ...
+        assert (head.entry_id, head.head, head.sequence) == (garbled[0], "", sequence), name
+        assert head.attempts == 2 and "unknown event type" in head.error, name
+        # ... and the second, with every later entry of the product, is parked behind it,
+        # in log order and unapplied (sequenced DLQ); nothing else is dead-lettered.
+        assert [letter.entry_id for letter in followers] == parked, name
+        assert {(f.head, f.sequence, f.partition) for f in followers} == {
+            (head.dlq_id, sequence, partition)
+        }, name
+        assert followers[0].fields == {
+            b"aggregate": sequence.encode(),
+            b"data": b"\xff{not json",
+            b"x-trace": b"\x00\x01",
+        }, name
     assert await dead.list("audit") == []
 
     pointers = ViewPointers(store.redis, settings.redis.prefix)
