@@ -50,4 +50,4 @@ def test_procfile_lists_the_datastores_the_api_and_the_workers() -> None:
         for line in (ROOT / "Procfile").read_text().splitlines()
         if line and not line.startswith("#")
     ]
-    assert names == ["redis", "mongo", "api", "projector", "ingest"]
+    assert names == ["redis", "mongo", "api", "projector", "ingest", "expire"]
