@@ -452,6 +452,21 @@ class DeadLetters:
             )
         return len(letters)
 
+    async def withdraw(self, projection: str, dlq_ids: Sequence[str]) -> int:
+        """Take back exactly these letters (not the rest of their sequences), keeping the
+        parked-sequence bookkeeping true; returns how many were found.
+
+        For a rebuild that parked its failures and then did not switch: the live view
+        still has (or will dead-letter itself) those entries, and any letter the live
+        runner parked in the same sequence stays.
+        """
+        letters = await self.list(projection, list(dlq_ids))
+        for letter in letters:
+            await self._remove(
+                keys=self._keys(projection), args=[letter.dlq_id, letter.sequence, "discarded"]
+            )
+        return len(letters)
+
     async def _done(self, projection: str, letter: DeadLetter) -> None:
         await self._remove(
             keys=self._keys(projection), args=[letter.dlq_id, letter.sequence, "redriven"]

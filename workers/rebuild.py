@@ -53,7 +53,7 @@ from events.errors import MalformedEvent
 from events.positions import parse_stream_id
 from events.store import EventStore
 from projections.base import Projection
-from workers.dlq import DeadLetters, metrics_key
+from workers.dlq import DeadLetters
 from workers.registry import factory_for
 from workers.runner import is_sink_error
 from workers.views import (
@@ -828,7 +828,8 @@ async def park(dead: DeadLetters, view: str, failure: FailedEntry) -> str:
     """Dead-letter one entry of a rebuild for ``view``: a failed entry heads the sequence of
     its aggregate, the later ones wait behind it (``failure.behind``). Returns the DLQ id.
 
-    The one call into :mod:`workers.dlq`; the sequenced dead-letter API replaces it.
+    ``DeadLetters.put`` parks an entry whose sequence is parked already behind its head, so
+    the followers, put after their head, join its sequence in log order.
     """
     if failure.behind is None:
         return await dead.put(
@@ -847,10 +848,7 @@ async def park(dead: DeadLetters, view: str, failure: FailedEntry) -> str:
 async def _withdraw(dead: DeadLetters, view: str, dlq_ids: list[str]) -> None:
     """Take back the dead letters of a rebuild that then did not switch (the live view
     still has, or will dead-letter itself, those entries)."""
-    async with dead.redis.pipeline(transaction=True) as pipe:
-        pipe.xdel(dead.keys.dlq(view), *dlq_ids)
-        pipe.hincrby(metrics_key(dead.keys, view), "dead_letters", -len(dlq_ids))
-        await pipe.execute()
+    await dead.withdraw(view, dlq_ids)
     log.info("rebuild_dead_letters_withdrawn", view=view, dlq_ids=dlq_ids)
 
 

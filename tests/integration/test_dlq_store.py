@@ -11,6 +11,7 @@ from events.store import EventStore
 from tests.support.memory_projection import RecordingProjection
 from tests.support.projectors import append_adjustments
 from workers.dlq import DeadLetters, metrics_key
+from workers.rebuild import _withdraw
 
 
 def entry(aggregate: str, seq: int) -> dict[bytes, bytes]:
@@ -89,3 +90,21 @@ async def test_a_writer_names_the_aggregate_and_the_audit_parks_its_partition(
     assert await dead.park("audit", 3, "9-0", entry("order:b", 1)) is not None
     [sequence] = await dead.sequences("audit")
     assert [letter.entry_id for letter in sequence.letters] == ["7-0", "9-0"]
+
+
+async def test_a_rebuild_withdraws_only_its_own_letters_and_keeps_the_bookkeeping_true(
+    redis_client: aioredis.Redis, store: EventStore
+) -> None:
+    dead = DeadLetters(redis_client, store.keys)
+    name = f"view_{uuid.uuid4().hex[:8]}"
+    mine, theirs = f"product:{uuid.uuid4()}", f"product:{uuid.uuid4()}"
+    head = await dead.put(name, 1, "100-0", entry(mine, 5), "Boom", 1)
+    follower = await dead.put(name, 1, "110-0", entry(mine, 6), "parked behind 100-0", 0)
+    live = await dead.put(name, 3, "120-0", entry(theirs, 2), "live failure", 3)
+
+    await _withdraw(dead, name, [head, follower])  # what a rebuild that did not switch does
+
+    assert await dead.parked(name, [mine, theirs]) == {theirs}
+    assert [letter.dlq_id for letter in await dead.list(name)] == [live]
+    # The withdrawn aggregate is no longer parked: the live runner applies its entries again.
+    assert await dead.park(name, 1, "130-0", entry(mine, 7)) is None
