@@ -118,6 +118,7 @@ def _roles(version: str) -> dict[str, str]:
         "accounts": names.accounts,
         "products": names.products,
         "orders": names.orders,
+        "carts": names.carts,
         "checkpoints": names.checkpoints,
     }
 

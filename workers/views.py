@@ -118,6 +118,7 @@ async def drop_version(settings: Any, name: str, version: str) -> None:
                     names.accounts,
                     names.products,
                     names.orders,
+                    names.carts,
                     names.checkpoints,
                     names.meta,
                     names.redrives,

@@ -7,6 +7,7 @@ from typing import Any
 from app.queries.accounts import get_account, list_accounts, my_account
 from app.queries.analytics import AnalyticsController
 from app.queries.audit import AuditController
+from app.queries.carts import get_account_cart
 from app.queries.orders import get_order, list_orders
 from app.queries.products import get_product, list_products
 from app.queries.read_side import read_side_lifespan
@@ -17,6 +18,7 @@ QUERY_CONTROLLERS: list[Any] = [
     get_account,
     list_orders,
     get_order,
+    get_account_cart,
     list_products,
     get_product,
     AnalyticsController,

@@ -42,6 +42,7 @@ from projections.identity import ForeignView, bind, meta_of
 from projections.read_models import (
     DOCUMENTS,
     AccountView,
+    CartView,
     Collections,
     OrderView,
     ProductView,
@@ -176,6 +177,7 @@ class ReadSide:
             (AccountView, names_of.accounts),
             (ProductView, names_of.products),
             (OrderView, names_of.orders),
+            (CartView, names_of.carts),
         )
         for document, collection in documents:
             bound = document.get_pymongo_collection()

@@ -1,11 +1,18 @@
 """MongoDB read models: Beanie documents (the query side) and their projection (the write side)."""
 
-from projections.read_models.documents import DOCUMENTS, AccountView, OrderView, ProductView
+from projections.read_models.documents import (
+    DOCUMENTS,
+    AccountView,
+    CartView,
+    OrderView,
+    ProductView,
+)
 from projections.read_models.projection import Collections, ReadModelsProjection
 
 __all__ = [
     "DOCUMENTS",
     "AccountView",
+    "CartView",
     "Collections",
     "OrderView",
     "ProductView",

@@ -131,5 +131,28 @@ class OrderView(Document):
         ]
 
 
-DOCUMENTS: list[type[Document]] = [AccountView, ProductView, OrderView]
+class CartItemView(BaseModel):
+    product_id: str
+    quantity: int
+
+
+class CartView(Document):
+    """A customer's cart as the log last left it (``_id`` = account id); emptied by a
+    checkout. ``items`` is keyed by ``projections.read_models.carts.item_key`` and keeps the
+    order products were added in. ``GET /cart`` reads the write side instead
+    (read-your-writes); this view serves other readers, ``verify`` and ``rebuild``."""
+
+    id: str  # type: ignore[assignment]
+    account_id: str = ""
+    items: dict[str, CartItemView] = Field(default_factory=dict)
+    last_order_id: str | None = None
+    """The order the last checkout made of this cart."""
+    updated_at: datetime | None = None
+    version: int = 0
+
+    class Settings:
+        name = "carts"
+
+
+DOCUMENTS: list[type[Document]] = [AccountView, ProductView, OrderView, CartView]
 """Pass to ``init_beanie(database=db, document_models=DOCUMENTS)``."""

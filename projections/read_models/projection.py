@@ -1,5 +1,5 @@
-"""The read-models projection: folds the log into the ``accounts``, ``products`` and ``orders``
-collections with idempotent, version-guarded bulk writes.
+"""The read-models projection: folds the log into the ``accounts``, ``products``, ``orders``
+and ``carts`` collections with idempotent, version-guarded bulk writes.
 
 Exactly once, without transactions:
 
@@ -60,6 +60,9 @@ from events.types import (
     AccountDeactivated,
     AccountProfileChanged,
     AccountReactivated,
+    CartCheckedOut,
+    CartItemRemoved,
+    CartItemSet,
     LoginSucceeded,
     OrderBilled,
     OrderCancelled,
@@ -77,6 +80,11 @@ from events.types import (
     StockAdjusted,
 )
 from projections.base import SinkUnavailable
+from projections.read_models.carts import (
+    on_cart_checked_out,
+    on_cart_item_removed,
+    on_cart_item_set,
+)
 from projections.read_models.documents import AccountView, OrderView, ProductView
 from projections.read_models.folding import Cross, Fold, Own, Update, Write, fold
 from projections.read_models.lifecycle import (
@@ -106,6 +114,7 @@ class Collections:
     accounts: str = "accounts"
     products: str = "products"
     orders: str = "orders"
+    carts: str = "carts"
     checkpoints: str = "checkpoints"
     meta: str = "meta"
     """The log this version was built from (:mod:`projections.identity`)."""
@@ -119,6 +128,7 @@ class Collections:
             accounts=f"{base.accounts}{suffix}",
             products=f"{base.products}{suffix}",
             orders=f"{base.orders}{suffix}",
+            carts=f"{base.carts}{suffix}",
             checkpoints=f"{base.checkpoints}{suffix}",
             meta=f"{base.meta}{suffix}",
             redrives=f"{base.redrives}{suffix}",
@@ -293,6 +303,12 @@ def writes_for(rec: RecordedEvent) -> list[Write]:
             return on_order_shipped(rec, e)
         case OrderDelivered() as e:
             return on_order_delivered(rec, e)
+        case CartItemSet() as e:
+            return on_cart_item_set(rec, e)
+        case CartItemRemoved() as e:
+            return on_cart_item_removed(rec, e)
+        case CartCheckedOut() as e:
+            return on_cart_checked_out(rec, e)
         case _:
             return []
 
@@ -359,7 +375,7 @@ class _Batch:
 
 
 class ReadModelsProjection:
-    """Accounts, products and orders in MongoDB (see the module docstring for idempotency)."""
+    """Accounts, products, orders and carts in MongoDB (see the module docstring for idempotency)."""
 
     name = "read_models"
 

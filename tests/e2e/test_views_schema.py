@@ -29,6 +29,7 @@ QUERY_OPERATIONS = {
     "getMyAccount",
     "listMyOrders",
     "getOrder",
+    "getAccountCart",
     "listProducts",
     "getProduct",
     "salesPerPeriod",
