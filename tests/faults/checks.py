@@ -22,9 +22,9 @@ from pymongo import AsyncMongoClient
 
 from events.positions import parse_stream_id
 from events.store import EventStore
-from events.types import OrderBilled, StockAdjusted
+from events.types import OrderBilled, OrderExpired, OrderPaid, OrderPlaced, StockAdjusted
 from tests.faults.harness import System
-from tests.faults.load import Ledger
+from tests.faults.load import Checkout, Ledger
 from workers.registry import open_projections
 from workers.views import VIEWS, mongo_collections, pg_schema
 
@@ -53,9 +53,17 @@ class Observed:
     behind: list[str] = field(default_factory=list)
     """``view pN: checkpoint X < head Y`` for every partition a view had not reached."""
     orders_in_log: list[LoggedOrder] = field(default_factory=list)
+    placed_in_log: list[LoggedOrder] = field(default_factory=list)
+    """``OrderPlaced`` (checkouts); ``correlation`` is the checkout's Idempotency-Key."""
+    paid_in_log: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    """Order id → (payment id, event id, entry) of each ``OrderPaid``."""
+    expired_in_log: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Order id → (event id, entry) of each ``OrderExpired``."""
     restocks_in_log: Counter[str] = field(default_factory=Counter)
     """Event id → how often the log holds it."""
     write_stock: dict[str, int | None] = field(default_factory=dict)
+    write_reserved: dict[str, int | None] = field(default_factory=dict)
+    rm_reserved: dict[str, int | None] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     rm_stock: dict[str, int | None] = field(default_factory=dict)
     rm_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -150,9 +158,31 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
                     )
                 case StockAdjusted():
                     observed.restocks_in_log[rec.id] += 1
+                case OrderPlaced() as e:
+                    observed.placed_in_log.append(
+                        LoggedOrder(
+                            f"p{rec.partition}/{rec.entry_id}",
+                            rec.id,
+                            rec.correlation,
+                            e.order_id,
+                            e.account_id,
+                            [(ln.product_id, ln.quantity) for ln in e.lines],
+                            e.total,
+                        )
+                    )
+                case OrderPaid() as e:
+                    observed.paid_in_log.setdefault(e.order_id, []).append(
+                        (e.payment_id, rec.id, f"p{rec.partition}/{rec.entry_id}")
+                    )
+                case OrderExpired() as e:
+                    observed.expired_in_log.setdefault(e.order_id, []).append(
+                        (rec.id, f"p{rec.partition}/{rec.entry_id}")
+                    )
         for pid in ledger.products:
             value = await redis.hget(keys.state(f"product:{pid}"), "stock")
             observed.write_stock[pid] = None if value is None else int(value)
+            value = await redis.hget(keys.state(f"product:{pid}"), "reserved")
+            observed.write_reserved[pid] = 0 if value is None else int(value)
         for name in VIEWS:
             observed.versions[name] = await redis.get(keys.view(name)) or ""
         async for key in redis.scan_iter(match=keys.dlq("*")):
@@ -164,11 +194,11 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
     await _postgres(system, observed)
     # The operator's commands, side by side (each verify locks only its own view).
     *verified, observed.audit_verify, observed.dlq_list = await asyncio.gather(
-        *(system.streamshop("verify", name) for name in VIEWS),
+        *(system.streamshop("verify", name) for name in (*VIEWS, "state")),
         system.streamshop("audit", "verify"),
         system.streamshop("dlq", "list", "--json"),
     )
-    observed.verify = dict(zip(VIEWS, verified, strict=True))
+    observed.verify = dict(zip((*VIEWS, "state"), verified, strict=True))
     return observed
 
 
@@ -180,9 +210,10 @@ async def _read_models(system: System, ledger: Ledger, observed: Observed) -> No
         for pid in ledger.products:
             doc = await db[names.products].find_one({"_id": pid})
             observed.rm_stock[pid] = None if doc is None else doc.get("stock")
+            observed.rm_reserved[pid] = None if doc is None else doc.get("reserved", 0)
         async for doc in db[names.orders].find({}):
             observed.rm_orders[str(doc["_id"])] = doc
-        for customer in ledger.customers:
+        for customer in ledger.customers + ledger.shoppers:
             doc = await db[names.accounts].find_one({"_id": customer.account_id})
             observed.rm_accounts[customer.account_id] = doc or {}
     finally:
@@ -276,21 +307,181 @@ def check_log(ledger: Ledger, observed: Observed) -> tuple[Check, int, int]:
     return check, lost, duplicated
 
 
+def outcomes(observed: Observed) -> dict[str, str]:
+    """Checkout order id → ``paid`` / ``expired`` / ``awaiting_payment`` as the log has it."""
+    out: dict[str, str] = {}
+    for placed in observed.placed_in_log:
+        oid = placed.order_id
+        out[oid] = (
+            "paid"
+            if observed.paid_in_log.get(oid)
+            else "expired"
+            if observed.expired_in_log.get(oid)
+            else "awaiting_payment"
+        )
+    return out
+
+
+def _lifecycle_units(observed: Observed) -> tuple[dict[str, int], dict[str, int]]:
+    """Product → units of checkouts the log has paid, and of those still reserved."""
+    paid: Counter[str] = Counter()
+    held: Counter[str] = Counter()
+    status = outcomes(observed)
+    seen: set[str] = set()
+    for placed in observed.placed_in_log:
+        if placed.order_id in seen:
+            continue  # a duplicated checkout is the log check's finding
+        seen.add(placed.order_id)
+        target = {"paid": paid, "awaiting_payment": held}.get(status[placed.order_id])
+        for pid, q in placed.lines if target is not None else ():
+            target[pid] += q
+    return dict(paid), dict(held)
+
+
+STOCK_CHECK = (
+    "stock and reserved: write side and read models = "
+    "initial + restocks - bill-now - paid - still reserved"
+)
+
+
 def check_stock(ledger: Ledger, observed: Observed) -> Check:
-    """Write side and read models: stock = initial + restocks - acknowledged quantities."""
-    check = Check("stock: write side and read models = initial + restocks - acknowledged")
-    expected, sold, added = ledger.expected_stock(), ledger.sold(), ledger.restocked()
+    """Write side and read models: ``stock`` = initial + restocks - bill-now orders - paid
+    checkouts - still reserved checkouts; ``reserved`` = still reserved (paid and expired
+    as the log has them: the payment check holds the log to what the clients were told)."""
+    check = Check(STOCK_CHECK)
+    paid, held = _lifecycle_units(observed)
+    expected, sold, added = ledger.expected_stock(paid, held), ledger.sold(), ledger.restocked()
     for pid, want in expected.items():
         p = ledger.products[pid]
-        why = f"initial {p.initial_stock} + restocked {added[pid]} - acknowledged {sold[pid]}"
-        for where, have in (
-            ("write side (Redis state)", observed.write_stock.get(pid)),
-            ("read_models products", observed.rm_stock.get(pid)),
+        why = (
+            f"initial {p.initial_stock} + restocked {added[pid]} - bill-now {sold[pid]}"
+            f" - paid {paid.get(pid, 0)} - reserved {held.get(pid, 0)}"
+        )
+        for where, have, field_, value in (
+            ("write side (Redis state)", observed.write_stock.get(pid), "stock", want),
+            ("read_models products", observed.rm_stock.get(pid), "stock", want),
+            (
+                "write side (Redis state)",
+                observed.write_reserved.get(pid),
+                "reserved",
+                held.get(pid, 0),
+            ),
+            ("read_models products", observed.rm_reserved.get(pid), "reserved", held.get(pid, 0)),
         ):
-            if have != want:
+            if have != value:
                 check.problems.append(
-                    f"{where} product {pid} ({p.sku}) field stock: {have}, expected {want} ({why})"
+                    f"{where} product {pid} ({p.sku}) field {field_}: {have}, expected {value} ({why})"
                 )
+    return check
+
+
+def _checkout(c: Checkout) -> str:
+    return f"checkout {c.key} (order_id {c.order_id}, account {c.account_id}, lines {c.lines})"
+
+
+def check_checkouts_log(ledger: Ledger, observed: Observed) -> tuple[Check, int, int]:
+    """Every acknowledged checkout's ``OrderPlaced`` is in the log exactly once (by its
+    Idempotency-Key), with the order id and lines the client was told; nothing else is."""
+    check = Check("log: every acknowledged checkout exactly once")
+    by_key: dict[str, list[LoggedOrder]] = defaultdict(list)
+    for logged in observed.placed_in_log:
+        by_key[logged.correlation].append(logged)
+    lost = duplicated = 0
+    for c in ledger.checkouts:
+        found = by_key.pop(c.key, [])
+        if c.acknowledged:
+            if not found:
+                lost += 1
+                check.problems.append(f"LOST: {_checkout(c)} got {c.status} but is not in the log")
+                continue
+            if len(found) > 1:
+                duplicated += len(found) - 1
+                entries = ", ".join(f"{f.order_id}@{f.entry}" for f in found)
+                check.problems.append(
+                    f"DUPLICATED: {_checkout(c)} is in the log {len(found)} times: {entries}"
+                )
+            if found[0].order_id != c.order_id:
+                check.problems.append(
+                    f"{_checkout(c)}: the log's order_id is {found[0].order_id}, the client was told {c.order_id}"
+                )
+            if sorted(found[0].lines) != sorted(c.lines):
+                check.problems.append(f"{_checkout(c)}: the log has lines {found[0].lines}")
+        elif found:
+            what = "was never answered" if c.status is None else f"was refused with {c.status}"
+            check.problems.append(
+                f"PHANTOM: {_checkout(c)} {what} but is in the log ({found[0].order_id}@{found[0].entry})"
+            )
+    for key, found in by_key.items():
+        check.problems.append(
+            f"UNKNOWN: the log has {len(found)} checkout(s) with correlation {key!r}"
+        )
+    return check, lost, duplicated
+
+
+PAYMENT_CHECK = (
+    "payments: told paid = paid exactly once, never charged twice; unpaid checkouts expired once"
+)
+
+
+def check_payments(ledger: Ledger, observed: Observed, ttl_s: int) -> Check:
+    """Per acknowledged checkout: at most one ``OrderPaid`` and one ``OrderExpired``, never
+    both. A 200 (or a retry's 409 *paid*) → paid exactly once. Left unpaid, or a definite
+    409 *expired* → expired exactly once. A payment without a definite answer → one of them.
+    No ``OrderPaid`` / ``OrderExpired`` for an order no checkout was acknowledged for."""
+    check = Check(PAYMENT_CHECK)
+    ours = {c.order_id for c in ledger.acknowledged_checkouts()}
+    for c in ledger.acknowledged_checkouts():
+        oid = c.order_id or ""
+        paid = observed.paid_in_log.get(oid, [])
+        expired = observed.expired_in_log.get(oid, [])
+        told_paid = c.pay_status == 200 or (c.pay_status == 409 and c.pay_current == "paid")
+        told_expired = c.pay_status == 409 and c.pay_current == "expired"
+        if len(paid) > 1:
+            check.problems.append(
+                f"CHARGED TWICE: {_checkout(c)} has {len(paid)} OrderPaid: "
+                + ", ".join(f"{pay_id}@{entry}" for pay_id, _, entry in paid)
+            )
+        if len(expired) > 1:
+            check.problems.append(f"{_checkout(c)} expired {len(expired)} times: {expired}")
+        if paid and expired:
+            check.problems.append(
+                f"{_checkout(c)} is both paid ({paid[0][2]}) and expired ({expired[0][1]})"
+            )
+        if told_paid and not paid:
+            check.problems.append(
+                f"LOST PAYMENT: {_checkout(c)} was told paid ({c.pay_status}) but has no OrderPaid"
+            )
+        if told_paid and expired:
+            check.problems.append(
+                f"{_checkout(c)} was told paid ({c.pay_status}) but expired ({expired[0][1]})"
+            )
+        if (not c.pay or told_expired) and paid:
+            check.problems.append(
+                f"PHANTOM PAYMENT: {_checkout(c)} "
+                f"{'was never paid for' if not c.pay else 'was told expired'} but is paid ({paid[0][2]})"
+            )
+        if (not c.pay or told_expired) and not expired:
+            check.problems.append(
+                f"NOT EXPIRED: {_checkout(c)} unpaid, reserved until {c.reserved_until} "
+                f"(TTL {ttl_s}s), has no OrderExpired"
+            )
+        if c.pay and c.pay_status is None and not paid and not expired:
+            check.problems.append(
+                f"{_checkout(c)}: payment unanswered, and neither paid nor expired"
+            )
+        if c.pay_status not in (None, 200, 409):
+            check.problems.append(
+                f"{_checkout(c)}: the payment was answered {c.pay_status} {c.answer[:120]}"
+            )
+    for oid in sorted(set(observed.paid_in_log) | set(observed.expired_in_log)):
+        if oid not in ours:
+            check.problems.append(
+                f"order {oid} is paid or expired in the log, but no checkout was acknowledged for it"
+            )
+    paid_n = sum(
+        1 for c in ledger.acknowledged_checkouts() if observed.paid_in_log.get(c.order_id or "")
+    )
+    check.note = f"{paid_n} paid, {sum(1 for c in ledger.acknowledged_checkouts() if observed.expired_in_log.get(c.order_id or ''))} expired"
     return check
 
 
@@ -320,10 +511,34 @@ def check_read_models(ledger: Ledger, observed: Observed) -> Check:
             check.problems.append(
                 f"read_models orders {o.order_id} field lines: {lines}, expected {sorted(o.lines)}"
             )
-    ours = {o.order_id for o in acked}
+    status = outcomes(observed)
+    placed = {lo.order_id: lo for lo in observed.placed_in_log}
+    for c in ledger.acknowledged_checkouts():
+        doc = observed.rm_orders.get(c.order_id or "")
+        if doc is None:
+            lo = placed.get(c.order_id or "")
+            check.problems.append(
+                f"read_models orders: {_checkout(c)} is missing (log entry {lo and lo.entry})"
+            )
+            continue
+        lines = sorted((ln["product_id"], ln["quantity"]) for ln in doc.get("lines", []))
+        if lines != sorted(c.lines):
+            check.problems.append(
+                f"read_models orders {c.order_id} field lines: {lines}, expected {sorted(c.lines)}"
+            )
+        want = status.get(c.order_id or "")
+        if want is not None and doc.get("status") != want:
+            check.problems.append(
+                f"read_models orders {c.order_id} field status: {doc.get('status')!r}, "
+                f"expected {want!r} (as the log has it)"
+            )
+        if want == "paid":
+            count[c.account_id] += 1
+            spent[c.account_id] += c.total or 0
+    ours = {o.order_id for o in acked} | {c.order_id for c in ledger.acknowledged_checkouts()}
     for order_id in sorted(set(observed.rm_orders) - ours):
         check.problems.append(f"read_models orders {order_id}: no acknowledged order has this id")
-    for c in ledger.customers:
+    for c in ledger.customers + ledger.shoppers:
         doc = observed.rm_accounts.get(c.account_id, {})
         for name, want in (
             ("orders_count", count[c.account_id]),
@@ -353,13 +568,25 @@ def check_warehouse(ledger: Ledger, observed: Observed) -> Check:
             check.problems.append(
                 f"warehouse fact_order_line {o.order_id} lines: {have}, expected {sorted(o.lines)}"
             )
-    ours = {o.order_id for o in acked}
+    status = outcomes(observed)
+    paid = [c for c in ledger.acknowledged_checkouts() if status.get(c.order_id or "") == "paid"]
+    for c in paid:
+        rows = observed.dw_lines.get(c.order_id or "")
+        have = sorted((pid, q) for _, pid, q in rows or [])
+        if have != sorted(c.lines):
+            check.problems.append(
+                f"warehouse fact_order_line {_checkout(c)} (paid): {have}, expected {sorted(c.lines)}"
+            )
+    ours = {o.order_id for o in acked} | {c.order_id for c in paid}
     extra = sorted(set(observed.dw_lines) - ours)
     for order_id in extra:
         check.problems.append(
             f"warehouse fact_order_line {order_id}: no acknowledged order has this id"
         )
     sold = ledger.sold()
+    for c in paid:
+        for pid, q in c.lines:
+            sold[pid] += q
     units: Counter[str] = Counter()
     for rows in observed.dw_lines.values():
         for _, pid, q in rows:
@@ -389,6 +616,15 @@ def check_audit_rows(ledger: Ledger, observed: Observed) -> Check:
         n = observed.audit_rows.get(r.event_id, 0)
         if observed.restocks_in_log.get(r.event_id) and n != 1:
             check.problems.append(f"audit events: restock {r.event_id} has {n} rows")
+    lifecycle = [(f"OrderPlaced of {lo.order_id}", lo.event_id) for lo in observed.placed_in_log]
+    for oid, rows in observed.paid_in_log.items():
+        lifecycle += [(f"OrderPaid of {oid}", event_id) for _, event_id, _ in rows]
+    for oid, expired in observed.expired_in_log.items():
+        lifecycle += [(f"OrderExpired of {oid}", event_id) for event_id, _ in expired]
+    for what, event_id in lifecycle:
+        n = observed.audit_rows.get(event_id, 0)
+        if n != 1:
+            check.problems.append(f"audit events: {what} event {event_id} has {n} rows")
     return check
 
 
@@ -435,18 +671,27 @@ def check_dead_letters(observed: Observed) -> Check:
 
 
 def judge(
-    ledger: Ledger, observed: Observed, catch_up_s: float
+    ledger: Ledger, observed: Observed, catch_up_s: float, ttl_s: int = 3
 ) -> tuple[list[Check], dict[str, int]]:
     log_check, lost, duplicated = check_log(ledger, observed)
+    checkout_check, lost_c, duplicated_c = check_checkouts_log(ledger, observed)
+    status = outcomes(observed)
     checks = [
         check_caught_up(observed, catch_up_s),
         log_check,
+        checkout_check,
+        check_payments(ledger, observed, ttl_s),
         check_stock(ledger, observed),
         check_read_models(ledger, observed),
         check_warehouse(ledger, observed),
         check_audit_rows(ledger, observed),
-        *(check_verify(observed, view) for view in VIEWS),
+        *(check_verify(observed, view) for view in (*VIEWS, "state")),
         check_audit_verify(observed),
         check_dead_letters(observed),
     ]
-    return checks, {"lost": lost, "duplicated": duplicated}
+    return checks, {
+        "lost": lost + lost_c,
+        "duplicated": duplicated + duplicated_c,
+        "paid": sum(1 for v in status.values() if v == "paid"),
+        "expired": sum(1 for v in status.values() if v == "expired"),
+    }

@@ -60,6 +60,26 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _has_connection(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds an ESTABLISHED TCP socket to 127.0.0.1:``port``."""
+    inodes: set[str] = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        rows = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    want = f"0100007F:{port:04X}"
+    for row in rows:
+        cols = row.split()
+        if cols[2] == want and cols[3] == "01" and cols[9] in inodes:
+            return True
+    return False
+
+
 class HarnessError(RuntimeError):
     """The harness itself could not do its job (a process would not start, a port stayed shut)."""
 
@@ -205,14 +225,22 @@ class Fault:
 class System:
     """The whole system on private ports under ``base``; ``async with System(base) as s``."""
 
-    SERVICES = ("redis", "mongo", "api", "projector", "ingest")
+    SERVICES = ("redis", "mongo", "api", "projector", "ingest", "expire")
     """Start order; stop order is the reverse."""
     DATASTORES = ("redis", "mongo")
 
     def __init__(
-        self, base: Path, *, partitions: int = 4, extra_args: dict[str, list[str]] | None = None
+        self,
+        base: Path,
+        *,
+        partitions: int = 4,
+        extra_args: dict[str, list[str]] | None = None,
+        reservation_ttl_s: int = 3,
     ) -> None:
         self.base = base
+        self.reservation_ttl_s = reservation_ttl_s
+        """``RESERVATION_TTL_SECONDS`` of the API and the expiry worker: short, so unpaid
+        checkouts expire during the run."""
         self.extra_args = extra_args or {}
         """Arguments appended to a service's Procfile command (an experiment, e.g. a
         MongoDB server with ``--sync-on-commit``)."""
@@ -273,6 +301,7 @@ class System:
             "STREAMSHOP_MONGO_PORT": str(self.mongo_port),
             "STREAMSHOP_API_HOST": "127.0.0.1",
             "STREAMSHOP_API_PORT": str(self.api_port),
+            "RESERVATION_TTL_SECONDS": str(self.reservation_ttl_s),
         }
         self.env.pop("STREAMSHOP_DEV", None)
         self.settings = Settings.from_env(self.env)
@@ -288,6 +317,7 @@ class System:
             "api": self._api_ready,
             "projector": self._logged("projector", "runner_started"),
             "ingest": self._logged("ingest", "gateway_started"),
+            "expire": self._connected("expire", lambda: self.redis_port),
         }
         for name in self.SERVICES:
             self.services[name] = Service(
@@ -338,6 +368,18 @@ class System:
         async def ready() -> bool:
             await asyncio.sleep(0.2)
             return f'"event": "{event}"' in self.services[name].logged_since_start()
+
+        return ready
+
+    def _connected(self, name: str, port: Callable[[], int]) -> Ready:
+        """A worker that logs no start event (``streamshop expire``) is up once it holds an
+        established TCP connection to ``port`` (Redis): it connects for its first round
+        (``load_functions``, then ``index``), after the slow imports."""
+
+        async def ready() -> bool:
+            await asyncio.sleep(0.2)
+            pid = self.services[name].pid
+            return pid is not None and _has_connection(pid, port())
 
         return ready
 

@@ -12,6 +12,7 @@ of ``docs/producers.md``). Everything acknowledged is in the :class:`Ledger`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -64,6 +65,38 @@ class Order:
         return self.status is not None and 200 <= self.status < 300
 
 
+@dataclass
+class Checkout:
+    """One lifecycle order: a cart filled, checked out (``key``) and, unless ``pay`` is
+    False (left to expire), paid with ``tok_approved`` (``pay_key`` as its request id)."""
+
+    key: str
+    account_id: str
+    lines: list[tuple[str, int]]
+    pay: bool
+    attempts: int = 0
+    status: int | None = None
+    """The checkout's definite answer; ``None`` while unresolved."""
+    order_id: str | None = None
+    total: int | None = None
+    reserved_until: int | None = None
+    answer: str = ""
+    pay_attempts: int = 0
+    pay_status: int | None = None
+    """The payment's definite answer (200 paid, 409 with ``pay_current`` …)."""
+    pay_current: str = ""
+    """``current_status`` of a definite 409 (``paid`` after a lost 200, ``expired``)."""
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def pay_key(self) -> str:
+        return f"{self.key}-pay"
+
+
 @dataclass(frozen=True)
 class Restock:
     event_id: str
@@ -78,6 +111,9 @@ class Ledger:
     products: dict[str, Product] = field(default_factory=dict)
     customers: list[Customer] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)
+    shoppers: list[Customer] = field(default_factory=list)
+    """The lifecycle customers (one cart each, so one client each)."""
+    checkouts: list[Checkout] = field(default_factory=list)
     restocks: list[Restock] = field(default_factory=list)
     unacked_restocks: list[Restock] = field(default_factory=list)
     restock_retries: int = 0
@@ -99,9 +135,19 @@ class Ledger:
             added[restock.product_id] += restock.delta
         return added
 
-    def expected_stock(self) -> dict[str, int]:
+    def expected_stock(
+        self, paid: dict[str, int] | None = None, held: dict[str, int] | None = None
+    ) -> dict[str, int]:
+        """initial + restocks - bill-now - ``paid`` - ``held`` (still reserved) per product."""
         sold, added = self.sold(), self.restocked()
-        return {pid: p.initial_stock + added[pid] - sold[pid] for pid, p in self.products.items()}
+        paid, held = paid or {}, held or {}
+        return {
+            pid: p.initial_stock + added[pid] - sold[pid] - paid.get(pid, 0) - held.get(pid, 0)
+            for pid, p in self.products.items()
+        }
+
+    def acknowledged_checkouts(self) -> list[Checkout]:
+        return [c for c in self.checkouts if c.acknowledged]
 
 
 class Shop:
@@ -113,13 +159,16 @@ class Shop:
         self.rng = random.Random(seed)
         self.http = httpx.AsyncClient(base_url=system.api_url, timeout=httpx.Timeout(15.0))
         self.stop = asyncio.Event()
+        self._checkouts = 0
+        self.paying = 0
+        """Payment requests in flight right now (the schedule kills the API during one)."""
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     # -- set-up (no faults yet: a failure here is a harness error) ------------------------
 
-    async def setup(self, customers: int, products: int, stock: int) -> None:
+    async def setup(self, customers: int, products: int, stock: int, shoppers: int = 0) -> None:
         email = f"admin-{self.system.run_id}@example.com"
         code, out = await self.system.streamshop(
             "create-admin", "--email", email, "--password", PASSWORD
@@ -148,6 +197,15 @@ class Shop:
                 raise RuntimeError(f"sign-up {email}: {resp.status_code} {resp.text}")
             account_id = resp.json()["account_id"]
             self.ledger.customers.append(Customer(account_id, email, await self._login(email)))
+        for n in range(shoppers):
+            email = f"s{n}-{self.system.run_id}@example.com"
+            resp = await self.http.post(
+                "/accounts", json={"name": f"Comprador {n}", "email": email, "password": PASSWORD}
+            )
+            if resp.status_code != 201:
+                raise RuntimeError(f"sign-up {email}: {resp.status_code} {resp.text}")
+            account_id = resp.json()["account_id"]
+            self.ledger.shoppers.append(Customer(account_id, email, await self._login(email)))
 
     async def _login(self, email: str) -> str:
         resp = await self.http.post("/auth/login", json={"email": email, "password": PASSWORD})
@@ -210,10 +268,19 @@ class Shop:
             await asyncio.sleep(pause_s)
 
     async def resolve(self, deadline_s: float) -> None:
-        """Send every unresolved order again (same key) now that everything is up."""
-        tokens = {c.account_id: c.token for c in self.ledger.customers}
+        """Send every unresolved order, checkout and payment again (same key) now that
+        everything is up."""
+        tokens = {c.account_id: c.token for c in self.ledger.customers + self.ledger.shoppers}
         pending = [o for o in self.ledger.orders if o.status is None]
         await asyncio.gather(*(self.place(o, tokens[o.account_id], deadline_s) for o in pending))
+        waiting = [c for c in self.ledger.checkouts if c.status is None]
+        await asyncio.gather(
+            *(self.check_out(c, tokens[c.account_id], deadline_s) for c in waiting)
+        )
+        unpaid = [
+            c for c in self.ledger.checkouts if c.pay and c.acknowledged and c.pay_status is None
+        ]
+        await asyncio.gather(*(self.pay(c, tokens[c.account_id], deadline_s) for c in unpaid))
         client = aioredis.Redis.from_url(self.system.env["REDIS_URL"], socket_timeout=5)
         stream = self.system.settings.redis.keys.ingest("faults")
         try:
@@ -223,6 +290,123 @@ class Shop:
                     self.ledger.restocks.append(restock)
         finally:
             await client.aclose()
+
+    # -- the lifecycle: cart, checkout, payment ------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        body: Any,
+        headers: dict[str, str],
+        deadline: float,
+        paying: bool = False,
+    ) -> tuple[httpx.Response | None, list[str]]:
+        """Send until a definite answer (2xx, or a 4xx other than *concurrent modification*)
+        or ``deadline`` (loop time); the answer (``None`` if none) and why it was retried."""
+        loop = asyncio.get_running_loop()
+        why: list[str] = []
+        delay = 0.05
+        while True:
+            self.paying += paying
+            try:
+                resp = await self.http.request(method, url, json=body, headers=headers)
+            except httpx.TransportError as exc:
+                why.append(type(exc).__name__)
+            else:
+                if resp.status_code < 500 and not _concurrent_modification(resp):
+                    return resp, why
+                why.append(f"{resp.status_code} {resp.text[:120]}")
+            finally:
+                self.paying -= paying
+            if loop.time() + delay > deadline:
+                return None, why
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def fill_cart(self, checkout: Checkout, token: str, deadline_s: float) -> bool:
+        """``PUT`` each line's quantity (idempotent by nature); False if one got no answer."""
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        auth = {"Authorization": f"Bearer {token}"}
+        for pid, quantity in checkout.lines:
+            resp, _ = await self._send(
+                "PUT", f"/cart/items/{pid}", {"quantity": quantity}, auth, deadline
+            )
+            if resp is None or resp.status_code != 200:
+                checkout.errors.append(f"cart {pid}: {resp and resp.status_code}")
+                return False
+        return True
+
+    async def check_out(self, checkout: Checkout, token: str, deadline_s: float) -> None:
+        """``POST /checkout`` with the same ``Idempotency-Key`` until a definite answer."""
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Idempotency-Key": checkout.key,
+            "X-Request-ID": checkout.key,
+        }
+        resp, why = await self._send("POST", "/checkout", None, headers, deadline)
+        checkout.attempts += len(why) + (resp is not None)
+        checkout.errors += why[: max(0, 5 - len(checkout.errors))]
+        if resp is None:
+            return
+        checkout.status = resp.status_code
+        if 200 <= resp.status_code < 300:
+            data = resp.json()
+            checkout.order_id, checkout.total = data["order_id"], data["total"]
+            checkout.reserved_until = data["reserved_until"]
+        else:
+            checkout.answer = resp.text[:300]
+
+    async def pay(self, checkout: Checkout, token: str, deadline_s: float) -> None:
+        """``POST /orders/{id}/payment`` with ``tok_approved``, retried on connection errors,
+        5xx and *concurrent modification*; a definite 409 keeps its ``current_status``."""
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        headers = {"Authorization": f"Bearer {token}", "X-Request-ID": checkout.pay_key}
+        resp, why = await self._send(
+            "POST",
+            f"/orders/{checkout.order_id}/payment",
+            {"card_token": "tok_approved"},
+            headers,
+            deadline,
+            paying=True,
+        )
+        checkout.pay_attempts += len(why) + (resp is not None)
+        checkout.errors += why[: max(0, 5 - len(checkout.errors))]
+        if resp is None:
+            return
+        checkout.pay_status = resp.status_code
+        if resp.status_code == 409:
+            with contextlib.suppress(ValueError):
+                checkout.pay_current = str(resp.json().get("current_status", ""))
+        if resp.status_code != 200:
+            checkout.answer = resp.text[:300]
+
+    async def shopper_loop(
+        self, shopper: Customer, unpaid_every: int, pause_s: float, deadline_s: float
+    ) -> None:
+        """Fill the cart, check out, pay; every ``unpaid_every``-th checkout is left unpaid
+        (to expire). One client per shopper: a cart is per account. A checkout without an
+        answer ends the loop (its cart may still hold the lines; ``resolve`` retries it)."""
+        while not self.stop.is_set():
+            n = self._checkouts
+            self._checkouts += 1
+            chosen = self.rng.sample(sorted(self.ledger.products), self.rng.randint(1, 2))
+            checkout = Checkout(
+                key=f"chk-{self.system.run_id}-{n}",
+                account_id=shopper.account_id,
+                lines=[(pid, self.rng.randint(1, 3)) for pid in chosen],
+                pay=(n % unpaid_every) != unpaid_every - 1,
+            )
+            if not await self.fill_cart(checkout, shopper.token, deadline_s):
+                return  # the cart's content is unknown now: stop this shopper
+            self.ledger.checkouts.append(checkout)
+            await self.check_out(checkout, shopper.token, deadline_s)
+            if checkout.status is None:
+                return
+            if checkout.acknowledged and checkout.pay:
+                await self.pay(checkout, shopper.token, deadline_s)
+            await asyncio.sleep(pause_s)
 
     # -- restocks through the ingress gateway ---------------------------------------------
 

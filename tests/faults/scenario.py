@@ -24,7 +24,10 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from app.commands.runner import state_of
 from events.positions import parse_stream_id
+from events.states import OrderState
+from events.store import EventStore
 from tests.faults.checks import Check, Observed, judge, observe
 from tests.faults.harness import ROOT, System
 from tests.faults.load import Ledger, Shop
@@ -50,6 +53,14 @@ class Size:
     resolve_deadline_s: float = 30.0
     catch_up_s: float = 45.0
     seed: int = 12
+    shoppers: int = 2
+    """Lifecycle customers (cart → checkout → payment), one client each."""
+    unpaid_every: int = 3
+    """Every n-th checkout is left unpaid, to expire."""
+    shopper_pause_s: float = 0.25
+    reservation_ttl_s: int = 3
+    settle_s: float = 30.0
+    """After the load: how long every checkout may take to end paid or expired."""
     mongo_sync_on_commit: bool = False
     """Start the MongoDB server with ``--sync-on-commit`` (``make run`` does not): tells a
     loss from the server's durability apart from one in our runtime."""
@@ -72,14 +83,17 @@ SCHEDULE: tuple[tuple[str, str, str], ...] = (
     ("kill", "mongo", "load"),
     ("kill", "mongo", "catch-up:read_models"),
     ("kill", "mongo", "catch-up:read_models"),
-    ("kill", "api", "load"),
+    ("kill", "api", "payment"),
     ("kill", "projector", "load"),
     ("kill", "ingest", "load"),
+    ("kill", "expire", "load"),
     ("cut", "postgres", "load"),
     ("terminate", "postgres", "catch-up:warehouse"),
 )
 """(fault, target, when), in order. ``load``: once ``acks_between_faults`` more orders were
-acknowledged since the last recovery. ``catch-up:<view>``: as soon as that view's
+acknowledged since the last recovery. ``payment``: that, and then the moment a payment
+request is in flight (so the kill lands between the acquirer's authorization and the
+append, or on the answer, and the client's retry must not charge twice). ``catch-up:<view>``: as soon as that view's
 checkpoints move again after the previous fault, i.e. while the projector is writing the
 backlog the outage left (a kill then lands in the middle of bulk writes, and the
 PostgreSQL views have live sessions to terminate)."""
@@ -104,21 +118,25 @@ class Outcome:
 RESULTS = ROOT / ".data" / "faults"
 
 
-async def _when(system: System, ledger: Ledger, when: str, size: Size) -> None:
+async def _when(system: System, shop: Shop, when: str, size: Size) -> None:
     if when.startswith("catch-up:"):
         view = when.removeprefix("catch-up:")
         await _wait_for_progress(system, view, size.max_wait_between_s)
-    else:
-        await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
+        return
+    await _wait_for_acks(shop.ledger, size.acks_between_faults, size.max_wait_between_s)
+    if when == "payment":
+        deadline = time.monotonic() + size.max_wait_between_s
+        while shop.paying == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
 
 
 async def _inject(
-    system: System, ledger: Ledger, kind: str, target: str, when: str, size: Size
+    system: System, shop: Shop, kind: str, target: str, when: str, size: Size
 ) -> None:
     if kind == "kill" and target == "mongo":
-        await _kill_mongo(system, size, _when(system, ledger, when, size))
+        await _kill_mongo(system, size, _when(system, shop, when, size))
         return
-    await _when(system, ledger, when, size)
+    await _when(system, shop, when, size)
     if kind == "kill":
         await system.kill_and_restart(target, size.down_s)
     elif kind == "cut":
@@ -275,16 +293,39 @@ async def _wait_for_acks(ledger: Ledger, more: int, max_wait_s: float) -> None:
         await asyncio.sleep(0.1)
 
 
+async def _wait_settled(system: System, ledger: Ledger, max_wait_s: float) -> float | None:
+    """Until every acknowledged checkout's order is no longer ``awaiting_payment`` on the
+    write side (paid, or expired by the worker once its reservation ran out), bounded;
+    seconds it took, ``None`` if some still wait (the checks then say which)."""
+    client = aioredis.Redis.from_url(system.env["REDIS_URL"])
+    store = EventStore(client, system.settings.redis.keys)
+    started = time.monotonic()
+    try:
+        while True:
+            keys = [f"order:{c.order_id}" for c in ledger.acknowledged_checkouts()]
+            states = await store.load(keys) if keys else {}
+            waiting = [
+                k for k in keys if state_of(states, k, OrderState).status == "awaiting_payment"
+            ]
+            if not waiting:
+                return round(time.monotonic() - started, 2)
+            if time.monotonic() - started > max_wait_s:
+                return None
+            await asyncio.sleep(0.5)
+    finally:
+        await client.aclose()
+
+
 async def run(base: Path, size: Size | None = None) -> Outcome:
     size = size or Size.from_env()
     ledger = Ledger()
     started = time.monotonic()
     extra = {"mongo": ["--sync-on-commit"]} if size.mongo_sync_on_commit else {}
-    async with System(base, extra_args=extra) as system:
+    async with System(base, extra_args=extra, reservation_ttl_s=size.reservation_ttl_s) as system:
         shop = Shop(system, ledger, size.seed)
         load: list[asyncio.Task[None]] = []
         try:
-            await shop.setup(size.customers, size.products, size.stock)
+            await shop.setup(size.customers, size.products, size.stock, size.shoppers)
             load += [
                 asyncio.create_task(
                     shop.customer_loop(c, size.order_pause_s, size.order_deadline_s)
@@ -292,16 +333,25 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
                 for c in ledger.customers
                 for _ in range(size.clients_per_customer)
             ]
+            load += [
+                asyncio.create_task(
+                    shop.shopper_loop(
+                        s, size.unpaid_every, size.shopper_pause_s, size.order_deadline_s
+                    )
+                )
+                for s in ledger.shoppers
+            ]
             load.append(
                 asyncio.create_task(shop.restock_loop(size.restock_every_s, size.order_deadline_s))
             )
             for kind, target, when in SCHEDULE:
-                await _inject(system, ledger, kind, target, when, size)
+                await _inject(system, shop, kind, target, when, size)
             await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
             shop.stop.set()
             await asyncio.gather(*load)
             load_s = round(time.monotonic() - started, 1)
             await shop.resolve(size.resolve_deadline_s)
+            settled_s = await _wait_settled(system, ledger, size.settle_s)
             observed = await observe(system, ledger, size.catch_up_s)
         finally:
             shop.stop.set()
@@ -309,9 +359,10 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
                 task.cancel()
             await asyncio.gather(*load, return_exceptions=True)
             await shop.aclose()
-        checks, counts = judge(ledger, observed, size.catch_up_s)
+        checks, counts = judge(ledger, observed, size.catch_up_s, size.reservation_ttl_s)
         tails = {name: s.tail(15) for name, s in system.services.items()}
         figures = _figures(system, ledger, checks, counts, size, load_s, started)
+        figures["checkouts_settled_s"] = settled_s
     logs = RESULTS / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     shutil.copytree(base / "logs", logs)
@@ -348,6 +399,21 @@ def _figures(
         "order_attempts": sum(o.attempts for o in orders),
         "orders_retried": sum(1 for o in orders if o.attempts > 1),
         "units_acknowledged": sum(ledger.sold().values()),
+        "checkouts_sent": len(ledger.checkouts),
+        "checkouts_acknowledged": len(ledger.acknowledged_checkouts()),
+        "checkouts_retried": sum(1 for c in ledger.checkouts if c.attempts > 1),
+        "checkouts_left_unpaid": sum(1 for c in ledger.acknowledged_checkouts() if not c.pay),
+        "payments_by_final_status": _count(
+            "unresolved"
+            if c.pay_status is None
+            else f"{c.pay_status}{c.pay_current and ' ' + c.pay_current}"
+            for c in ledger.acknowledged_checkouts()
+            if c.pay
+        ),
+        "payment_attempts": sum(c.pay_attempts for c in ledger.checkouts),
+        "payments_retried": sum(1 for c in ledger.checkouts if c.pay_attempts > 1),
+        "orders_paid_in_log": counts.get("paid", 0),
+        "orders_expired_in_log": counts.get("expired", 0),
         "restocks_acknowledged": len(ledger.restocks),
         "restocks_unacknowledged": len(ledger.unacked_restocks),
         "restock_retries": ledger.restock_retries,
@@ -367,6 +433,13 @@ def _figures(
     }
 
 
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
 def format_figures(figures: dict[str, Any]) -> str:
     kinds = ", ".join(f"{k} x{n}" for k, n in figures["faults_by_kind"].items())
     exits = ", ".join(
@@ -378,6 +451,13 @@ def format_figures(figures: dict[str, Any]) -> str:
         f"  orders acknowledged  {figures['orders_acknowledged']} of {figures['orders_sent']} sent "
         f"({figures['orders_retried']} retried, {figures['order_attempts']} attempts; "
         f"final statuses {figures['orders_by_final_status']})",
+        f"  checkouts acknowledged {figures.get('checkouts_acknowledged')} of "
+        f"{figures.get('checkouts_sent')} sent ({figures.get('checkouts_retried')} retried; "
+        f"{figures.get('checkouts_left_unpaid')} left unpaid); payments "
+        f"{figures.get('payments_by_final_status')} ({figures.get('payments_retried')} retried, "
+        f"{figures.get('payment_attempts')} attempts); in the log {figures.get('orders_paid_in_log')} "
+        f"paid, {figures.get('orders_expired_in_log')} expired; all settled in "
+        f"{figures.get('checkouts_settled_s')}s",
         f"  restocks acknowledged {figures['restocks_acknowledged']} "
         f"({figures['restock_retries']} re-sends)",
         f"  faults injected      {figures['faults_injected']}: {kinds}",

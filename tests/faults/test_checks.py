@@ -8,14 +8,16 @@ from collections import Counter
 
 import pytest
 
-from tests.faults.checks import LoggedOrder, Observed, judge
-from tests.faults.load import Customer, Ledger, Order, Product, Restock
+from tests.faults.checks import PAYMENT_CHECK, STOCK_CHECK, LoggedOrder, Observed, judge
+from tests.faults.load import Checkout, Customer, Ledger, Order, Product, Restock
 
-P1, P2, ACCOUNT = "p-1", "p-2", "a-1"
+P1, P2, ACCOUNT, SHOPPER = "p-1", "p-2", "a-1", "s-1"
 
 
 def consistent() -> tuple[Ledger, Observed]:
-    """Two acknowledged orders, one refused, one restock, and views that agree with them."""
+    """Two acknowledged orders, one refused, one restock, three checkouts (one paid, one
+    paid whose 200 was lost so the retry heard 409 *paid*, one left to expire), and views
+    that agree with them."""
     ledger = Ledger(
         products={P1: Product(P1, "SKU-1", 100, 50), P2: Product(P2, "SKU-2", 200, 50)},
         customers=[Customer(ACCOUNT, "a@example.com", "token")],
@@ -25,6 +27,24 @@ def consistent() -> tuple[Ledger, Observed]:
             Order("k-3", ACCOUNT, [(P2, 99)], status=409),
         ],
         restocks=[Restock("r-1", P2, 10)],
+        shoppers=[Customer(SHOPPER, "s@example.com", "token")],
+        checkouts=[
+            Checkout("c-1", SHOPPER, [(P1, 1)], True, 1, 201, "o-3", 100, 10, pay_status=200),
+            Checkout(
+                "c-2",
+                SHOPPER,
+                [(P2, 2)],
+                True,
+                1,
+                201,
+                "o-4",
+                400,
+                10,
+                pay_status=409,
+                pay_current="paid",
+            ),
+            Checkout("c-3", SHOPPER, [(P1, 4)], False, 1, 201, "o-5", 400, 10),
+        ],
     )
     observed = Observed(
         caught_up_s=0.5,
@@ -32,21 +52,46 @@ def consistent() -> tuple[Ledger, Observed]:
             LoggedOrder("p0/1-0", "e-1", "k-1", "o-1", ACCOUNT, [(P1, 2), (P2, 1)], 400),
             LoggedOrder("p1/2-0", "e-2", "k-2", "o-2", ACCOUNT, [(P1, 3)], 300),
         ],
+        placed_in_log=[
+            LoggedOrder("p0/3-0", "e-3", "c-1", "o-3", SHOPPER, [(P1, 1)], 100),
+            LoggedOrder("p1/3-0", "e-4", "c-2", "o-4", SHOPPER, [(P2, 2)], 400),
+            LoggedOrder("p2/3-0", "e-5", "c-3", "o-5", SHOPPER, [(P1, 4)], 400),
+        ],
+        paid_in_log={"o-3": [("pay-3", "e-6", "p0/4-0")], "o-4": [("pay-4", "e-7", "p1/4-0")]},
+        expired_in_log={"o-5": [("e-8", "p2/4-0")]},
         restocks_in_log=Counter({"r-1": 1}),
-        write_stock={P1: 45, P2: 59},
+        write_stock={P1: 44, P2: 57},
+        write_reserved={P1: 0, P2: 0},
         versions={"read_models": "", "audit": "", "warehouse": ""},
-        rm_stock={P1: 45, P2: 59},
+        rm_stock={P1: 44, P2: 57},
+        rm_reserved={P1: 0, P2: 0},
         rm_orders={
             "o-1": {
                 "account_id": ACCOUNT,
                 "lines": [{"product_id": P1, "quantity": 2}, {"product_id": P2, "quantity": 1}],
             },
             "o-2": {"account_id": ACCOUNT, "lines": [{"product_id": P1, "quantity": 3}]},
+            "o-3": {"status": "paid", "lines": [{"product_id": P1, "quantity": 1}]},
+            "o-4": {"status": "paid", "lines": [{"product_id": P2, "quantity": 2}]},
+            "o-5": {"status": "expired", "lines": [{"product_id": P1, "quantity": 4}]},
         },
-        rm_accounts={ACCOUNT: {"orders_count": 2, "total_spent": 700}},
-        dw_lines={"o-1": [(0, P1, 2), (1, P2, 1)], "o-2": [(0, P1, 3)]},
-        audit_rows=Counter({"e-1": 1, "e-2": 1, "r-1": 1}),
-        verify={"read_models": (0, "OK"), "audit": (0, "OK"), "warehouse": (0, "OK")},
+        rm_accounts={
+            ACCOUNT: {"orders_count": 2, "total_spent": 700},
+            SHOPPER: {"orders_count": 2, "total_spent": 500},
+        },
+        dw_lines={
+            "o-1": [(0, P1, 2), (1, P2, 1)],
+            "o-2": [(0, P1, 3)],
+            "o-3": [(0, P1, 1)],
+            "o-4": [(0, P2, 2)],
+        },
+        audit_rows=Counter({f"e-{n}": 1 for n in range(1, 9)} | {"r-1": 1}),
+        verify={
+            "read_models": (0, "OK"),
+            "audit": (0, "OK"),
+            "warehouse": (0, "OK"),
+            "state": (0, "OK"),
+        },
         audit_verify=(0, "audit log OK"),
         dlq_list=(0, ""),
         dlq_streams={},
@@ -63,7 +108,7 @@ def test_a_consistent_run_passes_every_check() -> None:
     ledger, observed = consistent()
     checks, counts = judge(ledger, observed, catch_up_s=10)
     assert [c.report() for c in checks if not c.ok] == []
-    assert counts == {"lost": 0, "duplicated": 0}
+    assert counts == {"lost": 0, "duplicated": 0, "paid": 2, "expired": 1}
 
 
 def test_an_acknowledged_order_missing_from_the_log_is_lost() -> None:
@@ -95,9 +140,9 @@ def test_a_lost_stock_decrement_in_the_read_models_names_product_and_field() -> 
     observed.rm_stock[P1] = 48
     found = failures(ledger, observed)
     assert found == {
-        "stock: write side and read models = initial + restocks - acknowledged": [
-            f"read_models products product {P1} (SKU-1) field stock: 48, expected 45 "
-            "(initial 50 + restocked 0 - acknowledged 5)"
+        STOCK_CHECK: [
+            f"read_models products product {P1} (SKU-1) field stock: 48, expected 44 "
+            "(initial 50 + restocked 0 - bill-now 5 - paid 1 - reserved 0)"
         ]
     }
 
@@ -105,9 +150,7 @@ def test_a_lost_stock_decrement_in_the_read_models_names_product_and_field() -> 
 def test_write_side_stock_is_checked_too() -> None:
     ledger, observed = consistent()
     observed.write_stock[P2] = 60
-    problems = failures(ledger, observed)[
-        "stock: write side and read models = initial + restocks - acknowledged"
-    ]
+    problems = failures(ledger, observed)[STOCK_CHECK]
     assert problems[0].startswith(f"write side (Redis state) product {P2} (SKU-2) field stock: 60")
 
 
@@ -135,7 +178,7 @@ def test_warehouse_missing_line_shows_in_lines_and_units_sold() -> None:
     assert problems[0] == f"warehouse fact_order_line o-1 lines: [('{P1}', 2)], expected " + str(
         sorted([(P1, 2), (P2, 1)])
     )
-    assert problems[1].startswith(f"warehouse product {P2} (SKU-2) units sold: 0, expected 1")
+    assert problems[1].startswith(f"warehouse product {P2} (SKU-2) units sold: 2, expected 3")
 
 
 def test_an_audit_row_missing_for_an_acknowledged_order_is_named() -> None:
@@ -148,7 +191,7 @@ def test_an_audit_row_missing_for_an_acknowledged_order_is_named() -> None:
     ]
 
 
-@pytest.mark.parametrize("view", ["read_models", "audit", "warehouse"])
+@pytest.mark.parametrize("view", ["read_models", "audit", "warehouse", "state"])
 def test_a_failing_verify_fails_its_check_with_the_cli_output(view: str) -> None:
     ledger, observed = consistent()
     observed.verify[view] = (1, f'{view} (base): DIFFERS in 1 place(s)\n  products "x": differs')
@@ -191,3 +234,64 @@ def test_a_projector_that_never_caught_up_names_view_and_partition() -> None:
     assert failures(ledger, observed) == {
         "projector caught up": ["not within 10s: warehouse p3: checkpoint 1-0 < head 2-0"]
     }
+
+
+def test_the_consistent_run_with_checkouts_passes_every_check() -> None:
+    ledger, observed = consistent()
+    assert failures(ledger, observed) == {}
+
+
+def test_a_second_order_paid_for_one_checkout_is_charged_twice() -> None:
+    ledger, observed = consistent()
+    observed.paid_in_log["o-3"].append(("pay-3b", "e-9", "p0/5-0"))
+    problems = failures(ledger, observed)[PAYMENT_CHECK]
+    assert problems == [
+        f"CHARGED TWICE: checkout c-1 (order_id o-3, account {SHOPPER}, lines [('{P1}', 1)]) "
+        "has 2 OrderPaid: pay-3@p0/4-0, pay-3b@p0/5-0"
+    ]
+
+
+def test_a_payment_told_200_but_missing_from_the_log_is_lost() -> None:
+    ledger, observed = consistent()
+    del observed.paid_in_log["o-3"]
+    problems = failures(ledger, observed)[PAYMENT_CHECK]
+    assert problems[0].startswith("LOST PAYMENT: checkout c-1 (order_id o-3")
+
+
+def test_an_unpaid_checkout_that_never_expired_keeps_its_stock_reserved() -> None:
+    ledger, observed = consistent()
+    del observed.expired_in_log["o-5"]
+    observed.rm_orders["o-5"]["status"] = "awaiting_payment"
+    found = failures(ledger, observed)
+    assert found[PAYMENT_CHECK][0].startswith("NOT EXPIRED: checkout c-3 (order_id o-5")
+    # Still reserved, the units would have to be in ``reserved``, not back in ``stock``.
+    why = "(initial 50 + restocked 0 - bill-now 5 - paid 1 - reserved 4)"
+    assert found[STOCK_CHECK] == [
+        f"write side (Redis state) product {P1} (SKU-1) field stock: 44, expected 40 {why}",
+        f"read_models products product {P1} (SKU-1) field stock: 44, expected 40 {why}",
+        f"write side (Redis state) product {P1} (SKU-1) field reserved: 0, expected 4 {why}",
+        f"read_models products product {P1} (SKU-1) field reserved: 0, expected 4 {why}",
+    ]
+
+
+def test_an_expired_checkout_whose_stock_did_not_return_is_named() -> None:
+    ledger, observed = consistent()
+    observed.write_stock[P1] = 40
+    problems = failures(ledger, observed)[STOCK_CHECK]
+    assert problems == [
+        f"write side (Redis state) product {P1} (SKU-1) field stock: 40, expected 44 "
+        "(initial 50 + restocked 0 - bill-now 5 - paid 1 - reserved 0)"
+    ]
+
+
+def test_a_checkout_in_the_log_twice_is_duplicated() -> None:
+    ledger, observed = consistent()
+    observed.placed_in_log.append(
+        LoggedOrder("p3/9-0", "e-10", "c-1", "o-9", SHOPPER, [(P1, 1)], 100)
+    )
+    checks, counts = judge(ledger, observed, catch_up_s=10)
+    problems = {c.name: c.problems for c in checks if not c.ok}
+    assert problems["log: every acknowledged checkout exactly once"][0].startswith(
+        "DUPLICATED: checkout c-1"
+    )
+    assert counts["duplicated"] == 1
