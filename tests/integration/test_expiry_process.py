@@ -70,12 +70,12 @@ async def test_a_killed_and_restarted_worker_expires_every_order_exactly_once(
 
     worker = start_worker(prefix)
     try:
-        await eventually(lambda: _some(store), within=30, what="a first expiry")
+        await eventually(lambda: _some(store), within=90, what="a first expiry")
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         assert await expired(store) <= ORDERS
         worker = start_worker(prefix)
-        await eventually(lambda: _all(store), within=30, what="every order expired")
+        await eventually(lambda: _all(store), within=90, what="every order expired")
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
