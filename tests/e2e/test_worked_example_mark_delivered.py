@@ -25,8 +25,9 @@ Showing the step in the views is optional, since a projection skips an event typ
 no handler for. Here it took 3 more files: the read model's handler
 (``projections/read_models/lifecycle.py``) and its ``case`` in the dispatch
 (``projections/read_models/projection.py``), and the warehouse's status map
-(``projections/warehouse.py``). The write side alone, without the route, is 5 files: see
-``tests/integration/test_worked_example_cancel_order.py``.
+(``projections/warehouse.py``). Without the route, the write side alone is 5 files;
+``CancelOrder`` (``tests/integration/test_worked_example_cancel_order.py``) took 6 there,
+as it also added two errors.
 """
 
 from __future__ import annotations
