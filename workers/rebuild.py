@@ -68,9 +68,11 @@ from workers.replay import (
 from workers.views import (
     BASE,
     VIEWS,
+    RebuildBusy,
     ViewPointers,
     drop_version,
     label,
+    live_versions,
     new_version,
     open_view,
 )
@@ -252,16 +254,78 @@ async def drop_leftovers(settings: Any, pointers: ViewPointers, name: str) -> li
     return dropped
 
 
+class ViewCurrent(Exception):
+    """``rebuild_view(only_outdated=True)`` found, under the lock, the live view built by
+    this code's version (another process upgraded it meanwhile): nothing to do."""
+
+
+async def outdated(
+    settings: Any, name: str, redis: aioredis.Redis | None = None
+) -> tuple[str, int, int] | None:
+    """``(live version, built by, this code's version)`` when the live version of view
+    ``name`` was built by an older version of its projection; else ``None``."""
+    own = redis is None
+    client = aioredis.Redis.from_url(settings.redis.url) if redis is None else redis
+    try:
+        live = await ViewPointers(client, settings.redis.prefix).current(name)
+        built, code = await live_versions(factory_for(name), settings, live, redis=client)
+    finally:
+        if own:
+            await client.aclose()
+    return (live, built, code) if built is not None and built < code else None
+
+
+async def upgrade_view(
+    settings: Any,
+    name: str,
+    options: RebuildOptions | None = None,
+    progress: Progress | None = None,
+) -> RebuildReport | None:
+    """Projection versions instead of migrations: if the live version of view ``name`` was
+    built by an older version of its projection, rebuild it with this code into a new
+    version and switch to it, exactly as ``streamshop rebuild`` does (the old version keeps
+    serving meanwhile). ``None`` when the live view is current.
+
+    Several projectors starting at once: one takes the rebuild lock, the others wait for it
+    and then find the view current.
+    """
+    while (found := await outdated(settings, name)) is not None:
+        live, built, code = found
+        log.warning(
+            "view_outdated_rebuilding", view=name, live=label(live), built_by=built, version=code
+        )
+        try:
+            return await rebuild_view(settings, name, options, progress, only_outdated=True)
+        except ViewCurrent:
+            return None
+        except RebuildBusy:
+            log.info("view_upgrade_waits_for_rebuild", view=name)
+    return None
+
+
+async def upgrade_views(settings: Any, names: Sequence[str]) -> list[RebuildReport]:
+    """:func:`upgrade_view` for each versioned view among ``names`` (the projector's start)."""
+    reports = []
+    for name in names:
+        if name in VIEWS and (report := await upgrade_view(settings, name)) is not None:
+            reports.append(report)
+    return reports
+
+
 async def rebuild_view(
     settings: Any,
     name: str,
     options: RebuildOptions | None = None,
     progress: Progress | None = None,
+    *,
+    only_outdated: bool = False,
 ) -> RebuildReport:
     """Rebuild view ``name`` into a new version and switch readers and projector to it.
 
     Raises :class:`RebuildAborted` (nothing switched) when an entry fails without
     ``park_failures``, when the lock is lost, or when anything else stops it before the switch.
+    ``only_outdated`` (:func:`upgrade_view`): raises :class:`ViewCurrent` instead of
+    rebuilding when, once the lock is held, the live view turns out current.
     """
     if name not in VIEWS:
         raise ValueError(f"unknown view {name!r} (known: {', '.join(VIEWS)})")
@@ -277,6 +341,8 @@ async def rebuild_view(
     retries = opts.sink_retries
     try:
         async with locked(pointers, name, opts) as keeper:
+            if only_outdated and await outdated(settings, name, redis) is None:
+                raise ViewCurrent(name)
             dropped = await drop_leftovers(settings, pointers, name)
             live = await pointers.current(name)
             version = new_version()
@@ -572,4 +638,6 @@ __all__ = [
     "rebuild_view",
     "rebuild_views",
     "replay",
+    "upgrade_view",
+    "upgrade_views",
 ]
