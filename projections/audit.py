@@ -422,8 +422,8 @@ class AuditProjection(CheckpointedSchema):
 
     name = "audit"
     version = 1
-    """The schema and rows this code writes; bump it with any change to them, and a
-    projector that starts against an older audit rebuilds it (``workers.upgrade``)."""
+    """The schema and rows this code writes; bump it with any change to them: a projector
+    that starts against an older audit rebuilds it (``workers.rebuild.upgrade_view``)."""
 
     CHECKPOINT_START = {"n": 0, "hash": GENESIS}
     """The checkpoint carries the chain head: the next row's ``n - 1`` and ``prev_hash``."""
