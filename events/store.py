@@ -421,7 +421,7 @@ class EventStore:
                 partition, start, count - len(rows), through, marker
             )
             if not archived:
-                return rows  # ``through`` was at or before ``start``
+                return rows  # ``through`` ends the range inside the archived part
             rows += archived
         return rows
 
@@ -452,10 +452,9 @@ class EventStore:
                 f"partition {partition}: Redis holds the log after {marker}, the archive at "
                 f"{archive.url} only up to {last}"
             )
-        rows = await asyncio.to_thread(archive.read, partition, after, count, through)
-        if not rows and (through is None or parse_stream_id(through) > parse_stream_id(after)):
-            raise ArchiveError(f"partition {partition}: the archive holds nothing after {after}")
-        return rows
+        # It holds entries after ``after`` (its last is past the marker): none read means
+        # ``through`` ends the range first.
+        return await asyncio.to_thread(archive.read, partition, after, count, through)
 
     async def archive(self) -> Archive:
         """The archive this log's old part moved to (its URL is recorded in Redis)."""

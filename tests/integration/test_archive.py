@@ -201,3 +201,17 @@ async def test_a_run_killed_anywhere_then_run_again_loses_and_duplicates_nothing
         sum(s["rows"] for part in archived.values() for s in part["segments"])
         == len(before) - 10 * store.keys.partitions
     )
+
+
+async def test_a_range_that_ends_inside_the_archive_is_read_up_to_its_bound(
+    store: EventStore, tmp_path: Path
+) -> None:
+    await fill(store, 80)
+    before = await store.redis.xrange(store.keys.log(0))
+    await archive(store_settings(store), ArchiveOptions(to=str(tmp_path), keep=2, segment_rows=3))
+    ms, _, seq = before[4][0].decode().partition("-")
+    between = f"{ms}-{int(seq) + 1}"  # after entry 4, before entry 5: no entry has this id
+
+    rows = await store.read_raw(0, before[1][0].decode(), 100, through=between)
+
+    assert [r[0] for r in rows] == [e.decode() for e, _ in before[2:5]]
