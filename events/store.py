@@ -514,7 +514,7 @@ class EventStore:
 
     async def heads(self) -> dict[int, str | None]:
         """The last entry id of each partition (``None`` for an empty one), archive included."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             for p in range(self.keys.partitions):
                 pipe.xrevrange(self.keys.log(p), count=1)
                 pipe.get(self.keys.archived(p))

@@ -521,7 +521,7 @@ async def backlog(store: EventStore, positions: dict[int, str], cap: int) -> int
     """How many entries are after ``positions`` (counted up to ``cap`` per partition)."""
     total = 0
     for p, after in positions.items():
-        total += len(await store.redis.xrange(store.keys.log(p), min=f"({after}", count=cap))
+        total += len(await store.read_raw(p, after, cap))
     return total
 
 

@@ -374,8 +374,7 @@ async def backlog_to(
         bound = target.get(p)
         if bound is None:
             continue
-        rows = await store.redis.xrange(store.keys.log(p), min=f"({after}", max=bound, count=10_000)
-        total += len(rows)
+        total += len(await store.read_raw(p, after, 10_000, through=bound))
     return total
 
 
