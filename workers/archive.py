@@ -92,12 +92,10 @@ class GroupNeedsLog(ArchiveError):
             f"partition {partition}: consumer group {group!r} {what} {entry_id}; "
             "the archive keeps the log it still needs"
         )
-        self.partition, self.group, self.reason, self.entry_id = (
-            partition,
-            group,
-            reason,
-            entry_id,
-        )
+        self.partition = partition
+        self.group = group
+        self.reason = reason
+        self.entry_id = entry_id
 
 
 @dataclass(frozen=True, slots=True)
