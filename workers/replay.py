@@ -334,13 +334,12 @@ async def backlog(
     ``until`` where given (a partition whose bound is missing or ``None``: none)."""
     total = 0
     for p, after in positions.items():
-        bound: str | None = "+"
+        bound: str | None = None
         if until is not None:
             bound = until.get(p)
             if bound is None:
                 continue
-        rows = await store.redis.xrange(store.keys.log(p), min=f"({after}", max=bound, count=cap)
-        total += len(rows)
+        total += len(await store.read_raw(p, after, cap, through=bound))
     return total
 
 
