@@ -46,7 +46,8 @@ from app.problems import problem_responses
 from app.services import services
 from app.settings import Settings
 
-STATIC = Path(__file__).resolve().parents[1] / "static" / "dashboard"
+ROOT = Path(__file__).resolve().parents[2]
+STATIC = ROOT / "app" / "static" / "dashboard"
 ASSETS = "/dashboard/assets"
 DASHBOARD_ROLES = frozenset({"admin", "seller"})
 """Roles that may open the dashboard. Accounts are ``customer`` or ``admin`` today; a
@@ -251,7 +252,7 @@ async def redrive_dead_letters(request: Request[Principal, Any, Any], state: Sta
             "dlq",
             "retry",
             env=cli_env(settings),
-            cwd=str(Path(__file__).resolve().parents[2]),
+            cwd=str(ROOT),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
