@@ -27,7 +27,7 @@ from pymongo import AsyncMongoClient
 from events.positions import format_position
 from events.store import EventStore
 from projections.base import Projection
-from workers.rebuild import RebuildOptions, ReplayStats, _KeepAlive, backlog, replay
+from workers.rebuild import Progress, RebuildOptions, ReplayStats, _KeepAlive, backlog, replay
 from workers.registry import factory_for
 from workers.views import (
     BASE,
@@ -268,8 +268,10 @@ async def verify_view(
     show: int = 10,
     rounds: int = 10,
     options: RebuildOptions | None = None,
+    progress: Progress | None = None,
 ) -> VerifyReport:
-    """Fold the log into a scratch version at the live view's position and compare them."""
+    """Fold the log into a scratch version at the live view's position and compare them
+    (``progress``: entries folded out of the log's length)."""
     if name not in VIEWS:
         raise ValueError(f"unknown view {name!r} (known: {', '.join(VIEWS)})")
     opts = options or RebuildOptions(batch=batch)
@@ -292,9 +294,14 @@ async def verify_view(
                 open_view(factory, settings, live_version, redis=redis, claim=False) as live,
             ):
                 await folded.setup()
+                if progress is not None:
+                    progress.phase = "fold"
+                    progress.start(await store.count())
                 for _ in range(rounds):
                     target = await _live_checkpoints(live, partitions)
-                    await replay(store, folded, positions, batch, stats, until=target)
+                    await replay(
+                        store, folded, positions, batch, stats, until=target, progress=progress
+                    )
                     moved = await _live_checkpoints(live, partitions)
                     if await backlog_to(store, positions, moved) <= 4 * batch:
                         break
@@ -303,12 +310,18 @@ async def verify_view(
                 keeper.pause_token = token
                 try:
                     target = await _settled_checkpoints(live, partitions)
-                    await replay(store, folded, positions, batch, stats, until=target)
+                    await replay(
+                        store, folded, positions, batch, stats, until=target, progress=progress
+                    )
                     live_snap = await snapshot(settings, name, live_version)
                 finally:
                     keeper.pause_token = None
                     await pointers.unpause(name, token)
+                if progress is not None:
+                    progress.set_phase("compare")
                 expected = await snapshot(settings, name, scratch)
+                if progress is not None:
+                    progress.finish()
             counts, differences, total = compare(live_snap, expected)
             shown = []
             for diff in differences[:show]:

@@ -251,6 +251,7 @@ async def redrive_dead_letters(request: Request[Principal, Any, Any], state: Sta
             "workers.cli",
             "dlq",
             "retry",
+            "--no-progress",
             env=cli_env(settings),
             cwd=str(ROOT),
             stdout=asyncio.subprocess.PIPE,
