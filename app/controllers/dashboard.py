@@ -7,9 +7,10 @@ reads the existing analytics routes and :func:`dashboard_overview` with it.
 A browser's ``EventSource`` cannot send an ``Authorization`` header, so the live feed takes a
 *feed ticket* in its query string instead: a JWT that lives :data:`TICKET_TTL_SECONDS`, is
 signed with a key derived from the JWT secret (so it is never accepted as an access token,
-and an access token is never accepted as a ticket) and carries its own audience. A ticket
-that leaks through a log line opens one read-only feed for a minute; the page asks for a
-new one whenever its feed reconnects, resuming with ``?after=`` at the position it saw last.
+and an access token is never accepted as a ticket) and carries its own audience. It is
+checked when a feed opens: a ticket that leaks through an access log can open the read-only
+order feed for the rest of its minute, and nothing else. The page asks for a new one
+whenever its feed reconnects, resuming with ``?after=`` at the position it saw last.
 
 Re-driving dead letters runs ``streamshop dlq retry`` as a child process: the projections
 and the dead-letter queue live in ``workers/``, which nothing in ``app/`` imports, and the
@@ -178,6 +179,7 @@ def _is_order(fields: dict[bytes, bytes]) -> bool:
 @get(
     "/dashboard/feed",
     opt=PUBLIC,
+    security=[{}],
     tags=["ops"],
     operation_id="dashboardFeed",
     responses=problem_responses(400, 401, 403),
