@@ -38,16 +38,19 @@ function drawSales(sales) {
   const data = [xs, sales.map((d) => d.gross / 100), sales.map((d) => d.refunds / 100),
     sales.map((d) => d.net / 100)];
   box.dataset.points = String(xs.length);
-  if (state.chart) { state.chart.setData(data); return; }
+  // One day alone would stretch the time axis over years: show a day either side.
+  const frame = () => xs.length && state.chart.setScale("x",
+    { min: xs[0] - 86400, max: xs[xs.length - 1] + 86400 });
+  if (state.chart) { state.chart.setData(data); frame(); return; }
   state.chart = new uPlot({
     width: Math.max(box.clientWidth, 320), height: 240,
     series: [{}, { label: "gross", stroke: "#2b6cb0", width: 2, points: { size: 8 } },
       { label: "refunds", stroke: "#c53030", width: 2 },
       { label: "net", stroke: "#2f855a", width: 2 }],
     axes: [{}, { values: (u, ticks) => ticks.map((v) => v.toFixed(0)) }],
-    // One day alone would stretch the axis over years: keep a day either side.
-    scales: { x: { time: true, range: (u, min, max) => [min - 86400, max + 86400] } },
+    scales: { x: { time: true } },
   }, data, box);
+  frame();
 }
 
 async function refresh() {
