@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test faults lint format schemas install lock lock-check upgrade java-example bench clean
+.PHONY: run test chromium faults lint format schemas install lock lock-check upgrade java-example bench clean
 
 # uv installs exactly what uv.lock pins (hashes included); uv itself comes pinned by hash
 # from scripts/uv-requirements.txt into a bootstrap venv. No download of a Python: the
@@ -48,10 +48,14 @@ install: $(STAMP)
 run: $(STAMP)
 	@$(BIN)/python scripts/run.py
 
-## test: the whole suite against the machine's Redis and PostgreSQL
-test: lock-check $(STAMP)
+## test: the whole suite against the machine's Redis and PostgreSQL; installs Debian's
+## chromium for the browser tests when it is missing and this runs as root (else they skip)
+test: lock-check $(STAMP) chromium
 	@$(BIN)/python scripts/test_services.py
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ -n "$$CHROMIUM" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; } || echo "make test: chromium is not installed (sudo apt-get install chromium); the browser tests will skip"
 
 ## faults: the fault-injection suite (tests/faults): kill -9 each process under load, cut
 ## PostgreSQL, then check exactly-once in the log and every view; figures in .data/faults/

@@ -19,6 +19,8 @@ from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.types import Middleware
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from app.auth import build_jwt_auth
 from app.auth_rate_limit import register_rate_limit_store
@@ -34,6 +36,7 @@ from app.problems import problem_details_plugin
 from app.queries import read_side_lifespan
 from app.services import Services
 from app.settings import Settings
+from app.tracing import TracingMiddleware, trace_appends, tracer_of, tracer_provider
 from app.validation import reject_lax_bodies
 from events.store import EventStore, check_redis
 
@@ -54,6 +57,8 @@ async def event_store_lifespan(app: Litestar) -> AsyncIterator[None]:
         await check_redis(redis)
         store = EventStore(redis, settings.redis.keys)
         await store.load_functions()
+        if (tracer := tracer_of(app.state)) is not None:
+            trace_appends(store, tracer)
         passwords = await asyncio.to_thread(Passwords, settings.auth)
         app.state.store = store
         app.state.services = Services(
@@ -93,15 +98,25 @@ def _outermost(middleware: Middleware) -> Callable[[AppConfig], AppConfig]:
 
 
 def create_app(
-    settings: Settings | None = None, lifespans: Sequence[Lifespan] | None = None
+    settings: Settings | None = None,
+    lifespans: Sequence[Lifespan] | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> Litestar:
+    """The app; ``span_exporter`` turns tracing on without an OTLP endpoint (tests)."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_format)
     jwt_auth = build_jwt_auth(settings)
+    provider: TracerProvider | None = tracer_provider(settings, span_exporter)
     return Litestar(
         route_handlers=list(CONTROLLERS),
         state=State(
-            {"settings": settings, "jwt_auth": jwt_auth, "views": {}, "metrics": ApiMetrics()}
+            {
+                "settings": settings,
+                "jwt_auth": jwt_auth,
+                "views": {},
+                "metrics": ApiMetrics(),
+                "tracer": provider.get_tracer("streamshop.api") if provider else None,
+            }
         ),
         lifespan=list(LIFESPANS if lifespans is None else lifespans),
         on_app_init=[
@@ -109,7 +124,7 @@ def create_app(
             _outermost(RequestContextMiddleware()),
         ],
         plugins=[problem_details_plugin()],
-        middleware=[prometheus_config().middleware, CommandTimer],
+        middleware=[prometheus_config().middleware, TracingMiddleware(), CommandTimer],
         before_send=[stamp_response],
         before_request=reject_lax_bodies,
         request_max_body_size=MAX_BODY_BYTES,

@@ -86,6 +86,8 @@ class Settings:
     """``/ready`` answers 503 when a projection is further behind than this (0: no lag check)."""
     metrics_port: int = 0
     """Port of the workers' own Prometheus endpoint (``streamshop project``/``ingest``; 0: off)."""
+    otel_endpoint: str = ""
+    """``OTEL_EXPORTER_OTLP_ENDPOINT``: where traces go over OTLP/HTTP; empty: tracing off."""
 
     def jwt_secret(self) -> str:
         """The configured secret; in dev mode a random one (tokens then die with the process)."""
@@ -135,4 +137,5 @@ class Settings:
             dev_mode=dev,
             ready_max_lag_seconds=float(env.get("READY_MAX_LAG_SECONDS", "30")),
             metrics_port=int(env.get("METRICS_PORT", "0")),
+            otel_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
         )

@@ -61,13 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from app.logging import configure_logging
     from app.settings import Settings
+    from app.tracing import tracer_provider
 
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_format)
-    result = args._module.run(args, settings)
-    if inspect.isawaitable(result):
-        result = asyncio.run(result)
+    # Traces (OTEL_EXPORTER_OTLP_ENDPOINT): the projector's apply spans join the API's.
+    provider = tracer_provider(settings, service=f"streamshop-{args.command}")
+    if provider is not None:
+        from opentelemetry import trace
+
+        trace.set_tracer_provider(provider)
+    try:
+        result = args._module.run(args, settings)
+        if inspect.isawaitable(result):
+            result = asyncio.run(result)
+    finally:
+        if provider is not None:
+            provider.shutdown()
     return int(result or 0)
 
 

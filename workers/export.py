@@ -64,7 +64,7 @@ from events.positions import format_position, parse_stream_id
 from events.store import EventStore
 from events.types import EVENT_TYPES
 from projections.audit import SECRET_FIELDS
-from workers.rebuild import Progress
+from workers.progress import Progress
 from workers.views import ViewPointers, pg_schema
 
 log = structlog.get_logger("workers.export")

@@ -56,6 +56,7 @@ from events.store import EventStore
 from projections.base import Projection, SinkUnavailable
 from workers.dlq import DeadLetters, metrics_key, sequence_of
 from workers.leases import Held, Leases
+from workers.tracing import Tracer, apply_span, global_tracer
 
 log = structlog.get_logger("workers.runner")
 
@@ -152,6 +153,7 @@ class ProjectorRunner:
         backoff_base_ms: int = 200,
         backoff_max_ms: int = 30_000,
         reader: aioredis.Redis | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         if len({p.name for p in projections}) != len(projections):
             raise ValueError("projection names must be unique")
@@ -171,6 +173,8 @@ class ProjectorRunner:
         self.dead_letters = DeadLetters(redis, keys)
         self._reader = reader
         self._own_reader = reader is None
+        self.tracer = tracer if tracer is not None else global_tracer()
+        """Traces of each apply (``None``: tracing off, no span is made)."""
         self._stopping = asyncio.Event()
         self._workers: dict[tuple[str, int], _PartitionWorker] = {}
         self._range = redis.register_script(FENCED_RANGE)
@@ -753,7 +757,8 @@ class _PartitionWorker:
             raise _Stop
         self._check_epoch()
         try:
-            await self.projection.apply(self.partition, events)
+            with apply_span(self.runner.tracer, self.projection.name, self.partition, events):
+                await self.projection.apply(self.partition, events)
         except Exception as exc:
             if not is_sink_error(exc):
                 return exc

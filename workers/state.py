@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from events.states import AggregateState, affected, encode_state, evolve, initial
 from events.store import PUT_STATE_FUNCTION, EventStore
-from workers.rebuild import Progress
+from workers.progress import Progress
 
 ROUNDS = 5
 """Rounds of read → fold → compare before an aggregate that keeps changing is given up on."""

@@ -26,6 +26,7 @@ from pymongo import AsyncMongoClient
 from events.positions import format_position
 from events.store import EventStore
 from projections.base import Projection
+from workers.progress import Progress
 from workers.rebuild import RebuildOptions, locked
 from workers.registry import factory_for
 from workers.replay import ReplayStats, backlog, catch_up, replay
@@ -268,8 +269,10 @@ async def verify_view(
     show: int = 10,
     rounds: int = 10,
     options: RebuildOptions | None = None,
+    progress: Progress | None = None,
 ) -> VerifyReport:
-    """Fold the log into a scratch version at the live view's position and compare them."""
+    """Fold the log into a scratch version at the live view's position and compare them
+    (``progress``: entries folded out of the log's length)."""
     if name not in VIEWS:
         raise ValueError(f"unknown view {name!r} (known: {', '.join(VIEWS)})")
     opts = options or RebuildOptions(batch=batch)
@@ -291,6 +294,9 @@ async def verify_view(
                     open_view(factory, settings, live_version, redis=redis, claim=False) as live,
                 ):
                     await folded.setup()
+                    if progress is not None:
+                        progress.phase = "fold"
+                        progress.start(await store.count())
 
                     async def live_position() -> dict[int, str | None]:
                         return await _live_checkpoints(live, partitions)
@@ -304,12 +310,19 @@ async def verify_view(
                         within=4 * batch,
                         rounds=rounds,
                         target=live_position,
+                        progress=progress,
                     )
                     async with keeper.paused():
                         target = await _settled_checkpoints(live, partitions)
-                        await replay(store, folded, positions, batch, stats, until=target)
+                        await replay(
+                            store, folded, positions, batch, stats, until=target, progress=progress
+                        )
                         live_snap = await snapshot(settings, name, live_version)
+                    if progress is not None:
+                        progress.set_phase("compare")
                     expected = await snapshot(settings, name, scratch)
+                    if progress is not None:
+                        progress.finish()
                 counts, differences, total = compare(live_snap, expected)
                 shown = []
                 for diff in differences[:show]:

@@ -12,6 +12,7 @@ from app.controllers.accounts_profile import (
     update_my_account,
 )
 from app.controllers.cart import CartController
+from app.controllers.dashboard import DASHBOARD_ROUTES
 from app.controllers.docs import docs, docs_assets
 from app.controllers.feed import stream_events, stream_order_events
 from app.controllers.health import health, ready
@@ -41,6 +42,7 @@ CONTROLLERS: list[Any] = [
     metrics,
     docs,
     docs_assets,
+    *DASHBOARD_ROUTES,
     stream_events,
     stream_order_events,
     sign_up,

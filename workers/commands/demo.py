@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from events.errors import RedisNotSuitable
 from events.ids import uuid7
 from events.store import EventStore, Metadata, check_redis
 from workers.demo import DemoAccount, DemoOrder, DemoProduct, DemoShop, make_shop
+from workers.progress import Progress
 
 DEFAULT_PASSWORD = "senha-demo-123"
 """Every demo account's password (log in with any demo email and this)."""
@@ -94,6 +96,7 @@ async def populate(
     password: str = DEFAULT_PASSWORD,
     concurrency: int = 8,
     hash_concurrency: int | None = None,
+    progress: Progress | None = None,
 ) -> DemoReport:
     """Append ``shop`` through the command handlers; returns what was created and skipped.
 
@@ -187,9 +190,27 @@ async def populate(
             return
         report.orders["refused"] += 1
 
-    await _bounded(concurrency, shop.accounts, sign_up)
-    await _bounded(concurrency, shop.products, create)
-    await _bounded(concurrency, shop.orders, bill)
+    def counted(work: Callable[[T], Awaitable[None]]) -> Callable[[T], Awaitable[None]]:
+        async def one(item: T) -> None:
+            await work(item)
+            if progress is not None:
+                progress.add(1)
+
+        return one
+
+    if progress is not None:
+        progress.phase = "accounts"
+        progress.start(len(shop.accounts) + len(shop.products) + len(shop.orders))
+    await _bounded(concurrency, shop.accounts, counted(sign_up))
+    if progress is not None:
+        progress.set_phase("products")
+    await _bounded(concurrency, shop.products, counted(create))
+    if progress is not None:
+        progress.set_phase("orders")
+    await _bounded(concurrency, shop.orders, counted(bill))
+    if progress is not None:
+        progress.set_phase("done")
+        progress.finish()
     return report
 
 
@@ -207,6 +228,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stock", type=int, default=None, help="opening stock of every product (default 50-500)"
     )
     parser.add_argument("--concurrency", type=int, default=8, help="commands in flight")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines"
+    )
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -234,6 +258,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             hash_password=passwords.hash,
             password=args.password,
             concurrency=args.concurrency,
+            progress=Progress("demo", stream=sys.stderr, enabled=not args.no_progress),
         )
     finally:
         await client.aclose()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import redis.asyncio as aioredis
 
 from app.settings import Settings
 from workers.dlq import DeadLetters
+from workers.progress import Progress
 from workers.registry import UnknownProjection, factory_for, open_projections
 
 
@@ -22,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     retry.add_argument("projection", nargs="?", help="name or module:factory (default: all)")
     retry.add_argument(
         "--id", dest="ids", action="append", help="only the sequence of this DLQ id (repeatable)"
+    )
+    retry.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines"
     )
 
 
@@ -42,7 +47,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         targets = await _names(dead, settings, args.projection)
         if args.action == "list":
             return await _list(dead, targets, args.json)
-        return await _retry(dead, settings, targets, args.ids)
+        progress = Progress("dlq retry", stream=sys.stderr, enabled=not args.no_progress)
+        return await _retry(dead, settings, targets, args.ids, progress)
     finally:
         await redis.aclose()
 
@@ -87,13 +93,20 @@ async def _list(dead: DeadLetters, targets: list[tuple[str, str]], as_json: bool
 
 
 async def _retry(
-    dead: DeadLetters, settings: Settings, targets: list[tuple[str, str]], ids: list[str] | None
+    dead: DeadLetters,
+    settings: Settings,
+    targets: list[tuple[str, str]],
+    ids: list[str] | None,
+    progress: Progress | None = None,
 ) -> int:
     """Re-drive each parked sequence in order; a sequence whose entry fails again stays
-    parked from that entry on (exit code 1)."""
+    parked from that entry on (exit code 1). ``progress`` counts parked entries."""
     failed = 0
-    for spec, name in targets:
-        sequences = await dead.sequences(name, ids)
+    work = [(spec, name, await dead.sequences(name, ids)) for spec, name in targets]
+    if progress is not None:
+        progress.phase = "redrive"
+        progress.start(sum(len(seq.letters) for _, _, seqs in work for seq in seqs))
+    for spec, name, sequences in work:
         if not sequences:
             continue
         try:
@@ -105,6 +118,8 @@ async def _retry(
         async with open_projections(settings, [spec], upgrade=False) as (projection,):
             for seq in sequences:
                 outcome = await dead.retry(projection, seq)
+                if progress is not None:
+                    progress.add(len(seq.letters))
                 for letter in outcome.redriven:
                     print(f"redriven  {name}  {letter.dlq_id}  {letter.entry_id}  {seq.sequence}")
                 if outcome.failed is not None:
@@ -115,4 +130,7 @@ async def _retry(
                         f"failed  {name}  {outcome.failed.dlq_id}  {outcome.failed.entry_id}  "
                         f"{seq.sequence}  {outcome.error}  ({parked} entries stay parked)"
                     )
+    if progress is not None:
+        progress.set_phase("done")
+        progress.finish()
     return 1 if failed else 0

@@ -12,6 +12,7 @@ import sys
 
 from app.settings import Settings
 from projections.identity import ForeignView
+from workers.progress import Progress
 from workers.state import run_verify as run_verify_state
 from workers.verify import check_identity, verify_view
 from workers.views import VIEWS, RebuildBusy
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="only check that each view was built from this log (fast, writes nothing)",
     )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines"
+    )
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -43,7 +47,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     failed = False
     for name in names:
         try:
-            report = await verify_view(settings, name, batch=args.batch, show=args.show)
+            progress = Progress(name, stream=sys.stderr, enabled=not args.no_progress)
+            report = await verify_view(
+                settings, name, batch=args.batch, show=args.show, progress=progress
+            )
         except RebuildBusy as exc:
             print(f"{name}: verify refused: {exc}", file=sys.stderr)
             return 3
