@@ -26,7 +26,9 @@ _REPLY = b'{"ok":true}'
 async def bare_append(request: Request) -> Response[bytes]:  # type: ignore[type-arg]
     await request.body()
     state = request.app.state
-    await state.redis.fcall(APPEND_FUNCTION, len(state.keys), *state.keys, state.request)
+    await state.redis.fcall(
+        APPEND_FUNCTION, len(state.fcall_keys), *state.fcall_keys, state.fcall_request
+    )
     return Response(_REPLY, media_type="application/json", status_code=201)
 
 
@@ -41,7 +43,7 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         await store.load_functions()
         append = Append(events=[sample_order()], meta=Metadata(actor="bench", source="bench"))
         keys, request, _, _ = store._request(append)
-        app.state.redis, app.state.keys, app.state.request = redis, keys, request
+        app.state.redis, app.state.fcall_keys, app.state.fcall_request = redis, keys, request
         yield
     finally:
         await redis.aclose()

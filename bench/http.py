@@ -342,22 +342,28 @@ async def run(
                 "emails": emails,
                 "workdir": Path(tmp),
             }
-            with api_server(stack, workers, Path(tmp) / "api.log") as base:
+            # no view store runs here, so /ready would answer 503: wait for /health
+            with api_server(stack, workers, Path(tmp) / "api.log", ready_path="/health") as base:
                 load["tokens"] = await _tokens(base, emails)
                 for mode in ("health", "orders", "login"):
                     # argon2 has nothing to warm up, and a login warm-up would leave a queue
                     # of hashes behind that eats into the measured run.
                     if mode != "login" and warmup > 0:
                         await measure(base, mode, warmup, **load)
-                    results[mode] = await measure(base, mode, duration, **load)
+                    seconds = max(duration, 6.0) if mode == "login" else duration
+                    results[mode] = await measure(base, mode, seconds, **load)
                 probe = {**load, "connections": probe_connections, "threads": 1}
                 flood, during = await asyncio.gather(
-                    measure(base, "login", duration + 2, **load),
-                    _after(1.0, measure(base, "health", duration, **probe)),
+                    measure(base, "login", max(duration, 6.0) + 2, **load),
+                    _after(1.0, measure(base, "health", max(duration, 6.0), **probe)),
                 )
                 results["login_flood"], results["health_during_login_flood"] = flood, during
             with api_server(
-                stack, workers, Path(tmp) / "baseline.log", factory="bench.baseline_app:create_app"
+                stack,
+                workers,
+                Path(tmp) / "baseline.log",
+                factory="bench.baseline_app:create_app",
+                ready_path=None,
             ) as base:
                 if warmup > 0:
                     await measure(base, "orders", warmup, **load)
@@ -373,6 +379,9 @@ async def run(
         **_figures("health", health),
         **_figures("health_during_login_flood", results["health_during_login_flood"]),
         "login_flood_per_s": _figures("f", results["login_flood"])["f_per_s"],
+        "health_p99_during_login_flood_ms": round(
+            results["health_during_login_flood"]["p99_ms"], 2
+        ),
     }
     trivial = figures["health_per_s"]
     baseline = figures["baseline_post_per_s"]

@@ -193,13 +193,18 @@ def _answers(port: int) -> bool:
 
 @contextlib.contextmanager
 def api_server(
-    stack: Stack, workers: int, logs: Path, factory: str = "app.main:create_app"
+    stack: Stack,
+    workers: int,
+    logs: Path,
+    factory: str = "app.main:create_app",
+    ready_path: str | None = "/ready",
 ) -> Iterator[str]:
     """The real API: ``uvicorn --factory app.main:create_app`` with ``workers`` processes.
 
     uvicorn's own access log is off (the app writes its JSON access line per request, as in
-    production); all output goes to ``logs``. Yields the base URL once ``/ready`` answers
-    (``factory`` names another app, e.g. the baseline, which is ready once it answers at all).
+    production); all output goes to ``logs``. Yields the base URL once ``ready_path`` answers
+    200 (``/health`` where no view store runs; ``None``: any answer, for the baseline app
+    that ``factory`` may name).
     """
     port = free_port()
     command = [
@@ -221,8 +226,7 @@ def api_server(
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        ready = f"{base}/ready" if factory == "app.main:create_app" else None
-        while not (_http_ok(ready) if ready else _answers(port)):
+        while not (_http_ok(base + ready_path) if ready_path else _answers(port)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the API did not start:\n{_tail(logs)}")
             time.sleep(0.2)
