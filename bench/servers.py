@@ -225,7 +225,7 @@ def api_server(
         proc = subprocess.Popen(command, env=stack.env(), cwd=ROOT, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded 2-core machine starts workers slowly
         while not (_http_ok(base + ready_path) if ready_path else _answers(port)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the API did not start:\n{_tail(logs)}")
