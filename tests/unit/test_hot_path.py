@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import threading
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -66,3 +67,31 @@ def test_json_log_lines_stay_json_with_unencodable_values() -> None:
     configure_logging("json")  # the renderer is wired with it
     renderer = structlog.get_config()["processors"][-1]
     assert json.loads(renderer(None, "info", {"event": "y", "odd": object()}))["event"] == "y"
+
+
+def test_a_remembered_token_is_still_refused_once_expired_or_tampered() -> None:
+    import time as clock
+
+    import jwt
+    import pytest
+    from litestar.exceptions import NotAuthorizedException
+
+    from app.auth import AccessToken
+
+    secret = "s" * 32
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    encoded = AccessToken(sub="a1", exp=soon, role="admin").encode(secret, "HS256")
+    for _ in range(3):  # verified once, then remembered
+        token = AccessToken.decode(encoded, secret, "HS256")
+        assert (token.sub, token.role) == ("a1", "admin")
+        assert AccessToken.decode_payload(encoded, secret, ["HS256"], options={})["sub"] == "a1"
+    head, body, signature = encoded.split(".")
+    with pytest.raises(NotAuthorizedException):
+        AccessToken.decode(f"{head}.{body}.{signature[:-2]}AA", secret, "HS256")
+    with pytest.raises(NotAuthorizedException):
+        AccessToken.decode(encoded, "t" * 32, "HS256")
+    clock.sleep(max(0.0, soon.timestamp() - clock.time()) + 1.1)
+    with pytest.raises(NotAuthorizedException):
+        AccessToken.decode(encoded, secret, "HS256")
+    with pytest.raises(jwt.ExpiredSignatureError):  # the remembered payload is not served
+        AccessToken.decode_payload(encoded, secret, ["HS256"], options={})
