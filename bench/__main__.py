@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 kwargs["events"] = args.events
             load = os.getloadavg()[0]
             started = time.perf_counter()
-            results[name] = await module.run(**kwargs)
+            try:
+                results[name] = await module.run(**kwargs)
+            except Exception as exc:  # one broken section must not lose the others' figures
+                traceback.print_exc()
+                results[name] = {"skipped": f"failed: {type(exc).__name__}: {exc}"[:300]}
             params = results[name].setdefault("params", {})
             params["section_seconds"] = round(time.perf_counter() - started, 1)
             params["load_average_1m_before"] = round(load, 2)

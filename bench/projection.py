@@ -224,7 +224,7 @@ async def raw_same_documents(
                 continue
             options = {k: v for k, v in info.items() if k in ("unique", "sparse")}
             await dst[name].create_index(info["key"], name=index_name, **options)
-        docs.extend((name, d) async for d in src[name].find({}))
+        docs.extend([(name, d) async for d in src[name].find({})])
     chunks = [docs[i : i + batch] for i in range(0, len(docs), batch)]
     queue = iter(chunks)
 
