@@ -77,9 +77,11 @@ schemas: $(STAMP)
 java-example:
 	bash examples/java-producer/run.sh
 
-## bench: the benchmarks (several minutes); installs wrk from Debian's packages when root
+## bench: the benchmarks (several minutes; BENCH_QUICK=1 for a short smoke run); installs the
+## bench dependency group (the peer, py-spy) and wrk from Debian's packages when root
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }; }; } || echo "make bench: wrk is not installed (sudo apt-get install wrk); the http figures use bench.loadgen"
+	$(UV) sync --frozen --group bench --python $(PYTHON)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

@@ -21,7 +21,7 @@ import random
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -264,13 +264,56 @@ def _figures(name: str, measured: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def measure(
+    base: str,
+    mode: str,
+    seconds: float,
+    *,
+    tool: str | None,
+    connections: int,
+    threads: int,
+    tokens: list[str],
+    products: list[str],
+    emails: list[str],
+    workdir: Path,
+) -> dict[str, Any]:
+    """One closed-loop run of ``mode`` against ``base`` with wrk (or bench.loadgen)."""
+    if tool:
+        return await asyncio.to_thread(
+            run_wrk,
+            base,
+            mode,
+            duration=seconds,
+            connections=connections,
+            threads=threads,
+            tokens=tokens,
+            products=products,
+            emails=emails,
+            workdir=workdir,
+        )
+    return await run_python_load(
+        base,
+        mode,
+        duration=seconds,
+        connections=connections,
+        tokens=tokens,
+        products=products,
+        emails=emails,
+    )
+
+
 async def run(
     redis_url: str,
     duration: float = 10.0,
     connections: int = 32,
     workers: int | None = None,
     warmup: float = 2.0,
+    probe_connections: int = 4,
 ) -> dict[str, Any]:
+    """``POST /orders``, ``POST /auth/login`` and ``GET /health`` on the real API, then
+    ``GET /health`` (``probe_connections``) while ``connections`` clients flood the login,
+    then the same ``POST /orders`` load against the bare baseline app (:mod:`bench.baseline_app`)
+    on the same Redis with the same workers."""
     workers = workers or os.cpu_count() or 1
     threads = 2
     tool = wrk_version() if os.environ.get("BENCH_LOAD", "wrk") == "wrk" else None
@@ -290,57 +333,65 @@ async def run(
         emails = [a.email for a in shop.accounts]
         products = [p.product_id for p in shop.products]
         results: dict[str, dict[str, Any]] = {}
-        with (
-            tempfile.TemporaryDirectory(prefix="ssbench-http-") as tmp,
-            api_server(stack, workers, Path(tmp) / "api.log") as base,
-        ):
-            tokens = await _tokens(base, emails)
-            for mode in ("health", "orders", "login"):
-                # argon2 has nothing to warm up, and a login warm-up would leave a queue
-                # of hashes behind that eats into the measured run.
-                rounds = [(duration, True)]
-                if mode != "login" and warmup > 0:
-                    rounds.insert(0, (warmup, False))
-                for seconds, keep in rounds:
-                    if tool:
-                        measured = await asyncio.to_thread(
-                            run_wrk,
-                            base,
-                            mode,
-                            duration=seconds,
-                            connections=connections,
-                            threads=threads,
-                            tokens=tokens,
-                            products=products,
-                            emails=emails,
-                            workdir=Path(tmp),
-                        )
-                    else:
-                        measured = await run_python_load(
-                            base,
-                            mode,
-                            duration=seconds,
-                            connections=connections,
-                            tokens=tokens,
-                            products=products,
-                            emails=emails,
-                        )
-                    if keep:
-                        results[mode] = measured
+        with tempfile.TemporaryDirectory(prefix="ssbench-http-") as tmp:
+            load: dict[str, Any] = {
+                "tool": tool,
+                "connections": connections,
+                "threads": threads,
+                "products": products,
+                "emails": emails,
+                "workdir": Path(tmp),
+            }
+            # no view store runs here, so /ready would answer 503: wait for /health
+            with api_server(stack, workers, Path(tmp) / "api.log", ready_path="/health") as base:
+                load["tokens"] = await _tokens(base, emails)
+                for mode in ("health", "orders", "login"):
+                    # argon2 has nothing to warm up, and a login warm-up would leave a queue
+                    # of hashes behind that eats into the measured run.
+                    if mode != "login" and warmup > 0:
+                        await measure(base, mode, warmup, **load)
+                    seconds = max(duration, 6.0) if mode == "login" else duration
+                    results[mode] = await measure(base, mode, seconds, **load)
+                probe = {**load, "connections": probe_connections, "threads": 1}
+                flood, during = await asyncio.gather(
+                    measure(base, "login", max(duration, 6.0) + 2, **load),
+                    _after(1.0, measure(base, "health", max(duration, 6.0), **probe)),
+                )
+                results["login_flood"], results["health_during_login_flood"] = flood, during
+            with api_server(
+                stack,
+                workers,
+                Path(tmp) / "baseline.log",
+                factory="bench.baseline_app:create_app",
+                ready_path=None,
+            ) as base:
+                if warmup > 0:
+                    await measure(base, "orders", warmup, **load)
+                results["baseline_post"] = await measure(base, "orders", duration, **load)
     finally:
         await client.aclose()
         await drop_prefix(redis_url, stack.prefix)
     health, orders, login = results["health"], results["orders"], results["login"]
     figures = {
         **_figures("orders", orders),
+        **_figures("baseline_post", results["baseline_post"]),
         **_figures("login", login),
         **_figures("health", health),
+        **_figures("health_during_login_flood", results["health_during_login_flood"]),
+        "login_flood_per_s": _figures("f", results["login_flood"])["f_per_s"],
+        "health_p99_during_login_flood_ms": round(
+            results["health_during_login_flood"]["p99_ms"], 2
+        ),
     }
     trivial = figures["health_per_s"]
+    baseline = figures["baseline_post_per_s"]
     return {
         **figures,
-        "limit": "GET /health (trivial endpoint) on the same server, tool and concurrency",
-        "ratio": round(figures["orders_per_s"] / trivial, 3) if trivial else None,
+        "orders_vs_baseline": round(figures["orders_per_s"] / baseline, 3) if baseline else None,
+        "limit": "a bare POST /orders doing one FCALL of the append function (baseline_post),"
+        " same server, workers, Redis, tool and concurrency; GET /health for the trivial rate",
+        "ratio": round(figures["orders_per_s"] / baseline, 3) if baseline else None,
+        "ratio_vs_health": round(figures["orders_per_s"] / trivial, 3) if trivial else None,
         "ratio_login": round(figures["login_per_s"] / trivial, 3) if trivial else None,
         "params": {
             "tool": f"{tool} (Debian package), Lua script, {threads} threads"
@@ -352,10 +403,21 @@ async def run(
             "warmup_s": warmup,
             "server": f"uvicorn --factory app.main:create_app --workers {workers}"
             " (uvloop, httptools), JSON access log per request",
+            "baseline": f"uvicorn --factory bench.baseline_app:create_app --workers {workers}:"
+            " Litestar POST /orders reading the body and doing one FCALL streamshop_append_v2"
+            " of a fixed 2-line OrderBilled; no auth, validation, state reads or logging",
             "redis": "private redis-server, appendonly yes, appendfsync always",
             "orders": f"1-3 random lines (quantity 1-3) over {PRODUCTS} products,"
             f" {ACCOUNTS} accounts' bearer tokens",
             "login": f"{ACCOUNTS} accounts round-robin, argon2id t=3 m=64MiB p=4 (production)",
+            "health_during_login_flood": f"GET /health with {probe_connections} connections"
+            f" while {connections} connections send POST /auth/login",
             "latency": "closed loop: each connection waits for its answer",
         },
     }
+
+
+async def _after(seconds: float, coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """``coro`` started ``seconds`` late (once the flood is on)."""
+    await asyncio.sleep(seconds)
+    return await coro

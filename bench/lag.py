@@ -280,7 +280,7 @@ async def run(
         worst = max(worst, result[f"{view}_lag_p99_ms"])
     return {
         **result,
-        "limit": "target: lag p99 ≤ 250 ms at a steady 500 commands/s",
+        "limit": "targets: lag p99 ≤ 500 ms (read models), ≤ 250 ms (audit, warehouse) at a steady 500 commands/s",
         "ratio": round(worst / 250, 3),
         "params": {
             "duration_s": duration,

@@ -37,8 +37,8 @@ async def run(redis_url: str, events: int = 20000, batch: int = 200) -> dict[str
     return {
         "log_bytes_per_event": round(per_event, 1),
         "state_bytes_per_order": round(state_bytes / events, 1),
-        "limit": "target ≤ 200 bytes per typical OrderBilled (2 lines)",
-        "ratio": round(per_event / 200, 3),
+        "limit": "target ≤ 400 bytes per typical OrderBilled (2 lines)",
+        "ratio": round(per_event / 400, 3),
         "params": {
             "events": events,
             "event": "OrderBilled with 2 lines",

@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, InsertOne
 
 from app.passwords import Passwords
 from app.settings import AuthSettings
@@ -207,6 +207,41 @@ async def raw_mongo(db: Any, batches: Batches) -> float:
     return await per_partition(batches, write)
 
 
+async def raw_same_documents(
+    mongo: AsyncMongoClient[Any], source: str, target: str, batch: int, writers: int
+) -> tuple[float, int]:
+    """Bulk-write the read models' final documents (every collection of ``source`` but the
+    checkpoints) into fresh collections of ``target`` carrying the same indexes: ``bulk_write``
+    of ``InsertOne`` in chunks of ``batch``, ``writers`` chunks at a time (the partitions).
+    (seconds, documents): the like-for-like limit of ``read_models_vs_raw``."""
+    src, dst = mongo[source], mongo[target]
+    docs: list[tuple[str, dict[str, Any]]] = []
+    for name in await src.list_collection_names():
+        if name.startswith("checkpoints"):
+            continue
+        for index_name, info in (await src[name].index_information()).items():
+            if index_name == "_id_":
+                continue
+            options = {k: v for k, v in info.items() if k in ("unique", "sparse")}
+            await dst[name].create_index(info["key"], name=index_name, **options)
+        docs.extend([(name, d) async for d in src[name].find({})])
+    chunks = [docs[i : i + batch] for i in range(0, len(docs), batch)]
+    queue = iter(chunks)
+
+    async def writer() -> None:
+        for chunk in queue:
+            by_collection: dict[str, list[InsertOne[Any]]] = {}
+            for name, doc in chunk:
+                by_collection.setdefault(name, []).append(InsertOne(doc))
+            for name, ops in by_collection.items():
+                await dst[name].bulk_write(ops, ordered=False)
+
+    with Timer() as timer:
+        await asyncio.gather(*(writer() for _ in range(writers)))
+    await mongo.drop_database(target)
+    return timer.seconds, len(docs)
+
+
 async def raw_copy_audit(pool: asyncpg.Pool, batches: Batches) -> float:
     table = f"raw_audit_{uuid.uuid4().hex[:6]}"
     await pool.execute(
@@ -357,6 +392,9 @@ async def run(
                 for view, projection in direct.items():
                     await projection.setup()
                     applied[view] = await per_partition(batches, projection.apply)
+            same_seconds, same_docs = await raw_same_documents(
+                mongo, f"{stack.mongo_db}_apply", f"{stack.mongo_db}_same", batch, stack.partitions
+            )
             runner = {v: await time_runner(stack, store.redis, v, batch, heads) for v in VIEWS}
         finally:
             await mongo.close()
@@ -367,6 +405,12 @@ async def run(
             results[f"{view}_apply_events_per_s"] = rate(events, applied[view])
             results[f"{view}_raw_events_per_s"] = raw_rate
             results[f"{view}_ratio"] = round(run_rate / raw_rate, 3) if raw_rate else None
+        same_rate = rate(events, same_seconds)
+        results["read_models_same_documents_events_per_s"] = same_rate
+        results["read_models_same_documents"] = same_docs
+        results["read_models_vs_raw"] = (
+            round(results["read_models_events_per_s"] / same_rate, 3) if same_rate else None
+        )
     ratios = [results[f"{v}_ratio"] for v in VIEWS if results.get(f"{v}_ratio") is not None]
     return {
         **results,
@@ -382,7 +426,11 @@ async def run(
             "concurrency": "one task per partition, as the runner",
             "figures": "<view>_events_per_s: real ProjectorRunner, empty view to caught up;"
             " <view>_apply_events_per_s: projection.apply on pre-decoded batches;"
-            " ratio: the worst view's runner rate ÷ its raw rate",
+            " ratio: the worst view's runner rate ÷ its raw rate;"
+            " read_models_vs_raw: the runner's rate ÷ bulk_write (InsertOne, same batch and"
+            " concurrency) of the read models' final documents into collections with the"
+            " same indexes (read_models_same_documents_events_per_s: the log's events ÷ that"
+            " write's seconds)",
             "mongodb": "SecantusDB (secantusd-py) on a temporary on-disk store",
             "postgresql": "the machine's server, a fresh database",
             "cores": os.cpu_count(),

@@ -1,0 +1,53 @@
+"""The baseline of ``http.orders_vs_baseline``: a bare Litestar ``POST /orders`` doing one FCALL.
+
+Run it as the real API runs (``uvicorn --factory bench.baseline_app:create_app --workers N``,
+uvloop, httptools, no access log) on the same durable Redis. Each request reads its body
+and does one ``FCALL`` of our append function with a fixed request (one 2-line
+``OrderBilled``, no conditions), so it pays the HTTP server, the framework's routing and one
+fsynced append: the floor under which ``POST /orders`` cannot go on this stack. No auth, no
+validation, no decision, no state reads, no logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from litestar import Litestar, Request, Response, post
+
+from app.settings import Settings
+from events.store import APPEND_FUNCTION, Append, EventStore, Metadata
+
+_REPLY = b'{"ok":true}'
+
+
+@post("/orders", status_code=201)
+async def bare_append(request: Request) -> Response[bytes]:  # type: ignore[type-arg]
+    await request.body()
+    state = request.app.state
+    await state.redis.fcall(
+        APPEND_FUNCTION, len(state.fcall_keys), *state.fcall_keys, state.fcall_request
+    )
+    return Response(_REPLY, media_type="application/json", status_code=201)
+
+
+@asynccontextmanager
+async def _lifespan(app: Litestar) -> AsyncIterator[None]:
+    from bench.append import sample_order  # the same 2-line order the append figures use
+
+    settings = Settings.from_env()
+    redis = aioredis.Redis.from_url(settings.redis.url)
+    try:
+        store = EventStore(redis, settings.redis.keys)
+        await store.load_functions()
+        append = Append(events=[sample_order()], meta=Metadata(actor="bench", source="bench"))
+        keys, request, _, _ = store._request(append)
+        app.state.redis, app.state.fcall_keys, app.state.fcall_request = redis, keys, request
+        yield
+    finally:
+        await redis.aclose()
+
+
+def create_app() -> Litestar:
+    return Litestar(route_handlers=[bare_append], lifespan=[_lifespan], debug=False)
