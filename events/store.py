@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from events.codec import RecordedEvent, decode_entry, encode, encode_data
@@ -238,10 +239,33 @@ class EventStore:
 
     async def load_functions(self) -> None:
         """Load (or replace) the append library; its name carries the version. Also makes
-        sure the log has its identity."""
+        sure the log has its identity.
+
+        On a Redis Cluster the library goes to every primary: a function lives on the node
+        that loaded it (and its replicas), and an append runs on whichever primary owns its
+        slot. :meth:`fcall` loads it again on a node that lacks it (one added by a
+        resharding, or emptied by a restart without its AOF).
+        """
         code = resources.files("events").joinpath("append.lua").read_text()
-        await self.redis.function_load(code, replace=True)
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.execute_command(
+                "FUNCTION LOAD", "REPLACE", code, target_nodes=RedisCluster.PRIMARIES
+            )
+        else:
+            await self.redis.function_load(code, replace=True)
         await self.identity()
+
+    async def fcall(self, function: str, keys: list[str], *args: str | bytes) -> Any:
+        """``FCALL`` one of the library's functions; where the node answers that it has no
+        such function (a new primary after a resharding), load the library and retry once."""
+        try:
+            return await self.redis.fcall(function, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+            log.warning("redis_function_missing", function=function, error=str(exc))
+            await self.load_functions()
+            return await self.redis.fcall(function, len(keys), *keys, *args)
 
     async def identity(self) -> str:
         """The log's identity (:mod:`events.identity`), created before its first entry."""
@@ -250,6 +274,15 @@ class EventStore:
         return self._identity
 
     async def functions_loaded(self) -> bool:
+        """Whether the library is loaded (on a cluster: on every primary)."""
+        if isinstance(self.redis, RedisCluster):
+            for node in self.redis.get_primaries():
+                listed = await self.redis.execute_command(
+                    "FUNCTION LIST", "LIBRARYNAME", LIBRARY, target_nodes=node
+                )
+                if not listed:
+                    return False
+            return True
         libraries = await self.redis.function_list(library=LIBRARY)
         return bool(libraries)
 
@@ -337,7 +370,7 @@ class EventStore:
         if self._identity is None:
             await self.identity()
         keys, request, partitions, _ = self._request(append)
-        raw = await self.redis.fcall(APPEND_FUNCTION, len(keys), *keys, request)
+        raw = await self.fcall(APPEND_FUNCTION, keys, request)
         reply = msgspec.json.decode(raw)
         if "ok" in reply:
             return AppendResult(entry_ids=list(zip(partitions, reply["ok"], strict=True)))

@@ -45,7 +45,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
-import redis.asyncio as aioredis
 import structlog
 
 from events.codec import RecordedEvent, decode_entry, undecodable
@@ -610,7 +609,7 @@ async def rebuild_view(
     opts = options or RebuildOptions()
     catchup = opts.catchup or 4 * opts.batch
     progress = progress or Progress(name)
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     store = EventStore(redis, settings.redis.keys)
     pointers = ViewPointers(redis, settings.redis.prefix)
     dead = DeadLetters(redis, settings.redis.keys)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import redis.asyncio as aioredis
-
 from app.settings import Settings
 from workers.dlq import DeadLetters
 from workers.registry import UnknownProjection, factory_for, open_projections
@@ -36,7 +34,7 @@ async def _names(dead: DeadLetters, settings: Settings, spec: str | None) -> lis
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     dead = DeadLetters(redis, settings.redis.keys)
     try:
         targets = await _names(dead, settings, args.projection)
