@@ -18,7 +18,7 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 
 from events.codec import RecordedEvent, decode_entry, encode, encode_data
 from events.errors import (
@@ -26,6 +26,7 @@ from events.errors import (
     EventStoreError,
     GuardFailed,
     RedisNotSuitable,
+    SlotsDiffer,
     UniquenessViolation,
     VersionConflict,
 )
@@ -257,9 +258,19 @@ class EventStore:
 
     async def fcall(self, function: str, keys: list[str], *args: str | bytes) -> Any:
         """``FCALL`` one of the library's functions; where the node answers that it has no
-        such function (a new primary after a resharding), load the library and retry once."""
+        such function (a new primary after a resharding), load the library and retry once.
+
+        Raises :class:`SlotsDiffer` on a cluster when ``keys`` span hash slots.
+        """
         try:
             return await self.redis.fcall(function, len(keys), *keys, *args)
+        except RedisClusterException as exc:
+            if "same key slot" not in str(exc):
+                raise
+            slots: dict[int, list[str]] = {}
+            for key in keys:
+                slots.setdefault(self.redis.keyslot(key), []).append(key)
+            raise SlotsDiffer(function, slots) from exc
         except ResponseError as exc:
             if "function not found" not in str(exc).lower():
                 raise

@@ -16,7 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import redis
+
+single_and_cluster = pytest.mark.parametrize("redis_client", ["single", "cluster"], indirect=True)
+"""Run a test once on one Redis node and once on the three-primary cluster."""
 
 
 def _free_ports(count: int) -> list[int]:
