@@ -1,0 +1,85 @@
+"""The event store on a real three-primary Redis Cluster: where its library lives, and
+what it does with an append that spans hash slots (issue #19)."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from events.errors import SlotsDiffer
+from events.ids import uuid7
+from events.store import LIBRARY, Append, EventStore
+from events.types import AccountCreated
+
+pytestmark = pytest.mark.parametrize("redis_client", ["cluster"], indirect=True)
+
+
+def account() -> AccountCreated:
+    return AccountCreated(
+        account_id=uuid7(), email=f"{uuid7()}@example.com", name="Ana", password_hash="h"
+    )
+
+
+def accounts_in_two_partitions(store: EventStore) -> tuple[AccountCreated, AccountCreated]:
+    first = account()
+    while True:
+        other = account()
+        if store.keys.partition_of(other.aggregate()) != store.keys.partition_of(first.aggregate()):
+            return first, other
+
+
+async def _libraries(cluster: RedisCluster) -> dict[str, bool]:
+    listed = {}
+    for node in cluster.get_primaries():
+        reply = await cluster.execute_command(
+            "FUNCTION LIST", "LIBRARYNAME", LIBRARY, target_nodes=node
+        )
+        listed[node.name] = bool(reply)
+    return listed
+
+
+async def test_the_library_is_loaded_on_every_primary(store: EventStore) -> None:
+    listed = await _libraries(store.redis)
+    assert len(listed) == 3
+    assert all(listed.values()), listed
+    assert await store.functions_loaded()
+
+
+async def test_a_primary_that_lost_the_library_gets_it_back_on_the_next_append(
+    store: EventStore,
+) -> None:
+    event = account()
+    owner = store.redis.get_node_from_key(
+        store.keys.log(store.keys.partition_of(event.aggregate()))
+    )
+    await store.redis.execute_command("FUNCTION FLUSH", target_nodes=owner)
+    assert not await store.functions_loaded()
+
+    await store.append(Append(events=[event], expect={event.aggregate(): 0}))
+
+    assert (await store.state(event.aggregate()))["v"] == "1"
+    assert all((await _libraries(store.redis)).values())
+
+
+async def test_an_append_spanning_slots_is_refused_whole_and_names_the_slots(
+    store: EventStore,
+) -> None:
+    first, other = accounts_in_two_partitions(store)
+    with pytest.raises(SlotsDiffer) as caught:
+        await store.append(Append(events=[first, other]))
+    assert len(caught.value.slots) == 2
+    assert await store.count() == 0
+
+
+async def test_appends_of_aggregates_in_every_partition_land_on_their_own_slots(
+    store: EventStore,
+) -> None:
+    by_partition: dict[int, AccountCreated] = {}
+    while len(by_partition) < store.keys.partitions:
+        event = account()
+        by_partition.setdefault(store.keys.partition_of(event.aggregate()), event)
+    for event in by_partition.values():
+        await store.append(Append(events=[event], expect={event.aggregate(): 0}))
+    owners = {store.redis.get_node_from_key(store.keys.log(p)).name for p in by_partition}
+    assert len(owners) > 1
+    assert await store.count() == store.keys.partitions
