@@ -10,6 +10,8 @@ from events.errors import SlotsDiffer
 from events.ids import uuid7
 from events.store import LIBRARY, Append, EventStore
 from events.types import AccountCreated
+from workers.leases import Leases
+from workers.views import ViewPointers
 
 pytestmark = pytest.mark.parametrize("redis_client", ["cluster"], indirect=True)
 
@@ -83,3 +85,34 @@ async def test_appends_of_aggregates_in_every_partition_land_on_their_own_slots(
     owners = {store.redis.get_node_from_key(store.keys.log(p)).name for p in by_partition}
     assert len(owners) > 1
     assert await store.count() == store.keys.partitions
+
+
+async def test_a_lease_fences_group_reads_of_every_partition_on_the_cluster(
+    store: EventStore,
+) -> None:
+    """The fenced read touches the lease and the log of one partition: one slot."""
+    leases = Leases(store.redis, store.keys, holder="worker-a", ttl_ms=5000)
+    rival = Leases(store.redis, store.keys, holder="worker-b", ttl_ms=5000)
+    event = account()
+    await store.append(Append(events=[event], expect={event.aggregate(): 0}))
+    home = store.keys.partition_of(event.aggregate())
+    for p in range(store.keys.partitions):
+        await store.redis.xgroup_create(store.keys.log(p), "proj", id="0", mkstream=True)
+        held = await leases.acquire("proj", p)
+        assert held is not None and await rival.acquire("proj", p) is None
+        assert await rival.fenced_read("proj", p, "c", 10, ">") is None
+        entries = await leases.fenced_read("proj", p, "c", 10, ">")
+        assert entries is not None and len(entries) == (1 if p == home else 0)
+        assert await leases.renew(held)
+        assert await leases.release("proj", p)
+
+
+async def test_the_rebuild_switch_moves_a_view_pointer_on_the_cluster(store: EventStore) -> None:
+    """Pause, pointer and previous of a view share the view's hash tag: one slot."""
+    pointers = ViewPointers(store.redis, store.keys.prefix)
+    await pointers.set("orders", "v1")
+    assert await pointers.pause("orders", "tok", 5000)
+    assert await pointers.switch("orders", "v2", "tok")
+    assert await pointers.current("orders") == "v2"
+    assert await pointers.previous("orders") == "v1"
+    assert not await pointers.switch("orders", "v3", "someone-else")
