@@ -503,17 +503,31 @@ class EventStore:
 async def check_redis(redis: aioredis.Redis) -> list[str]:
     """Startup checks (invariant 4): refuse a Redis that could lose the log, warn on weak fsync.
 
+    On a Redis Cluster every primary is checked: any of them holds a share of the log.
     Returns the warnings it logged, raises :class:`RedisNotSuitable` on a refusal.
     """
-    info = await redis.info("server")
+    if isinstance(redis, RedisCluster):
+        warnings: list[str] = []
+        for node in redis.get_primaries():
+            try:
+                found = await _check_node(redis, {"target_nodes": node})
+            except RedisNotSuitable as exc:
+                raise RedisNotSuitable(f"primary {node.name}: {exc}") from exc
+            warnings += [f"{node.name}: {w}" for w in found]
+        return warnings
+    return await _check_node(redis, {})
+
+
+async def _check_node(redis: aioredis.Redis, target: dict[str, Any]) -> list[str]:
+    info = await redis.info("server", **target)
     version = str(info.get("redis_version", "0"))
     if tuple(int(x) for x in version.split(".")[:2]) < (7, 0):
         raise RedisNotSuitable(f"Redis {version} is too old: streamshop needs 7.0 or newer")
     warnings: list[str] = []
     try:
-        config = await redis.config_get("maxmemory-policy")
-        config.update(await redis.config_get("appendonly"))
-        config.update(await redis.config_get("appendfsync"))
+        config = await redis.config_get("maxmemory-policy", **target)
+        config.update(await redis.config_get("appendonly", **target))
+        config.update(await redis.config_get("appendfsync", **target))
     except ResponseError as exc:  # CONFIG can be disabled on managed Redis
         warnings.append(f"cannot read Redis config ({exc}); persistence not verified")
         log.warning("redis_config_unreadable", error=str(exc))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from events.errors import SlotsDiffer
+from events.errors import RedisNotSuitable, SlotsDiffer
 from events.ids import uuid7
-from events.store import LIBRARY, Append, EventStore
+from events.store import LIBRARY, Append, EventStore, check_redis
 from events.types import AccountCreated
 from workers.leases import Leases
 from workers.views import ViewPointers
@@ -116,3 +116,16 @@ async def test_the_rebuild_switch_moves_a_view_pointer_on_the_cluster(store: Eve
     assert await pointers.current("orders") == "v2"
     assert await pointers.previous("orders") == "v1"
     assert not await pointers.switch("orders", "v3", "someone-else")
+
+
+async def test_a_primary_that_may_evict_is_refused_at_startup(store: EventStore) -> None:
+    cluster: RedisCluster = store.redis
+    default = cluster.get_default_node()
+    other = next(n for n in cluster.get_primaries() if n.name != default.name)
+    await cluster.config_set("maxmemory-policy", "allkeys-lru", target_nodes=other)
+    try:
+        with pytest.raises(RedisNotSuitable, match=other.name):
+            await check_redis(cluster)
+    finally:
+        await cluster.config_set("maxmemory-policy", "noeviction", target_nodes=other)
+    assert await check_redis(cluster) is not None
