@@ -11,6 +11,7 @@ from events.ids import uuid7
 from events.store import LIBRARY, Append, EventStore, check_redis
 from events.types import AccountCreated
 from workers.leases import Leases
+from workers.runner import blocking_client
 from workers.views import ViewPointers
 
 pytestmark = pytest.mark.parametrize("redis_client", ["cluster"], indirect=True)
@@ -129,3 +130,17 @@ async def test_a_primary_that_may_evict_is_refused_at_startup(store: EventStore)
     finally:
         await cluster.config_set("maxmemory-policy", "noeviction", target_nodes=other)
     assert await check_redis(cluster) is not None
+
+
+async def test_the_blocking_reader_of_a_worker_is_a_cluster_client_too(store: EventStore) -> None:
+    reader = blocking_client(store.redis, block_ms=100)
+    try:
+        assert isinstance(reader, RedisCluster)
+        event = account()
+        await store.append(Append(events=[event], expect={event.aggregate(): 0}))
+        log = store.keys.log(store.keys.partition_of(event.aggregate()))
+        [(stream, entries)] = await reader.xread({log: "0"}, block=100)
+        assert stream.decode() == log and len(entries) == 1
+        assert await reader.xread({log: entries[0][0]}, block=100) == []
+    finally:
+        await reader.aclose()
