@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-import redis.asyncio as aioredis
 import structlog
 from litestar import Litestar
 from litestar.config.app import AppConfig
@@ -52,7 +51,7 @@ log = structlog.get_logger("app")
 async def event_store_lifespan(app: Litestar) -> AsyncIterator[None]:
     """Connect to Redis, refuse an unsafe one (``check_redis``), load the append function."""
     settings: Settings = app.state.settings
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     try:
         await check_redis(redis)
         store = EventStore(redis, settings.redis.keys)

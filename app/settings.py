@@ -10,7 +10,9 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from events.connection import cluster_from_env, connect
 from events.keys import Keys
 
 _DEV_SECRET = secrets.token_urlsafe(32)
@@ -24,6 +26,12 @@ class RedisSettings:
     """Key prefix; tests use one per run so they never collide."""
     partitions: int = 8
     """Number of log partitions; fixed for the life of a deployment."""
+    cluster: bool = False
+    """``url`` names a node of a Redis Cluster (``REDIS_CLUSTER=1``): use the cluster client."""
+
+    def connect(self, **options: Any) -> Any:
+        """A client for this Redis, single node or cluster (:func:`events.connection.connect`)."""
+        return connect(self.url, cluster=self.cluster, **options)
 
     @property
     def keys(self) -> Keys:
@@ -108,6 +116,7 @@ class Settings:
                 url=env.get("REDIS_URL", r.url),
                 prefix=env.get("STREAM_PREFIX", r.prefix),
                 partitions=int(env.get("STREAM_PARTITIONS", r.partitions)),
+                cluster=cluster_from_env(env),
             ),
             mongo=MongoSettings(
                 url=env.get("MONGO_URL", m.url),

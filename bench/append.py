@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-import redis.asyncio as aioredis
-
 from bench.common import Timer, rate
 from events.codec import encode_data
+from events.connection import connect
 from events.ids import now_at, uuid7
 from events.keys import Keys
 from events.store import Append, EventStore
@@ -48,7 +47,7 @@ def raw_fields(event: OrderBilled) -> dict[str, str | bytes]:
 
 
 async def run(redis_url: str, events: int = 5000, batch: int = 100) -> dict[str, object]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     prefix = f"ssbench:{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix=prefix, partitions=8)
     store = EventStore(client, keys)

@@ -13,6 +13,7 @@ from app.settings import RedisSettings, Settings
 from bench.append import sample_order
 from bench.common import Timer, rate
 from events.archive import read_manifest
+from events.connection import connect
 from events.files import FileRoot
 from events.keys import Keys
 from events.store import Append, EventStore
@@ -39,7 +40,7 @@ async def _read_all(store: EventStore, batch: int = 1000) -> int:
 async def run(
     redis_url: str, orders: int = 50_000, keep: int = 1000, batch: int = 200
 ) -> dict[str, object]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     prefix = f"ssbench:{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix=prefix, partitions=8)
     settings = Settings(redis=RedisSettings(url=redis_url, prefix=prefix, partitions=8))

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from litestar import Litestar, Request, Response, post
 
 from app.settings import Settings
@@ -37,7 +36,7 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     from bench.append import sample_order  # the same 2-line order the append figures use
 
     settings = Settings.from_env()
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     try:
         store = EventStore(redis, settings.redis.keys)
         await store.load_functions()

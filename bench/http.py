@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 
 from app.passwords import Passwords
 from app.settings import AuthSettings
 from bench.loadgen import Request, closed_loop
 from bench.servers import Stack, api_server, drop_prefix
+from events.connection import connect
 from events.store import EventStore
 from workers.commands.demo import DEFAULT_PASSWORD, populate
 from workers.demo import make_shop
@@ -318,7 +318,7 @@ async def run(
     threads = 2
     tool = wrk_version() if os.environ.get("BENCH_LOAD", "wrk") == "wrk" else None
     stack = Stack.new(redis_url)
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     store = EventStore(client, stack.settings().redis.keys)
     await store.load_functions()
     shop = make_shop(accounts=ACCOUNTS, products=PRODUCTS, orders=0, seed=808, stock=STOCK)

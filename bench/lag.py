@@ -29,7 +29,6 @@ from typing import Any
 
 import asyncpg
 import pymongo.errors
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
 from app.auth import build_jwt_auth, issue_token
@@ -37,6 +36,7 @@ from app.passwords import Passwords
 from app.settings import AuthSettings
 from bench.loadgen import Request, open_loop
 from bench.servers import Stack, api_server, drop_prefix, mongo_server, postgres_database, projector
+from events.connection import connect
 from events.positions import parse_position, parse_stream_id
 from events.store import EventStore
 from projections.audit import AuditProjection
@@ -227,7 +227,7 @@ async def run(
     connections: int = 64,
 ) -> dict[str, Any]:
     workers = workers or os.cpu_count() or 1
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     async with contextlib.AsyncExitStack() as resources:
         mongo_url = resources.enter_context(mongo_server())
         logs = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="ssbench-lag-")))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-import redis.asyncio as aioredis
-
 from bench.append import sample_order
+from events.connection import connect
 from events.keys import Keys
 from events.store import Append, EventStore
 
 
 async def run(redis_url: str, events: int = 20000, batch: int = 200) -> dict[str, object]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     prefix = f"ssbench:{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix=prefix, partitions=8)
     store = EventStore(client, keys)

@@ -25,11 +25,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from bench.append import sample_order
 from bench.common import Timer, rate
 from bench.servers import PG_ADMIN_DSN, drop_prefix, postgres_database
+from events.connection import connect
 from events.keys import Keys
 from events.store import Append, EventStore
 
@@ -37,7 +37,7 @@ from events.store import Append, EventStore
 async def ours(redis_url: str, events: int, writers: int) -> tuple[float, float]:
     """(sequential, concurrent) appends per second through our event store."""
     prefix = f"ssbench:{uuid.uuid4().hex[:8]}"
-    client = aioredis.Redis.from_url(redis_url, max_connections=writers + 4)
+    client = connect(redis_url, max_connections=writers + 4)
     store = EventStore(client, Keys(prefix=prefix, partitions=8))
     await store.load_functions()
 

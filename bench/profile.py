@@ -16,13 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 from app.passwords import Passwords
 from app.settings import AuthSettings
 from bench.common import durable_redis
 from bench.http import ACCOUNTS, PRODUCTS, STOCK, _tokens, measure, wrk_version
 from bench.servers import VENV_BIN, Stack, api_server
+from events.connection import connect
 from events.store import EventStore
 from workers.commands.demo import DEFAULT_PASSWORD, populate
 from workers.demo import make_shop
@@ -97,7 +96,7 @@ def _merge(folder: Path, merged: Path) -> Path:
 async def main(seconds: float = 15.0, workers: int = 2) -> None:
     with durable_redis() as redis_url, tempfile.TemporaryDirectory(prefix="ssprof-") as tmp:
         stack = Stack.new(redis_url)
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect(redis_url)
         store = EventStore(client, stack.settings().redis.keys)
         await store.load_functions()
         shop = make_shop(accounts=ACCOUNTS, products=PRODUCTS, orders=0, seed=808, stock=STOCK)

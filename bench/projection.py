@@ -38,6 +38,7 @@ from app.settings import AuthSettings
 from bench.common import Timer, rate
 from bench.servers import Stack, drop_prefix, mongo_server, postgres_database
 from events.codec import RecordedEvent
+from events.connection import connect
 from events.keys import digest
 from events.store import EventStore
 from events.types import AccountCreated, OrderBilled, ProductCreated
@@ -322,7 +323,7 @@ async def demo_log(
 ) -> AsyncIterator[DemoLog]:
     """Fill the log through the command path; drop the prefix and the servers afterwards."""
     stack0 = Stack.new(redis_url)
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         with mongo_server() as mongo_url:
             async with postgres_database() as dsn:

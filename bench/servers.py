@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from app.settings import AuthSettings, MongoSettings, PostgresSettings, RedisSettings, Settings
 from bench.common import free_port, wait_for_port
+from events.connection import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -113,7 +113,7 @@ async def postgres_database() -> AsyncIterator[str]:
 
 async def drop_prefix(redis_url: str, prefix: str) -> None:
     """Delete one bench deployment's keys (the bench Redis is private and thrown away anyway)."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
         for i in range(0, len(keys), 500):

@@ -65,3 +65,17 @@ class RedisNotSuitable(EventStoreError):
 
 class ArchiveError(EventStoreError):
     """The archive does not hold what Redis says it does, or a segment is not as listed."""
+
+
+class SlotsDiffer(EventStoreError):
+    """On a Redis Cluster, one atomic call would touch keys in several hash slots.
+
+    A Redis Function runs on one node over one slot, so such a decision cannot be one
+    append there; it needs the saga of single-slot appends (issue #19). Nothing was written.
+    """
+
+    def __init__(self, function: str, slots: dict[int, list[str]]) -> None:
+        listed = "; ".join(f"slot {s}: {', '.join(keys)}" for s, keys in sorted(slots.items()))
+        super().__init__(f"{function} spans {len(slots)} hash slots ({listed})")
+        self.function = function
+        self.slots = slots

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, ResponseError
 
 from events.codec import RecordedEvent, decode_entry, encode, encode_data
 from events.errors import (
@@ -27,6 +28,7 @@ from events.errors import (
     EventStoreError,
     GuardFailed,
     RedisNotSuitable,
+    SlotsDiffer,
     UniquenessViolation,
     VersionConflict,
 )
@@ -246,11 +248,44 @@ class EventStore:
 
     async def load_functions(self) -> None:
         """Load (or replace) the append and the read libraries; their names carry the
-        version. Also makes sure the log has its identity."""
+        version. Also makes sure the log has its identity.
+
+        On a Redis Cluster the libraries go to every primary: a function lives on the node
+        that loaded it (and its replicas), and an append runs on whichever primary owns its
+        slot. :meth:`fcall` loads them again on a node that lacks them (one added by a
+        resharding, or emptied by a restart without its AOF).
+        """
         for name in ("append.lua", "read.lua"):
             code = resources.files("events").joinpath(name).read_text()
-            await self.redis.function_load(code, replace=True)
+            if isinstance(self.redis, RedisCluster):
+                await self.redis.execute_command(
+                    "FUNCTION LOAD", "REPLACE", code, target_nodes=RedisCluster.PRIMARIES
+                )
+            else:
+                await self.redis.function_load(code, replace=True)
         await self.identity()
+
+    async def fcall(self, function: str, keys: list[str], *args: str | bytes) -> Any:
+        """``FCALL`` one of the library's functions; where the node answers that it has no
+        such function (a new primary after a resharding), load the library and retry once.
+
+        Raises :class:`SlotsDiffer` on a cluster when ``keys`` span hash slots.
+        """
+        try:
+            return await self.redis.fcall(function, len(keys), *keys, *args)
+        except RedisClusterException as exc:
+            if "same key slot" not in str(exc):
+                raise
+            slots: dict[int, list[str]] = {}
+            for key in keys:
+                slots.setdefault(self.redis.keyslot(key), []).append(key)
+            raise SlotsDiffer(function, slots) from exc
+        except ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+            log.warning("redis_function_missing", function=function, error=str(exc))
+            await self.load_functions()
+            return await self.redis.fcall(function, len(keys), *keys, *args)
 
     async def identity(self) -> str:
         """The log's identity (:mod:`events.identity`), created before its first entry."""
@@ -259,8 +294,16 @@ class EventStore:
         return self._identity
 
     async def functions_loaded(self) -> bool:
+        """Whether the libraries are loaded (on a cluster: on every primary)."""
         for library in (LIBRARY, READ_LIBRARY):
-            if not await self.redis.function_list(library=library):
+            if isinstance(self.redis, RedisCluster):
+                for node in self.redis.get_primaries():
+                    listed = await self.redis.execute_command(
+                        "FUNCTION LIST", "LIBRARYNAME", library, target_nodes=node
+                    )
+                    if not listed:
+                        return False
+            elif not await self.redis.function_list(library=library):
                 return False
         return True
 
@@ -348,7 +391,7 @@ class EventStore:
         if self._identity is None:
             await self.identity()
         keys, request, partitions, _ = self._request(append)
-        raw = await self.redis.fcall(APPEND_FUNCTION, len(keys), *keys, request)
+        raw = await self.fcall(APPEND_FUNCTION, keys, request)
         reply = msgspec.json.decode(raw)
         if "ok" in reply:
             return AppendResult(entry_ids=list(zip(partitions, reply["ok"], strict=True)))
@@ -557,17 +600,31 @@ class EventStore:
 async def check_redis(redis: aioredis.Redis) -> list[str]:
     """Startup checks (invariant 4): refuse a Redis that could lose the log, warn on weak fsync.
 
+    On a Redis Cluster every primary is checked: any of them holds a share of the log.
     Returns the warnings it logged, raises :class:`RedisNotSuitable` on a refusal.
     """
-    info = await redis.info("server")
+    if isinstance(redis, RedisCluster):
+        warnings: list[str] = []
+        for node in redis.get_primaries():
+            try:
+                found = await _check_node(redis, {"target_nodes": node})
+            except RedisNotSuitable as exc:
+                raise RedisNotSuitable(f"primary {node.name}: {exc}") from exc
+            warnings += [f"{node.name}: {w}" for w in found]
+        return warnings
+    return await _check_node(redis, {})
+
+
+async def _check_node(redis: aioredis.Redis, target: dict[str, Any]) -> list[str]:
+    info = await redis.info("server", **target)
     version = str(info.get("redis_version", "0"))
     if tuple(int(x) for x in version.split(".")[:2]) < (7, 0):
         raise RedisNotSuitable(f"Redis {version} is too old: streamshop needs 7.0 or newer")
     warnings: list[str] = []
     try:
-        config = await redis.config_get("maxmemory-policy")
-        config.update(await redis.config_get("appendonly"))
-        config.update(await redis.config_get("appendfsync"))
+        config = await redis.config_get("maxmemory-policy", **target)
+        config.update(await redis.config_get("appendonly", **target))
+        config.update(await redis.config_get("appendfsync", **target))
     except ResponseError as exc:  # CONFIG can be disabled on managed Redis
         warnings.append(f"cannot read Redis config ({exc}); persistence not verified")
         log.warning("redis_config_unreadable", error=str(exc))

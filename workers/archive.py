@@ -285,7 +285,7 @@ async def archive(settings: Any, options: ArchiveOptions) -> ArchiveReport:
     keys: Keys = settings.redis.keys
     url = absolute_url(options.to)
     report = ArchiveReport(archive=url)
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     token = secrets.token_hex(8)
     lock = keys.archive(":lock")
     try:

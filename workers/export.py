@@ -567,7 +567,7 @@ async def export(
     report.removed = remove_leftovers(lake, manifest)
     if report.removed:
         log.warning("export_leftovers_removed", lake=options.to, count=report.removed)
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     progress = Progress("export", stream=progress_stream, enabled=not quiet)
     progress.phase = "log"
     run = _Run(lake, manifest, report, progress, max(1, options.batch))

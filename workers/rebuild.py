@@ -49,9 +49,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import redis.asyncio as aioredis
 import structlog
 
+from events.connection import RedisClient
 from events.store import EventStore
 from projections.base import Projection
 from workers.dlq import DeadLetters
@@ -260,12 +260,12 @@ class ViewCurrent(Exception):
 
 
 async def outdated(
-    settings: Any, name: str, redis: aioredis.Redis | None = None
+    settings: Any, name: str, redis: RedisClient | None = None
 ) -> tuple[str, int, int] | None:
     """``(live version, built by, this code's version)`` when the live version of view
     ``name`` was built by an older version of its projection; else ``None``."""
     own = redis is None
-    client = aioredis.Redis.from_url(settings.redis.url) if redis is None else redis
+    client = settings.redis.connect() if redis is None else redis
     try:
         live = await ViewPointers(client, settings.redis.prefix).current(name)
         built, code = await live_versions(factory_for(name), settings, live, redis=client)
@@ -332,7 +332,7 @@ async def rebuild_view(
     opts = options or RebuildOptions()
     catchup = opts.catchup or 4 * opts.batch
     progress = progress or Progress(name)
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     store = EventStore(redis, settings.redis.keys)
     pointers = ViewPointers(redis, settings.redis.prefix)
     dead = DeadLetters(redis, settings.redis.keys)

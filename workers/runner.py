@@ -44,6 +44,7 @@ import asyncpg
 import pymongo.errors
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -112,6 +113,11 @@ def _error(exc: BaseException) -> str:
 
 def blocking_client(redis: aioredis.Redis, block_ms: int) -> aioredis.Redis:
     """A client on its own pool for blocking reads, whose socket timeout outlasts ``BLOCK``."""
+    if isinstance(redis, RedisCluster):
+        node = redis.get_default_node()
+        return RedisCluster(  # type: ignore[return-value]
+            host=node.host, port=node.port, socket_timeout=block_ms / 1000 + 5.0
+        )
     pool = redis.connection_pool
     kwargs = dict(pool.connection_kwargs)
     kwargs["socket_timeout"] = block_ms / 1000 + 5.0

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import msgspec
-import redis.asyncio as aioredis
 
 from events.states import AggregateState, affected, encode_state, evolve, initial
 from events.store import PUT_STATE_FUNCTION, EventStore
@@ -168,8 +167,8 @@ async def put_state(
     store: EventStore, aggregate: str, writes: str, state: AggregateState | None
 ) -> bool:
     request = {"w": writes, "fields": encode_state(state) if state is not None else {}}
-    reply = await store.redis.fcall(
-        PUT_STATE_FUNCTION, 1, store.keys.state(aggregate), msgspec.json.encode(request)
+    reply = await store.fcall(
+        PUT_STATE_FUNCTION, [store.keys.state(aggregate)], msgspec.json.encode(request)
     )
     return (reply.decode() if isinstance(reply, bytes) else reply) == "ok"
 
@@ -249,7 +248,7 @@ class _store:
     """An :class:`EventStore` on its own Redis connection, for one CLI run."""
 
     def __init__(self, settings: Any) -> None:
-        self.redis = aioredis.Redis.from_url(settings.redis.url)
+        self.redis = settings.redis.connect()
         self.store = EventStore(self.redis, settings.redis.keys)
 
     async def __aenter__(self) -> EventStore:

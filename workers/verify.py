@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 import structlog
 from pymongo import AsyncMongoClient
 
@@ -276,7 +275,7 @@ async def verify_view(
     if name not in VIEWS:
         raise ValueError(f"unknown view {name!r} (known: {', '.join(VIEWS)})")
     opts = options or RebuildOptions(batch=batch)
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     store = EventStore(redis, settings.redis.keys)
     pointers = ViewPointers(redis, settings.redis.prefix)
     partitions = store.keys.partitions
@@ -366,7 +365,7 @@ async def check_identity(settings: Any, name: str) -> str | None:
     :class:`~projections.identity.ForeignView` for a view of another log. Writes nothing."""
     if name not in VIEWS:
         raise ValueError(f"unknown view {name!r} (known: {', '.join(VIEWS)})")
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     try:
         version = await ViewPointers(redis, settings.redis.prefix).current(name)
         factory = factory_for(name)

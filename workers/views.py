@@ -158,7 +158,7 @@ async def _log_of(
 ) -> AsyncIterator[tuple[aioredis.Redis, str]]:
     """A Redis client (``redis``, or one of our own closed on exit) and the log's identity."""
     own = redis is None
-    client = aioredis.Redis.from_url(settings.redis.url) if redis is None else redis
+    client = settings.redis.connect() if redis is None else redis
     try:
         yield client, await log_identity(client, settings.redis.keys)
     finally:
@@ -494,7 +494,7 @@ class VersionedProjection:
 @asynccontextmanager
 async def versioned(name: str, factory: ViewFactory, settings: Any) -> AsyncIterator[Projection]:
     """Registry wrapper: the live projection of view ``name``, following its pointer."""
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     projection = VersionedProjection(
         name, factory, settings, ViewPointers(redis, settings.redis.prefix)
     )

@@ -17,6 +17,9 @@ from events.errors import (
 from events.ids import uuid7
 from events.store import Append, EventStore, Guard, Reservation, StateChange
 from events.types import AccountCreated, OrderBilled, OrderLine, ProductCreated
+from tests.support.cluster import single_and_cluster
+
+pytestmark = single_and_cluster
 
 
 def account(email: str = "ana@example.com", name: str = "Ana") -> AccountCreated:
@@ -47,6 +50,7 @@ async def test_stale_expected_version_is_rejected_and_appends_nothing(store: Eve
     assert await store.count() == 1
 
 
+@pytest.mark.cross_slot("the account state and the email reservation uniq:{pE}")
 async def test_fifty_concurrent_reservations_of_one_key_let_exactly_one_win(
     store: EventStore,
 ) -> None:
@@ -69,6 +73,7 @@ async def test_fifty_concurrent_reservations_of_one_key_let_exactly_one_win(
     assert await store.count() == 1
 
 
+@pytest.mark.cross_slot("an order, its account and its product, each in its own {pN}")
 async def test_failed_check_in_multi_aggregate_append_changes_nothing(store: EventStore) -> None:
     buyer, item = account(), product(stock=1)
     await store.append(Append(events=[buyer, item]))
@@ -103,6 +108,7 @@ async def test_failed_check_in_multi_aggregate_append_changes_nothing(store: Eve
     assert await store.count() == before_count
 
 
+@pytest.mark.cross_slot("the order state and the account it requires")
 async def test_missing_aggregate_is_a_named_rejection(store: EventStore) -> None:
     order = OrderBilled(order_id=uuid7(), account_id="nobody", lines=[], total=0)
     with pytest.raises(AggregateMissing):
@@ -110,6 +116,7 @@ async def test_missing_aggregate_is_a_named_rejection(store: EventStore) -> None
     assert await store.count() == 0
 
 
+@pytest.mark.cross_slot("idem:{pK} is tagged by the key, not by the aggregate")
 async def test_same_idempotency_key_twice_returns_first_result_and_appends_once(
     store: EventStore,
 ) -> None:
@@ -125,6 +132,7 @@ async def test_same_idempotency_key_twice_returns_first_result_and_appends_once(
     assert await store.count() == 1
 
 
+@pytest.mark.cross_slot("idem:{pK} is tagged by the key, not by the aggregate")
 async def test_recorded_outcome_is_readable_before_deciding_again(store: EventStore) -> None:
     assert await store.recorded("k2") is None
     first = await store.append(Append(events=[account()], idempotency_key="k2", result="r"))
@@ -134,7 +142,8 @@ async def test_recorded_outcome_is_readable_before_deciding_again(store: EventSt
 
 
 async def test_every_entry_has_the_envelope_fields_in_order(store: EventStore) -> None:
-    await store.append(Append(events=[account(), product()]))
+    for event in (account(), product()):
+        await store.append(Append(events=[event]))
     for p in range(store.keys.partitions):
         for _, fields in await store.read_raw(p):
             assert [k.decode() for k in fields] == list(FIELDS)

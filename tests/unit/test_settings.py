@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from app.settings import Settings
 
@@ -81,3 +83,15 @@ def test_session_and_rate_limit_settings_come_from_the_environment() -> None:
     assert (auth.token_ttl_seconds, auth.refresh_ttl_seconds) == (300, 3600)
     assert (auth.login_rate_per_minute, auth.refresh_rate_per_minute) == (0, 7)
     assert Settings.from_env({}).auth.token_ttl_seconds == 900
+
+
+def test_redis_cluster_flag_selects_the_cluster_client() -> None:
+    redis = Settings.from_env({"STREAMSHOP_DEV": "1", "REDIS_CLUSTER": "1"}).redis
+    assert redis.cluster
+    assert isinstance(redis.connect(), RedisCluster)
+
+
+def test_without_the_cluster_flag_the_client_is_a_single_node_one() -> None:
+    redis = Settings.from_env({"STREAMSHOP_DEV": "1"}).redis
+    assert not redis.cluster
+    assert isinstance(redis.connect(), aioredis.Redis)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.settings import Settings
@@ -30,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     url = settings.redis.url
-    client = aioredis.Redis.from_url(url)
+    client = settings.redis.connect()
     try:
         warnings = await check_redis(client)
         version = (await client.info("server")).get("redis_version", "?")

@@ -7,7 +7,6 @@ import os
 import sys
 
 import msgspec
-import redis.asyncio as aioredis
 
 from app.commands import execute
 from app.commands.accounts import SignUp, normalize_email
@@ -45,7 +44,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         print("the password must have 8 to 1024 characters", file=sys.stderr)
         return 2
     email = normalize_email(args.email)
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     try:
         store = EventStore(redis, settings.redis.keys)
         await store.load_functions()

@@ -18,8 +18,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import redis.asyncio as aioredis
-
 from app.commands import execute
 from app.commands.accounts import SignUp, account_aggregate
 from app.commands.billing import BillLine, BillOrder, order_aggregate
@@ -242,7 +240,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         print("orders need --accounts and --products above zero")
         return 2
     shop = make_shop(args.accounts, args.products, args.orders, args.seed, args.stock)
-    client = aioredis.Redis.from_url(settings.redis.url)
+    client = settings.redis.connect()
     try:
         try:
             await check_redis(client)

@@ -7,8 +7,6 @@ import argparse
 import json
 import sys
 
-import redis.asyncio as aioredis
-
 from app.settings import Settings
 from workers.dlq import DeadLetters
 from workers.progress import Progress
@@ -41,7 +39,7 @@ async def _names(dead: DeadLetters, settings: Settings, spec: str | None) -> lis
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     dead = DeadLetters(redis, settings.redis.keys)
     try:
         targets = await _names(dead, settings, args.projection)

@@ -6,8 +6,6 @@ import argparse
 import asyncio
 import signal
 
-import redis.asyncio as aioredis
-
 from app.commands import execute
 from app.commands.errors import DomainError
 from app.commands.orders import ExpireOrder
@@ -37,7 +35,7 @@ def expirer(store: EventStore) -> Expire:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     try:
         store = EventStore(redis, settings.redis.keys)
         await store.load_functions()

@@ -7,7 +7,6 @@ import asyncio
 import signal
 
 import prometheus_client
-import redis.asyncio as aioredis
 
 from app.settings import Settings
 from events.store import EventStore, check_redis
@@ -36,7 +35,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     keys = settings.redis.keys
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     try:
         await check_redis(redis)
         store = EventStore(redis, keys)

@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     try:
         rows = await collect(redis, settings.redis.keys, args.names or None)
     finally:

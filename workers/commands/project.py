@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         loop.add_signal_handler(sig, on_signal)
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     try:
         async with open_projections(settings, args.names) as projections:
             timed: list[Any] = [TimedProjection(p, redis, settings.redis.keys) for p in projections]
