@@ -11,14 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,31 +24,14 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from app.settings import AuthSettings, MongoSettings, PostgresSettings, RedisSettings, Settings
-from bench.common import free_port, wait_for_port
+from scripts import servers
+from scripts.servers import executable, free_port, http_ok, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 PG_ADMIN_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 PARTITIONS = 8
 """Partitions of the bench log (the deployment default)."""
-
-
-def _exe(name: str) -> str:
-    found = shutil.which(name) or str(VENV_BIN / name)
-    if not Path(found).exists():
-        raise RuntimeError(f"{name} is not installed")
-    return found
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout``; the process is ours (we started it)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -68,28 +47,11 @@ def mongo_server() -> Iterator[str]:
     if url := os.environ.get("BENCH_MONGO_URL"):
         yield url
         return
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="ssbench-mongo-") as tmp:
-        proc = subprocess.Popen(
-            [
-                _exe("secantusd-py"),
-                "--storage-path",
-                tmp,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "WARNING",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_for_port(port, timeout=60)
-            yield f"mongodb://127.0.0.1:{port}"
-        finally:
-            _stop(proc)
+    with (
+        tempfile.TemporaryDirectory(prefix="ssbench-mongo-") as tmp,
+        servers.mongo_server(tmp, timeout=60) as url,
+    ):
+        yield url
 
 
 @contextlib.asynccontextmanager
@@ -173,14 +135,6 @@ class Stack:
         }
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @contextlib.contextmanager
 def api_server(stack: Stack, workers: int, logs: Path) -> Iterator[str]:
     """The real API: ``uvicorn --factory app.main:create_app`` with ``workers`` processes.
@@ -190,7 +144,7 @@ def api_server(stack: Stack, workers: int, logs: Path) -> Iterator[str]:
     """
     port = free_port()
     command = [
-        _exe("uvicorn"),
+        executable("uvicorn"),
         "--factory",
         "app.main:create_app",
         "--host",
@@ -208,13 +162,13 @@ def api_server(stack: Stack, workers: int, logs: Path) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        while not _http_ok(f"{base}/ready"):
+        while not http_ok(f"{base}/ready"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the API did not start:\n{_tail(logs)}")
             time.sleep(0.2)
         yield base
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @contextlib.contextmanager
@@ -222,7 +176,7 @@ def projector(stack: Stack, logs: Path, *names: str) -> Iterator[subprocess.Pope
     """``streamshop project [names]``: the real projector process, stopped with SIGTERM."""
     with logs.open("ab") as out:
         proc = subprocess.Popen(
-            [_exe("streamshop"), "project", *names],
+            [executable("streamshop"), "project", *names],
             env=stack.env(),
             cwd=ROOT,
             stdout=out,
@@ -231,4 +185,4 @@ def projector(stack: Stack, logs: Path, *names: str) -> Iterator[subprocess.Pope
     try:
         yield proc
     finally:
-        _stop(proc, timeout=30)
+        stop(proc, timeout=30)
