@@ -126,6 +126,17 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
             proc.wait(timeout=5)
 
 
+@contextlib.contextmanager
+def _serving(command: list[str], port: int, timeout: float) -> Iterator[None]:
+    """Run ``command`` (a server that will listen on ``port``) until the block ends."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, timeout=timeout)
+        yield
+    finally:
+        stop(proc)
+
+
 def secantusd_command(storage_path: str | Path, port: int) -> list[str]:
     """The SecantusDB server on 127.0.0.1:``port``; ``storage_path`` may be ``:memory:``."""
     return [
@@ -145,16 +156,8 @@ def secantusd_command(storage_path: str | Path, port: int) -> list[str]:
 def mongo_server(storage_path: str | Path, timeout: float = 30.0) -> Iterator[str]:
     """A SecantusDB process of our own on a free port; yields its URL, stops it after."""
     port = free_port()
-    proc = subprocess.Popen(
-        secantusd_command(storage_path, port),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=timeout)
+    with _serving(secantusd_command(storage_path, port), port, timeout):
         yield f"mongodb://127.0.0.1:{port}"
-    finally:
-        stop(proc)
 
 
 DURABLE_REDIS_ARGS: tuple[str, ...] = (
@@ -183,13 +186,6 @@ def redis_server(directory: str | Path, *args: str, timeout: float = 30.0) -> It
     if exe is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=timeout)
+    command = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), *args]
+    with _serving(command, port, timeout):
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop(proc)
