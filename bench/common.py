@@ -1,4 +1,7 @@
-"""Shared benchmark plumbing: a throwaway Redis configured like production, timing, machine facts."""
+"""Shared benchmark plumbing: a throwaway Redis configured like production, timing, machine facts.
+
+Starting servers is :mod:`scripts.servers`, shared with ``make run`` and the tests.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import contextlib
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,22 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+from scripts.servers import DURABLE_REDIS_ARGS, redis_server
 
 
 @contextlib.contextmanager
@@ -40,44 +27,15 @@ def durable_redis() -> Iterator[str]:
     Benchmarking against it, rather than the machine's cache-only Redis, means the figures
     include the fsync that makes an acknowledged command survive ``kill -9``.
     """
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="ssbench-redis-") as tmp:
-        proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                tmp,
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--no-appendfsync-on-rewrite",
-                "no",
-                "--maxmemory-policy",
-                "noeviction",
-                "--stream-node-max-bytes",
-                "65536",
-                "--stream-node-max-entries",
-                "1000",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_for_port(port)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with (
+        tempfile.TemporaryDirectory(prefix="ssbench-redis-") as tmp,
+        redis_server(
+            tmp,
+            *DURABLE_REDIS_ARGS,
+            *("--stream-node-max-bytes", "65536", "--stream-node-max-entries", "1000"),
+        ) as url,
+    ):
+        yield url
 
 
 @dataclass

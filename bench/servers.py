@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,32 +25,15 @@ from pathlib import Path
 import asyncpg
 
 from app.settings import AuthSettings, MongoSettings, PostgresSettings, RedisSettings, Settings
-from bench.common import free_port, wait_for_port
 from events.connection import connect
+from scripts import servers
+from scripts.servers import executable, free_port, http_ok, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 PG_ADMIN_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 PARTITIONS = 8
 """Partitions of the bench log (the deployment default)."""
-
-
-def _exe(name: str) -> str:
-    found = shutil.which(name) or str(VENV_BIN / name)
-    if not Path(found).exists():
-        raise RuntimeError(f"{name} is not installed")
-    return found
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout``; the process is ours (we started it)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -68,28 +49,11 @@ def mongo_server() -> Iterator[str]:
     if url := os.environ.get("BENCH_MONGO_URL"):
         yield url
         return
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="ssbench-mongo-") as tmp:
-        proc = subprocess.Popen(
-            [
-                _exe("secantusd-py"),
-                "--storage-path",
-                tmp,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "WARNING",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_for_port(port, timeout=60)
-            yield f"mongodb://127.0.0.1:{port}"
-        finally:
-            _stop(proc)
+    with (
+        tempfile.TemporaryDirectory(prefix="ssbench-mongo-") as tmp,
+        servers.mongo_server(tmp, timeout=60) as url,
+    ):
+        yield url
 
 
 @contextlib.asynccontextmanager
@@ -173,14 +137,6 @@ class Stack:
         }
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _answers(port: int) -> bool:
     try:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
@@ -208,7 +164,7 @@ def api_server(
     """
     port = free_port()
     command = [
-        _exe("uvicorn"),
+        executable("uvicorn"),
         "--factory",
         factory,
         "--host",
@@ -226,13 +182,13 @@ def api_server(
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180  # a loaded 2-core machine starts workers slowly
-        while not (_http_ok(base + ready_path) if ready_path else _answers(port)):
+        while not (http_ok(base + ready_path) if ready_path else _answers(port)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the API did not start:\n{_tail(logs)}")
             time.sleep(0.2)
         yield base
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @contextlib.contextmanager
@@ -240,7 +196,7 @@ def projector(stack: Stack, logs: Path, *names: str) -> Iterator[subprocess.Pope
     """``streamshop project [names]``: the real projector process, stopped with SIGTERM."""
     with logs.open("ab") as out:
         proc = subprocess.Popen(
-            [_exe("streamshop"), "project", *names],
+            [executable("streamshop"), "project", *names],
             env=stack.env(),
             cwd=ROOT,
             stdout=out,
@@ -249,4 +205,4 @@ def projector(stack: Stack, logs: Path, *names: str) -> Iterator[subprocess.Pope
     try:
         yield proc
     finally:
-        _stop(proc, timeout=30)
+        stop(proc, timeout=30)

@@ -38,13 +38,13 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from servers import mongo_ready, redis_ready, tcp_ready  # scripts/ is on sys.path
 
 WAIT_SECONDS = float(os.environ.get("STREAMSHOP_WAIT_SECONDS", "120"))
 OUTLIVE_SECONDS = 3.5
@@ -55,50 +55,12 @@ PR_SET_PDEATHSIG = 1
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _redis_ready(url: str) -> bool:
-    import redis
-    from redis.exceptions import RedisError
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
-    try:
-        return bool(client.ping())
-    except (RedisError, OSError):  # refused, or BusyLoadingError while the AOF replays
-        return False
-    finally:
-        client.close()
-
-
-def mongo_ready(url: str) -> bool:
-    from pymongo import MongoClient
-    from pymongo.errors import PyMongoError
-
-    client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=1000)
-    try:
-        client.admin.command("ping")
-        return True
-    except PyMongoError:
-        return False
-    finally:
-        client.close()
-
-
-def _tcp_ready(url: str, default_port: int) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection(
-            (parts.hostname or "127.0.0.1", parts.port or default_port), 1
-        ):
-            return True
-    except OSError:
-        return False
-
-
 def wait_for_datastores(env: dict[str, str]) -> None:
     """Block until every configured datastore answers, or exit after ``WAIT_SECONDS``."""
     checks = {
-        "Redis": lambda: _redis_ready(env["REDIS_URL"]),
+        "Redis": lambda: redis_ready(env["REDIS_URL"]),
         "MongoDB": lambda: mongo_ready(env["MONGO_URL"]),
-        "PostgreSQL": lambda: _tcp_ready(env["DATABASE_URL"], 5432),
+        "PostgreSQL": lambda: tcp_ready(env["DATABASE_URL"], 5432),
     }
     deadline = time.monotonic() + WAIT_SECONDS
     for name, ready in checks.items():

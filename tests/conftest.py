@@ -9,13 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -26,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from events.connection import connect
 from events.keys import Keys
 from events.store import EventStore
+from scripts.servers import mongo_server
 from tests.support.cluster import RedisClusterNodes, start_cluster
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -88,55 +84,14 @@ async def store(redis_client: aioredis.Redis, prefix: str) -> AsyncIterator[Even
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
 @pytest.fixture(scope="session")
 def mongo_url() -> Iterator[str]:
     """An in-memory SecantusDB server for the whole run (or TEST_MONGO_URL if set)."""
     if url := os.environ.get("TEST_MONGO_URL"):
         yield url
         return
-    exe = shutil.which("secantusd-py") or str(Path(sys.executable).parent / "secantusd-py")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--storage-path",
-            ":memory:",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
-        yield f"mongodb://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with mongo_server(":memory:") as url:
+        yield url
 
 
 @pytest.fixture

@@ -36,22 +36,29 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load(name: str) -> ModuleType | None:
+class MissingCommand(Exception):
+    """A sub-command listed in ``COMMANDS`` whose module is not there: a broken install or a
+    typo in the table, never a command to leave out quietly."""
+
+
+def _load(name: str, module_name: str) -> ModuleType:
     try:
-        return importlib.import_module(COMMANDS[name][0])
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name == COMMANDS[name][0]:
-            return None
+        if exc.name == module_name:
+            raise MissingCommand(
+                f"streamshop {name}: its module {module_name} is missing (listed in COMMANDS)"
+            ) from exc
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: dict[str, tuple[str, str]] = COMMANDS) -> argparse.ArgumentParser:
+    """One sub-parser per entry of ``commands``; raises :class:`MissingCommand` for a module
+    that is not there."""
     parser = argparse.ArgumentParser(prog="streamshop", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, help_text) in COMMANDS.items():
-        module = _load(name)
-        if module is None:
-            continue
+    for name, (module_name, help_text) in commands.items():
+        module = _load(name, module_name)
         command = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(command)
         command.set_defaults(_module=module)

@@ -28,10 +28,18 @@ from typing import Any
 
 from pymongo import InsertOne, UpdateOne
 
+from events.positions import parse_stream_id
+
 Update = dict[str, dict[str, Any]]
 """An update document: operator (``$set``, ``$inc``, ``$max``, ``$setOnInsert``) → fields."""
 
 OPERATORS = ("$set", "$inc", "$max", "$setOnInsert")
+
+
+def mark(entry_id: str) -> str:
+    """A stream entry id as a string that sorts like the id (for ``$gte`` watermarks)."""
+    ms, seq = parse_stream_id(entry_id)
+    return f"{ms:016d}-{seq:012d}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Read-model handlers of the order lifecycle: the order document's status, history,
 payments, refunds and shipments, and the products' ``stock`` / ``reserved``.
 
-Same rules as :mod:`projections.read_models.projection`: an event writes its own order
+Same rules as :mod:`projections.read_models.handlers`: an event writes its own order
 document guarded by ``Own(seq)``, and its products (other partitions) by ``Cross``
 watermarks with commuting ``$inc``. Each entry of the order's maps is keyed ``s<seq>``,
 so replays set the same entry again.
@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from events.codec import RecordedEvent
-from events.positions import parse_stream_id
 from events.types import (
     OrderCancelled,
     OrderDelivered,
@@ -27,13 +26,7 @@ from events.types import (
     PaymentDeclined,
     RefundIssued,
 )
-from projections.read_models.folding import Cross, Own, Write
-
-
-def _mark(entry_id: str) -> str:
-    """``projection.mark`` (that module imports this one)."""
-    ms, seq = parse_stream_id(entry_id)
-    return f"{ms:016d}-{seq:012d}"
+from projections.read_models.folding import Cross, Own, Write, mark
 
 
 def _units(lines: Iterable[OrderLine]) -> dict[str, int]:
@@ -50,7 +43,7 @@ def _products(
     writes = []
     for product_id, quantity in _units(lines).items():
         inc = {k: v * quantity for k, v in (("stock", stock), ("reserved", reserved)) if v}
-        guard = Cross(rec.partition, _mark(rec.entry_id))
+        guard = Cross(rec.partition, mark(rec.entry_id))
         writes.append(Write("products", product_id, {"$inc": inc}, guard, upsert=True))
     return writes
 
@@ -113,7 +106,7 @@ def on_order_paid(rec: RecordedEvent, e: OrderPaid) -> list[Write]:
     writes.extend(_products(rec, e.lines, stock=0, reserved=-1))
     if e.account_id:
         account = {"$inc": {"orders_count": 1, "total_spent": e.amount}}
-        guard = Cross(rec.partition, _mark(rec.entry_id))
+        guard = Cross(rec.partition, mark(rec.entry_id))
         writes.append(Write("accounts", e.account_id, account, guard, upsert=True))
     return writes
 

@@ -1,5 +1,6 @@
-"""The read-models projection: folds the log into the ``accounts``, ``products``, ``orders``
-and ``carts`` collections with idempotent, version-guarded bulk writes.
+"""The read-models projection's bulk writer: applies the writes of the event handlers
+(:mod:`projections.read_models.handlers`) to the ``accounts``, ``products``, ``orders`` and
+``carts`` collections as idempotent, version-guarded bulk writes, with the checkpoint.
 
 Exactly once, without transactions:
 
@@ -44,9 +45,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import msgspec
 import structlog
 from pymongo import IndexModel, UpdateOne, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
@@ -54,49 +53,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, ConnectionFailure
 
 from events.codec import RecordedEvent
-from events.positions import parse_stream_id
-from events.types import (
-    AccountCreated,
-    AccountDeactivated,
-    AccountProfileChanged,
-    AccountReactivated,
-    CartCheckedOut,
-    CartItemRemoved,
-    CartItemSet,
-    LoginSucceeded,
-    OrderBilled,
-    OrderCancelled,
-    OrderDelivered,
-    OrderExpired,
-    OrderPaid,
-    OrderPlaced,
-    OrderShipped,
-    PasswordChanged,
-    PaymentDeclined,
-    ProductCreated,
-    ProductDeleted,
-    ProductUpdated,
-    RefundIssued,
-    StockAdjusted,
-)
 from projections.base import SinkUnavailable
-from projections.read_models.carts import (
-    on_cart_checked_out,
-    on_cart_item_removed,
-    on_cart_item_set,
-)
 from projections.read_models.documents import AccountView, OrderView, ProductView
-from projections.read_models.folding import Cross, Fold, Own, Update, Write, fold
-from projections.read_models.lifecycle import (
-    on_order_cancelled,
-    on_order_delivered,
-    on_order_expired,
-    on_order_paid,
-    on_order_placed,
-    on_order_shipped,
-    on_payment_declined,
-    on_refund_issued,
-)
+from projections.read_models.folding import Cross, Fold, Own, Write, fold, mark
+from projections.read_models.handlers import writes_for
 
 DUPLICATE_KEY = 11000
 
@@ -133,184 +93,6 @@ class Collections:
             meta=f"{base.meta}{suffix}",
             redrives=f"{base.redrives}{suffix}",
         )
-
-
-def mark(entry_id: str) -> str:
-    """A stream entry id as a string that sorts like the id (for ``$gte`` watermarks)."""
-    ms, seq = parse_stream_id(entry_id)
-    return f"{ms:016d}-{seq:012d}"
-
-
-def _own(role: str, aggregate_id: str, seq: int, update: Update, *, upsert: bool = False) -> Write:
-    return Write(role, aggregate_id, update, Own(seq), upsert=upsert)
-
-
-def _cross(role: str, target_id: str, rec: RecordedEvent, update: Update) -> Write:
-    return Write(role, target_id, update, Cross(rec.partition, mark(rec.entry_id)), upsert=True)
-
-
-def on_account_created(rec: RecordedEvent, e: AccountCreated) -> list[Write]:
-    fields = {
-        "email": e.email,
-        "name": e.name,
-        "name_key": e.name.casefold(),
-        "role": e.role,
-        "active": True,
-        "created_at": rec.at,
-    }
-    # Set, not set on insert: a stub made by an order or a login may come first.
-    update = {"$set": fields, "$setOnInsert": {"orders_count": 0, "total_spent": 0}}
-    return [_own("accounts", e.account_id, rec.seq, update, upsert=True)]
-
-
-def on_login_succeeded(rec: RecordedEvent, e: LoginSucceeded) -> list[Write]:
-    # A stub carries the counters AccountCreated would set on insert, so the document is
-    # the same whichever partition a replay applies first.
-    stub = {"version": 0, "orders_count": 0, "total_spent": 0}
-    update = {"$max": {"last_login_at": rec.at}, "$setOnInsert": stub}
-    return [Write("accounts", e.account_id, update, upsert=True)]
-
-
-# -- accounts: profile and activation (issue 15) --
-
-
-def on_account_profile_changed(rec: RecordedEvent, e: AccountProfileChanged) -> list[Write]:
-    fields: dict[str, Any] = {}
-    if e.name is not None:
-        fields["name"] = e.name
-        fields["name_key"] = e.name.casefold()
-    if e.shipping_address is not None:
-        fields["shipping_address"] = msgspec.to_builtins(e.shipping_address)
-    return [_own("accounts", e.account_id, rec.seq, {"$set": fields})]
-
-
-def on_account_activation(
-    rec: RecordedEvent, e: AccountDeactivated | AccountReactivated
-) -> list[Write]:
-    active = isinstance(e, AccountReactivated)
-    return [_own("accounts", e.account_id, rec.seq, {"$set": {"active": active}})]
-
-
-def on_password_changed(rec: RecordedEvent, e: PasswordChanged) -> list[Write]:
-    """Only the version moves: the hash never enters a view."""
-    return [_own("accounts", e.account_id, rec.seq, {})]
-
-
-def on_product_created(rec: RecordedEvent, e: ProductCreated) -> list[Write]:
-    fields = {
-        "sku": e.sku,
-        "name": e.name,
-        "name_key": e.name.casefold(),
-        "description": e.description,
-        "category": e.category,
-        "price": e.price,
-        "currency": e.currency,
-        "deleted": False,
-        "created_at": rec.at,
-        "updated_at": rec.at,
-    }
-    # Opening stock is added, not set: sales from other partitions may already be counted.
-    update = {"$set": fields, "$inc": {"stock": e.stock}}
-    return [_own("products", e.product_id, rec.seq, update, upsert=True)]
-
-
-def on_product_updated(rec: RecordedEvent, e: ProductUpdated) -> list[Write]:
-    fields: dict[str, Any] = {"updated_at": rec.at}
-    for name in ("name", "description", "category", "price", "currency"):
-        value = getattr(e, name)
-        if value is not None:
-            fields[name] = value
-    if e.name is not None:
-        fields["name_key"] = e.name.casefold()
-    return [_own("products", e.product_id, rec.seq, {"$set": fields})]
-
-
-def on_product_deleted(rec: RecordedEvent, e: ProductDeleted) -> list[Write]:
-    update = {"$set": {"deleted": True, "updated_at": rec.at}}
-    return [_own("products", e.product_id, rec.seq, update)]
-
-
-def on_stock_adjusted(rec: RecordedEvent, e: StockAdjusted) -> list[Write]:
-    update = {"$inc": {"stock": e.delta}, "$set": {"updated_at": rec.at}}
-    return [_own("products", e.product_id, rec.seq, update)]
-
-
-def on_order_billed(rec: RecordedEvent, e: OrderBilled) -> list[Write]:
-    doc = {
-        "account_id": e.account_id,
-        "lines": [
-            {
-                "product_id": line.product_id,
-                "name": line.name,
-                "quantity": line.quantity,
-                "unit_price": line.unit_price,
-                "line_total": line.line_total,
-            }
-            for line in e.lines
-        ],
-        "total": e.total,
-        "currency": e.currency,
-        "billed_at": rec.at,
-    }
-    # Only this event writes an order document: it can be inserted rather than upserted.
-    order = Write("orders", e.order_id, {"$set": doc}, Own(rec.seq), upsert=True, sole_writer=True)
-    account = {"$inc": {"orders_count": 1, "total_spent": e.total}}
-    writes: list[Write] = [order, _cross("accounts", e.account_id, rec, account)]
-    sold: dict[str, int] = defaultdict(int)
-    for line in e.lines:
-        sold[line.product_id] += line.quantity
-    for product_id, quantity in sold.items():
-        writes.append(_cross("products", product_id, rec, {"$inc": {"stock": -quantity}}))
-    return writes
-
-
-def writes_for(rec: RecordedEvent) -> list[Write]:
-    """The route table: event type → its writes. Types not listed change no read model."""
-    match rec.event:
-        case AccountCreated() as e:
-            return on_account_created(rec, e)
-        case LoginSucceeded() as e:
-            return on_login_succeeded(rec, e)
-        case AccountProfileChanged() as e:
-            return on_account_profile_changed(rec, e)
-        case AccountDeactivated() | AccountReactivated() as e:
-            return on_account_activation(rec, e)
-        case PasswordChanged() as e:
-            return on_password_changed(rec, e)
-        case ProductCreated() as e:
-            return on_product_created(rec, e)
-        case ProductUpdated() as e:
-            return on_product_updated(rec, e)
-        case ProductDeleted() as e:
-            return on_product_deleted(rec, e)
-        case StockAdjusted() as e:
-            return on_stock_adjusted(rec, e)
-        case OrderBilled() as e:
-            return on_order_billed(rec, e)
-        case OrderPlaced() as e:
-            return on_order_placed(rec, e)
-        case PaymentDeclined() as e:
-            return on_payment_declined(rec, e)
-        case OrderPaid() as e:
-            return on_order_paid(rec, e)
-        case OrderExpired() as e:
-            return on_order_expired(rec, e)
-        case OrderCancelled() as e:
-            return on_order_cancelled(rec, e)
-        case RefundIssued() as e:
-            return on_refund_issued(rec, e)
-        case OrderShipped() as e:
-            return on_order_shipped(rec, e)
-        case OrderDelivered() as e:
-            return on_order_delivered(rec, e)
-        case CartItemSet() as e:
-            return on_cart_item_set(rec, e)
-        case CartItemRemoved() as e:
-            return on_cart_item_removed(rec, e)
-        case CartCheckedOut() as e:
-            return on_cart_checked_out(rec, e)
-        case _:
-            return []
 
 
 async def bulk_apply(collection: AsyncCollection, ops: list[UpdateOne]) -> None:

@@ -14,7 +14,8 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import PG_ADMIN_DSN, REDIS_URL, free_port, wait_for_port
+from scripts.servers import free_port, wait_for_port
+from tests.conftest import PG_ADMIN_DSN, REDIS_URL
 from tests.e2e import PASSWORD, TEST_JWT_SECRET, new_email
 from tests.support.fuzz import fuzz_operations
 

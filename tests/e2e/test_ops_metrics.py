@@ -12,7 +12,7 @@ from app.metrics import ApiMetrics, count_conflicts
 from events.errors import VersionConflict
 from events.store import Append, EventStore
 from events.types import StockAdjusted
-from tests.conftest import free_port
+from scripts.servers import free_port
 from tests.e2e import admin, create_product, customer
 from tests.e2e.test_ops_support import (  # noqa: F401
     VIEWS,

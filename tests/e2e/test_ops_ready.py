@@ -11,7 +11,8 @@ from litestar.testing import AsyncTestClient
 from app.main import create_app
 from app.settings import PostgresSettings
 from events.store import EventStore
-from tests.conftest import PG_ADMIN_DSN, REDIS_URL, free_port
+from scripts.servers import free_port
+from tests.conftest import PG_ADMIN_DSN, REDIS_URL
 from tests.e2e import admin, assert_problem, create_product, customer
 from tests.e2e.test_ops_support import (  # noqa: F401
     Ops,

@@ -24,7 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.main import create_app
 from app.settings import MongoSettings, PostgresSettings, Settings
 from events.store import EventStore
-from tests.conftest import REDIS_URL, free_port, wait_for_port
+from scripts.servers import free_port, wait_for_port
+from tests.conftest import REDIS_URL
 from tests.e2e import TEST_JWT_SECRET, api_settings
 from tests.e2e.test_views_support import pg_database_fixture  # noqa: F401
 from tests.support.projectors import Projector, eventually

@@ -16,7 +16,8 @@ import pytest
 from app.auth import build_jwt_auth, issue_token
 from app.settings import MongoSettings, PostgresSettings
 from events.store import EventStore
-from tests.conftest import REDIS_URL, free_port, wait_for_port
+from scripts.servers import free_port, wait_for_port
+from tests.conftest import REDIS_URL
 from tests.e2e import TEST_JWT_SECRET, api_settings
 from tests.e2e.test_views_support import VIEWS, pg_database_fixture  # noqa: F401
 from tests.support.fuzz import fuzz_operations

@@ -24,7 +24,7 @@ route list of the app (``app/controllers/__init__.py``) already holds ``LIFECYCL
 Showing the step in the views is optional, since a projection skips an event type it has
 no handler for. Here it took 3 more files: the read model's handler
 (``projections/read_models/lifecycle.py``) and its ``case`` in the dispatch
-(``projections/read_models/projection.py``), and the warehouse's status map
+(``projections/read_models/handlers.py``), and the warehouse's status map
 (``projections/warehouse.py``). Without the route, the write side alone is 5 files;
 ``CancelOrder`` (``tests/integration/test_worked_example_cancel_order.py``) took 6 there,
 as it also added two errors.

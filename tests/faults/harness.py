@@ -41,7 +41,8 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from app.settings import Settings
-from tests.conftest import PG_ADMIN_DSN, free_port
+from scripts.servers import free_port
+from tests.conftest import PG_ADMIN_DSN
 from tests.support.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]

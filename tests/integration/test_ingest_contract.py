@@ -9,7 +9,7 @@ import pytest
 
 from events.schemas import SCHEMA_DIR, render
 from events.types import CATALOG_EVENT_TYPES, EVENT_TYPES
-from workers.ingest import Invalid, validate
+from workers.ingest_contract import Invalid, validate
 
 
 @pytest.mark.parametrize("name", sorted(CATALOG_EVENT_TYPES))

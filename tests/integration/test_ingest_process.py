@@ -19,7 +19,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from events.store import EventStore
-from tests.conftest import REDIS_URL, free_port
+from scripts.servers import free_port
+from tests.conftest import REDIS_URL
 from tests.integration.test_ingest import Producer, drained, eventually, product
 from workers.ingest import IngestGateway
 

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from events.errors import RedisNotSuitable
 from events.store import LIBRARY, check_redis
-from tests.conftest import free_port
+from scripts.servers import free_port
 from tests.system.servers import DURABLE, RedisServer
 
 

@@ -26,7 +26,8 @@ from pymongo.errors import PyMongoError
 from app.settings import MongoSettings, PostgresSettings, RedisSettings, Settings
 from events.store import EventStore
 from projections.read_models.projection import DURABLE
-from tests.conftest import REDIS_URL, free_port, wait_for_port
+from scripts.servers import free_port, secantusd_command, wait_for_port
+from tests.conftest import REDIS_URL
 from tests.integration.test_rebuild_interrupted import ROOT, cli_env
 from tests.integration.test_rebuild_support import Shop, eventually
 from tests.support.projectors import Projector
@@ -48,13 +49,8 @@ class MongoServer:
         return f"mongodb://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        exe = shutil.which("secantusd-py") or str(Path(sys.executable).parent / "secantusd-py")
         self.proc = subprocess.Popen(
-            [
-                exe,
-                *("--storage-path", str(self.data), "--host", "127.0.0.1"),
-                *("--port", str(self.port), "--log-level", "WARNING"),
-            ],
+            secantusd_command(self.data, self.port),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

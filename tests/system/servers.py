@@ -17,7 +17,7 @@ import pytest
 import redis
 from redis.exceptions import BusyLoadingError, ConnectionError
 
-from tests.conftest import free_port
+from scripts.servers import free_port
 
 DURABLE = {
     "appendonly": "yes",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from scripts.servers import free_port
 from tests.system.test_make_run import (  # noqa: F401
     ROOT,
     System,

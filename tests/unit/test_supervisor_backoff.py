@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
 
 def _service() -> ModuleType:
-    """scripts/ is not a package (run.py and service.py run as scripts): load it by path."""
-    path = Path(__file__).resolve().parents[2] / "scripts" / "service.py"
-    spec = importlib.util.spec_from_file_location("streamshop_service_script", path)
+    """service.py runs as a script, importing its siblings (``servers``) from scripts/: load
+    it by path, with scripts/ on ``sys.path`` as when it runs."""
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    spec = importlib.util.spec_from_file_location(
+        "streamshop_service_script", scripts / "service.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(scripts))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(scripts))
     return module
 
 
