@@ -160,6 +160,10 @@ class ReadModelsProjection:
     """Accounts, products, orders and carts in MongoDB (see the module docstring for idempotency)."""
 
     name = "read_models"
+    version = 1
+    """The documents and indexes this code writes; bump it with any change to them: a projector
+    that starts against read models an older version built rebuilds them
+    (``workers.rebuild.upgrade_view``)."""
 
     def __init__(self, db: AsyncDatabase, collections: Collections | None = None) -> None:
         self.db = db
