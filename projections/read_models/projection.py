@@ -52,8 +52,10 @@ from pymongo import IndexModel, UpdateOne, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, ConnectionFailure
+from redis.exceptions import RedisError
 
 from events.codec import RecordedEvent
+from events.personal import CLEAR, Opener, PersonalData
 from events.positions import parse_stream_id
 from events.types import (
     AccountCreated,
@@ -63,6 +65,7 @@ from events.types import (
     CartCheckedOut,
     CartItemRemoved,
     CartItemSet,
+    CustomerForgotten,
     LoginSucceeded,
     OrderBilled,
     OrderCancelled,
@@ -149,11 +152,15 @@ def _cross(role: str, target_id: str, rec: RecordedEvent, update: Update) -> Wri
     return Write(role, target_id, update, Cross(rec.partition, mark(rec.entry_id)), upsert=True)
 
 
-def on_account_created(rec: RecordedEvent, e: AccountCreated) -> list[Write]:
+def on_account_created(rec: RecordedEvent, e: AccountCreated, opener: Opener) -> list[Write]:
+    """Email and name opened with the account's key; a destroyed key leaves them empty (a
+    rebuild after forgetting), and ``CustomerForgotten`` follows in the log anyway."""
+    email = opener.open(e.account_id, "email", e.email) or ""
+    name = opener.open(e.account_id, "name", e.name) or ""
     fields = {
-        "email": e.email,
-        "name": e.name,
-        "name_key": e.name.casefold(),
+        "email": email,
+        "name": name,
+        "name_key": name.casefold(),
         "role": e.role,
         "active": True,
         "created_at": rec.at,
@@ -174,14 +181,35 @@ def on_login_succeeded(rec: RecordedEvent, e: LoginSucceeded) -> list[Write]:
 # -- accounts: profile and activation (issue 15) --
 
 
-def on_account_profile_changed(rec: RecordedEvent, e: AccountProfileChanged) -> list[Write]:
+def on_account_profile_changed(
+    rec: RecordedEvent, e: AccountProfileChanged, opener: Opener
+) -> list[Write]:
     fields: dict[str, Any] = {}
     if e.name is not None:
-        fields["name"] = e.name
-        fields["name_key"] = e.name.casefold()
+        name = opener.open(e.account_id, "name", e.name) or ""
+        fields["name"] = name
+        fields["name_key"] = name.casefold()
     if e.shipping_address is not None:
-        fields["shipping_address"] = msgspec.to_builtins(e.shipping_address)
+        address = opener.open(e.account_id, "shipping_address", e.shipping_address)
+        fields["shipping_address"] = None if address is None else msgspec.json.decode(address)
     return [_own("accounts", e.account_id, rec.seq, {"$set": fields})]
+
+
+def on_customer_forgotten(rec: RecordedEvent, e: CustomerForgotten) -> list[Write]:
+    """Scrub what was opened; the counters (orders, total spent) stay."""
+    fields = {
+        "email": "",
+        "name": "",
+        "name_key": "",
+        "shipping_address": None,
+        "active": False,
+        "forgotten": True,
+    }
+    return [_own("accounts", e.account_id, rec.seq, {"$set": fields})]
+
+
+PERSONAL_EVENTS = (AccountCreated, AccountProfileChanged)
+"""The events whose fields are sealed (:mod:`events.personal`)."""
 
 
 def on_account_activation(
@@ -264,15 +292,18 @@ def on_order_billed(rec: RecordedEvent, e: OrderBilled) -> list[Write]:
     return writes
 
 
-def writes_for(rec: RecordedEvent) -> list[Write]:
-    """The route table: event type → its writes. Types not listed change no read model."""
+def writes_for(rec: RecordedEvent, opener: Opener = CLEAR) -> list[Write]:
+    """The route table: event type → its writes. Types not listed change no read model.
+    ``opener`` holds the keys of the batch's account events (:meth:`ReadModelsProjection.opener`)."""
     match rec.event:
         case AccountCreated() as e:
-            return on_account_created(rec, e)
+            return on_account_created(rec, e, opener)
         case LoginSucceeded() as e:
             return on_login_succeeded(rec, e)
         case AccountProfileChanged() as e:
-            return on_account_profile_changed(rec, e)
+            return on_account_profile_changed(rec, e, opener)
+        case CustomerForgotten() as e:
+            return on_customer_forgotten(rec, e)
         case AccountDeactivated() | AccountReactivated() as e:
             return on_account_activation(rec, e)
         case PasswordChanged() as e:
@@ -379,9 +410,16 @@ class ReadModelsProjection:
 
     name = "read_models"
 
-    def __init__(self, db: AsyncDatabase, collections: Collections | None = None) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        collections: Collections | None = None,
+        personal: PersonalData | None = None,
+    ) -> None:
         self.db = db
         self.collections = collections or Collections()
+        self.personal = personal
+        """Opens the accounts' sealed fields; without it only clear (legacy) text opens."""
         self._queue: list[_Batch] = []
         self._writing = asyncio.Lock()
         self._written: dict[int, str] = {}
@@ -389,6 +427,17 @@ class ReadModelsProjection:
 
     def _collection(self, role: str) -> AsyncCollection:
         return self.db.get_collection(getattr(self.collections, role), write_concern=DURABLE)
+
+    async def opener(self, events: Sequence[RecordedEvent]) -> Opener:
+        """The keys of the accounts whose sealed fields ``events`` carry, in one lookup. A
+        key store that does not answer is waited out like the sink."""
+        subjects = {r.event.account_id for r in events if isinstance(r.event, PERSONAL_EVENTS)}
+        if not subjects or self.personal is None:
+            return CLEAR
+        try:
+            return await self.personal.opener(subjects)
+        except RedisError as exc:
+            raise SinkUnavailable(f"key store: {exc}") from exc
 
     async def setup(self) -> None:
         """Create the query indexes on the configured collection names (idempotent)."""
@@ -463,11 +512,12 @@ class ReadModelsProjection:
         self._check_not_behind(done, batches)
         fresh: dict[int, str] = {}
         writes: list[Write] = []
+        opener = await self.opener([rec for batch in batches for rec in batch.events])
         for batch in batches:
             past = done.get(batch.partition, "")
             for rec in batch.events:
                 if mark(rec.entry_id) > past:
-                    writes.extend(writes_for(rec))
+                    writes.extend(writes_for(rec, opener))
                     last = fresh.get(batch.partition, rec.entry_id)
                     fresh[batch.partition] = max(last, rec.entry_id, key=mark)
         grouped = fold(writes)
@@ -549,9 +599,10 @@ class ReadModelsProjection:
         failure before the runner dead-letters it is the one a re-drive reads.
         """
         try:
+            opener = await self.opener([rec])
             missing = [
                 [write.role, write.doc_id]
-                for write in writes_for(rec)
+                for write in writes_for(rec, opener)
                 if not await self._landed(write)
             ]
             await self._collection("redrives").replace_one(
@@ -579,7 +630,7 @@ class ReadModelsProjection:
         ledger = self._collection("redrives")
         note = await ledger.find_one({"_id": rec.id})
         marker = f"redriven:{rec.id}"
-        writes = writes_for(rec)
+        writes = writes_for(rec, await self.opener([rec]))
         crossing = [w for w in writes if isinstance(w.guard, Cross)]
         owns = [w for w in writes if isinstance(w.guard, Own)]
         if note is not None and note.get("done"):
