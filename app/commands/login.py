@@ -112,7 +112,8 @@ class RecordLogin(Command, frozen=True, kw_only=True):
     """Record one login attempt whose password was already checked (hashing is slow and not
     a decision); the decision is whether the attempt is allowed and what it counts as."""
 
-    email: str
+    email_digest: str
+    """The keyed digest of the normalised email (``Keys.email_digest``)."""
     account_id: str | None
     password_ok: bool
     now: int
