@@ -63,10 +63,10 @@ def unseal(key: bytes | None, subject: str, field: str, value: str) -> str | Non
     if key is None:
         return None
     body = value[len(SEALED_PREFIX) :]
-    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         clear = AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(subject, field))
-    except InvalidTag as exc:
+    except (InvalidTag, ValueError) as exc:  # binascii.Error is a ValueError
         raise SealBroken(f"sealed {field} of {subject} does not open with its key") from exc
     return clear.decode()
 

@@ -46,6 +46,8 @@ def test_a_sealed_value_moved_to_another_account_or_field_does_not_open() -> Non
         unseal(KEY, "a1", "email", sealed)
     with pytest.raises(SealBroken):
         unseal(os.urandom(KEY_BYTES), "a1", "name", sealed)
+    with pytest.raises(SealBroken):
+        unseal(KEY, "a1", "name", "pii1:not base64!")
 
 
 def test_clear_legacy_text_opens_as_itself_and_an_unfetched_key_is_an_error() -> None:
