@@ -106,7 +106,8 @@ async def seal_sign_up(command: SignUp, store: EventStore) -> SignUp:
     refused before a key is made for it; a race past this check leaves an unused key."""
     personal = store.personal
     email_digest = personal.email_digest(command.email)
-    if await store.owner_of("email", email_digest) is not None:
+    owner = await store.owner_of("email", email_digest)
+    if owner is not None and owner != account_aggregate(command.account_id or ""):
         raise DuplicateEmail("this email is already registered", field="email")
     seal = await personal.sealer(command.account_id or "")
     return msgspec.structs.replace(
