@@ -14,6 +14,7 @@ from typing import Any
 
 from events.connection import cluster_from_env, connect
 from events.keys import Keys
+from events.personal import DEV_DIGEST_SECRET
 
 _DEV_SECRET = secrets.token_urlsafe(32)
 
@@ -26,6 +27,10 @@ class RedisSettings:
     """Key prefix; tests use one per run so they never collide."""
     partitions: int = 8
     """Number of log partitions; fixed for the life of a deployment."""
+    email_digest_secret: str = field(default="", repr=False)
+    """HMAC secret of the email digests that uniqueness and login look up
+    (``EMAIL_DIGEST_SECRET``); empty: the dev secret. Fixed for the life of a log: a new one
+    orphans every email reservation."""
     cluster: bool = False
     """``url`` names a node of a Redis Cluster (``REDIS_CLUSTER=1``): use the cluster client."""
 
@@ -35,7 +40,8 @@ class RedisSettings:
 
     @property
     def keys(self) -> Keys:
-        return Keys(prefix=self.prefix, partitions=self.partitions)
+        secret = self.email_digest_secret.encode() or DEV_DIGEST_SECRET
+        return Keys(prefix=self.prefix, partitions=self.partitions, digest_secret=secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +123,7 @@ class Settings:
                 prefix=env.get("STREAM_PREFIX", r.prefix),
                 partitions=int(env.get("STREAM_PARTITIONS", r.partitions)),
                 cluster=cluster_from_env(env),
+                email_digest_secret=env.get("EMAIL_DIGEST_SECRET", ""),
             ),
             mongo=MongoSettings(
                 url=env.get("MONGO_URL", m.url),

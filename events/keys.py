@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from events.personal import DEV_DIGEST_SECRET, email_digest
 
 
 def digest(value: str) -> str:
@@ -22,6 +24,13 @@ class Keys:
 
     prefix: str = "streamshop"
     partitions: int = 8
+    digest_secret: bytes = field(default=DEV_DIGEST_SECRET, repr=False, compare=False)
+    """The server secret of :meth:`email_digest` (``EMAIL_DIGEST_SECRET``)."""
+
+    def email_digest(self, email: str) -> str:
+        """The keyed pseudonym an email is looked up by (uniqueness, login); never the
+        address itself, in any key name or event."""
+        return email_digest(self.digest_secret, email)
 
     def partition_of(self, name: str) -> int:
         """``crc32(name) % N``: an aggregate (or unique value) always lives in one partition."""
@@ -55,6 +64,10 @@ class Keys:
     def uniq(self, kind: str, value: str) -> str:
         name = f"{kind}:{digest(value)}"
         return f"{self.prefix}:uniq:{self.tag(name)}:{name}"
+
+    def personal_keys(self) -> str:
+        """The dev key store of personal data (:class:`events.personal.RedisKeyStore`)."""
+        return f"{self.prefix}:pii:keys"
 
     def idem(self, key: str) -> str:
         return f"{self.prefix}:idem:{self.tag(key)}:{key}"

@@ -30,6 +30,7 @@ from events.types import (
     CartCheckedOut,
     CartItemRemoved,
     CartItemSet,
+    CustomerForgotten,
     Event,
     LoginFailed,
     LoginSucceeded,
@@ -68,11 +69,16 @@ class AggregateState(msgspec.Struct, frozen=True, kw_only=True):
 
 class AccountState(AggregateState, frozen=True, kw_only=True):
     email: str = ""
+    """Sealed (:mod:`events.personal`), like ``name``; both empty once forgotten."""
     name: str = ""
     role: Role = "customer"
     password_hash: str = ""
     active: bool = True
     """``False`` after ``AccountDeactivated``: login and refresh are refused."""
+    email_digest: str = ""
+    """The keyed digest the email's reservation is held under (released on forgetting)."""
+    forgotten: bool = False
+    """``True`` after ``CustomerForgotten``: no command may touch the account again."""
 
 
 class LoginState(AggregateState, frozen=True, kw_only=True):
@@ -190,6 +196,7 @@ def evolve_account(state: AccountState, event: Event, ctx: Context) -> AccountSt
                 name=event.name,
                 role=event.role,
                 password_hash=event.password_hash,
+                email_digest=event.email_digest,
             )
         # -- accounts: profile, password, activation (issue 15) --
         case AccountProfileChanged(name=str() as name):
@@ -200,6 +207,16 @@ def evolve_account(state: AccountState, event: Event, ctx: Context) -> AccountSt
             return msgspec.structs.replace(state, active=False)
         case AccountReactivated():
             return msgspec.structs.replace(state, active=True)
+        case CustomerForgotten():
+            return msgspec.structs.replace(
+                state,
+                email="",
+                name="",
+                password_hash="",
+                email_digest="",
+                active=False,
+                forgotten=True,
+            )
     return state
 
 

@@ -35,6 +35,7 @@ from events.errors import (
 from events.identity import log_identity
 from events.ids import now_at, parse_at, uuid7
 from events.keys import Keys
+from events.personal import PersonalData, RedisKeyStore
 from events.positions import format_position, parse_stream_id
 from events.states import (
     AggregateState,
@@ -238,9 +239,15 @@ class _KeyIndex:
 class EventStore:
     """The log and the write side's decision state, on one Redis."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, personal: PersonalData | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
+        self.personal = personal or PersonalData(
+            RedisKeyStore(redis, keys.prefix), keys.digest_secret
+        )
+        """Seals, opens and forgets personal data (:mod:`events.personal`)."""
         self._identity: str | None = None
         self._archive: Archive | None = None
 

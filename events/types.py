@@ -27,13 +27,22 @@ class BaseEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class AccountCreated(BaseEvent, frozen=True, kw_only=True, tag=True):
-    """A customer (or admin) account was opened. The only event that carries the password hash."""
+    """A customer (or admin) account was opened. The only event that carries the password hash.
+
+    Schema 2: ``email`` and ``name`` are sealed with the account's key
+    (:mod:`events.personal`) and ``email_digest`` is the keyed digest the email is looked up
+    by. Schema 1 events hold both in clear; their upcast keeps the text and derives the old,
+    unkeyed digest, so a rebuild keeps their warehouse rows.
+    """
+
+    SCHEMA: ClassVar[int] = 2
 
     account_id: str
     email: str
     name: str
     password_hash: str
     role: Role = "customer"
+    email_digest: str = ""
 
     def aggregate(self) -> str:
         return f"account:{self.account_id}"
@@ -296,11 +305,18 @@ class ShippingAddress(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class AccountProfileChanged(BaseEvent, frozen=True, kw_only=True, tag=True):
-    """The customer changed their profile; a field left ``None`` is unchanged."""
+    """The customer changed their profile; a field left ``None`` is unchanged.
+
+    Schema 2: ``name`` is sealed and ``shipping_address`` is a :class:`ShippingAddress` as
+    JSON, sealed (:mod:`events.personal`). Schema 1 held the address as an object, in clear;
+    the upcast turns it into its JSON text.
+    """
+
+    SCHEMA: ClassVar[int] = 2
 
     account_id: str
     name: str | None = None
-    shipping_address: ShippingAddress | None = None
+    shipping_address: str | None = None
 
     def aggregate(self) -> str:
         return f"account:{self.account_id}"
@@ -336,11 +352,23 @@ class AccountReactivated(BaseEvent, frozen=True, kw_only=True, tag=True):
         return f"account:{self.account_id}"
 
 
+class CustomerForgotten(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """The customer was forgotten: its key is destroyed, so every sealed field of the account
+    is unreadable for good; its email is free again. Views drop what they had opened; sales
+    and orders stay, under the account id."""
+
+    account_id: str
+
+    def aggregate(self) -> str:
+        return f"account:{self.account_id}"
+
+
 ACCOUNT_LIFECYCLE_EVENTS: tuple[type[BaseEvent], ...] = (
     AccountProfileChanged,
     PasswordChanged,
     AccountDeactivated,
     AccountReactivated,
+    CustomerForgotten,
 )
 
 # -- end of the accounts block -----------------------------------------------------------
@@ -360,6 +388,7 @@ Event = (
     | PasswordChanged
     | AccountDeactivated
     | AccountReactivated
+    | CustomerForgotten
     | CartItemSet
     | CartItemRemoved
     | CartCheckedOut

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
@@ -44,3 +46,21 @@ def order_billed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
         line.setdefault("line_total", price * line["quantity"])
         lines.append(line)
     return {**data, "lines": lines}
+
+
+@upcaster("AccountCreated", 1)
+def account_created_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 held email and name in clear and had no digest: the text stays (clear text
+    opens as itself) and the digest is the unkeyed one schema 1 reservations were made with."""
+    from events.keys import digest
+
+    return {**data, "email_digest": data.get("email_digest") or digest(data["email"])}
+
+
+@upcaster("AccountProfileChanged", 1)
+def account_profile_changed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 held the address as an object; schema 2 holds it as (sealed) JSON text."""
+    address = data.get("shipping_address")
+    if isinstance(address, dict):
+        return {**data, "shipping_address": msgspec.json.encode(address).decode()}
+    return data

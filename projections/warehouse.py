@@ -34,6 +34,7 @@ from events.types import (
     AccountProfileChanged,
     AccountReactivated,
     CartItemSet,
+    CustomerForgotten,
     LoginFailed,
     LoginSucceeded,
     OrderBilled,
@@ -248,6 +249,7 @@ class Batch:
 
     dates: set[date] = field(default_factory=set)
     accounts: list[tuple[Any, ...]] = field(default_factory=list)
+    forgotten: list[tuple[str]] = field(default_factory=list)
     logins: dict[tuple[int, str], list[Any]] = field(default_factory=dict)
     lines: list[tuple[Any, ...]] = field(default_factory=list)
     product_events: list[RecordedEvent] = field(default_factory=list)
@@ -308,7 +310,13 @@ class Batch:
                 case AccountCreated() as e:
                     batch.dates.add(rec.at.date())
                     batch.accounts.append(
-                        (e.account_id, digest(e.email), e.role, rec.at, date_key(rec.at))
+                        (
+                            e.account_id,
+                            e.email_digest or digest(e.email),
+                            e.role,
+                            rec.at,
+                            date_key(rec.at),
+                        )
                     )
                 case LoginSucceeded() as e:
                     batch.login(rec, e.email_digest, e.account_id, ok=True)
@@ -326,6 +334,8 @@ class Batch:
                     | AccountReactivated()
                 ):
                     pass  # dim_account holds no profile, secret or activation columns
+                case CustomerForgotten() as e:
+                    batch.forgotten.append((e.account_id,))
                 case CartItemSet() as e:
                     batch.dates.add(rec.at.date())
                     batch.carts.add((date_key(rec.at), e.account_id))
@@ -472,6 +482,13 @@ class WarehouseProjection(CheckpointedSchema):
             await conn.executemany(
                 f"INSERT INTO {s}.dim_account VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 batch.accounts,
+            )
+        if batch.forgotten:
+            # The digest goes too: the address may sign up again as another account.
+            await conn.executemany(
+                f"UPDATE {s}.dim_account SET forgotten = true, email_digest = ''"
+                " WHERE account_id = $1",
+                batch.forgotten,
             )
         if batch.logins:
             await conn.executemany(

@@ -18,6 +18,7 @@ from types import ModuleType
 COMMANDS: dict[str, tuple[str, str]] = {
     "schemas": ("workers.commands.schemas", "write the event JSON Schemas to events/schemas/"),
     "create-admin": ("workers.commands.create_admin", "create an admin account"),
+    "forget": ("workers.commands.forget", "forget a customer: destroy its key, scrub its views"),
     "project": ("workers.commands.project", "run projectors (all, or the ones named)"),
     "lag": ("workers.commands.lag", "show owner, position and lag per projection and partition"),
     "dlq": ("workers.commands.dlq", "list or re-drive dead-lettered entries"),

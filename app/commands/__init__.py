@@ -45,10 +45,12 @@ from app.commands.profile import (
     CHANGE_PASSWORD,
     CHANGE_PROFILE,
     DEACTIVATE_ACCOUNT,
+    FORGET_CUSTOMER,
     REACTIVATE_ACCOUNT,
     ChangePassword,
     ChangeProfile,
     DeactivateAccount,
+    ForgetCustomer,
     ReactivateAccount,
 )
 from app.commands.runner import Decider, run
@@ -61,6 +63,7 @@ DECIDERS: dict[type[Any], Decider[Any]] = {
     ChangePassword: CHANGE_PASSWORD,
     DeactivateAccount: DEACTIVATE_ACCOUNT,
     ReactivateAccount: REACTIVATE_ACCOUNT,
+    ForgetCustomer: FORGET_CUSTOMER,
     CreateProduct: CREATE_PRODUCT,
     UpdateProduct: UPDATE_PRODUCT,
     DeleteProduct: DELETE_PRODUCT,

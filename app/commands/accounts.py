@@ -9,11 +9,12 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.commands.base import Command, result_json, validated
-from app.commands.errors import AccountAlreadyExists, InvalidCommand
+from app.commands.errors import AccountAlreadyExists, DuplicateEmail, InvalidCommand
 from app.commands.runner import Decider, state_of
 from events.ids import uuid7
+from events.personal import is_sealed
 from events.states import AccountState
-from events.store import Append, Reservation
+from events.store import Append, EventStore, Reservation
 from events.types import AccountCreated
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -52,12 +53,23 @@ class SignUp(Command, frozen=True, kw_only=True):
     name: AccountName
     password_hash: Annotated[str, msgspec.Meta(min_length=1)]
     role: Literal["customer", "admin"] = "customer"
+    sealed_email: str = ""
+    """Set by :func:`seal_sign_up`: the email sealed with the new account's key."""
+    sealed_name: str = ""
+    email_digest: str = ""
+    """Set by :func:`seal_sign_up`: the keyed digest the email is reserved under."""
 
 
 def decide_sign_up(cmd: SignUp, state: AccountState) -> Append:
-    """The account must be new and its email free; the reservation makes that atomic."""
+    """The account must be new and its email free; the reservation makes that atomic.
+
+    The event carries only the sealed email and name (:func:`seal_sign_up` ran first), and
+    the reservation is keyed by the email's keyed digest, never by the address.
+    """
     if cmd.account_id is None:
         raise ValueError("account_id must be assigned before deciding")
+    if not (is_sealed(cmd.sealed_email) and is_sealed(cmd.sealed_name) and cmd.email_digest):
+        raise ValueError("personal data must be sealed before deciding")
     if state.exists:
         raise AccountAlreadyExists(f"account {cmd.account_id} already exists", field="account_id")
     aggregate = account_aggregate(cmd.account_id)
@@ -65,14 +77,15 @@ def decide_sign_up(cmd: SignUp, state: AccountState) -> Append:
         events=[
             AccountCreated(
                 account_id=cmd.account_id,
-                email=cmd.email,
-                name=cmd.name,
+                email=cmd.sealed_email,
+                name=cmd.sealed_name,
                 password_hash=cmd.password_hash,
                 role=cmd.role,
+                email_digest=cmd.email_digest,
             )
         ],
         expect={aggregate: 0},
-        reserve=[Reservation("email", cmd.email, aggregate)],
+        reserve=[Reservation("email", cmd.email_digest, aggregate)],
         seen={aggregate: state},
         result=result_json({"account_id": cmd.account_id}),
     )
@@ -88,11 +101,29 @@ def prepare_sign_up(command: SignUp) -> SignUp:
     )
 
 
+async def seal_sign_up(command: SignUp, store: EventStore) -> SignUp:
+    """Seal the email and name with the new account's key (created here). A taken email is
+    refused before a key is made for it; a race past this check leaves an unused key."""
+    personal = store.personal
+    email_digest = personal.email_digest(command.email)
+    owner = await store.owner_of("email", email_digest)
+    if owner is not None and owner != account_aggregate(command.account_id or ""):
+        raise DuplicateEmail("this email is already registered", field="email")
+    seal = await personal.sealer(command.account_id or "")
+    return msgspec.structs.replace(
+        command,
+        sealed_email=seal("email", command.email),
+        sealed_name=seal("name", command.name),
+        email_digest=email_digest,
+    )
+
+
 SIGN_UP: Decider[SignUp] = Decider(
     reads=lambda c: [account_aggregate(c.account_id or "")],
     decide=lambda c, s: decide_sign_up(
         c, state_of(s, account_aggregate(c.account_id or ""), AccountState)
     ),
     prepare=prepare_sign_up,
+    seal=seal_sign_up,
 )
 """Result JSON: ``{"account_id": ...}``. A taken email raises ``DuplicateEmail``."""

@@ -89,7 +89,7 @@ def decide_bill_order(
     order = order or OrderState()
     if order.exists:
         raise OrderAlreadyExists(f"order {cmd.order_id} already exists", field="order_id")
-    if not account.exists:
+    if not account.exists or account.forgotten:
         raise AccountNotFound(f"account {cmd.account_id} does not exist", field="account_id")
     wanted: dict[str, int] = {}
     first_line: dict[str, int] = {}

@@ -86,7 +86,7 @@ def decide_checkout(
         raise EmptyCart("the cart is empty", field="cart")
     if order.exists:
         raise OrderAlreadyExists(f"order {cmd.order_id} already exists", field="order_id")
-    if not account.exists:
+    if not account.exists or account.forgotten:
         raise AccountNotFound(f"account {cmd.account_id} does not exist", field="account_id")
     lines: list[OrderLine] = []
     for i, item in enumerate(cart.items):

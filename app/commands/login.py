@@ -1,6 +1,6 @@
 """Login: check credentials against the write side and record every attempt.
 
-The login aggregate ``login:<digest(email)>`` keeps the recent failure times in its
+The login aggregate ``login:<keyed digest of the email>`` keeps the recent failure times in its
 decision state, so the rate limit holds across API replicas and restarts.
 """
 
@@ -19,7 +19,6 @@ from app.commands.errors import InvalidCredentials, RateLimited
 from app.commands.profile import AccountInactive
 from app.commands.runner import Decider, state_of
 from app.passwords import Passwords
-from events.keys import digest
 from events.states import AccountState, AggregateState, LoginState
 from events.store import Append, EventStore, Metadata
 from events.types import LoginFailed, LoginSucceeded
@@ -54,8 +53,9 @@ class LoginResult:
     """Of the password hash the login matched (``app.auth_sessions.password_fingerprint``)."""
 
 
-def login_aggregate(email: str) -> str:
-    return f"login:{digest(email)}"
+def login_aggregate(email_digest: str) -> str:
+    """Named by the email's keyed digest (``Keys.email_digest``), never the address."""
+    return f"login:{email_digest}"
 
 
 def recent_failures(state: LoginState, now: int, window: int) -> list[int]:
@@ -74,7 +74,7 @@ def blocked_for(state: LoginState, now: int, limits: LoginLimits) -> int:
 
 def decide_login(
     *,
-    email: str,
+    email_digest: str,
     account_id: str | None,
     password_ok: bool,
     state: LoginState,
@@ -88,8 +88,7 @@ def decide_login(
     account is refused as ``deactivated``; a success clears the failures (``evolve_login``
     records what each event does to the state).
     """
-    email_digest = digest(email)
-    aggregate = f"login:{email_digest}"
+    aggregate = login_aggregate(email_digest)
     expect = {aggregate: state.v}
     seen = {aggregate: state}
     wait = blocked_for(state, now, limits)
@@ -113,7 +112,8 @@ class RecordLogin(Command, frozen=True, kw_only=True):
     """Record one login attempt whose password was already checked (hashing is slow and not
     a decision); the decision is whether the attempt is allowed and what it counts as."""
 
-    email: str
+    email_digest: str
+    """The keyed digest of the normalised email (``Keys.email_digest``)."""
     account_id: str | None
     password_ok: bool
     now: int
@@ -125,10 +125,10 @@ class RecordLogin(Command, frozen=True, kw_only=True):
 
 def _decide_record(command: RecordLogin, states: Mapping[str, AggregateState]) -> Append:
     decision = decide_login(
-        email=command.email,
+        email_digest=command.email_digest,
         account_id=command.account_id,
         password_ok=command.password_ok,
-        state=state_of(states, login_aggregate(command.email), LoginState),
+        state=state_of(states, login_aggregate(command.email_digest), LoginState),
         now=command.now,
         limits=LoginLimits(command.max_failures, command.window_seconds),
         active=command.active,
@@ -140,7 +140,7 @@ def _decide_record(command: RecordLogin, states: Mapping[str, AggregateState]) -
 
 
 RECORD_LOGIN: Decider[RecordLogin] = Decider(
-    reads=lambda c: [login_aggregate(c.email)], decide=_decide_record, prepare=lambda c: c
+    reads=lambda c: [login_aggregate(c.email_digest)], decide=_decide_record, prepare=lambda c: c
 )
 """Result JSON: ``{"outcome", "retry_after"}``."""
 
@@ -164,8 +164,8 @@ async def log_in(
     ``RateLimited`` (429); either way the attempt was appended first."""
     from app.commands import execute
 
-    email = normalize_email(command.email)
-    aggregate = login_aggregate(email)
+    email_digest = store.keys.email_digest(normalize_email(command.email))
+    aggregate = login_aggregate(email_digest)
     account_id: str | None = None
     role = "customer"
     fingerprint = ""
@@ -173,7 +173,7 @@ async def log_in(
     active = True
     login = (await store.load([aggregate]))[aggregate]
     if isinstance(login, LoginState) and not blocked_for(login, int(clock()), limits):
-        owner = await store.owner_of("email", email)
+        owner = await store.owner_of("email", email_digest)
         account = state_of(await store.load([owner]), owner, AccountState) if owner else None
         if account is not None and account.password_hash:
             account_id = (owner or "").removeprefix("account:")
@@ -183,7 +183,7 @@ async def log_in(
         hashed = account.password_hash if account is not None else ""
         password_ok = await passwords.verify(hashed or None, command.password)
     record = RecordLogin(
-        email=email,
+        email_digest=email_digest,
         account_id=account_id,
         password_ok=password_ok,
         now=int(clock()),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -52,7 +52,10 @@ class Decider(Generic[C]):
     pure decision over them (events and conditions, or a named domain error). The optional
     parts: ``prepare`` validates and completes the command (normalised fields, generated
     ids) once, before any attempt; ``scope`` turns a caller's idempotency key into the
-    stored one; ``replayed`` checks a replayed result against the command.
+    stored one; ``replayed`` checks a replayed result against the command; ``seal``
+    encrypts the command's personal data with its subject's key (:mod:`events.personal`)
+    once, after the idempotency check and before the first decision, so that no decision
+    ever sees, and no event ever carries, a clear address or name.
     """
 
     reads: Callable[[C], list[str]]
@@ -60,6 +63,7 @@ class Decider(Generic[C]):
     prepare: Callable[[C], C] = field(default=validated)  # type: ignore[assignment]
     scope: Callable[[C, str], str] = _same_key
     replayed: Callable[[C, AppendResult], AppendResult] = _as_recorded
+    seal: Callable[[C, EventStore], Awaitable[C]] | None = None
 
 
 def state_of(states: Mapping[str, AggregateState], aggregate: str, cls: type[S]) -> S:
@@ -90,6 +94,8 @@ async def run(
     key = decider.scope(command, idempotency_key) if idempotency_key is not None else None
     if key is not None and (previous := await store.recorded(key)) is not None:
         return decider.replayed(command, previous)
+    if decider.seal is not None:
+        command = await decider.seal(command, store)
     for n in range(MAX_ATTEMPTS):
         states = await store.load(decider.reads(command))
         append = decider.decide(command, states)

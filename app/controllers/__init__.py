@@ -8,6 +8,8 @@ from app.controllers.accounts import login, logout, refresh, sign_up
 from app.controllers.accounts_profile import (
     change_my_password,
     deactivate_account,
+    forget_account,
+    forget_my_account,
     reactivate_account,
     update_my_account,
 )
@@ -53,6 +55,8 @@ CONTROLLERS: list[Any] = [
     change_my_password,
     deactivate_account,
     reactivate_account,
+    forget_my_account,
+    forget_account,
     ProductController,
     bill_order,
     CartController,

@@ -1,5 +1,6 @@
-"""The signed-in customer's own changes (``PATCH /accounts/me``, ``POST /accounts/me/password``)
-and an admin's (``POST /accounts/{id}/deactivate`` and ``/reactivate``).
+"""The signed-in customer's own changes (``PATCH /accounts/me``, ``POST /accounts/me/password``,
+``DELETE /accounts/me``) and an admin's (``POST /accounts/{id}/deactivate`` and
+``/reactivate``, ``DELETE /accounts/{id}``).
 
 Reads (``GET /accounts/me``, ``GET /accounts``, ``GET /accounts/{id}``) are the query
 API's, in :mod:`app.queries.accounts`.
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, patch, post
+from litestar import Request, delete, patch, post
 from litestar.datastructures import State
 from litestar.params import JSONBody, PathParameter
 
@@ -22,9 +23,11 @@ from app.commands.profile import (
     ChangePassword,
     ChangeProfile,
     DeactivateAccount,
+    ForgetCustomer,
     NoSuchAccount,
     ReactivateAccount,
     WrongPassword,
+    forget_customer,
 )
 from app.commands.runner import state_of
 from app.controllers.schemas import Body, LoginPassword, Password, PersonName, Position
@@ -59,6 +62,11 @@ class ProfileBody(Body, frozen=True, kw_only=True):
 class PasswordBody(Body, frozen=True, kw_only=True):
     current_password: LoginPassword
     new_password: Password
+
+
+class ForgetBody(Body, frozen=True, kw_only=True):
+    password: LoginPassword
+    """Your current password: forgetting cannot be undone."""
 
 
 class DeactivateBody(Body, frozen=True, kw_only=True):
@@ -182,3 +190,55 @@ async def reactivate_account(
 ) -> AccountChanged:
     """Admin: undo a deactivation (the account logs in again). Already active: 409."""
     return await run_account_command(request, state, ReactivateAccount(account_id=account_id))
+
+
+async def forget(
+    request: Request[Principal, Any, Any], state: State, account_id: str
+) -> AccountChanged:
+    """Forget ``account_id`` (``CustomerForgotten``, then its key is destroyed)."""
+    meta = command_meta(request, _actor(request))
+    position = await forget_customer(
+        services(state).store, ForgetCustomer(account_id=account_id), meta
+    )
+    return AccountChanged(account_id=account_id, position=position)
+
+
+@delete(
+    "/accounts/me",
+    tags=["accounts"],
+    operation_id="forgetMyAccount",
+    status_code=200,
+    middleware=[auth_rate_limit("login")],
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 429),
+)
+async def forget_my_account(
+    request: Request[Principal, Any, Any], state: State, data: JSONBody[ForgetBody]
+) -> AccountChanged:
+    """Forget your account for good: your name, email and address become unreadable
+    everywhere, your email may sign up again, and you cannot log in any more. Your orders
+    stay, without you. A wrong ``password`` is a 403."""
+    svc = services(state)
+    account_id = request.user.account_id
+    aggregate = account_aggregate(account_id)
+    account = state_of(await svc.store.load([aggregate]), aggregate, AccountState)
+    if not account.exists or account.forgotten:
+        raise NoSuchAccount(f"account {account_id} does not exist")
+    if not await svc.passwords.verify(account.password_hash or None, data.password):
+        raise WrongPassword("password is wrong", field="password")
+    return await forget(request, state, account_id)
+
+
+@delete(
+    "/accounts/{account_id:str}",
+    guards=[admin_only],
+    tags=["accounts"],
+    operation_id="forgetAccount",
+    status_code=200,
+    responses=problem_responses(400, 401, 403, 404, 409),
+)
+async def forget_account(
+    request: Request[Principal, Any, Any], state: State, account_id: AccountPath
+) -> AccountChanged:
+    """Admin: forget a customer for good (crypto-shredding). Unknown or already forgotten:
+    404; an admin account: 409."""
+    return await forget(request, state, account_id)

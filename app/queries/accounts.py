@@ -47,6 +47,9 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     shipping_address: ShippingAddress | None
     active: bool
     """``false`` while an admin has deactivated the account."""
+    forgotten: bool = False
+    """``true`` once the customer was forgotten (``DELETE /accounts/{id}``): email, name and
+    shipping address are empty for good."""
     created_at: datetime | None
     last_login_at: datetime | None
     orders_count: int
@@ -69,6 +72,7 @@ def account_of(doc: AccountView) -> Account:
         role=doc.role,
         shipping_address=None if address is None else ShippingAddress(**address.model_dump()),
         active=doc.active,
+        forgotten=doc.forgotten,
         created_at=doc.created_at,
         last_login_at=doc.last_login_at,
         orders_count=doc.orders_count,

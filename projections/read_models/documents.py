@@ -37,6 +37,8 @@ class AccountView(Document):
     shipping_address: ShippingAddressView | None = None
     active: bool = True
     """``False`` while deactivated by an admin."""
+    forgotten: bool = False
+    """``True`` once the customer was forgotten: email, name and address are scrubbed."""
     created_at: datetime | None = None
     last_login_at: datetime | None = None
     orders_count: int = 0

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
+from events.personal import PersonalData, RedisKeyStore
 from projections.read_models.projection import Collections, ReadModelsProjection
 
 
@@ -18,10 +20,15 @@ async def read_models(
     """``settings`` is ``app.settings.Settings`` (duck-typed: projections do not import app).
 
     ``version`` builds the view on collections suffixed ``_<version>`` (a rebuild's target).
+    The accounts' keys are read from the key store (:mod:`events.personal`).
     """
     client: AsyncMongoClient = AsyncMongoClient(settings.mongo.url)
+    redis = aioredis.Redis.from_url(settings.redis.url)
+    keys = settings.redis.keys
+    personal = PersonalData(RedisKeyStore(redis, keys.prefix), keys.digest_secret)
     collections = Collections.suffixed(f"_{version}") if version else Collections()
     try:
-        yield ReadModelsProjection(client[settings.mongo.database], collections)
+        yield ReadModelsProjection(client[settings.mongo.database], collections, personal)
     finally:
         await client.close()
+        await redis.aclose()

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from events.codec import RecordedEvent
+from events.personal import CLEAR, Opener
 from events.types import (
     AccountCreated,
     AccountDeactivated,
@@ -23,6 +24,7 @@ from events.types import (
     CartCheckedOut,
     CartItemRemoved,
     CartItemSet,
+    CustomerForgotten,
     LoginSucceeded,
     OrderBilled,
     OrderCancelled,
@@ -65,11 +67,15 @@ def _cross(role: str, target_id: str, rec: RecordedEvent, update: Update) -> Wri
     return Write(role, target_id, update, Cross(rec.partition, mark(rec.entry_id)), upsert=True)
 
 
-def on_account_created(rec: RecordedEvent, e: AccountCreated) -> list[Write]:
+def on_account_created(rec: RecordedEvent, e: AccountCreated, opener: Opener) -> list[Write]:
+    """Email and name opened with the account's key; a destroyed key leaves them empty (a
+    rebuild after forgetting), and ``CustomerForgotten`` follows in the log anyway."""
+    email = opener.open(e.account_id, "email", e.email) or ""
+    name = opener.open(e.account_id, "name", e.name) or ""
     fields = {
-        "email": e.email,
-        "name": e.name,
-        "name_key": e.name.casefold(),
+        "email": email,
+        "name": name,
+        "name_key": name.casefold(),
         "role": e.role,
         "active": True,
         "created_at": rec.at,
@@ -90,14 +96,35 @@ def on_login_succeeded(rec: RecordedEvent, e: LoginSucceeded) -> list[Write]:
 # -- accounts: profile and activation (issue 15) --
 
 
-def on_account_profile_changed(rec: RecordedEvent, e: AccountProfileChanged) -> list[Write]:
+def on_account_profile_changed(
+    rec: RecordedEvent, e: AccountProfileChanged, opener: Opener
+) -> list[Write]:
     fields: dict[str, Any] = {}
     if e.name is not None:
-        fields["name"] = e.name
-        fields["name_key"] = e.name.casefold()
+        name = opener.open(e.account_id, "name", e.name) or ""
+        fields["name"] = name
+        fields["name_key"] = name.casefold()
     if e.shipping_address is not None:
-        fields["shipping_address"] = msgspec.to_builtins(e.shipping_address)
+        address = opener.open(e.account_id, "shipping_address", e.shipping_address)
+        fields["shipping_address"] = None if address is None else msgspec.json.decode(address)
     return [_own("accounts", e.account_id, rec.seq, {"$set": fields})]
+
+
+def on_customer_forgotten(rec: RecordedEvent, e: CustomerForgotten) -> list[Write]:
+    """Scrub what was opened; the counters (orders, total spent) stay."""
+    fields = {
+        "email": "",
+        "name": "",
+        "name_key": "",
+        "shipping_address": None,
+        "active": False,
+        "forgotten": True,
+    }
+    return [_own("accounts", e.account_id, rec.seq, {"$set": fields})]
+
+
+PERSONAL_EVENTS = (AccountCreated, AccountProfileChanged)
+"""The events whose fields are sealed (:mod:`events.personal`)."""
 
 
 def on_account_activation(
@@ -180,15 +207,18 @@ def on_order_billed(rec: RecordedEvent, e: OrderBilled) -> list[Write]:
     return writes
 
 
-def writes_for(rec: RecordedEvent) -> list[Write]:
-    """The route table: event type → its writes. Types not listed change no read model."""
+def writes_for(rec: RecordedEvent, opener: Opener = CLEAR) -> list[Write]:
+    """The route table: event type → its writes. Types not listed change no read model.
+    ``opener`` holds the keys of the batch's account events (:meth:`ReadModelsProjection.opener`)."""
     match rec.event:
         case AccountCreated() as e:
-            return on_account_created(rec, e)
+            return on_account_created(rec, e, opener)
         case LoginSucceeded() as e:
             return on_login_succeeded(rec, e)
         case AccountProfileChanged() as e:
-            return on_account_profile_changed(rec, e)
+            return on_account_profile_changed(rec, e, opener)
+        case CustomerForgotten() as e:
+            return on_customer_forgotten(rec, e)
         case AccountDeactivated() | AccountReactivated() as e:
             return on_account_activation(rec, e)
         case PasswordChanged() as e:

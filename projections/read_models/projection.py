@@ -51,12 +51,14 @@ from pymongo import IndexModel, UpdateOne, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, ConnectionFailure
+from redis.exceptions import RedisError
 
 from events.codec import RecordedEvent
+from events.personal import CLEAR, Opener, PersonalData
 from projections.base import SinkUnavailable
 from projections.read_models.documents import AccountView, OrderView, ProductView
 from projections.read_models.folding import Cross, Fold, Own, Write, fold, mark
-from projections.read_models.handlers import writes_for
+from projections.read_models.handlers import PERSONAL_EVENTS, writes_for
 
 DUPLICATE_KEY = 11000
 
@@ -165,9 +167,16 @@ class ReadModelsProjection:
     that starts against read models an older version built rebuilds them
     (``workers.rebuild.upgrade_view``)."""
 
-    def __init__(self, db: AsyncDatabase, collections: Collections | None = None) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        collections: Collections | None = None,
+        personal: PersonalData | None = None,
+    ) -> None:
         self.db = db
         self.collections = collections or Collections()
+        self.personal = personal
+        """Opens the accounts' sealed fields; without it only clear (legacy) text opens."""
         self._queue: list[_Batch] = []
         self._writing = asyncio.Lock()
         self._written: dict[int, str] = {}
@@ -175,6 +184,17 @@ class ReadModelsProjection:
 
     def _collection(self, role: str) -> AsyncCollection:
         return self.db.get_collection(getattr(self.collections, role), write_concern=DURABLE)
+
+    async def opener(self, events: Sequence[RecordedEvent]) -> Opener:
+        """The keys of the accounts whose sealed fields ``events`` carry, in one lookup. A
+        key store that does not answer is waited out like the sink."""
+        subjects = {r.event.account_id for r in events if isinstance(r.event, PERSONAL_EVENTS)}
+        if not subjects or self.personal is None:
+            return CLEAR
+        try:
+            return await self.personal.opener(subjects)
+        except RedisError as exc:
+            raise SinkUnavailable(f"key store: {exc}") from exc
 
     async def setup(self) -> None:
         """Create the query indexes on the configured collection names (idempotent)."""
@@ -249,11 +269,12 @@ class ReadModelsProjection:
         self._check_not_behind(done, batches)
         fresh: dict[int, str] = {}
         writes: list[Write] = []
+        opener = await self.opener([rec for batch in batches for rec in batch.events])
         for batch in batches:
             past = done.get(batch.partition, "")
             for rec in batch.events:
                 if mark(rec.entry_id) > past:
-                    writes.extend(writes_for(rec))
+                    writes.extend(writes_for(rec, opener))
                     last = fresh.get(batch.partition, rec.entry_id)
                     fresh[batch.partition] = max(last, rec.entry_id, key=mark)
         grouped = fold(writes)
@@ -335,9 +356,10 @@ class ReadModelsProjection:
         failure before the runner dead-letters it is the one a re-drive reads.
         """
         try:
+            opener = await self.opener([rec])
             missing = [
                 [write.role, write.doc_id]
-                for write in writes_for(rec)
+                for write in writes_for(rec, opener)
                 if not await self._landed(write)
             ]
             await self._collection("redrives").replace_one(
@@ -365,7 +387,7 @@ class ReadModelsProjection:
         ledger = self._collection("redrives")
         note = await ledger.find_one({"_id": rec.id})
         marker = f"redriven:{rec.id}"
-        writes = writes_for(rec)
+        writes = writes_for(rec, await self.opener([rec]))
         crossing = [w for w in writes if isinstance(w.guard, Cross)]
         owns = [w for w in writes if isinstance(w.guard, Own)]
         if note is not None and note.get("done"):

@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS {schema}.dim_account (
     created_at   timestamptz NOT NULL,
     created_date_key integer NOT NULL
 );
+-- true once the customer was forgotten (its email_digest is then empty); added in place.
+ALTER TABLE {schema}.dim_account ADD COLUMN IF NOT EXISTS forgotten boolean NOT NULL DEFAULT false;
 
 -- Slowly changing dimension, type 2: a name, price or currency change opens a new version.
 CREATE TABLE IF NOT EXISTS {schema}.dim_product (

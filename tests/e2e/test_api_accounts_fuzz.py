@@ -13,6 +13,8 @@ ACCOUNT_OPERATIONS = {
     "changeMyPassword",
     "deactivateAccount",
     "reactivateAccount",
+    "forgetMyAccount",
+    "forgetAccount",
     "atualizarCliente",
     "trocarSenha",
     "desativarCliente",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar.testing import AsyncTestClient
 
 from events.states import AccountState
@@ -41,11 +42,15 @@ async def test_profile_update_records_the_name_and_shipping_address(
     assert resp.status_code == 200, resp.text
     assert set(resp.json()) == {"account_id", "position"}
     [changed] = await events_of_type(store, "AccountProfileChanged")
-    assert changed.event.account_id == account_id
-    assert changed.event.name == "Ana Maria"
-    assert changed.event.shipping_address.city == "Recife"
-    assert changed.event.shipping_address.country == "BR"
-    assert (await account_state(store, account_id)).name == "Ana Maria"
+    e = changed.event
+    assert e.account_id == account_id
+    assert "Ana" not in e.name and "Recife" not in e.shipping_address  # sealed
+    opener = await store.personal.opener([account_id])
+    assert opener.open(account_id, "name", e.name) == "Ana Maria"
+    address = msgspec.json.decode(opener.open(account_id, "shipping_address", e.shipping_address))
+    assert (address["city"], address["country"]) == ("Recife", "BR")
+    state_name = (await account_state(store, account_id)).name
+    assert opener.open(account_id, "name", state_name) == "Ana Maria"
 
 
 async def test_an_empty_profile_update_is_refused(api: AsyncTestClient[Any]) -> None:

@@ -63,13 +63,13 @@ async def test_a_redrive_lands_once_and_is_a_no_op_where_the_event_was_folded(
             if rec.id != skip:
                 await projection.apply(rec.partition, [rec])
 
-    folded = ReadModelsProjection(mongo_db, Collections.suffixed("_folded"))
+    folded = ReadModelsProjection(mongo_db, Collections.suffixed("_folded"), store.personal)
     await fold(folded)
     expected = await state(folded)
     await folded.redrive(order.partition, [order])  # a rebuild folded it already
     assert await state(folded) == expected
 
-    parked = ReadModelsProjection(mongo_db, Collections.suffixed("_parked"))
+    parked = ReadModelsProjection(mongo_db, Collections.suffixed("_parked"), store.personal)
     await fold(parked, skip=order.id)
     assert await state(parked) != expected
     await parked.redrive(order.partition, [order])

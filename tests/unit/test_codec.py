@@ -37,7 +37,8 @@ def test_unicode_round_trips_through_the_codec() -> None:
         name='Zoë Ñandú 東京 🚀 \u200b"quoted"\n',
         password_hash="$argon2id$…",
     )
-    fields = entry("AccountCreated", encode_data(event), 1, aggregate=event.aggregate())
+    schema = AccountCreated.SCHEMA
+    fields = entry("AccountCreated", encode_data(event), schema, aggregate=event.aggregate())
     decoded = decode_entry(b"1-0", fields, partition=3)
     assert decoded.event == event
     assert (decoded.entry_id, decoded.partition, decoded.aggregate) == ("1-0", 3, event.aggregate())

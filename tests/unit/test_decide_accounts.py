@@ -16,20 +16,38 @@ LIMITS = LoginLimits(max_failures=5, window_seconds=900)
 NOW = 1_800_000_000
 
 
-def test_sign_up_reserves_the_email_for_a_new_account() -> None:
-    cmd = SignUp(account_id="a1", email="ana@x.com", name="Ana", password_hash="$argon2id$h")
-    append = decide_sign_up(cmd, AccountState())
+def _sealed_sign_up(password_hash: str = "$argon2id$h") -> SignUp:
+    return SignUp(
+        account_id="a1",
+        email="ana@x.com",
+        name="Ana",
+        password_hash=password_hash,
+        sealed_email="pii1:email",
+        sealed_name="pii1:name",
+        email_digest="d1",
+    )
+
+
+def test_sign_up_reserves_the_email_digest_and_records_only_sealed_data() -> None:
+    append = decide_sign_up(_sealed_sign_up(), AccountState())
     [event] = append.events
     assert isinstance(event, AccountCreated) and event.role == "customer"
+    assert (event.email, event.name, event.email_digest) == ("pii1:email", "pii1:name", "d1")
     assert append.expect == {"account:a1": 0}
-    assert append.reserve == [Reservation("email", "ana@x.com", "account:a1")]
+    assert append.reserve == [Reservation("email", "d1", "account:a1")]
     assert append.state["account:a1"].set["password_hash"] == "$argon2id$h"
+    assert "ana@x.com" not in repr(append.events) and "Ana" not in repr(append.state)
+
+
+def test_a_sign_up_that_was_not_sealed_is_never_decided() -> None:
+    cmd = SignUp(account_id="a1", email="ana@x.com", name="Ana", password_hash="h")
+    with pytest.raises(ValueError, match="sealed"):
+        decide_sign_up(cmd, AccountState())
 
 
 def test_sign_up_over_an_existing_account_is_refused() -> None:
-    cmd = SignUp(account_id="a1", email="ana@x.com", name="Ana", password_hash="h")
     with pytest.raises(AccountAlreadyExists):
-        decide_sign_up(cmd, AccountState(v=1))
+        decide_sign_up(_sealed_sign_up("h"), AccountState(v=1))
 
 
 def test_emails_are_trimmed_and_lower_cased() -> None:
@@ -38,7 +56,12 @@ def test_emails_are_trimmed_and_lower_cased() -> None:
 
 def _login(state: LoginState, *, ok: bool, account: str | None = "a1"):  # type: ignore[no-untyped-def]
     return decide_login(
-        email="ana@x.com", account_id=account, password_ok=ok, state=state, now=NOW, limits=LIMITS
+        email_digest=digest("ana@x.com"),
+        account_id=account,
+        password_ok=ok,
+        state=state,
+        now=NOW,
+        limits=LIMITS,
     )
 
 

@@ -42,15 +42,20 @@ def given(*events: object) -> AccountState:
 
 
 def test_a_profile_change_records_the_new_fields_and_the_state_takes_the_name() -> None:
-    append = decide_change_profile(
-        ChangeProfile(account_id="a1", name="Ana Maria", shipping_address=ADDRESS), given()
+    command = ChangeProfile(
+        account_id="a1",
+        name="Ana Maria",
+        shipping_address=ADDRESS,
+        sealed_name="pii1:name",
+        sealed_address="pii1:address",
     )
+    append = decide_change_profile(command, given())
     [event] = append.events
     assert event == AccountProfileChanged(
-        account_id="a1", name="Ana Maria", shipping_address=ADDRESS
+        account_id="a1", name="pii1:name", shipping_address="pii1:address"
     )
     assert append.expect == {"account:a1": 1}
-    assert append.state["account:a1"].set == {"name": "Ana Maria"}
+    assert append.state["account:a1"].set == {"name": "pii1:name"}
 
 
 def test_an_empty_profile_change_is_refused() -> None:
@@ -100,7 +105,7 @@ def test_a_deactivated_account_cannot_change_its_profile_or_password() -> None:
 
 def test_the_right_password_of_a_deactivated_account_is_refused_and_not_counted() -> None:
     decision = decide_login(
-        email="ana@x.com",
+        email_digest="d1",
         account_id="a1",
         password_ok=True,
         state=LoginState(v=1),

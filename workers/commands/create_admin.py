@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _existing(store: EventStore, email: str) -> int | None:
     """Exit code when the email is already taken: 0 if it is an admin, else 1."""
-    owner = await store.owner_of("email", email)
+    owner = await store.owner_of("email", store.keys.email_digest(email))
     if owner is None:
         return None
     if (await store.state(owner)).get("role") == "admin":
