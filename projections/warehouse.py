@@ -34,6 +34,9 @@ from events.types import (
     AccountProfileChanged,
     AccountReactivated,
     CartItemSet,
+    CategoryCreated,
+    CategoryDeleted,
+    CategoryRenamed,
     LoginFailed,
     LoginSucceeded,
     OrderBilled,
@@ -51,6 +54,7 @@ from events.types import (
     RefundIssued,
 )
 from projections.views import postgres_pool, run_setup, schema_name, sink_errors, sql_file
+from projections.warehouse_catalog import CatalogRows, write_catalog
 
 PRODUCT_COLUMNS = (
     "product_id",
@@ -82,7 +86,16 @@ LINE_COLUMNS = (
 )
 
 
-VERSIONED = (ProductCreated, ProductUpdated, ProductDeleted, LoginSucceeded, LoginFailed)
+VERSIONED = (
+    ProductCreated,
+    ProductUpdated,
+    ProductDeleted,
+    LoginSucceeded,
+    LoginFailed,
+    CategoryCreated,
+    CategoryRenamed,
+    CategoryDeleted,
+)
 """Events whose warehouse effect depends on being applied once and in aggregate order."""
 
 
@@ -250,6 +263,8 @@ class Batch:
     refunds: list[tuple[Any, ...]] = field(default_factory=list)
     shipments: list[tuple[Any, ...]] = field(default_factory=list)
     carts: set[tuple[int, str]] = field(default_factory=set)
+    catalog: CatalogRows = field(default_factory=CatalogRows)
+    """Sellers and categories (:mod:`projections.warehouse_catalog`)."""
 
     def lifecycle(self, rec: RecordedEvent) -> None:
         """The order lifecycle's facts of one event (see ``warehouse.sql``)."""
@@ -304,6 +319,8 @@ class Batch:
                     batch.accounts.append(
                         (e.account_id, digest(e.email), e.role, rec.at, date_key(rec.at))
                     )
+                    if e.role == "seller":
+                        batch.catalog.sellers.append((e.account_id, rec.at, date_key(rec.at)))
                 case LoginSucceeded() as e:
                     batch.login(rec, e.email_digest, e.account_id, ok=True)
                 case LoginFailed() as e:
@@ -311,8 +328,14 @@ class Batch:
                 case OrderBilled() as e:
                     batch.dates.add(rec.at.date())
                     batch.lines.extend(order_line_rows(rec, e))
-                case ProductCreated() | ProductUpdated() | ProductDeleted():
+                case ProductCreated() as e:
                     batch.product_events.append(rec)
+                    if e.seller_id is not None:
+                        batch.catalog.product_sellers.append((e.product_id, e.seller_id))
+                case ProductUpdated() | ProductDeleted():
+                    batch.product_events.append(rec)
+                case CategoryCreated() | CategoryRenamed() | CategoryDeleted():
+                    batch.catalog.category_events.append(rec)
                 case (
                     AccountProfileChanged()
                     | PasswordChanged()
@@ -477,6 +500,8 @@ class WarehouseProjection:
             )
         if batch.product_events:
             await self._write_products(conn, batch.product_events)
+        if batch.catalog:
+            await write_catalog(conn, s, batch.catalog)
         if batch.dates:
             await conn.executemany(
                 f"INSERT INTO {s}.dim_date VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"

@@ -51,7 +51,7 @@ class SignUp(Command, frozen=True, kw_only=True):
     email: Email
     name: AccountName
     password_hash: Annotated[str, msgspec.Meta(min_length=1)]
-    role: Literal["customer", "admin"] = "customer"
+    role: Literal["customer", "admin", "seller"] = "customer"
 
 
 def decide_sign_up(cmd: SignUp, state: AccountState) -> Append:
