@@ -23,8 +23,10 @@ from app.commands import execute
 from app.commands.accounts import SignUp, account_aggregate
 from app.commands.billing import BillLine, BillOrder, order_aggregate
 from app.commands.catalog import AdjustStock, CreateProduct, product_aggregate
+from app.commands.categories import CreateCategory
 from app.commands.errors import (
     AccountAlreadyExists,
+    CategoryAlreadyExists,
     DuplicateEmail,
     DuplicateSku,
     InsufficientStock,
@@ -35,7 +37,7 @@ from app.settings import Settings
 from events.errors import RedisNotSuitable
 from events.ids import uuid7
 from events.store import EventStore, Metadata, check_redis
-from workers.demo import DemoAccount, DemoOrder, DemoProduct, DemoShop, make_shop
+from workers.demo import CATEGORIES, DemoAccount, DemoOrder, DemoProduct, DemoShop, make_shop
 
 DEFAULT_PASSWORD = "senha-demo-123"
 """Every demo account's password (log in with any demo email and this)."""
@@ -187,7 +189,15 @@ async def populate(
             return
         report.orders["refused"] += 1
 
+    async def create_category(slug: str) -> None:
+        try:
+            result = await execute(store, CreateCategory(slug=slug, name=CATEGORIES[slug]), system)
+        except CategoryAlreadyExists:
+            return
+        report.positions.append(result.position)
+
     await _bounded(concurrency, shop.accounts, sign_up)
+    await _bounded(concurrency, sorted({p.category for p in shop.products}), create_category)
     await _bounded(concurrency, shop.products, create)
     await _bounded(concurrency, shop.orders, bill)
     return report
