@@ -66,7 +66,9 @@ async def test_a_seller_cannot_touch_another_sellers_product(shop: Shop) -> None
     position = await last_position(shop)
     listed = fresh(await shop.api.get(f"/products/{mug}", params={"min_position": position}))
     assert listed.json()["seller_id"] == ana_id
-    sellers = fresh(await shop.api.get("/sellers", params={"min_position": position}, headers=admin))
+    sellers = fresh(
+        await shop.api.get("/sellers", params={"min_position": position}, headers=admin)
+    )
     assert {s["id"] for s in sellers.json()["items"]} == {ana_id, bia_id}
     assert_problem(await shop.api.get("/sellers", headers=ana), 403)
     await views_verify(shop)
@@ -122,7 +124,9 @@ async def test_an_unknown_category_is_refused_naming_the_field(shop: Shop) -> No
     await shop.api.post("/categories", json={"slug": "books", "name": "Books"}, headers=admin)
     product = await create_product(shop.api, admin, category="books")
     assert (await shop.api.delete("/categories/books", headers=admin)).is_success
-    patched = await shop.api.patch(f"/products/{product}", json={"category": "books"}, headers=admin)
+    patched = await shop.api.patch(
+        f"/products/{product}", json={"category": "books"}, headers=admin
+    )
     assert assert_problem(patched, 422, "unknown-category")["field"] == "category"
 
 
