@@ -164,10 +164,5 @@ CREATE TABLE IF NOT EXISTS {schema}.dim_category (
     opened_by_seq bigint      NOT NULL,
     PRIMARY KEY (slug, version)
 );
-
--- Sales by seller: every sold line of a seller's products, per day.
-CREATE OR REPLACE VIEW {schema}.sales_by_seller AS
-SELECT ps.seller_id, f.date_key, count(DISTINCT f.order_id) AS orders,
-       sum(f.quantity)::bigint AS items, sum(f.revenue)::bigint AS revenue
-FROM {schema}.fact_order_line f JOIN {schema}.product_seller ps USING (product_id)
-GROUP BY ps.seller_id, f.date_key;
+-- Sales by seller: fact_order_line JOIN product_seller USING (product_id) (see
+-- app/queries/analytics.py; no SQL view, so the lake export sees base tables only).
