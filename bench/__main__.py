@@ -19,7 +19,7 @@ from typing import Any
 from app.logging import configure_logging
 from bench.common import durable_redis, machine
 
-SECTIONS = ["append", "http", "projection", "rebuild", "lag", "memory"]
+SECTIONS = ["append", "http", "projection", "rebuild", "lag", "memory", "archive"]
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -68,7 +68,12 @@ def main() -> None:
         parser.error(f"unknown sections {unknown}; choose from {SECTIONS}")
     results = asyncio.run(main_async(args))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    latest = RESULTS / "latest.json"
+    # A run of some sections keeps the other sections' last figures (each names its date in params).
+    kept = json.loads(latest.read_text()) if latest.exists() else {}
+    for name in args.sections:
+        results[name].setdefault("params", {})["date"] = results["date"]
+    latest.write_text(json.dumps({**kept, **results}, indent=2) + "\n")
     print(f"\nstreamshop benchmarks, {results['date']}, {results['machine']['cores']} cores\n")
     print("| figure | measured | compared with | ratio |")
     print("|---|---|---|---|")

@@ -61,3 +61,7 @@ class MalformedEvent(EventStoreError):
 
 class RedisNotSuitable(EventStoreError):
     """The Redis server cannot hold the log safely (too old, or it may evict keys)."""
+
+
+class ArchiveError(EventStoreError):
+    """The archive does not hold what Redis says it does, or a segment is not as listed."""

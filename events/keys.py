@@ -36,6 +36,15 @@ class Keys:
     def logs(self) -> list[str]:
         return [self.log(p) for p in range(self.partitions)]
 
+    def archived(self, partition: int) -> str:
+        """The last entry id of a partition that moved to the archive and left Redis
+        (see :mod:`events.archive`); set by the archive's trim, in the same script."""
+        return f"{self.prefix}:archive:{{p{partition}}}"
+
+    def archive(self, suffix: str = "") -> str:
+        """Where the archive is (its URL), and with ``suffix`` its lock."""
+        return f"{self.prefix}:archive{suffix}"
+
     def identity(self) -> str:
         """The log's identity (a UUIDv7), which every view records (see :mod:`events.identity`)."""
         return f"{self.prefix}:log:identity"

@@ -8,11 +8,12 @@ Serialisation lives in :mod:`events.codec`; key names in :mod:`events.keys`.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -22,6 +23,7 @@ from redis.exceptions import ResponseError
 from events.codec import RecordedEvent, decode_entry, encode, encode_data
 from events.errors import (
     AggregateMissing,
+    ArchiveError,
     EventStoreError,
     GuardFailed,
     RedisNotSuitable,
@@ -41,6 +43,9 @@ from events.states import (
     initial,
 )
 from events.types import Event
+
+if TYPE_CHECKING:
+    from events.archive import Archive
 
 LIBRARY = "streamshop_v2"
 APPEND_FUNCTION = "streamshop_append_v2"
@@ -233,6 +238,7 @@ class EventStore:
         self.redis = redis
         self.keys = keys
         self._identity: str | None = None
+        self._archive: Archive | None = None
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -396,12 +402,78 @@ class EventStore:
     # -- reading the log -----------------------------------------------------------------
 
     async def read_raw(
-        self, partition: int, after: str = "0-0", count: int = 1000
+        self, partition: int, after: str = "0-0", count: int = 1000, through: str | None = None
     ) -> list[tuple[str, dict[bytes, bytes]]]:
-        """Entries of one partition strictly after ``after``, undecoded."""
+        """Entries of one partition in ``(after, through]`` (``None``: to the end), undecoded.
+
+        The one reader of the log: its archived part (:mod:`events.archive`) and the part
+        still in Redis are read as one log, in order. Redis's archive marker and the stream
+        are read in one transaction, so an archive run that trims meanwhile never opens a
+        gap: the marker then says to take the range from the archive.
+        """
+        rows: list[tuple[str, dict[bytes, bytes]]] = []
+        while len(rows) < count:
+            start = rows[-1][0] if rows else after
+            marker, live = await self._read_live(partition, start, count - len(rows), through)
+            if marker is None or parse_stream_id(start) >= parse_stream_id(marker):
+                return rows + live
+            archived = await self._read_archived(
+                partition, start, count - len(rows), through, marker
+            )
+            if not archived:
+                return rows  # ``through`` ends the range inside the archived part
+            rows += archived
+        return rows
+
+    async def _read_live(
+        self, partition: int, after: str, count: int, through: str | None
+    ) -> tuple[str | None, list[tuple[str, dict[bytes, bytes]]]]:
         start = "-" if after in ("0", "0-0") else f"({after}"
-        rows = await self.redis.xrange(self.keys.log(partition), min=start, max="+", count=count)
-        return [(eid.decode(), fields) for eid, fields in rows]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.archived(partition))
+            pipe.xrange(self.keys.log(partition), min=start, max=through or "+", count=count)
+            marker, rows = await pipe.execute()
+        return (
+            None if marker is None else marker.decode(),
+            [(eid.decode(), fields) for eid, fields in rows],
+        )
+
+    async def _read_archived(
+        self, partition: int, after: str, count: int, through: str | None, marker: str
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Entries after ``after`` from the archive, which must hold the log up to ``marker``."""
+        archive = await self.archive()
+        last = archive.last(partition)
+        if last is None or parse_stream_id(last) < parse_stream_id(marker):
+            await asyncio.to_thread(archive.reload)  # a newer archive run committed more
+            last = archive.last(partition)
+        if last is None or parse_stream_id(last) < parse_stream_id(marker):
+            raise ArchiveError(
+                f"partition {partition}: Redis holds the log after {marker}, the archive at "
+                f"{archive.url} only up to {last}"
+            )
+        # It holds entries after ``after`` (its last is past the marker): none read means
+        # ``through`` ends the range first.
+        return await asyncio.to_thread(archive.read, partition, after, count, through)
+
+    async def archive(self) -> Archive:
+        """The archive this log's old part moved to (its URL is recorded in Redis)."""
+        if self._archive is None:
+            url = await self.redis.get(self.keys.archive())
+            if url is None:
+                raise ArchiveError("part of the log is archived, but Redis names no archive")
+            from events.archive import Archive  # pyarrow, only for a log that has an archive
+
+            self._archive = await asyncio.to_thread(Archive, url.decode())
+        return self._archive
+
+    async def archived(self) -> dict[int, str]:
+        """The last archived entry id per partition that has an archived part."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.keys.partitions):
+                pipe.get(self.keys.archived(p))
+            replies = await pipe.execute()
+        return {p: m.decode() for p, m in enumerate(replies) if m is not None}
 
     async def read_partition(
         self, partition: int, after: str = "0-0", count: int = 1000
@@ -441,19 +513,36 @@ class EventStore:
                 heapq.heappush(heap, (parse_stream_id(nxt.entry_id), p, nxt))
 
     async def heads(self) -> dict[int, str | None]:
-        """The last entry id of each partition (``None`` for an empty one)."""
+        """The last entry id of each partition (``None`` for an empty one), archive included."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in range(self.keys.partitions):
                 pipe.xrevrange(self.keys.log(p), count=1)
+                pipe.get(self.keys.archived(p))
             replies = await pipe.execute()
-        return {p: (rows[0][0].decode() if rows else None) for p, rows in enumerate(replies)}
+        heads: dict[int, str | None] = {}
+        for p in range(self.keys.partitions):
+            rows, marker = replies[2 * p], replies[2 * p + 1]
+            heads[p] = rows[0][0].decode() if rows else (marker.decode() if marker else None)
+        return heads
 
     async def count(self) -> int:
+        """Entries in the log, archive included."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in range(self.keys.partitions):
                 pipe.xlen(self.keys.log(p))
             replies = await pipe.execute()
-        return sum(replies)
+        total = sum(replies)
+        archived = await self.archived()
+        if archived:
+            archive = await self.archive()
+            await asyncio.to_thread(archive.reload)
+            for p, marker in archived.items():
+                total += archive.rows(p)
+                last = archive.last(p)
+                if last is not None and last != marker:  # committed, not trimmed yet
+                    overlap = await self.redis.xrange(self.keys.log(p), min=f"({marker}", max=last)
+                    total -= len(overlap)
+        return total
 
 
 async def check_redis(redis: aioredis.Redis) -> list[str]:

@@ -47,7 +47,13 @@ from events.codec import FIELDS, Fields, Recorded, UndecodableEntry
 from events.ids import format_at, parse_at
 from events.positions import parse_stream_id
 from events.types import EVENT_TYPES
-from projections.views import postgres_pool, run_setup, schema_name, sink_errors, sql_file
+from projections.views import (
+    CheckpointedSchema,
+    postgres_pool,
+    run_setup,
+    schema_name,
+    sql_file,
+)
 
 GENESIS = "0" * 64
 HASH_FORMAT = 2
@@ -411,14 +417,19 @@ class VerifyReport:
         return not self.breaks
 
 
-class AuditProjection:
+class AuditProjection(CheckpointedSchema):
     """Append-only audit rows in ``<schema>.events`` (see the module docstring)."""
 
     name = "audit"
+    version = 1
+    """The schema and rows this code writes; bump it with any change to them: a projector
+    that starts against an older audit rebuilds it (``workers.rebuild.upgrade_view``)."""
+
+    CHECKPOINT_START = {"n": 0, "hash": GENESIS}
+    """The checkpoint carries the chain head: the next row's ``n - 1`` and ``prev_hash``."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str = "audit") -> None:
-        self.pool = pool
-        self.schema = schema_name(schema)
+        super().__init__(pool, schema)
 
     async def setup(self) -> None:
         await run_setup(self.pool, sql_file("audit.sql", self.schema), f"setup:{self.schema}")
@@ -428,60 +439,23 @@ class AuditProjection:
     in order within the batch: the chain records every entry of the log."""
 
     async def apply(self, partition: int, events: Sequence[Recorded]) -> None:
-        if not events:
-            return
-        s = self.schema
-        with sink_errors():
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    f'INSERT INTO "{s}".checkpoints (partition, entry_id, n, hash) '
-                    "VALUES ($1, '0-0', 0, $2) ON CONFLICT (partition) DO NOTHING",
-                    partition,
-                    GENESIS,
-                )
-                head = await conn.fetchrow(
-                    f'SELECT entry_id, n, hash FROM "{s}".checkpoints '
-                    "WHERE partition = $1 FOR UPDATE",
-                    partition,
-                )
-                done = parse_stream_id(head["entry_id"])
-                n, prev = int(head["n"]), str(head["hash"])
-                rows: list[tuple[Any, ...]] = []
-                for entry in events:
-                    if parse_stream_id(entry.entry_id) <= done:
-                        continue
-                    n += 1
-                    row = row_of(entry, n, prev)
-                    prev = row["hash"]
-                    rows.append(tuple(row[c] for c in COLUMNS))
-                if not rows:
-                    return
-                await conn.copy_records_to_table(
-                    "events", schema_name=s, columns=COLUMNS, records=rows
-                )
-                await conn.execute(
-                    f'UPDATE "{s}".checkpoints SET entry_id = $2, n = $3, hash = $4 '
-                    "WHERE partition = $1",
-                    partition,
-                    events[-1].entry_id,
-                    n,
-                    prev,
-                )
+        await self.apply_checkpointed(partition, events, self._append)
 
-    async def checkpoint(self, partition: int) -> str | None:
-        with sink_errors():
-            value = await self.pool.fetchval(
-                f'SELECT entry_id FROM "{self.schema}".checkpoints WHERE partition = $1',
-                partition,
-            )
-        return None if value is None else str(value)
-
-    async def checkpoints(self) -> dict[int, str | None]:
-        with sink_errors():
-            rows = await self.pool.fetch(
-                f'SELECT partition, entry_id FROM "{self.schema}".checkpoints'
-            )
-        return {int(r["partition"]): str(r["entry_id"]) for r in rows}
+    async def _append(
+        self, conn: asyncpg.Connection, entries: list[Recorded], head: asyncpg.Record
+    ) -> dict[str, Any]:
+        """Chain ``entries`` onto the head and copy them in; returns the new head."""
+        n, prev = int(head["n"]), str(head["hash"])
+        rows: list[tuple[Any, ...]] = []
+        for entry in entries:
+            n += 1
+            row = row_of(entry, n, prev)
+            prev = row["hash"]
+            rows.append(tuple(row[c] for c in COLUMNS))
+        await conn.copy_records_to_table(
+            "events", schema_name=self.schema, columns=COLUMNS, records=rows
+        )
+        return {"n": n, "hash": prev}
 
     async def verify(self) -> VerifyReport:
         """Recompute every chain; report the first broken row of each partition."""

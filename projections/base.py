@@ -11,6 +11,20 @@ from typing import Protocol, runtime_checkable
 
 from events.codec import RecordedEvent
 
+DEFAULT_VERSION = 1
+"""The version of a projection that declares none (and of a view built before versions were
+recorded)."""
+
+
+def version_of(projection: object) -> int:
+    """The version a projection declares in ``version`` (:data:`DEFAULT_VERSION` if none).
+
+    The version names the schema and the rows the code writes: a change to either bumps it.
+    A view version records the projection version that built it; the runtime never applies
+    one version's code to a view another version built, it rebuilds instead
+    (``workers.rebuild.upgrade_view``)."""
+    return int(getattr(projection, "version", DEFAULT_VERSION))
+
 
 class SinkUnavailable(Exception):
     """The view's store is down or timing out: retry later, this is not the event's fault.
@@ -40,6 +54,9 @@ class Projection(Protocol):
 
     name: str
     """Stable name: the consumer group, the DLQ stream suffix, the lease and CLI name."""
+
+    # A projection may also declare ``version: int`` (see :func:`version_of`); it is not a
+    # protocol member, so that a projection without one still is a Projection.
 
     async def setup(self) -> None:
         """Create indexes, tables or schemas; safe to call on every start."""

@@ -7,6 +7,10 @@ first opened for writing (the live projector on a fresh view, a rebuild on its s
 never changed after: a view meets a log through :func:`bind`, which refuses a view recorded
 for another log with :class:`ForeignView` instead of mixing two logs in one view.
 
+The record also holds the version of the projection that built the view version
+(:func:`built_version`), written with the log's identity when a new, empty version is
+first opened: a view is only ever written by the code of the version that built it.
+
 A view from before identities existed records nothing. It is taken as this log's (and
 recorded, when the caller may write) only if every entry its checkpoints name is in this
 log; otherwise it is refused too. Knowing the log stays with the caller (``holds``):
@@ -24,13 +28,17 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from projections.audit import AuditProjection
-from projections.base import SinkUnavailable
+from projections.base import DEFAULT_VERSION, SinkUnavailable
 from projections.read_models.projection import Collections, ReadModelsProjection
 from projections.views import schema_name, sink_errors
 from projections.warehouse import WarehouseProjection
 
 META_KEY = "log"
 """The ``_id`` of the MongoDB meta document and the ``key`` of the PostgreSQL meta row."""
+
+VERSION_KEY = "version"
+"""The field of the MongoDB meta document and the ``key`` of the PostgreSQL meta row that
+hold the version of the projection that built the view version."""
 
 _SETTINGS_OF = {"read_models": "MONGO_URL / MONGO_DB", "audit": "DATABASE_URL"}
 
@@ -56,6 +64,27 @@ class ForeignView(SinkUnavailable):
         super().__init__(f"{what}; run `streamshop rebuild {view}` or point {elsewhere} elsewhere")
 
 
+class ViewVersionMismatch(SinkUnavailable):
+    """A view version built by another version of its projection: refused, so new code
+    never writes to an old schema (nor old code to a new one).
+
+    A :class:`SinkUnavailable` for the live runtime: it backs off and acknowledges nothing,
+    and never dead-letters the entries. A projector meets an older view at start-up and
+    rebuilds it first (``workers.rebuild.upgrade_view``).
+    """
+
+    def __init__(self, view: str, where: str, built: int, code: int) -> None:
+        self.view, self.where, self.built, self.code = view, where, built, code
+        if built < code:
+            hint = f"starting the projector rebuilds it (or run `streamshop rebuild {view}`)"
+        else:
+            hint = "this code is older than the view: run the newer projector"
+        super().__init__(
+            f"{view} view ({where}) was built by version {built} of its projection "
+            f"but this code is version {code}; {hint}"
+        )
+
+
 class ViewMeta(Protocol):
     """The meta record of one version of a view, in its store."""
 
@@ -66,8 +95,13 @@ class ViewMeta(Protocol):
         """The log identity recorded (``None``: none, or the version does not exist yet)."""
         ...
 
-    async def record(self, log: str) -> str:
-        """Record ``log`` unless an identity is recorded already; return the one recorded."""
+    async def record(self, log: str, version: int | None = None) -> str:
+        """Record ``log`` (and the projection ``version`` that builds it, if given) unless an
+        identity is recorded already; return the one recorded."""
+        ...
+
+    async def built_by(self) -> int | None:
+        """The projection version recorded (``None``: none)."""
         ...
 
     async def positions(self) -> dict[int, str]:
@@ -90,15 +124,25 @@ class MongoMeta:
             raise SinkUnavailable(str(exc)) from exc
         return None if doc is None else str(doc["log"])
 
-    async def record(self, log: str) -> str:
+    async def record(self, log: str, version: int | None = None) -> str:
+        fields: dict[str, Any] = {"log": log}
+        if version is not None:
+            fields[VERSION_KEY] = version
         try:
             with contextlib.suppress(DuplicateKeyError):  # a concurrent first record won
                 await self.db[self.collections.meta].update_one(
-                    {"_id": META_KEY}, {"$setOnInsert": {"log": log}}, upsert=True
+                    {"_id": META_KEY}, {"$setOnInsert": fields}, upsert=True
                 )
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
         return await self.recorded() or log
+
+    async def built_by(self) -> int | None:
+        try:
+            doc = await self.db[self.collections.meta].find_one({"_id": META_KEY})
+        except ConnectionFailure as exc:
+            raise SinkUnavailable(str(exc)) from exc
+        return None if doc is None or VERSION_KEY not in doc else int(doc[VERSION_KEY])
 
     async def positions(self) -> dict[int, str]:
         try:
@@ -138,7 +182,7 @@ class PostgresMeta:
                     return None
         return None if value is None else str(value)
 
-    async def record(self, log: str) -> str:
+    async def record(self, log: str, version: int | None = None) -> str:
         s = f'"{self.schema}"'
         with sink_errors():
             async with self._conn() as conn, conn.transaction():
@@ -151,14 +195,32 @@ class PostgresMeta:
                     f"CREATE TABLE IF NOT EXISTS {s}.meta "
                     "(key text PRIMARY KEY, value text NOT NULL)"
                 )
-                await conn.execute(
+                inserted = await conn.fetchval(
                     f"INSERT INTO {s}.meta (key, value) VALUES ($1, $2) "
-                    "ON CONFLICT (key) DO NOTHING",
+                    "ON CONFLICT (key) DO NOTHING RETURNING true",
                     META_KEY,
                     log,
                 )
+                if inserted and version is not None:  # with the first record only
+                    await conn.execute(
+                        f"INSERT INTO {s}.meta (key, value) VALUES ($1, $2) "
+                        "ON CONFLICT (key) DO NOTHING",
+                        VERSION_KEY,
+                        str(version),
+                    )
                 value = await conn.fetchval(f"SELECT value FROM {s}.meta WHERE key = $1", META_KEY)
         return str(value)
+
+    async def built_by(self) -> int | None:
+        with sink_errors():
+            async with self._conn() as conn:
+                try:
+                    value = await conn.fetchval(
+                        f'SELECT value FROM "{self.schema}".meta WHERE key = $1', VERSION_KEY
+                    )
+                except _MISSING:
+                    return None
+        return None if value is None else int(value)
 
     async def positions(self) -> dict[int, str]:
         with sink_errors():
@@ -185,8 +247,29 @@ Holds = Callable[[dict[int, str]], Awaitable[bool]]
 """``holds(positions)``: are these entries (partition → entry id) in this log?"""
 
 
-async def bind(view: str, meta: ViewMeta, log: str, holds: Holds, *, claim: bool) -> str | None:
-    """Check that ``meta``'s version of ``view`` belongs to ``log``; record it if it is new.
+async def built_version(meta: ViewMeta) -> int | None:
+    """The projection version that built this view version: as recorded, or
+    :data:`~projections.base.DEFAULT_VERSION` for one built before versions were recorded
+    (it records a log or holds checkpoints); ``None`` when nothing is built yet."""
+    version = await meta.built_by()
+    if version is not None:
+        return version
+    if await meta.recorded() is not None or await meta.positions():
+        return DEFAULT_VERSION
+    return None
+
+
+async def bind(
+    view: str,
+    meta: ViewMeta,
+    log: str,
+    holds: Holds,
+    *,
+    claim: bool,
+    version: int | None = None,
+) -> str | None:
+    """Check that ``meta``'s version of ``view`` belongs to ``log``; record it if it is new
+    (with ``version``, the projection version that builds it, when it is still empty).
 
     Returns the identity now recorded (``None`` when nothing is and ``claim`` is false).
     Raises :class:`ForeignView` for a version recorded for another log, or an unrecorded
@@ -194,11 +277,13 @@ async def bind(view: str, meta: ViewMeta, log: str, holds: Holds, *, claim: bool
     """
     recorded = await meta.recorded()
     if recorded is None:
-        if not await holds(await meta.positions()):
+        positions = await meta.positions()
+        if not await holds(positions):
             raise ForeignView(view, meta.where, None, log)
         if not claim:
             return None
-        recorded = await meta.record(log)
+        # A view from before identities holds entries already: built by an unknown version.
+        recorded = await meta.record(log, None if positions else version)
     if recorded != log:
         raise ForeignView(view, meta.where, recorded, log)
     return recorded

@@ -1,15 +1,18 @@
 """Helpers shared by the PostgreSQL views: schema-qualified SQL files, setup under a lock,
-and mapping driver errors to :class:`~projections.base.SinkUnavailable`."""
+mapping driver errors to :class:`~projections.base.SinkUnavailable`, and the checkpointed
+transaction that makes a replayed entry a no-op."""
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from importlib import resources
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
+from events.positions import parse_stream_id
 from projections.base import SinkUnavailable
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -60,3 +63,91 @@ async def postgres_pool(dsn: str, max_size: int = 8) -> AsyncIterator[asyncpg.Po
         yield pool
     finally:
         await pool.close()
+
+
+class _Positioned(Protocol):
+    @property
+    def entry_id(self) -> str: ...
+
+
+E = TypeVar("E", bound=_Positioned)
+
+Write = Callable[[asyncpg.Connection, list[E], asyncpg.Record], Awaitable[Mapping[str, Any]]]
+"""``write(conn, fresh, head)``: write the rows of the entries not applied yet, in the
+caller's transaction; ``head`` is the partition's checkpoint row as it was. Returns the
+checkpoint columns to set besides ``entry_id`` (the audit's chain head; ``{}`` if none)."""
+
+
+class CheckpointedSchema:
+    """A PostgreSQL view whose ``<schema>.checkpoints`` row per partition (``partition``,
+    ``entry_id`` and any columns of :attr:`CHECKPOINT_START`) is written in the same
+    transaction as the rows it covers, so a replayed entry at or below it is a no-op."""
+
+    CHECKPOINT_START: Mapping[str, Any] = {}
+    """The other checkpoint columns of a partition before its first entry."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self.pool = pool
+        self.schema = schema_name(schema)
+
+    async def lock_checkpoint(self, conn: asyncpg.Connection, partition: int) -> asyncpg.Record:
+        """The checkpoint row of ``partition`` (created at ``0-0``), locked ``FOR UPDATE``
+        until the caller's transaction ends: applies of one partition serialise on it."""
+        start = {"entry_id": "0-0", **self.CHECKPOINT_START}
+        columns = ", ".join(start)
+        marks = ", ".join(f"${i}" for i in range(2, len(start) + 2))
+        s = f'"{self.schema}"'
+        await conn.execute(
+            f"INSERT INTO {s}.checkpoints (partition, {columns}) VALUES ($1, {marks})"
+            " ON CONFLICT (partition) DO NOTHING",
+            partition,
+            *start.values(),
+        )
+        head: asyncpg.Record = await conn.fetchrow(
+            f"SELECT {columns} FROM {s}.checkpoints WHERE partition = $1 FOR UPDATE", partition
+        )
+        return head
+
+    async def set_checkpoint(
+        self, conn: asyncpg.Connection, partition: int, values: Mapping[str, Any]
+    ) -> None:
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(values, start=2))
+        await conn.execute(
+            f'UPDATE "{self.schema}".checkpoints SET {sets} WHERE partition = $1',
+            partition,
+            *values.values(),
+        )
+
+    async def apply_checkpointed(
+        self, partition: int, events: Sequence[E], write: Write[E]
+    ) -> None:
+        """One transaction: lock the checkpoint, ``write`` the entries after it, move it to
+        the last of them, commit. Nothing is written when every entry is at or below it."""
+        if not events:
+            return
+        with sink_errors():
+            async with self.pool.acquire() as conn, conn.transaction():
+                head = await self.lock_checkpoint(conn, partition)
+                done = parse_stream_id(head["entry_id"])
+                fresh = [e for e in events if parse_stream_id(e.entry_id) > done]
+                if not fresh:
+                    return
+                extra = await write(conn, fresh, head)
+                await self.set_checkpoint(
+                    conn, partition, {"entry_id": fresh[-1].entry_id, **extra}
+                )
+
+    async def checkpoint(self, partition: int) -> str | None:
+        with sink_errors():
+            value = await self.pool.fetchval(
+                f'SELECT entry_id FROM "{self.schema}".checkpoints WHERE partition = $1',
+                partition,
+            )
+        return None if value is None else str(value)
+
+    async def checkpoints(self) -> dict[int, str | None]:
+        with sink_errors():
+            rows = await self.pool.fetch(
+                f'SELECT partition, entry_id FROM "{self.schema}".checkpoints'
+            )
+        return {int(r["partition"]): str(r["entry_id"]) for r in rows}

@@ -53,7 +53,13 @@ from events.types import (
     ProductUpdated,
     RefundIssued,
 )
-from projections.views import postgres_pool, run_setup, schema_name, sink_errors, sql_file
+from projections.views import (
+    CheckpointedSchema,
+    postgres_pool,
+    run_setup,
+    sink_errors,
+    sql_file,
+)
 from projections.warehouse_catalog import CatalogRows, write_catalog
 
 PRODUCT_COLUMNS = (
@@ -379,45 +385,37 @@ def _resolve_version(s: str, alias: str) -> str:
     )
 
 
-class WarehouseProjection:
+class WarehouseProjection(CheckpointedSchema):
     """The star schema in ``<schema>`` (see the module docstring)."""
 
     name = "warehouse"
+    version = 2
+    """The schema (``warehouse.sql``) and rows this code writes. Bump it with any change
+    to them (a column, a table, what a row holds): a projector that starts against a
+    warehouse built by an older version rebuilds it into a new schema and switches, so new
+    code never writes to an old schema (see ``docs/architecture.md``, projection versions)."""
+
+    SCHEMA_FILE = "warehouse.sql"
 
     def __init__(self, pool: asyncpg.Pool, schema: str = "dw") -> None:
-        self.pool = pool
-        self.schema = schema_name(schema)
+        super().__init__(pool, schema)
         self._s = f'"{self.schema}"'
 
+    def schema_sql(self) -> str:
+        """The DDL of the star schema, for this projection's schema (idempotent)."""
+        return sql_file(self.SCHEMA_FILE, self.schema)
+
     async def setup(self) -> None:
-        await run_setup(self.pool, sql_file("warehouse.sql", self.schema), f"setup:{self.schema}")
+        await run_setup(self.pool, self.schema_sql(), f"setup:{self.schema}")
 
     async def apply(self, partition: int, events: Sequence[RecordedEvent]) -> None:
-        if not events:
-            return
-        s = self._s
-        with sink_errors():
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    f"INSERT INTO {s}.checkpoints (partition, entry_id) VALUES ($1, '0-0') "
-                    "ON CONFLICT (partition) DO NOTHING",
-                    partition,
-                )
-                done = parse_stream_id(
-                    await conn.fetchval(
-                        f"SELECT entry_id FROM {s}.checkpoints WHERE partition = $1 FOR UPDATE",
-                        partition,
-                    )
-                )
-                fresh = [rec for rec in events if parse_stream_id(rec.entry_id) > done]
-                if not fresh:
-                    return
-                await self._write(conn, Batch.of(await self._unapplied(conn, fresh)))
-                await conn.execute(
-                    f"UPDATE {s}.checkpoints SET entry_id = $2 WHERE partition = $1",
-                    partition,
-                    fresh[-1].entry_id,
-                )
+        await self.apply_checkpointed(partition, events, self._apply_fresh)
+
+    async def _apply_fresh(
+        self, conn: asyncpg.Connection, events: list[RecordedEvent], head: asyncpg.Record
+    ) -> dict[str, Any]:
+        await self._write(conn, Batch.of(await self._unapplied(conn, events)))
+        return {}
 
     async def redrive(self, partition: int, events: Sequence[RecordedEvent]) -> None:
         """Apply re-driven dead letters of ``partition``, guarded per aggregate, not by the
@@ -436,24 +434,11 @@ class WarehouseProjection:
     async def advance(self, partition: int, entry_id: str) -> None:
         """Move the checkpoint forward to ``entry_id`` (never back): the runtime calls it
         once every entry up to there is applied or parked."""
-        s = self._s
         with sink_errors():
             async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    f"INSERT INTO {s}.checkpoints (partition, entry_id) VALUES ($1, '0-0') "
-                    "ON CONFLICT (partition) DO NOTHING",
-                    partition,
-                )
-                done = await conn.fetchval(
-                    f"SELECT entry_id FROM {s}.checkpoints WHERE partition = $1 FOR UPDATE",
-                    partition,
-                )
-                if parse_stream_id(entry_id) > parse_stream_id(done):
-                    await conn.execute(
-                        f"UPDATE {s}.checkpoints SET entry_id = $2 WHERE partition = $1",
-                        partition,
-                        entry_id,
-                    )
+                head = await self.lock_checkpoint(conn, partition)
+                if parse_stream_id(entry_id) > parse_stream_id(head["entry_id"]):
+                    await self.set_checkpoint(conn, partition, {"entry_id": entry_id})
 
     async def _unapplied(
         self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]
@@ -577,18 +562,6 @@ class WarehouseProjection:
                 " WHERE f.product_id = $1 AND (f.billed_at >= $2 OR f.product_version IS NULL)",
                 list(changes.opened.items()),
             )
-
-    async def checkpoint(self, partition: int) -> str | None:
-        with sink_errors():
-            value = await self.pool.fetchval(
-                f"SELECT entry_id FROM {self._s}.checkpoints WHERE partition = $1", partition
-            )
-        return None if value is None else str(value)
-
-    async def checkpoints(self) -> dict[int, str | None]:
-        with sink_errors():
-            rows = await self.pool.fetch(f"SELECT partition, entry_id FROM {self._s}.checkpoints")
-        return {int(r["partition"]): str(r["entry_id"]) for r in rows}
 
 
 @contextlib.asynccontextmanager

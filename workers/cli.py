@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "expire": ("workers.commands.expire", "expire unpaid orders whose stock reservation ran out"),
     "demo": ("workers.commands.demo", "populate a demo shop through the command path"),
     "export": ("workers.commands.export", "export the log and the warehouse to a Parquet lake"),
+    "archive": ("workers.commands.archive", "move the log's old part from Redis to Parquet"),
     "check": (
         "workers.commands.check",
         "check Redis (version, eviction, persistence) and load functions",

@@ -37,14 +37,11 @@ One export at a time per lake: runs are not locked against each other.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 import secrets
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TextIO
@@ -61,8 +58,10 @@ import structlog
 
 from events.codec import FIELDS, decode_entry
 from events.errors import MalformedEvent
+from events.files import FileRoot
 from events.keys import Keys
 from events.positions import format_position, parse_stream_id
+from events.store import EventStore
 from events.types import EVENT_TYPES
 from projections.audit import SECRET_FIELDS
 from workers.rebuild import Progress
@@ -152,79 +151,12 @@ def new_run_id() -> str:
 # -- the lake: files, atomic writes, manifest --------------------------------------------------
 
 
-class Lake:
-    """A lake root on a pyarrow filesystem; every path handed in is relative to the root."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        if "://" in url:
-            self.fs, root = _filesystem(url)
-        else:
-            self.fs, root = pafs.LocalFileSystem(), os.path.abspath(url)
-        self.root = root.rstrip("/")
-        self.fs.create_dir(self.root, recursive=True)
-
-    def path(self, rel: str) -> str:
-        return f"{self.root}/{rel}"
-
-    def files(self, under: str) -> list[str]:
-        """Every file below ``under`` (relative paths), none if it does not exist."""
-        selector = pafs.FileSelector(self.path(under), recursive=True, allow_not_found=True)
-        prefix = len(self.root) + 1
-        return sorted(
-            info.path[prefix:]
-            for info in self.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File
-        )
-
-    def delete(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.delete_file(self.path(rel))
-
-    def delete_dir(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.delete_dir(self.path(rel))
-
-    def _commit(self, tmp: str, rel: str) -> None:
-        """Move a finished temporary file to its name: a rename on a local disk (atomic),
-        a server-side copy on object stores (whose objects appear whole or not at all)."""
-        self.fs.move(self.path(tmp), self.path(rel))
-
-    def _digest(self, rel: str) -> tuple[str, int]:
-        sha = hashlib.sha256()
-        size = 0
-        with self.fs.open_input_stream(self.path(rel)) as stream:
-            while chunk := stream.read(1 << 20):
-                sha.update(chunk)
-                size += len(chunk)
-        return sha.hexdigest(), size
-
-    def write_table(self, rel: str, table: pa.Table, run: str) -> dict[str, Any]:
-        """Write ``table`` as ``rel`` (temporary name, checksum of what landed, move)."""
-        return self.write_batches(rel, table.schema, [table], run)
-
-    def write_batches(
-        self, rel: str, schema: pa.Schema, parts: Iterable[pa.Table | pa.RecordBatch], run: str
-    ) -> dict[str, Any]:
-        tmp = f"{rel}.tmp-{run}"
-        self.fs.create_dir(self.path(rel.rpartition("/")[0]), recursive=True)
-        rows = 0
-        with pq.ParquetWriter(self.path(tmp), schema, filesystem=self.fs) as writer:
-            for part in parts:
-                if isinstance(part, pa.RecordBatch):
-                    writer.write_batch(part)
-                else:
-                    writer.write_table(part)
-                rows += part.num_rows
-        sha, size = self._digest(tmp)
-        self._commit(tmp, rel)
-        return {"path": rel, "rows": rows, "bytes": size, "sha256": sha, "run": run}
+class Lake(FileRoot):
+    """A lake root (see :class:`events.files.FileRoot`) and its manifest."""
 
     def read_manifest(self) -> dict[str, Any]:
-        try:
-            with self.fs.open_input_stream(self.path(MANIFEST)) as stream:
-                manifest: dict[str, Any] = msgspec.json.decode(stream.read())
-        except FileNotFoundError:
+        manifest: dict[str, Any] | None = self.read_json(MANIFEST)
+        if manifest is None:
             return empty_manifest()
         if manifest.get("format") != FORMAT:
             raise ValueError(f"{self.url}: manifest format {manifest.get('format')!r} unknown")
@@ -233,26 +165,7 @@ class Lake:
     def write_manifest(self, manifest: dict[str, Any], run: str) -> None:
         """The commit point of every step: written last, replaced in one move."""
         manifest["updated_at"] = _now()
-        tmp = f"{MANIFEST}.tmp-{run}"
-        with self.fs.open_output_stream(self.path(tmp)) as stream:
-            stream.write(msgspec.json.format(_encoder.encode(manifest), indent=1))
-        self._commit(tmp, MANIFEST)
-
-
-def _filesystem(url: str) -> tuple[pafs.FileSystem, str]:
-    """pyarrow's own filesystems (``file``, ``s3`` with the usual AWS settings, ``gs``,
-    ``hdfs``), else fsspec's, when fsspec and the scheme's package are installed."""
-    try:
-        return pafs.FileSystem.from_uri(url)
-    except pa.ArrowInvalid:
-        try:
-            import fsspec.core
-        except ImportError:
-            raise ValueError(
-                f"{url}: pyarrow does not know this scheme, fsspec is absent"
-            ) from None
-        fs, root = fsspec.core.url_to_fs(url)
-        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), root
+        self.write_json(MANIFEST, manifest, run)
 
 
 def empty_manifest() -> dict[str, Any]:
@@ -432,30 +345,24 @@ class _Run:
     batch: int
 
 
-async def _read(
-    redis: aioredis.Redis, key: str, low: str, head: str, count: int
-) -> list[tuple[str, dict[bytes, bytes]]]:
-    rows = await redis.xrange(key, min=low, max=head, count=count)
-    return [(eid.decode(), fields) for eid, fields in rows]
-
-
 def _start(checkpoint: str | None, since: datetime | None) -> str:
-    """XRANGE's lower bound: after the checkpoint, and not before ``since``."""
+    """The read's exclusive lower bound: the checkpoint, and not before ``since``."""
     if since is not None:
-        floor = (int(since.timestamp() * 1000), 0)
-        if checkpoint is None or parse_stream_id(checkpoint) < floor:
-            return f"{floor[0]}-0"
-    return "-" if checkpoint is None else f"({checkpoint}"
+        ms = int(since.timestamp() * 1000)
+        if checkpoint is None or parse_stream_id(checkpoint) < (ms, 0):
+            return f"{ms - 1}-{2**64 - 1}" if ms > 0 else "0-0"
+    return checkpoint or "0-0"
 
 
 async def export_partition(
-    run: _Run, redis: aioredis.Redis, keys: Keys, p: int, head: str, since: datetime | None
+    run: _Run, store: EventStore, p: int, head: str, since: datetime | None
 ) -> None:
-    """Export partition ``p`` from its checkpoint up to ``head``, one commit per batch."""
+    """Export partition ``p`` from its checkpoint up to ``head``, one commit per batch
+    (archive and Redis read as one log, :meth:`~events.store.EventStore.read_raw`)."""
     manifest = run.manifest
-    low = _start(manifest["checkpoint"].get(str(p)), since)
+    after = _start(manifest["checkpoint"].get(str(p)), since)
     while True:
-        rows = await _read(redis, keys.log(p), low, head, run.batch)
+        rows = await store.read_raw(p, after, run.batch, through=head)
         if not rows:
             return
         groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -482,7 +389,7 @@ async def export_partition(
         run.progress.add(len(rows))
         if len(rows) < run.batch:
             return
-        low = f"({rows[-1][0]}"
+        after = rows[-1][0]
 
 
 # -- exporting the warehouse ------------------------------------------------------------------
@@ -666,17 +573,17 @@ async def export(
     run = _Run(lake, manifest, report, progress, max(1, options.batch))
     started_at = _now()
     try:
+        store = EventStore(redis, keys)
+        heads = await store.heads()
         async with redis.pipeline(transaction=False) as pipe:
             for p in range(keys.partitions):
-                pipe.xrevrange(keys.log(p), count=1)
                 pipe.xlen(keys.log(p))
-            replies = await pipe.execute()
-        heads = {p: replies[2 * p] for p in range(keys.partitions)}
+            lengths = await pipe.execute()
         done = {p: manifest["log"]["partitions"].get(str(p), {}).get("rows", 0) for p in heads}
-        progress.start(sum(max(0, replies[2 * p + 1] - done[p]) for p in heads))
+        progress.start(sum(max(0, lengths[p] - done[p]) for p in heads))
         for p, head in heads.items():
             if head:
-                await export_partition(run, redis, keys, p, head[0][0].decode(), options.since)
+                await export_partition(run, store, p, head, options.since)
         if options.warehouse:
             await export_warehouse(settings, run, redis)
         progress.set_phase("done", progress.done)

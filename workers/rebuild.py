@@ -32,6 +32,10 @@ too: checked between batches and once more, by refreshing it, right before the s
 
 A rebuild killed at any point leaves the live view as it was (the pointer only moves in
 step 4, the pause expires on its own) and its half-built version is dropped by the next run.
+
+This module is the orchestration (lock, versions, pause, switch, hand-over, dead letters);
+folding the log into a projection is :mod:`workers.replay` (shared with ``verify``), and
+the bar is :mod:`workers.progress`.
 """
 
 from __future__ import annotations
@@ -39,29 +43,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 import redis.asyncio as aioredis
 import structlog
 
-from events.codec import RecordedEvent, decode_entry, undecodable
-from events.errors import MalformedEvent
-from events.positions import parse_stream_id
 from events.store import EventStore
 from projections.base import Projection
 from workers.dlq import DeadLetters
+from workers.progress import Progress
 from workers.registry import factory_for
-from workers.runner import is_sink_error
+from workers.replay import (
+    FailedEntry,
+    ReplayAborted,
+    ReplayStats,
+    catch_up,
+    error_text,
+    replay,
+)
 from workers.views import (
     BASE,
     VIEWS,
+    RebuildBusy,
     ViewPointers,
     drop_version,
     label,
+    live_versions,
     new_version,
     open_view,
 )
@@ -90,104 +101,6 @@ class RebuildOptions:
     """Switch even if entries fail, with them parked as sequenced dead letters (else: abort)."""
 
 
-OnFailure = Literal["skip", "abort", "park"]
-"""What a replay does with an entry it cannot decode or apply: ``skip`` it (and go on),
-``abort`` (raise :class:`EntryFailed`), or ``park`` it and every later entry of its aggregate."""
-
-
-@dataclass(frozen=True, slots=True)
-class FailedEntry:
-    """An entry a replay could not decode or apply, or (``behind`` set) one parked behind such
-    an entry of the same aggregate."""
-
-    partition: int
-    entry_id: str
-    event_id: str
-    type: str
-    aggregate: str
-    error: str
-    fields: dict[bytes, bytes]
-    """The log entry's fields, unchanged (what a dead letter keeps)."""
-    behind: str | None = None
-    """The entry id of the failed entry this one waits behind (``None``: it failed itself)."""
-
-    @classmethod
-    def of(
-        cls,
-        partition: int,
-        entry_id: str,
-        fields: dict[bytes, bytes],
-        error: str,
-        behind: str | None = None,
-    ) -> FailedEntry:
-        def text(name: bytes) -> str:
-            return fields.get(name, b"").decode(errors="replace")
-
-        return cls(
-            partition=partition,
-            entry_id=entry_id,
-            event_id=text(b"id"),
-            type=text(b"type"),
-            aggregate=text(b"aggregate"),
-            error=error,
-            fields=fields,
-            behind=behind,
-        )
-
-    def describe(self) -> str:
-        return (
-            f"entry {self.entry_id} (partition {self.partition}, {self.type or '?'}, "
-            f"{self.aggregate or '?'}, event {self.event_id or '?'}): {self.error}"
-        )
-
-
-@dataclass(slots=True)
-class ReplayStats:
-    events: int = 0
-    malformed: int = 0
-    failed: int = 0
-    parked: int = 0
-    read: dict[int, int] = field(default_factory=dict)
-    """Entries read per partition (from the start: the group's ``entries-read`` there)."""
-    on_failure: OnFailure = "skip"
-    failures: list[FailedEntry] = field(default_factory=list)
-    """Failed and parked entries in the order met: per aggregate, log order."""
-    blocked: dict[str, str] = field(default_factory=dict)
-    """``park``: aggregate → entry id of its failed entry; its later entries are parked."""
-
-    def behind(self, aggregate: str | None) -> str | None:
-        """The failed entry that ``aggregate``'s entries are parked behind, if any."""
-        return self.blocked.get(aggregate) if aggregate and self.blocked else None
-
-    def record(self, failure: FailedEntry) -> None:
-        """Count ``failure``; with ``abort`` raise, with ``park`` block its aggregate."""
-        self.failures.append(failure)
-        if failure.behind is not None:
-            self.parked += 1
-            log.warning(
-                "rebuild_entry_parked",
-                partition=failure.partition,
-                entry_id=failure.entry_id,
-                aggregate=failure.aggregate,
-                behind=failure.behind,
-            )
-            return
-        self.failed += 1
-        log.error(
-            "rebuild_entry_failed",
-            partition=failure.partition,
-            entry_id=failure.entry_id,
-            event_id=failure.event_id,
-            type=failure.type,
-            aggregate=failure.aggregate,
-            error=failure.error,
-        )
-        if self.on_failure == "abort":
-            raise EntryFailed(failure)
-        if self.on_failure == "park" and failure.aggregate:
-            self.blocked.setdefault(failure.aggregate, failure.entry_id)
-
-
 class RebuildAborted(RuntimeError):
     """The rebuild stopped before its switch: the live view, its pointer and its consumer
     group are as they were, and the new version was dropped (or is left registered, so the
@@ -213,17 +126,7 @@ class RebuildAborted(RuntimeError):
         """Views of the same ``rebuild_views`` call that switched before this one aborted."""
 
 
-class _Abort(Exception):
-    """Raised inside the replay to stop the rebuild (turned into :class:`RebuildAborted`)."""
-
-
-class EntryFailed(_Abort):
-    def __init__(self, failure: FailedEntry) -> None:
-        super().__init__(failure.describe())
-        self.failure = failure
-
-
-class LockLost(_Abort):
+class LockLost(ReplayAborted):
     def __init__(self, name: str) -> None:
         super().__init__(
             f"the rebuild lock of {name} was lost (it expired or was taken over; another "
@@ -253,282 +156,10 @@ class RebuildReport:
         return round(self.events / self.seconds, 1) if self.seconds > 0 else 0.0
 
 
-class Progress:
-    """Events done / total, events/s and ETA: a bar on a terminal, log lines otherwise."""
-
-    def __init__(
-        self,
-        view: str,
-        stream: TextIO | None = None,
-        tty: bool | None = None,
-        interval: float = 2.0,
-        enabled: bool = True,
-    ) -> None:
-        self.view = view
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
-        self.interval = interval if not self.tty else 0.1
-        self.enabled = enabled
-        self.total = 0
-        self.done = 0
-        self.phase = "replay"
-        self.started = time.monotonic()
-        self._shown = 0.0
-
-    def start(self, total: int) -> None:
-        self.total, self.done, self.started = total, 0, time.monotonic()
-        self.show(force=True)
-
-    def set_phase(self, phase: str, total: int | None = None) -> None:
-        self.phase = phase
-        if total is not None:
-            self.total = max(total, self.done)
-        self.show(force=True)
-
-    def add(self, count: int) -> None:
-        self.done += count
-        self.total = max(self.total, self.done)
-        self.show()
-
-    def figures(self) -> dict[str, Any]:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = self.done / elapsed
-        left = max(self.total - self.done, 0)
-        return {
-            "done": self.done,
-            "total": self.total,
-            "events_per_s": round(rate, 1),
-            "eta_s": round(left / rate, 1) if rate > 0 else None,
-        }
-
-    def show(self, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self._shown < self.interval:
-            return
-        self._shown = now
-        f = self.figures()
-        if not self.tty:
-            log.info("rebuild_progress", view=self.view, phase=self.phase, **f)
-            return
-        width = 30
-        share = f["done"] / f["total"] if f["total"] else 1.0
-        bar = "#" * int(share * width) + "-" * (width - int(share * width))
-        eta = "--:--" if f["eta_s"] is None else _clock(f["eta_s"])
-        self.stream.write(
-            f"\r{self.view:<11} [{bar}] {share:6.1%} {f['done']:>10,}/{f['total']:<10,} "
-            f"{f['events_per_s']:>9,.0f} ev/s  ETA {eta}  {self.phase:<10}"
-        )
-        self.stream.flush()
-
-    def finish(self) -> None:
-        self.show(force=True)
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-# -- replaying the log -----------------------------------------------------------------------
-
-
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-async def _apply_batch(
-    projection: Projection,
-    partition: int,
-    events: list[RecordedEvent],
-    retries: int,
-    keeper: _KeepAlive | None,
-) -> Exception | None:
-    """Apply a batch, waiting out a sink that is down; returns an entry-level failure."""
-    attempt = 0
-    while True:
-        if keeper is not None:
-            keeper.check()
-        try:
-            await projection.apply(partition, events)
-            return None
-        except Exception as exc:
-            if not is_sink_error(exc):
-                return exc
-            attempt += 1
-            if attempt > retries:
-                raise
-            log.warning("rebuild_sink_unavailable", error=str(exc), attempt=attempt)
-            await asyncio.sleep(min(0.2 * 2 ** min(attempt, 6), 5.0))
-
-
-async def _apply(
-    projection: Projection,
-    partition: int,
-    events: list[RecordedEvent],
-    raw: dict[str, dict[bytes, bytes]],
-    stats: ReplayStats,
-    retries: int,
-    keeper: _KeepAlive | None = None,
-) -> None:
-    """Apply a batch; if an entry fails, isolate it (one by one, in order) and record it.
-
-    After a failure, with ``park``, the later entries of its aggregate are parked, not applied.
-    """
-    if not events:
-        return
-    failure = await _apply_batch(projection, partition, events, retries, keeper)
-    if failure is None:
-        return
-    if len(events) > 1:
-        log.warning("rebuild_batch_failed", count=len(events), error=_error(failure))
-        failure = None
-    for event in events:
-        fields = raw.get(event.entry_id, {})
-        if (head := stats.behind(event.aggregate)) is not None:
-            stats.record(
-                FailedEntry.of(partition, event.entry_id, fields, f"parked behind {head}", head)
-            )
-            continue
-        if failure is None:
-            failure = await _apply_batch(projection, partition, [event], retries, keeper)
-        if failure is not None:
-            stats.record(FailedEntry.of(partition, event.entry_id, fields, _error(failure)))
-        failure = None
-
-
-async def replay_partition(
-    store: EventStore,
-    projection: Projection,
-    partition: int,
-    after: str,
-    until: str | None,
-    batch: int,
-    stats: ReplayStats,
-    progress: Progress | None = None,
-    retries: int = 30,
-    keeper: _KeepAlive | None = None,
-) -> str:
-    """Apply the entries of ``partition`` in ``(after, until]`` (``until=None``: to the end as
-    read); returns the last entry id applied (or ``after``). Reads the next batch while the
-    current one is applied. An entry that fails goes to ``stats`` (which may raise)."""
-    limit = parse_stream_id(until) if until is not None else None
-
-    async def read(start: str) -> list[tuple[str, dict[bytes, bytes]]]:
-        return await store.read_raw(partition, start, batch)
-
-    pending: asyncio.Task[list[tuple[str, dict[bytes, bytes]]]] | None = asyncio.ensure_future(
-        read(after)
-    )
-    try:
-        while pending is not None:
-            rows = await pending
-            pending = None
-            more = len(rows) == batch
-            if limit is not None:
-                kept = [r for r in rows if parse_stream_id(r[0]) <= limit]
-                more = more and len(kept) == len(rows)
-                rows = kept
-            if not rows:
-                break
-            if keeper is not None:
-                keeper.check()
-            if more:
-                pending = asyncio.ensure_future(read(rows[-1][0]))
-            events: list[RecordedEvent] = []
-            raw: dict[str, dict[bytes, bytes]] = {}
-            for entry_id, fields in rows:
-                raw[entry_id] = fields
-                aggregate = fields.get(b"aggregate", b"").decode(errors="replace")
-                if (head := stats.behind(aggregate)) is not None:
-                    stats.record(
-                        FailedEntry.of(partition, entry_id, fields, f"parked behind {head}", head)
-                    )
-                    continue
-                try:
-                    events.append(decode_entry(entry_id, fields, partition))
-                except MalformedEvent as exc:
-                    if getattr(projection, "records_raw", False):  # as the live runner does
-                        events.append(undecodable(entry_id, fields, partition, exc))  # type: ignore[arg-type]
-                        continue
-                    # What came before it is applied first, so failures stay in log order
-                    # (and if one of those fails, this entry is parked behind it).
-                    await _apply(projection, partition, events, raw, stats, retries, keeper)
-                    events = []
-                    if (head := stats.behind(aggregate)) is not None:
-                        error = f"parked behind {head}"
-                    else:
-                        stats.malformed += 1
-                        error = _error(exc)
-                    stats.record(FailedEntry.of(partition, entry_id, fields, error, head))
-            await _apply(projection, partition, events, raw, stats, retries, keeper)
-            after = rows[-1][0]
-            stats.events += len(rows)
-            stats.read[partition] = stats.read.get(partition, 0) + len(rows)
-            if progress is not None:
-                progress.add(len(rows))
-    finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-    return after
-
-
-async def replay(
-    store: EventStore,
-    projection: Projection,
-    positions: dict[int, str],
-    batch: int,
-    stats: ReplayStats,
-    progress: Progress | None = None,
-    until: dict[int, str | None] | None = None,
-    retries: int = 30,
-    keeper: _KeepAlive | None = None,
-) -> None:
-    """Replay every partition from ``positions`` (updated in place), concurrently.
-
-    ``until`` bounds each partition (a missing or ``None`` bound there: nothing to do). If one
-    partition raises, the others are cancelled before the error goes on (so nothing writes to
-    a version its rebuild is about to drop)."""
-
-    async def one(p: int) -> None:
-        bound: str | None = None
-        if until is not None:
-            bound = until.get(p)
-            if bound is None or parse_stream_id(bound) <= parse_stream_id(positions[p]):
-                return
-        positions[p] = await replay_partition(
-            store, projection, p, positions[p], bound, batch, stats, progress, retries, keeper
-        )
-
-    tasks = [asyncio.ensure_future(one(p)) for p in sorted(positions)]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-async def backlog(store: EventStore, positions: dict[int, str], cap: int) -> int:
-    """How many entries are after ``positions`` (counted up to ``cap`` per partition)."""
-    total = 0
-    for p, after in positions.items():
-        total += len(await store.redis.xrange(store.keys.log(p), min=f"({after}", count=cap))
-    return total
-
-
 # -- the rebuild -----------------------------------------------------------------------------
 
 
-class _KeepAlive:
+class KeepAlive:
     """Refreshes the rebuild lock (and the pause, while set) until stopped.
 
     A refresh that finds the lock no longer ours marks it :attr:`lost` for good: the rebuild
@@ -573,6 +204,35 @@ class _KeepAlive:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
+    @asynccontextmanager
+    async def paused(self) -> AsyncIterator[str]:
+        """Pause the live projector of the view (kept alive with the lock) for the block;
+        yields the pause token, which the switch checks is still ours."""
+        token = secrets.token_hex(8)
+        key = self.pointers.key(self.name, ":pause")
+        await self.pointers.redis.set(key, token, px=self.opts.pause_ttl_ms)
+        self.pause_token = token
+        try:
+            yield token
+        finally:
+            self.pause_token = None
+            await self.pointers.unpause(self.name, token)
+
+
+@asynccontextmanager
+async def locked(
+    pointers: ViewPointers, name: str, opts: RebuildOptions
+) -> AsyncIterator[KeepAlive]:
+    """The rebuild lock of view ``name`` (rebuild and verify both take it), refreshed until
+    the block exits, then released."""
+    holder = await pointers.lock(name, opts.lock_ttl_ms, opts.lock_wait_s)
+    keeper = KeepAlive(pointers, name, holder, opts)
+    try:
+        yield keeper
+    finally:
+        await keeper.stop()
+        await pointers.unlock(name, holder)
+
 
 async def drop_leftovers(settings: Any, pointers: ViewPointers, name: str) -> list[str]:
     """Drop the version the last switch kept and any registered but never switched to."""
@@ -594,16 +254,78 @@ async def drop_leftovers(settings: Any, pointers: ViewPointers, name: str) -> li
     return dropped
 
 
+class ViewCurrent(Exception):
+    """``rebuild_view(only_outdated=True)`` found, under the lock, the live view built by
+    this code's version (another process upgraded it meanwhile): nothing to do."""
+
+
+async def outdated(
+    settings: Any, name: str, redis: aioredis.Redis | None = None
+) -> tuple[str, int, int] | None:
+    """``(live version, built by, this code's version)`` when the live version of view
+    ``name`` was built by an older version of its projection; else ``None``."""
+    own = redis is None
+    client = aioredis.Redis.from_url(settings.redis.url) if redis is None else redis
+    try:
+        live = await ViewPointers(client, settings.redis.prefix).current(name)
+        built, code = await live_versions(factory_for(name), settings, live, redis=client)
+    finally:
+        if own:
+            await client.aclose()
+    return (live, built, code) if built is not None and built < code else None
+
+
+async def upgrade_view(
+    settings: Any,
+    name: str,
+    options: RebuildOptions | None = None,
+    progress: Progress | None = None,
+) -> RebuildReport | None:
+    """Projection versions instead of migrations: if the live version of view ``name`` was
+    built by an older version of its projection, rebuild it with this code into a new
+    version and switch to it, exactly as ``streamshop rebuild`` does (the old version keeps
+    serving meanwhile). ``None`` when the live view is current.
+
+    Several projectors starting at once: one takes the rebuild lock, the others wait for it
+    and then find the view current.
+    """
+    while (found := await outdated(settings, name)) is not None:
+        live, built, code = found
+        log.warning(
+            "view_outdated_rebuilding", view=name, live=label(live), built_by=built, version=code
+        )
+        try:
+            return await rebuild_view(settings, name, options, progress, only_outdated=True)
+        except ViewCurrent:
+            return None
+        except RebuildBusy:
+            log.info("view_upgrade_waits_for_rebuild", view=name)
+    return None
+
+
+async def upgrade_views(settings: Any, names: Sequence[str]) -> list[RebuildReport]:
+    """:func:`upgrade_view` for each versioned view among ``names`` (the projector's start)."""
+    reports = []
+    for name in names:
+        if name in VIEWS and (report := await upgrade_view(settings, name)) is not None:
+            reports.append(report)
+    return reports
+
+
 async def rebuild_view(
     settings: Any,
     name: str,
     options: RebuildOptions | None = None,
     progress: Progress | None = None,
+    *,
+    only_outdated: bool = False,
 ) -> RebuildReport:
     """Rebuild view ``name`` into a new version and switch readers and projector to it.
 
     Raises :class:`RebuildAborted` (nothing switched) when an entry fails without
     ``park_failures``, when the lock is lost, or when anything else stops it before the switch.
+    ``only_outdated`` (:func:`upgrade_view`): raises :class:`ViewCurrent` instead of
+    rebuilding when, once the lock is held, the live view turns out current.
     """
     if name not in VIEWS:
         raise ValueError(f"unknown view {name!r} (known: {', '.join(VIEWS)})")
@@ -618,9 +340,9 @@ async def rebuild_view(
     stats = ReplayStats(on_failure="park" if opts.park_failures else "abort")
     retries = opts.sink_retries
     try:
-        holder = await pointers.lock(name, opts.lock_ttl_ms, opts.lock_wait_s)
-        keeper = _KeepAlive(pointers, name, holder, opts)
-        try:
+        async with locked(pointers, name, opts) as keeper:
+            if only_outdated and await outdated(settings, name, redis) is None:
+                raise ViewCurrent(name)
             dropped = await drop_leftovers(settings, pointers, name)
             live = await pointers.current(name)
             version = new_version()
@@ -639,23 +361,20 @@ async def rebuild_view(
                         stats,
                         progress,
                         retries=retries,
-                        keeper=keeper,
+                        fence=keeper,
                     )
-                    for _ in range(opts.max_rounds):
-                        left = await backlog(store, positions, catchup + 1)
-                        if left <= catchup:
-                            break
-                        progress.set_phase("catch-up", progress.done + left)
-                        await replay(
-                            store,
-                            projection,
-                            positions,
-                            opts.batch,
-                            stats,
-                            progress,
-                            retries=retries,
-                            keeper=keeper,
-                        )
+                    await catch_up(
+                        store,
+                        projection,
+                        positions,
+                        opts.batch,
+                        stats,
+                        within=catchup,
+                        rounds=opts.max_rounds,
+                        progress=progress,
+                        retries=retries,
+                        fence=keeper,
+                    )
                     previous, dead_letters = await _switch(
                         store,
                         pointers,
@@ -683,9 +402,6 @@ async def rebuild_view(
                 await drop_version(settings, name, previous)
                 await pointers.forget_previous(name)
                 dropped.append(label(previous))
-        finally:
-            await keeper.stop()
-            await pointers.unlock(name, holder)
     finally:
         await redis.aclose()
     report = RebuildReport(
@@ -730,11 +446,11 @@ async def _aborted(
 ) -> RebuildAborted:
     """Drop the never-switched ``version`` and say why the rebuild stopped (re-raises ``exc``
     itself in the one case where the pointer did move: then it is not an abort)."""
-    if isinstance(exc, _Abort):
+    if isinstance(exc, ReplayAborted):
         reason = str(exc)
     else:
         log.error("rebuild_error", view=name, version=version, exc_info=exc)
-        reason = _error(exc)
+        reason = error_text(exc)
     failures = [f for f in stats.failures if f.behind is None]
     shadow_dropped = False
     try:
@@ -748,7 +464,7 @@ async def _aborted(
     except Exception as drop_error:  # still registered: the next rebuild drops it
         if drop_error is exc:
             raise
-        log.warning("rebuild_shadow_left", view=name, version=version, error=_error(drop_error))
+        log.warning("rebuild_shadow_left", view=name, version=version, error=error_text(drop_error))
     log.error(
         "rebuild_aborted",
         view=name,
@@ -763,7 +479,7 @@ async def _aborted(
 async def _switch(
     store: EventStore,
     pointers: ViewPointers,
-    keeper: _KeepAlive,
+    keeper: KeepAlive,
     dead: DeadLetters,
     projection: Projection,
     name: str,
@@ -779,46 +495,41 @@ async def _switch(
     dead_letters: list[str] = []
     while True:
         old = await pointers.current(name)
-        token = secrets.token_hex(8)
-        await pointers.redis.set(pointers.key(name, ":pause"), token, px=opts.pause_ttl_ms)
-        keeper.pause_token = token
         switching = False
-        try:
-            heads = await store.heads()
-            progress.set_phase("switching")
-            await replay(
-                store,
-                projection,
-                positions,
-                opts.batch,
-                stats,
-                progress,
-                until=heads,
-                retries=opts.sink_retries,
-                keeper=keeper,
-            )
-            for failure in stats.failures[len(dead_letters) :]:
-                dead_letters.append(await park(dead, name, failure))
-            if not await keeper.refresh():
-                keeper.check()
-            switching = True
-            if await pointers.switch(name, version, token):
-                log.info("view_switched", view=name, old=label(old), new=version)
-                return old, dead_letters
-            switching = False
-            log.warning("rebuild_pause_expired", view=name, retrying=True)
-        except BaseException:
-            if dead_letters and not switching:
-                with contextlib.suppress(Exception):
-                    await _withdraw(dead, name, dead_letters)
-                    dead_letters = []
-            if dead_letters:
-                # Perhaps switched: a dead letter too many is visible, a lost entry is not.
-                log.warning("rebuild_dead_letters_kept", view=name, dlq_ids=dead_letters)
-            raise
-        finally:
-            keeper.pause_token = None
-            await pointers.unpause(name, token)
+        async with keeper.paused() as token:
+            try:
+                heads = await store.heads()
+                progress.set_phase("switching")
+                await replay(
+                    store,
+                    projection,
+                    positions,
+                    opts.batch,
+                    stats,
+                    progress,
+                    until=heads,
+                    retries=opts.sink_retries,
+                    fence=keeper,
+                )
+                for failure in stats.failures[len(dead_letters) :]:
+                    dead_letters.append(await park(dead, name, failure))
+                if not await keeper.refresh():
+                    keeper.check()
+                switching = True
+                if await pointers.switch(name, version, token):
+                    log.info("view_switched", view=name, old=label(old), new=version)
+                    return old, dead_letters
+                switching = False
+                log.warning("rebuild_pause_expired", view=name, retrying=True)
+            except BaseException:
+                if dead_letters and not switching:
+                    with contextlib.suppress(Exception):
+                        await _withdraw(dead, name, dead_letters)
+                        dead_letters = []
+                if dead_letters:
+                    # Perhaps switched: a dead letter too many is visible, a lost entry is not.
+                    log.warning("rebuild_dead_letters_kept", view=name, dlq_ids=dead_letters)
+                raise
 
 
 # -- the dead letters of a rebuild with park_failures ----------------------------------------
@@ -927,4 +638,6 @@ __all__ = [
     "rebuild_view",
     "rebuild_views",
     "replay",
+    "upgrade_view",
+    "upgrade_views",
 ]

@@ -67,12 +67,22 @@ def factory_for(name: str) -> ProjectionFactory:
 
 @asynccontextmanager
 async def open_projections(
-    settings: Settings, names: Sequence[str] | None = None
+    settings: Settings, names: Sequence[str] | None = None, *, upgrade: bool = True
 ) -> AsyncIterator[list[Projection]]:
     """Build the named projections (all registered ones when ``names`` is empty), run their
-    ``setup()``, and close them all on exit."""
+    ``setup()``, and close them all on exit.
+
+    ``upgrade``: first rebuild and switch every versioned view whose live version an older
+    version of its projection built (:func:`workers.rebuild.upgrade_views`), so ``setup``
+    and ``apply`` never run new code on an old schema. Without it such a view is refused
+    (:class:`~projections.identity.ViewVersionMismatch`).
+    """
     chosen = list(names) if names else list(PROJECTIONS)
     factories = [factory_for(name) for name in chosen]
+    if upgrade:
+        from workers.rebuild import upgrade_views  # rebuild itself imports this module
+
+        await upgrade_views(settings, chosen)
     async with AsyncExitStack() as stack:
         projections = [
             # A versioned view follows its pointer (``streamshop rebuild`` switches it).

@@ -52,6 +52,7 @@ from events.codec import RecordedEvent, decode_entry, undecodable
 from events.errors import MalformedEvent
 from events.keys import Keys
 from events.positions import parse_stream_id
+from events.store import EventStore
 from projections.base import Projection, SinkUnavailable
 from workers.dlq import DeadLetters, metrics_key, sequence_of
 from workers.leases import Held, Leases
@@ -173,6 +174,8 @@ class ProjectorRunner:
         self._stopping = asyncio.Event()
         self._workers: dict[tuple[str, int], _PartitionWorker] = {}
         self._range = redis.register_script(FENCED_RANGE)
+        self.store = EventStore(redis, keys)
+        """The log reader for what moved to the archive (see :meth:`_refeed_archived`)."""
         self.sink_epochs: dict[str, int] = {p.name: 0 for p in self.projections}
         """Sink failures seen per projection: a partition worker that synced at an older
         epoch re-feeds from the view's checkpoint before it applies anything more."""
@@ -465,7 +468,7 @@ class _PartitionWorker:
         checkpoint = await self._view_checkpoint()
         through = await self._group_position()
         after = checkpoint or "0-0"
-        replayed = 0
+        after, replayed = await self._refeed_archived(after)
         while parse_stream_id(after) < parse_stream_id(through):
             reply = await self._redis(
                 "xrange",
@@ -495,6 +498,30 @@ class _PartitionWorker:
             replayed=replayed,
             owner=r.consumer,
         )
+
+    async def _refeed_archived(self, after: str) -> tuple[str, int]:
+        """Feed what the view lacks of the partition's archived part (a new view, or a
+        store that lost writes), in order, through the store's one log reader; the lease is
+        checked before each batch, as the fenced range does. Returns the position reached
+        and the entries fed."""
+        r = self.runner
+        marker = await r.redis.get(r.keys.archived(self.partition))
+        fed = 0
+        while marker is not None and parse_stream_id(after) < parse_stream_id(marker.decode()):
+            if await r.redis.get(r.keys.lease(self.projection.name, self.partition)) != (
+                r.consumer.encode()
+            ):
+                self._log.warning("lease_lost", owner=r.consumer, detected="resync")
+                self.lost = True
+                self.request_stop("lease lost")
+                raise _Stop
+            rows = await r.store.read_raw(self.partition, after, r.batch, through=marker.decode())
+            if not rows:
+                break
+            await self._process([(entry_id.encode(), fields) for entry_id, fields in rows])
+            fed += len(rows)
+            after = rows[-1][0]
+        return after, fed
 
     async def _claim_pending(self) -> None:
         """Move every pending entry of this partition's group to us; they are re-read in order."""

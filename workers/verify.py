@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,8 +26,9 @@ from pymongo import AsyncMongoClient
 from events.positions import format_position
 from events.store import EventStore
 from projections.base import Projection
-from workers.rebuild import RebuildOptions, ReplayStats, _KeepAlive, backlog, replay
+from workers.rebuild import RebuildOptions, locked
 from workers.registry import factory_for
+from workers.replay import ReplayStats, backlog, catch_up, replay
 from workers.views import (
     BASE,
     VIEWS,
@@ -280,62 +280,61 @@ async def verify_view(
     partitions = store.keys.partitions
     factory = factory_for(name)
     try:
-        holder = await pointers.lock(name, opts.lock_ttl_ms, opts.lock_wait_s)
-        keeper = _KeepAlive(pointers, name, holder, opts)
-        scratch = new_version()
-        try:
-            await pointers.register(name, scratch)
-            live_version = await pointers.current(name)
-            stats = ReplayStats()
-            positions = {p: "0-0" for p in range(partitions)}
-            async with (
-                open_view(factory, settings, scratch, redis=redis) as folded,
-                open_view(factory, settings, live_version, redis=redis, claim=False) as live,
-            ):
-                await folded.setup()
-                for _ in range(rounds):
-                    target = await _live_checkpoints(live, partitions)
-                    await replay(store, folded, positions, batch, stats, until=target)
-                    moved = await _live_checkpoints(live, partitions)
-                    if await backlog_to(store, positions, moved) <= 4 * batch:
-                        break
-                token = secrets.token_hex(8)
-                await redis.set(pointers.key(name, ":pause"), token, px=opts.pause_ttl_ms)
-                keeper.pause_token = token
-                try:
-                    target = await _settled_checkpoints(live, partitions)
-                    await replay(store, folded, positions, batch, stats, until=target)
-                    live_snap = await snapshot(settings, name, live_version)
-                finally:
-                    keeper.pause_token = None
-                    await pointers.unpause(name, token)
-                expected = await snapshot(settings, name, scratch)
-            counts, differences, total = compare(live_snap, expected)
-            shown = []
-            for diff in differences[:show]:
-                detail = ""
-                if diff.kind == "differs":
-                    detail = await _detail(
-                        settings, name, (live_version, scratch), diff.table, diff.key
+        async with locked(pointers, name, opts) as keeper:
+            scratch = new_version()
+            try:
+                await pointers.register(name, scratch)
+                live_version = await pointers.current(name)
+                stats = ReplayStats()
+                positions = {p: "0-0" for p in range(partitions)}
+                async with (
+                    open_view(factory, settings, scratch, redis=redis) as folded,
+                    open_view(factory, settings, live_version, redis=redis, claim=False) as live,
+                ):
+                    await folded.setup()
+
+                    async def live_position() -> dict[int, str | None]:
+                        return await _live_checkpoints(live, partitions)
+
+                    await catch_up(
+                        store,
+                        folded,
+                        positions,
+                        batch,
+                        stats,
+                        within=4 * batch,
+                        rounds=rounds,
+                        target=live_position,
                     )
-                shown.append(Difference(diff.table, diff.key, diff.kind, detail))
-            behind = await backlog(
-                store, {p: target.get(p) or "0-0" for p in range(partitions)}, 10_000
-            )
-            report = VerifyReport(
-                view=name,
-                live_version=label(live_version),
-                position=format_position({p: e for p, e in target.items() if e}),
-                counts=counts,
-                differences=shown,
-                total_differences=total,
-                behind=behind,
-            )
-        finally:
-            await drop_version(settings, name, scratch)
-            await pointers.unregister(name, scratch)
-            await keeper.stop()
-            await pointers.unlock(name, holder)
+                    async with keeper.paused():
+                        target = await _settled_checkpoints(live, partitions)
+                        await replay(store, folded, positions, batch, stats, until=target)
+                        live_snap = await snapshot(settings, name, live_version)
+                    expected = await snapshot(settings, name, scratch)
+                counts, differences, total = compare(live_snap, expected)
+                shown = []
+                for diff in differences[:show]:
+                    detail = ""
+                    if diff.kind == "differs":
+                        detail = await _detail(
+                            settings, name, (live_version, scratch), diff.table, diff.key
+                        )
+                    shown.append(Difference(diff.table, diff.key, diff.kind, detail))
+                behind = await backlog(
+                    store, {p: target.get(p) or "0-0" for p in range(partitions)}, 10_000
+                )
+                report = VerifyReport(
+                    view=name,
+                    live_version=label(live_version),
+                    position=format_position({p: e for p, e in target.items() if e}),
+                    counts=counts,
+                    differences=shown,
+                    total_differences=total,
+                    behind=behind,
+                )
+            finally:
+                await drop_version(settings, name, scratch)
+                await pointers.unregister(name, scratch)
     finally:
         await redis.aclose()
     log.info(
@@ -364,20 +363,6 @@ async def check_identity(settings: Any, name: str) -> str | None:
             return await bind_to_log(settings, projection, redis=redis, claim=False)
     finally:
         await redis.aclose()
-
-
-async def backlog_to(
-    store: EventStore, positions: dict[int, str], target: dict[int, str | None]
-) -> int:
-    """Entries between ``positions`` and ``target`` (the live view moved on meanwhile)."""
-    total = 0
-    for p, after in positions.items():
-        bound = target.get(p)
-        if bound is None:
-            continue
-        rows = await store.redis.xrange(store.keys.log(p), min=f"({after}", max=bound, count=10_000)
-        total += len(rows)
-    return total
 
 
 __all__ = [

@@ -41,8 +41,15 @@ from redis.exceptions import RedisError
 from events.codec import RecordedEvent
 from events.identity import log_holds, log_identity
 from events.keys import Keys
-from projections.base import Projection, SinkUnavailable
-from projections.identity import MongoMeta, PostgresMeta, bind, meta_of
+from projections.base import Projection, SinkUnavailable, version_of
+from projections.identity import (
+    MongoMeta,
+    PostgresMeta,
+    ViewVersionMismatch,
+    bind,
+    built_version,
+    meta_of,
+)
 from projections.read_models.projection import Collections
 from projections.views import schema_name
 from workers.dlq import redrive_apply
@@ -328,9 +335,36 @@ async def bind_to_log(
             async def holds(positions: dict[int, str]) -> bool:
                 return await log_holds(client, keys, positions)
 
-            return await bind(projection.name, meta, log_id, holds, claim=claim)
+            return await bind(
+                projection.name, meta, log_id, holds, claim=claim, version=version_of(projection)
+            )
     except RedisError as exc:
         raise SinkUnavailable(f"cannot read the log's identity: {exc}") from exc
+
+
+async def versions_of(projection: Any) -> tuple[int | None, int]:
+    """The projection version that built the view ``projection`` is on (``None``: nothing
+    built yet, or a view that keeps no meta record) and the version of this code."""
+    meta = meta_of(projection)
+    built = None if meta is None else await built_version(meta)
+    return built, version_of(projection)
+
+
+async def check_built_by_this_code(projection: Any) -> None:
+    """Raise :class:`~projections.identity.ViewVersionMismatch` unless the view version
+    ``projection`` is on was built by this code's version of it (or is still empty)."""
+    built, code = await versions_of(projection)
+    if built is not None and built != code:
+        where = getattr(meta_of(projection), "where", "")
+        raise ViewVersionMismatch(projection.name, where, built, code)
+
+
+async def live_versions(
+    factory: ViewFactory, settings: Any, version: str, *, redis: aioredis.Redis | None = None
+) -> tuple[int | None, int]:
+    """:func:`versions_of` for ``version`` of a view, opened without writing to it."""
+    async with open_view(factory, settings, version, redis=redis, claim=False) as projection:
+        return await versions_of(projection)
 
 
 @dataclass(slots=True)
@@ -390,6 +424,8 @@ class VersionedProjection:
                     projection = await stack.enter_async_context(
                         open_view(self.factory, self.settings, version, redis=self.pointers.redis)
                     )
+                    # New code never writes to an old schema (start-up rebuilt it first).
+                    await check_built_by_this_code(projection)
                 except BaseException:
                     await stack.aclose()
                     raise

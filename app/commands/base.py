@@ -4,7 +4,7 @@ runner (:mod:`app.commands.runner`) uses."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -22,6 +22,12 @@ MAX_ATTEMPTS = 10
 """Attempts per command before a version conflict becomes a 409; each retry re-reads state."""
 
 C = TypeVar("C", bound=msgspec.Struct)
+
+Position = Annotated[
+    str,
+    msgspec.Meta(description="Read-your-writes token: pass it to a query to wait for this write."),
+]
+"""An append's position (:attr:`events.store.AppendResult.position`) in a command's answer."""
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
 from app.commands.accounts import account_aggregate
-from app.commands.base import Command, validated
+from app.commands.base import Command, result_json, validated
 from app.commands.catalog import ProductId, product_aggregate
 from app.commands.errors import (
     AccountNotFound,
@@ -47,17 +47,23 @@ class BillOrder(Command, frozen=True, kw_only=True):
 
 
 class Receipt(msgspec.Struct, frozen=True, kw_only=True):
-    """What billing answers (and what an idempotent replay answers again)."""
+    """What billing answers, as ``POST /orders`` returns it, on a first append and on an
+    idempotent replay alike: the ``OrderBilled`` without its account, and the append's
+    ``position``. It is the order's only shape between the event and the HTTP answer."""
 
     order_id: str
     lines: list[OrderLine]
     total: int
     currency: str
+    position: str
 
 
 class _Stored(msgspec.Struct, frozen=True):
+    """The idempotency record: the request's fingerprint and the event it appended (records
+    written before the event was stored hold the receipt's fields; both read alike)."""
+
     request: str
-    receipt: Receipt
+    receipt: dict[str, Any]
 
 
 def order_aggregate(order_id: str) -> str:
@@ -75,9 +81,9 @@ def decide_bill_order(
     account: AccountState,
     products: dict[str, ProductState],
     order: OrderState | None = None,
-) -> tuple[Append, Receipt]:
+) -> tuple[Append, OrderBilled]:
     """``products`` maps product id → its decision state (the initial state when unknown);
-    ``order`` is the order's (new) state."""
+    ``order`` is the order's (new) state. Returns the append and its ``OrderBilled``."""
     if cmd.order_id is None:
         raise ValueError("order_id must be assigned before deciding")
     order = order or OrderState()
@@ -126,7 +132,6 @@ def decide_bill_order(
         )
     currency = currencies.pop()
     total = sum(line.line_total for line in lines)
-    receipt = Receipt(order_id=cmd.order_id, lines=lines, total=total, currency=currency)
     event = OrderBilled(
         order_id=cmd.order_id,
         account_id=cmd.account_id,
@@ -144,14 +149,16 @@ def decide_bill_order(
         expect=expect,
         exists=[account_aggregate(cmd.account_id)],
         seen=seen,
-        result=msgspec.json.encode(_Stored(fingerprint(cmd), receipt)).decode(),
+        result=result_json({"request": fingerprint(cmd), "receipt": event}),
     )
-    return append, receipt
+    return append, event
 
 
 def receipt_of(result: AppendResult) -> Receipt:
-    """The receipt a billing append stored (first append and replays alike)."""
-    return msgspec.json.decode(result.result, type=_Stored).receipt
+    """The receipt of a billing append (first append and replays alike): the stored order,
+    at the position of the append (a replay's is the first append's)."""
+    stored = msgspec.json.decode(result.result, type=_Stored)
+    return msgspec.convert({**stored.receipt, "position": result.position}, Receipt)
 
 
 def idempotency_scope(account_id: str, key: str) -> str:
@@ -193,7 +200,7 @@ BILL_ORDER: Decider[BillOrder] = Decider(
     scope=lambda c, key: idempotency_scope(c.account_id, key),
     replayed=lambda c, result: _checked_replay(result, c),
 )
-"""Result JSON holds the receipt (read it with :func:`receipt_of`). A repeated idempotency
+"""Result JSON holds the billed order (read it as a :class:`Receipt` with :func:`receipt_of`). A repeated idempotency
 key returns the first append's result before anything is decided, so a retry after success
 gets the same answer even if stock ran out since; reused for another order it is refused."""
 

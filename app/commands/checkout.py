@@ -17,7 +17,7 @@ from typing import Annotated
 import msgspec
 
 from app.commands.accounts import account_aggregate
-from app.commands.base import Command, validated
+from app.commands.base import Command, Position, result_json, validated
 from app.commands.billing import BillLine, order_aggregate
 from app.commands.cart import cart_aggregate
 from app.commands.catalog import product_aggregate
@@ -33,7 +33,7 @@ from app.commands.errors import (
 from app.commands.runner import Decider, state_of
 from events.ids import uuid7
 from events.states import AccountState, AggregateState, CartState, OrderState, ProductState
-from events.store import Append
+from events.store import Append, AppendResult
 from events.types import CartCheckedOut, OrderLine, OrderPlaced
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -56,14 +56,17 @@ class Checkout(Command, frozen=True, kw_only=True):
 
 
 class Placed(msgspec.Struct, frozen=True, kw_only=True):
-    """What checkout answers (and what an idempotent replay answers again)."""
+    """What checkout answers, as ``POST /checkout`` returns it, on a first append and on an
+    idempotent replay alike. The result JSON stores the ``OrderPlaced`` and its status;
+    :func:`placed_of` reads it at the append's position."""
 
     order_id: str
     status: str
     total: int
     currency: str
     reserved_until: int
-    lines: list[OrderLine]
+    """Epoch seconds: the order expires, and its stock returns, unless paid by then."""
+    position: Position
 
 
 def decide_checkout(
@@ -134,20 +137,12 @@ def decide_checkout(
     for item in cart.items:
         expect[product_aggregate(item.product_id)] = products[item.product_id].v
         seen[product_aggregate(item.product_id)] = products[item.product_id]
-    result = Placed(
-        order_id=cmd.order_id,
-        status="awaiting_payment",
-        total=total,
-        currency=currency,
-        reserved_until=cmd.reserved_until,
-        lines=lines,
-    )
     return Append(
         events=[placed, CartCheckedOut(account_id=cmd.account_id, order_id=cmd.order_id)],
         expect=expect,
         exists=[account_aggregate(cmd.account_id)],
         seen=seen,
-        result=msgspec.json.encode(result).decode(),
+        result=result_json({**msgspec.to_builtins(placed), "status": "awaiting_payment"}),
     )
 
 
@@ -189,8 +184,11 @@ CHECKOUT: Decider[Checkout] = Decider(
     prepare=_prepare,
     scope=lambda c, key: f"checkout:{c.account_id}:{key}",
 )
-"""Result JSON: a :class:`Placed`."""
+"""Result JSON: the ``OrderPlaced`` and its status (read it with :func:`placed_of`)."""
 
 
-def placed_of(result: str) -> Placed:
-    return msgspec.json.decode(result, type=Placed)
+def placed_of(result: AppendResult) -> Placed:
+    """The answer of a checkout append (first append and replays alike), at its position."""
+    return msgspec.convert(
+        {**msgspec.json.decode(result.result), "position": result.position}, Placed
+    )

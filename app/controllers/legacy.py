@@ -183,7 +183,7 @@ async def faturar_pedido(
             product_id = owner.removeprefix("product:")
         lines.append(BillLine(product_id=product_id, quantity=produto.quantidade))
     try:
-        receipt, position = await bill(request, state, lines, idempotency_key)
+        receipt = await bill(request, state, lines, idempotency_key)
     except DomainError as exc:
         exc.field = _legacy_field(exc.field)
         raise
@@ -201,7 +201,7 @@ async def faturar_pedido(
         ],
         total=receipt.total,
         moeda=receipt.currency,
-        position=position,
+        position=receipt.position,
     )
 
 

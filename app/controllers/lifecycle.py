@@ -15,7 +15,7 @@ from app.auth import Principal, admin_only
 from app.commands import execute
 from app.commands.billing import BillLine
 from app.commands.cart import cart_aggregate
-from app.commands.checkout import CartChanged, Checkout, placed_of
+from app.commands.checkout import CartChanged, Checkout, Placed, placed_of
 from app.commands.orders import CancelOrder, IssueRefund, MarkDelivered, ShipOrder
 from app.commands.runner import state_of
 from app.controllers.orders import IdempotencyKey
@@ -29,16 +29,6 @@ from events.store import AppendResult
 
 OrderPath = Annotated[str, PathParameter(min_length=1, max_length=100, description="Order id.")]
 CHECKOUT_ATTEMPTS = 5
-
-
-class CheckoutResponse(msgspec.Struct, frozen=True, kw_only=True):
-    order_id: str
-    status: str
-    total: int
-    currency: str
-    reserved_until: int
-    """Epoch seconds: the order expires, and its stock returns, unless paid by then."""
-    position: Position
 
 
 class StatusResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,7 +86,7 @@ def _status(result: AppendResult) -> StatusResponse:
 )
 async def checkout(
     request: Request[Principal, Any, Any], state: State, idempotency_key: IdempotencyKey = None
-) -> CheckoutResponse:
+) -> Placed:
     """Turn the cart into an order awaiting payment, reserving every line's stock until
     ``reserved_until``; 409 naming the line when one lacks stock. The cart is emptied."""
     svc = services(state)
@@ -117,15 +107,7 @@ async def checkout(
                 raise
             continue
         break
-    placed = placed_of(result.result)
-    return CheckoutResponse(
-        order_id=placed.order_id,
-        status=placed.status,
-        total=placed.total,
-        currency=placed.currency,
-        reserved_until=placed.reserved_until,
-        position=result.position,
-    )
+    return placed_of(result)
 
 
 @post(

@@ -16,7 +16,6 @@ from app.commands.catalog import ProductId
 from app.controllers.schemas import Body
 from app.problems import problem_responses
 from app.services import command_meta, services
-from events.types import OrderLine
 
 IdempotencyKey = Annotated[
     str | None,
@@ -40,26 +39,18 @@ class BillBody(Body, frozen=True, kw_only=True):
     lines: Annotated[list[LineBody], msgspec.Meta(min_length=1, max_length=100)]
 
 
-class OrderBilledResponse(msgspec.Struct, frozen=True, kw_only=True):
-    order_id: str
-    lines: list[OrderLine]
-    total: int
-    currency: str
-    position: str
-
-
 async def bill(
     request: Request[Principal, Any, Any],
     state: State,
     lines: list[BillLine],
     idempotency_key: str | None,
-) -> tuple[Receipt, str]:
-    """Shared by ``/orders`` and the legacy ``/faturarPedido``: (receipt, position)."""
+) -> Receipt:
+    """Shared by ``/orders`` and the legacy ``/faturarPedido``."""
     account_id = request.user.account_id
     command = BillOrder(account_id=account_id, lines=lines)
     meta = command_meta(request, f"account:{account_id}")
     result = await execute(services(state).store, command, meta, idempotency_key=idempotency_key)
-    return receipt_of(result), result.position
+    return receipt_of(result)
 
 
 @post(
@@ -74,17 +65,10 @@ async def bill_order(
     state: State,
     data: JSONBody[BillBody],
     idempotency_key: IdempotencyKey = None,
-) -> OrderBilledResponse:
+) -> Receipt:
     """Bill 1-100 lines (quantity 1-1000) at catalog prices; the total is computed here.
 
     Unknown or deleted product: 422 naming the line. Not enough stock: 409 naming the product.
     """
     lines = [BillLine(product_id=ln.product_id, quantity=ln.quantity) for ln in data.lines]
-    receipt, position = await bill(request, state, lines, idempotency_key)
-    return OrderBilledResponse(
-        order_id=receipt.order_id,
-        lines=receipt.lines,
-        total=receipt.total,
-        currency=receipt.currency,
-        position=position,
-    )
+    return await bill(request, state, lines, idempotency_key)

@@ -6,14 +6,12 @@ from typing import Annotated
 
 import msgspec
 
+from app.commands.base import Position
+
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, examples=["ana@example.com"])]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
 LoginPassword = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 PersonName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Position = Annotated[
-    str,
-    msgspec.Meta(description="Read-your-writes token: pass it to a query to wait for this write."),
-]
 
 
 class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -16,17 +16,10 @@ from app.problems import problem_responses
 from app.queries.consistency import MinPosition, view_response, wait_for
 from app.queries.cursors import after, decode_cursor, encode_cursor
 from app.queries.read_side import read_side, store_errors
+from events.types import OrderLine
 from projections.read_models import OrderView
 
 SORT = "-billed_at"
-
-
-class Line(msgspec.Struct, frozen=True, kw_only=True):
-    product_id: str
-    name: str
-    quantity: int
-    unit_price: int
-    line_total: int
 
 
 class StatusChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,7 +55,8 @@ class Shipment(msgspec.Struct, frozen=True, kw_only=True):
 class Order(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     account_id: str
-    lines: list[Line]
+    lines: list[OrderLine]
+    """The lines as billed or checked out: the event's own ``OrderLine``."""
     total: int
     currency: str
     billed_at: datetime
@@ -93,7 +87,7 @@ def order_of(doc: OrderView) -> Order:
     return Order(
         id=doc.id,
         account_id=doc.account_id,
-        lines=[Line(**line.model_dump()) for line in doc.lines],
+        lines=[OrderLine(**line.model_dump()) for line in doc.lines],
         total=doc.total,
         currency=doc.currency,
         billed_at=doc.billed_at,

@@ -13,8 +13,9 @@ stock) was added by touching these production files, and no others:
 
 The runner (retry, idempotency, rejections, metadata), the store (the state writes and the
 stock counter come from ``evolve``), ``verify state`` and ``rebuild state`` needed no change.
-Not part of the example: an HTTP route (one more file, ``app/controllers/orders.py``) and a
-handler per view that should show cancellations (the projections skip unknown types today).
+Not part of the example: an HTTP route (one more file, ``app/controllers/lifecycle.py``) and
+a handler per view that should show cancellations (the projections skip unknown types). The
+same count end to end, route included, is ``tests/e2e/test_worked_example_mark_delivered.py``.
 """
 
 from __future__ import annotations

@@ -5,10 +5,17 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from app.commands.billing import BillLine, BillOrder, decide_bill_order, fingerprint
+from app.commands.billing import (
+    BillLine,
+    BillOrder,
+    Receipt,
+    decide_bill_order,
+    fingerprint,
+    receipt_of,
+)
 from app.commands.errors import AccountNotFound, InsufficientStock, MixedCurrencies, UnknownProduct
 from events.states import AccountState, ProductState
-from events.store import Guard
+from events.store import AppendResult, Guard
 from events.types import OrderBilled, OrderLine
 
 ACCOUNT = AccountState(v=1, email="a@b.co", role="customer")
@@ -72,3 +79,21 @@ def test_products_in_two_currencies_cannot_share_an_order() -> None:
 def test_the_fingerprint_tells_orders_apart() -> None:
     assert fingerprint(order(("mug", 1))) == fingerprint(order(("mug", 1)))
     assert fingerprint(order(("mug", 1))) != fingerprint(order(("mug", 2)))
+
+
+def test_the_receipt_is_the_stored_order_at_the_position_of_the_append() -> None:
+    append, event = decide_bill_order(order(("mug", 2)), ACCOUNT, {"mug": MUG})
+    result = AppendResult(entry_ids=[(1, "5-0")], result=append.result)
+    assert receipt_of(result) == Receipt(
+        order_id="o1", lines=event.lines, total=5180, currency="BRL", position=result.position
+    )
+
+
+def test_a_record_stored_as_a_receipt_before_the_event_was_stored_replays_alike() -> None:
+    line = {"product_id": "mug", "name": "Caneca", "quantity": 2, "unit_price": 2590}
+    stored = {"order_id": "o1", "lines": [{**line, "line_total": 5180}], "total": 5180}
+    old = msgspec.json.encode({"request": "f", "receipt": {**stored, "currency": "BRL"}})
+    replay = AppendResult(entry_ids=[(1, "5-0")], duplicate=True, result=old.decode())
+    receipt = receipt_of(replay)
+    assert (receipt.order_id, receipt.total, receipt.position) == ("o1", 5180, replay.position)
+    assert receipt.lines == [OrderLine(**line, line_total=5180)]

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from app.commands.billing import BillLine
-from app.commands.checkout import CartChanged, Checkout, decide_checkout
+from app.commands.checkout import CartChanged, Checkout, Placed, decide_checkout, placed_of
 from app.commands.errors import InsufficientStock, InvalidTransition, RefundTooLarge
 from app.commands.orders import (
     ExpireOrder,
@@ -17,7 +17,7 @@ from app.commands.orders import (
     decide_refund,
 )
 from events.states import AccountState, CartState, ProductState, decode_state, encode_state, fold
-from events.store import Guard, StateChange
+from events.store import AppendResult, Guard, StateChange
 from events.types import (
     CartCheckedOut,
     CartItemSet,
@@ -65,6 +65,39 @@ def test_checkout_reserves_every_line_and_empties_the_cart() -> None:
     assert append.state["product:mug"] == StateChange(incr={"stock": -2, "reserved": 2})
     assert Guard("product:mug", "stock", 2) in append.guards
     assert append.expect == {"order:o1": 0, "cart:a1": 1, "product:mug": 1}
+
+
+def test_checkout_answers_the_placed_order_at_the_position_of_the_append() -> None:
+    cart = fold("cart:a1", [CartItemSet(account_id="a1", product_id="mug", quantity=2)])
+    mug = fold(
+        "product:mug", [ProductCreated(product_id="mug", sku="M", name="Caneca", price=10, stock=5)]
+    )
+    cmd = Checkout(
+        account_id="a1",
+        lines=[BillLine(product_id="mug", quantity=2)],
+        order_id="o1",
+        reserved_until=1000,
+    )
+    append = decide_checkout(cmd, cart, AccountState(v=1), {"mug": mug}, given())
+    result = AppendResult(entry_ids=[(2, "7-0")], result=append.result)
+    assert placed_of(result) == Placed(
+        order_id="o1",
+        status="awaiting_payment",
+        total=20,
+        currency="BRL",
+        reserved_until=1000,
+        position=result.position,
+    )
+
+
+def test_a_checkout_record_stored_before_the_event_was_stored_replays_alike() -> None:
+    old = {"order_id": "o1", "status": "awaiting_payment", "total": 20, "currency": "BRL"}
+    lines = msgspec.to_builtins(LINES)
+    record = msgspec.json.encode({**old, "reserved_until": 1000, "lines": lines}).decode()
+    replay = AppendResult(entry_ids=[(2, "7-0")], duplicate=True, result=record)
+    placed = placed_of(replay)
+    assert (placed.order_id, placed.status, placed.total) == ("o1", "awaiting_payment", 20)
+    assert (placed.reserved_until, placed.position) == (1000, replay.position)
 
 
 def test_checkout_names_the_line_without_stock() -> None:

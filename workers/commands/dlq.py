@@ -31,7 +31,7 @@ async def _names(dead: DeadLetters, settings: Settings, spec: str | None) -> lis
         return [(name, name) for name in await dead.projections()]
     if ":" not in spec:
         return [(spec, spec)]
-    async with open_projections(settings, [spec]) as (projection,):
+    async with open_projections(settings, [spec], upgrade=False) as (projection,):
         return [(spec, projection.name)]
 
 
@@ -102,7 +102,7 @@ async def _retry(
             failed += sum(len(seq.letters) for seq in sequences)
             print(f"failed  {name}  {len(sequences)} parked sequences: {exc}")
             continue
-        async with open_projections(settings, [spec]) as (projection,):
+        async with open_projections(settings, [spec], upgrade=False) as (projection,):
             for seq in sequences:
                 outcome = await dead.retry(projection, seq)
                 for letter in outcome.redriven:

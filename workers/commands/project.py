@@ -23,8 +23,9 @@ from app.settings import Settings
 from events.codec import RecordedEvent
 from events.keys import Keys
 from projections.base import Projection
-from projections.identity import ForeignView
+from projections.identity import ForeignView, ViewVersionMismatch
 from workers.dlq import metrics_key
+from workers.rebuild import RebuildAborted
 from workers.registry import PROJECTIONS, open_projections
 from workers.runner import ProjectorRunner
 
@@ -138,6 +139,15 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"project refused: {exc}", file=sys.stderr)
         return 2
+    except ViewVersionMismatch as exc:  # a view built by a newer projection than this code
+        structlog.get_logger("workers.project").error(
+            "view_of_other_version_refused", view=exc.view, built_by=exc.built, version=exc.code
+        )
+        print(f"project refused: {exc}", file=sys.stderr)
+        return 2
+    except RebuildAborted as exc:  # the upgrade of an outdated view failed: nothing switched
+        print(f"project refused: {exc}", file=sys.stderr)
+        return 1
     finally:
         await redis.aclose()
     return 0
