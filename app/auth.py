@@ -118,3 +118,16 @@ def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandl
     user = connection.user
     if not isinstance(user, Principal) or user.role != "admin":
         raise PermissionDeniedException("this route needs the admin role")
+
+
+def admin_or_seller(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard for the catalog and sales routes a seller shares with the admin; the handler
+    scopes a seller to its own products."""
+    user = connection.user
+    if not isinstance(user, Principal) or user.role not in ("admin", "seller"):
+        raise PermissionDeniedException("this route needs the admin or seller role")
+
+
+def acting_seller(user: Principal) -> str | None:
+    """The seller a request acts as (``None`` for an admin, who acts for the shop)."""
+    return user.account_id if user.role == "seller" else None

@@ -30,6 +30,9 @@ from events.types import (
     CartCheckedOut,
     CartItemRemoved,
     CartItemSet,
+    CategoryCreated,
+    CategoryDeleted,
+    CategoryRenamed,
     CustomerForgotten,
     Event,
     LoginFailed,
@@ -102,6 +105,21 @@ class ProductState(AggregateState, frozen=True, kw_only=True):
     stock: int = 0
     reserved: int = 0
     legacy_id: int | None = None
+    deleted: bool = False
+    seller_id: str = ""
+    """The owning seller's account id; ``""`` for the shop's own products."""
+
+    @property
+    def live(self) -> bool:
+        return self.exists and not self.deleted
+
+
+class CategoryState(AggregateState, frozen=True, kw_only=True):
+    """A category of the catalog tree (aggregate ``category:<slug>``)."""
+
+    name: str = ""
+    parent: str = ""
+    """The parent's slug; ``""`` at the root."""
     deleted: bool = False
 
     @property
@@ -250,6 +268,7 @@ def evolve_product(state: ProductState, event: Event, ctx: Context) -> ProductSt
                 currency=event.currency,
                 stock=state.stock + event.stock,
                 legacy_id=event.legacy_id,
+                seller_id=event.seller_id or "",
             )
         case ProductUpdated():
             changes = {
@@ -363,6 +382,19 @@ def evolve_cart(state: CartState, event: Event, ctx: Context) -> CartState:
     return state
 
 
+def evolve_category(state: CategoryState, event: Event, ctx: Context) -> CategoryState:
+    match event:
+        case CategoryCreated():
+            return msgspec.structs.replace(
+                state, name=event.name, parent=event.parent or "", deleted=False
+            )
+        case CategoryRenamed():
+            return msgspec.structs.replace(state, name=event.name)
+        case CategoryDeleted():
+            return msgspec.structs.replace(state, deleted=True)
+    return state
+
+
 # -- the table: aggregate kind → (state type, evolve) -----------------------------------
 
 Evolve = Callable[[Any, Event, Context], Any]
@@ -373,6 +405,7 @@ KINDS: dict[str, tuple[type[AggregateState], Evolve]] = {
     "product": (ProductState, evolve_product),
     "order": (OrderState, evolve_order),
     "cart": (CartState, evolve_cart),
+    "category": (CategoryState, evolve_category),
 }
 
 

@@ -14,7 +14,7 @@ import msgspec
 
 Money = Annotated[int, msgspec.Meta(ge=0, description="Amount in integer minor units (centavos).")]
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217 currency code.")]
-Role = Literal["customer", "admin"]
+Role = Literal["customer", "admin", "seller"]
 
 
 class BaseEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -82,6 +82,8 @@ class ProductCreated(BaseEvent, frozen=True, kw_only=True, tag=True):
     currency: Currency = "BRL"
     stock: Annotated[int, msgspec.Meta(ge=0)] = 0
     legacy_id: int | None = None
+    seller_id: str | None = None
+    """The seller account that owns the product; ``None`` for the shop's own (admin) products."""
 
     def aggregate(self) -> str:
         return f"product:{self.product_id}"
@@ -373,6 +375,45 @@ ACCOUNT_LIFECYCLE_EVENTS: tuple[type[BaseEvent], ...] = (
 
 # -- end of the accounts block -----------------------------------------------------------
 
+# -- categories (issue 15) -----------------------------------------------------------------
+
+
+class CategoryCreated(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A category entered the catalog tree (under ``parent``, or at the root); a deleted
+    slug may be created again."""
+
+    slug: str
+    name: str
+    parent: str | None = None
+
+    def aggregate(self) -> str:
+        return f"category:{self.slug}"
+
+
+class CategoryRenamed(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A category's display name changed; its slug, which products carry, stays."""
+
+    slug: str
+    name: str
+
+    def aggregate(self) -> str:
+        return f"category:{self.slug}"
+
+
+class CategoryDeleted(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A category left the tree: new products may no longer name it (the ones that do keep
+    the slug)."""
+
+    slug: str
+
+    def aggregate(self) -> str:
+        return f"category:{self.slug}"
+
+
+CATEGORY_EVENTS: tuple[type[BaseEvent], ...] = (CategoryCreated, CategoryRenamed, CategoryDeleted)
+
+# -- end of the categories block -----------------------------------------------------------
+
 
 Event = (
     AccountCreated
@@ -389,6 +430,9 @@ Event = (
     | AccountDeactivated
     | AccountReactivated
     | CustomerForgotten
+    | CategoryCreated
+    | CategoryRenamed
+    | CategoryDeleted
     | CartItemSet
     | CartItemRemoved
     | CartCheckedOut
@@ -415,6 +459,7 @@ EVENT_TYPES: dict[str, type[BaseEvent]] = {
         OrderBilled,
         OrderCancelled,
         *ACCOUNT_LIFECYCLE_EVENTS,
+        *CATEGORY_EVENTS,
         CartItemSet,
         CartItemRemoved,
         CartCheckedOut,

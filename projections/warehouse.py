@@ -34,6 +34,9 @@ from events.types import (
     AccountProfileChanged,
     AccountReactivated,
     CartItemSet,
+    CategoryCreated,
+    CategoryDeleted,
+    CategoryRenamed,
     CustomerForgotten,
     LoginFailed,
     LoginSucceeded,
@@ -58,6 +61,7 @@ from projections.views import (
     sink_errors,
     sql_file,
 )
+from projections.warehouse_catalog import CatalogRows, write_catalog
 
 PRODUCT_COLUMNS = (
     "product_id",
@@ -89,7 +93,16 @@ LINE_COLUMNS = (
 )
 
 
-VERSIONED = (ProductCreated, ProductUpdated, ProductDeleted, LoginSucceeded, LoginFailed)
+VERSIONED = (
+    ProductCreated,
+    ProductUpdated,
+    ProductDeleted,
+    LoginSucceeded,
+    LoginFailed,
+    CategoryCreated,
+    CategoryRenamed,
+    CategoryDeleted,
+)
 """Events whose warehouse effect depends on being applied once and in aggregate order."""
 
 
@@ -258,6 +271,8 @@ class Batch:
     refunds: list[tuple[Any, ...]] = field(default_factory=list)
     shipments: list[tuple[Any, ...]] = field(default_factory=list)
     carts: set[tuple[int, str]] = field(default_factory=set)
+    catalog: CatalogRows = field(default_factory=CatalogRows)
+    """Sellers and categories (:mod:`projections.warehouse_catalog`)."""
 
     def lifecycle(self, rec: RecordedEvent) -> None:
         """The order lifecycle's facts of one event (see ``warehouse.sql``)."""
@@ -318,6 +333,8 @@ class Batch:
                             date_key(rec.at),
                         )
                     )
+                    if e.role == "seller":
+                        batch.catalog.sellers.append((e.account_id, rec.at, date_key(rec.at)))
                 case LoginSucceeded() as e:
                     batch.login(rec, e.email_digest, e.account_id, ok=True)
                 case LoginFailed() as e:
@@ -325,8 +342,14 @@ class Batch:
                 case OrderBilled() as e:
                     batch.dates.add(rec.at.date())
                     batch.lines.extend(order_line_rows(rec, e))
-                case ProductCreated() | ProductUpdated() | ProductDeleted():
+                case ProductCreated() as e:
                     batch.product_events.append(rec)
+                    if e.seller_id is not None:
+                        batch.catalog.product_sellers.append((e.product_id, e.seller_id))
+                case ProductUpdated() | ProductDeleted():
+                    batch.product_events.append(rec)
+                case CategoryCreated() | CategoryRenamed() | CategoryDeleted():
+                    batch.catalog.category_events.append(rec)
                 case (
                     AccountProfileChanged()
                     | PasswordChanged()
@@ -376,7 +399,7 @@ class WarehouseProjection(CheckpointedSchema):
     """The star schema in ``<schema>`` (see the module docstring)."""
 
     name = "warehouse"
-    version = 1
+    version = 2
     """The schema (``warehouse.sql``) and rows this code writes. Bump it with any change
     to them (a column, a table, what a row holds): a projector that starts against a
     warehouse built by an older version rebuilds it into a new schema and switches, so new
@@ -472,6 +495,8 @@ class WarehouseProjection(CheckpointedSchema):
             )
         if batch.product_events:
             await self._write_products(conn, batch.product_events)
+        if batch.catalog:
+            await write_catalog(conn, s, batch.catalog)
         if batch.dates:
             await conn.executemany(
                 f"INSERT INTO {s}.dim_date VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"

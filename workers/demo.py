@@ -228,6 +228,15 @@ def ascii_slug(text: str) -> str:
     return ".".join(words) or "cliente"
 
 
+def category_slug(name: str) -> str:
+    """``"Casa e Cozinha"`` → ``"casa-e-cozinha"``: the slug a demo product carries."""
+    return ascii_slug(name).replace(".", "-")
+
+
+CATEGORIES: dict[str, str] = {category_slug(name): name for name in CATALOG}
+"""The demo's category tree (all top-level): slug → name, created before the products."""
+
+
 def _faker(seed: int, salt: int) -> Faker:
     fake = Faker("pt_BR")
     fake.seed_instance(seed * 1000 + salt)
@@ -271,7 +280,7 @@ def make_products(count: int, seed: int, stock: int | None = None) -> list[DemoP
                     f"{noun} da marca {brand}, {variant}. Ideal para {rng.choice(USES)}. "
                     f"Produzido em {city}."
                 ),
-                category=category,
+                category=category_slug(category),
                 price=price,
                 stock=stock if stock is not None else rng.randint(50, 500),
             )

@@ -119,6 +119,7 @@ def _roles(version: str) -> dict[str, str]:
         "products": names.products,
         "orders": names.orders,
         "carts": names.carts,
+        "categories": names.categories,
         "checkpoints": names.checkpoints,
     }
 

@@ -126,6 +126,7 @@ async def drop_version(settings: Any, name: str, version: str) -> None:
                     names.products,
                     names.orders,
                     names.carts,
+                    names.categories,
                     names.checkpoints,
                     names.meta,
                     names.redrives,

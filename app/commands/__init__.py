@@ -23,6 +23,14 @@ from app.commands.catalog import (
     DeleteProduct,
     UpdateProduct,
 )
+from app.commands.categories import (
+    CREATE_CATEGORY,
+    DELETE_CATEGORY,
+    RENAME_CATEGORY,
+    CreateCategory,
+    DeleteCategory,
+    RenameCategory,
+)
 from app.commands.checkout import CHECKOUT, Checkout
 from app.commands.login import RECORD_LOGIN, RecordLogin
 from app.commands.orders import (
@@ -68,6 +76,9 @@ DECIDERS: dict[type[Any], Decider[Any]] = {
     UpdateProduct: UPDATE_PRODUCT,
     DeleteProduct: DELETE_PRODUCT,
     AdjustStock: ADJUST_STOCK,
+    CreateCategory: CREATE_CATEGORY,
+    RenameCategory: RENAME_CATEGORY,
+    DeleteCategory: DELETE_CATEGORY,
     BillOrder: BILL_ORDER,
     SetCartItem: SET_CART_ITEM,
     RemoveCartItem: REMOVE_CART_ITEM,

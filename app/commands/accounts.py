@@ -52,7 +52,7 @@ class SignUp(Command, frozen=True, kw_only=True):
     email: Email
     name: AccountName
     password_hash: Annotated[str, msgspec.Meta(min_length=1)]
-    role: Literal["customer", "admin"] = "customer"
+    role: Literal["customer", "admin", "seller"] = "customer"
     sealed_email: str = ""
     """Set by :func:`seal_sign_up`: the email sealed with the new account's key."""
     sealed_name: str = ""

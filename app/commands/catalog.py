@@ -16,12 +16,14 @@ from app.commands.errors import (
     EmptyUpdate,
     InsufficientStock,
     InvalidCommand,
+    NotASeller,
     ProductAlreadyExists,
     ProductNotFound,
+    UnknownCategory,
 )
 from app.commands.runner import Decider, state_of
 from events.ids import uuid7
-from events.states import AggregateState, ProductState
+from events.states import AccountState, AggregateState, CategoryState, ProductState
 from events.store import Append, Reservation
 from events.types import ProductCreated, ProductDeleted, ProductUpdated, StockAdjusted
 
@@ -36,6 +38,7 @@ Stock = Annotated[int, msgspec.Meta(ge=0, le=10**9)]
 Delta = Annotated[int, msgspec.Meta(ge=-(10**9), le=10**9)]
 Reason = Annotated[str, msgspec.Meta(max_length=500)]
 LegacyId = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+AccountId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
 
 class CreateProduct(Command, frozen=True, kw_only=True):
@@ -51,6 +54,8 @@ class CreateProduct(Command, frozen=True, kw_only=True):
     stock: Stock = 0
     legacy_id: LegacyId | None = None
     """The product's id in the old Portuguese API; reserved so legacy orders can name it."""
+    seller_id: AccountId | None = None
+    """The seller account that owns the product (it must have the ``seller`` role)."""
 
 
 class UpdateProduct(Command, frozen=True, kw_only=True):
@@ -62,10 +67,14 @@ class UpdateProduct(Command, frozen=True, kw_only=True):
     category: Category | None = None
     price: Price | None = None
     currency: Currency | None = None
+    owner: AccountId | None = None
+    """The seller acting; the product must be theirs (``None``: the shop, any product)."""
 
 
 class DeleteProduct(Command, frozen=True, kw_only=True):
     product_id: ProductId
+    owner: AccountId | None = None
+    """As in :class:`UpdateProduct`."""
 
 
 class AdjustStock(Command, frozen=True, kw_only=True):
@@ -74,6 +83,8 @@ class AdjustStock(Command, frozen=True, kw_only=True):
     product_id: ProductId
     delta: Delta
     reason: Reason = ""
+    owner: AccountId | None = None
+    """As in :class:`UpdateProduct`."""
 
 
 CatalogCommand = CreateProduct | UpdateProduct | DeleteProduct | AdjustStock
@@ -84,15 +95,52 @@ def product_aggregate(product_id: str) -> str:
     return f"product:{product_id}"
 
 
+def category_aggregate(slug: str) -> str:
+    return f"category:{slug}"
+
+
+def seller_aggregate(seller_id: str) -> str:
+    return f"account:{seller_id}"
+
+
+def _check_category(
+    slug: str | None, state: CategoryState | None
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """A named category must be live in the tree; returns the append's ``exists`` and
+    ``absent`` conditions that keep it so until the append (``""``: no category)."""
+    if not slug:
+        return [], []
+    if state is None or not state.live:
+        raise UnknownCategory(f"category {slug!r} does not exist", field="category")
+    aggregate = category_aggregate(slug)
+    return [aggregate], [(aggregate, "deleted")]
+
+
+def _check_owner(owner: str | None, state: ProductState, product_id: str) -> None:
+    """A seller sees another seller's product as absent (404), not as forbidden: the
+    answer does not tell which ids exist."""
+    if owner is not None and state.seller_id != owner:
+        raise ProductNotFound(f"product {product_id} does not exist", field="product_id")
+
+
 # -- pure decisions ------------------------------------------------------------------------
 
 
-def decide_create_product(cmd: CreateProduct, state: ProductState) -> Append:
-    """A new product: its version must still be 0, its SKU (and legacy id) free."""
+def decide_create_product(
+    cmd: CreateProduct,
+    state: ProductState,
+    category: CategoryState | None = None,
+    seller: AccountState | None = None,
+) -> Append:
+    """A new product: its version must still be 0, its SKU (and legacy id) free, its
+    category (if any) in the tree and its seller (if any) a seller account."""
     if cmd.product_id is None:
         raise InvalidCommand("product_id must be assigned before deciding", field="product_id")
     if state.exists:
         raise ProductAlreadyExists(f"product {cmd.product_id} already exists", field="product_id")
+    if cmd.seller_id is not None and (seller is None or seller.role != "seller"):
+        raise NotASeller(f"account {cmd.seller_id} is not a seller", field="seller_id")
+    exists, absent = _check_category(cmd.category, category)
     aggregate = product_aggregate(cmd.product_id)
     reserve = [Reservation("sku", cmd.sku, aggregate)]
     if cmd.legacy_id is not None:
@@ -107,20 +155,26 @@ def decide_create_product(cmd: CreateProduct, state: ProductState) -> Append:
         currency=cmd.currency,
         stock=cmd.stock,
         legacy_id=cmd.legacy_id,
+        seller_id=cmd.seller_id,
     )
     return Append(
         events=[event],
         expect={aggregate: 0},
+        exists=exists,
+        absent=absent,
         reserve=reserve,
         seen={aggregate: state},
         result=result_json({"product_id": cmd.product_id}),
     )
 
 
-def decide_update_product(cmd: UpdateProduct, state: ProductState) -> Append:
+def decide_update_product(
+    cmd: UpdateProduct, state: ProductState, category: CategoryState | None = None
+) -> Append:
     """Only fields that are given make the event; a no-op update is refused."""
     if not state.live:
         raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
+    _check_owner(cmd.owner, state, cmd.product_id)
     changes = {
         name: value
         for name in ("name", "description", "category", "price", "currency")
@@ -128,10 +182,13 @@ def decide_update_product(cmd: UpdateProduct, state: ProductState) -> Append:
     }
     if not changes:
         raise EmptyUpdate("give at least one field to change")
+    exists, absent = _check_category(cmd.category, category)
     aggregate = product_aggregate(cmd.product_id)
     return Append(
         events=[ProductUpdated(product_id=cmd.product_id, **changes)],
         expect={aggregate: state.v},
+        exists=exists,
+        absent=absent,
         seen={aggregate: state},
         result=result_json({"product_id": cmd.product_id}),
     )
@@ -141,6 +198,7 @@ def decide_delete_product(cmd: DeleteProduct, state: ProductState) -> Append:
     """Marks the product deleted (orders then refuse it) and frees its SKU for reuse."""
     if not state.live:
         raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
+    _check_owner(cmd.owner, state, cmd.product_id)
     aggregate = product_aggregate(cmd.product_id)
     return Append(
         events=[ProductDeleted(product_id=cmd.product_id)],
@@ -156,6 +214,7 @@ def decide_adjust_stock(cmd: AdjustStock, state: ProductState) -> Append:
     the floor of ``ProductState.COUNTERS`` becomes a guard inside the append."""
     if not state.live:
         raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
+    _check_owner(cmd.owner, state, cmd.product_id)
     if cmd.delta == 0:
         raise InvalidCommand("delta must not be zero", field="delta")
     if cmd.delta < 0 and state.stock < -cmd.delta:
@@ -195,12 +254,45 @@ def _product(command: CatalogCommand) -> list[str]:
     return [product_aggregate(command.product_id or "")]
 
 
+def _product_and_refs(command: CreateProduct | UpdateProduct) -> list[str]:
+    """The product, the category it names and (on creation) its seller."""
+    reads = _product(command)
+    if command.category:
+        reads.append(category_aggregate(command.category))
+    if isinstance(command, CreateProduct) and command.seller_id is not None:
+        reads.append(seller_aggregate(command.seller_id))
+    return reads
+
+
+def _decide_create(command: CreateProduct, states: Mapping[str, AggregateState]) -> Append:
+    product = state_of(states, product_aggregate(command.product_id or ""), ProductState)
+    category = (
+        state_of(states, category_aggregate(command.category), CategoryState)
+        if command.category
+        else None
+    )
+    seller = (
+        state_of(states, seller_aggregate(command.seller_id), AccountState)
+        if command.seller_id is not None
+        else None
+    )
+    return decide_create_product(command, product, category, seller)
+
+
+def _decide_update(command: UpdateProduct, states: Mapping[str, AggregateState]) -> Append:
+    product = state_of(states, product_aggregate(command.product_id), ProductState)
+    category = (
+        state_of(states, category_aggregate(command.category), CategoryState)
+        if command.category
+        else None
+    )
+    return decide_update_product(command, product, category)
+
+
 CREATE_PRODUCT: Decider[CreateProduct] = Decider(
-    reads=_product, decide=_on_product(decide_create_product), prepare=_create_with_id
+    reads=_product_and_refs, decide=_decide_create, prepare=_create_with_id
 )
-UPDATE_PRODUCT: Decider[UpdateProduct] = Decider(
-    reads=_product, decide=_on_product(decide_update_product)
-)
+UPDATE_PRODUCT: Decider[UpdateProduct] = Decider(reads=_product_and_refs, decide=_decide_update)
 DELETE_PRODUCT: Decider[DeleteProduct] = Decider(
     reads=_product, decide=_on_product(decide_delete_product)
 )

@@ -192,3 +192,32 @@ class PaymentTimedOut(DomainError):
     status = 504
     slug = "payment-timeout"
     title = "Payment provider timed out"
+
+
+# -- sellers and categories (issue 15) --
+
+
+class UnknownCategory(DomainError):
+    """A product (or a category's ``parent``) named a slug that is not in the category tree."""
+
+    slug = "unknown-category"
+    title = "Unknown category"
+
+
+class CategoryAlreadyExists(DomainError):
+    status = 409
+    slug = "category-exists"
+    title = "Category already exists"
+
+
+class CategoryNotFound(DomainError):
+    status = 404
+    slug = "category-not-found"
+    title = "Category not found"
+
+
+class NotASeller(DomainError):
+    """A product was assigned to an account that is not a seller."""
+
+    slug = "not-a-seller"
+    title = "Not a seller"

@@ -21,6 +21,7 @@ from app.commands.errors import (
     DomainError,
     InsufficientStock,
     ProductNotFound,
+    UnknownCategory,
 )
 from events.errors import (
     AggregateMissing,
@@ -141,6 +142,10 @@ def rejection(command: Any, exc: AppendRejected) -> DomainError:
             return AccountNotFound(
                 f"account {command.account_id} does not exist", field="account_id"
             )
+        case AggregateMissing() if exc.aggregate.startswith("category:"):
+            field = "parent" if hasattr(command, "parent") else "category"
+            slug = exc.aggregate.removeprefix("category:")
+            return UnknownCategory(f"category {slug!r} does not exist", field=field)
         case AggregateMissing() if exc.aggregate.startswith("product:"):
             return ProductNotFound(
                 f"product {command.product_id} does not exist", field="product_id"

@@ -14,6 +14,7 @@ from app.controllers.accounts_profile import (
     update_my_account,
 )
 from app.controllers.cart import CartController
+from app.controllers.categories import CategoryController
 from app.controllers.dashboard import DASHBOARD_ROUTES
 from app.controllers.docs import docs, docs_assets
 from app.controllers.feed import stream_events, stream_order_events
@@ -35,6 +36,7 @@ from app.controllers.lifecycle import LIFECYCLE_ROUTES
 from app.controllers.orders import bill_order
 from app.controllers.payments_webhook import payment_webhook
 from app.controllers.products import ProductController
+from app.controllers.sellers import create_seller
 from app.metrics import metrics
 from app.queries import QUERY_CONTROLLERS
 
@@ -58,6 +60,8 @@ CONTROLLERS: list[Any] = [
     forget_my_account,
     forget_account,
     ProductController,
+    CategoryController,
+    create_seller,
     bill_order,
     CartController,
     *LIFECYCLE_ROUTES,

@@ -1,4 +1,8 @@
-"""Catalog administration (admin role): create, update, delete products and adjust stock."""
+"""Catalog administration (admin or seller): create, update, delete products and adjust stock.
+
+A seller's products carry its ``seller_id``; a seller may change only its own (another's
+product answers 404, as if absent). An admin may assign a product to a seller.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,13 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, delete, patch, post
 from litestar.datastructures import State
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import JSONBody, PathParameter
 
-from app.auth import Principal, admin_only
+from app.auth import Principal, acting_seller, admin_or_seller
 from app.commands import execute
 from app.commands.catalog import (
+    AccountId,
     AdjustStock,
     Category,
     CreateProduct,
@@ -45,6 +51,8 @@ class CreateProductBody(Body, frozen=True, kw_only=True):
     stock: Stock = 0
     legacy_id: LegacyId | None = None
     """The product's integer id in the old Portuguese API, if it had one."""
+    seller_id: AccountId | None = None
+    """Admin only: the seller account that owns it (a seller's products are its own)."""
 
 
 class UpdateProductBody(Body, frozen=True, kw_only=True):
@@ -71,14 +79,14 @@ def _actor(request: Request[Principal, Any, Any]) -> str:
 
 class ProductController(Controller):
     path = "/products"
-    guards = [admin_only]
+    guards = [admin_or_seller]
     tags = ["catalog"]
 
     @post(
         "/",
         operation_id="createProduct",
         status_code=201,
-        responses=problem_responses(400, 401, 403, 409, 413),
+        responses=problem_responses(400, 401, 403, 409, 413, 422),
     )
     async def create(
         self, request: Request[Principal, Any, Any], state: State, data: JSONBody[CreateProductBody]
@@ -87,6 +95,10 @@ class ProductController(Controller):
         svc = services(state)
         fields = msgspec.structs.asdict(data)
         fields["currency"] = data.currency or svc.settings.default_currency
+        if (seller := acting_seller(request.user)) is not None:
+            if data.seller_id not in (None, seller):
+                raise PermissionDeniedException("a seller creates products for itself only")
+            fields["seller_id"] = seller
         result = await execute(
             svc.store, CreateProduct(**fields), command_meta(request, _actor(request))
         )
@@ -107,7 +119,9 @@ class ProductController(Controller):
         data: JSONBody[UpdateProductBody],
     ) -> ProductWritten:
         """Change name, description, category, price or currency (fields left out stay)."""
-        command = UpdateProduct(product_id=product_id, **msgspec.structs.asdict(data))
+        command = UpdateProduct(
+            product_id=product_id, owner=acting_seller(request.user), **msgspec.structs.asdict(data)
+        )
         result = await execute(
             services(state).store, command, command_meta(request, _actor(request))
         )
@@ -123,7 +137,7 @@ class ProductController(Controller):
         self, request: Request[Principal, Any, Any], state: State, product_id: ProductPath
     ) -> ProductWritten:
         """Take a product out of the catalog; orders then refuse it."""
-        command = DeleteProduct(product_id=product_id)
+        command = DeleteProduct(product_id=product_id, owner=acting_seller(request.user))
         result = await execute(
             services(state).store, command, command_meta(request, _actor(request))
         )
@@ -143,7 +157,12 @@ class ProductController(Controller):
         data: JSONBody[StockBody],
     ) -> ProductWritten:
         """Add or remove stock by hand; stock never goes below zero (409)."""
-        command = AdjustStock(product_id=product_id, delta=data.delta, reason=data.reason)
+        command = AdjustStock(
+            product_id=product_id,
+            delta=data.delta,
+            reason=data.reason,
+            owner=acting_seller(request.user),
+        )
         result = await execute(
             services(state).store, command, command_meta(request, _actor(request))
         )

@@ -1,6 +1,9 @@
-"""Admin analytics over the warehouse: sales per period, top products, logins per day.
+"""Analytics over the warehouse: sales per period, top products, the funnel, logins per day.
 
-``from`` and ``to`` are dates (UTC days), both inclusive; either may be left out.
+``from`` and ``to`` are dates (UTC days), both inclusive; either may be left out. Sales and
+top products are open to sellers, scoped to their own products (``product_seller``); an
+admin sees everything and may filter by ``seller_id``. A seller's refunds are its share of
+each refunded order (its lines' revenue over the order's).
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import QueryParameter
 
-from app.auth import admin_only
+from app.auth import Principal, acting_seller, admin_only, admin_or_seller
 from app.problems import problem_responses
 from app.queries.consistency import MinPosition, view_response, wait_for
 from app.queries.cursors import bad_param
@@ -21,6 +25,13 @@ from app.queries.read_side import read_side, store_errors
 
 From = Annotated[date | None, QueryParameter(name="from", required=False, description="First day.")]
 To = Annotated[date | None, QueryParameter(name="to", required=False, description="Last day.")]
+
+SellerFilter = Annotated[
+    str | None,
+    QueryParameter(
+        min_length=1, max_length=100, description="Only this seller's products (admin)."
+    ),
+]
 
 PERIODS = {"day": "d.date", "week": "d.week_start", "month": "d.month_start"}
 """Granularity → the ``dim_date`` column that names the period (weeks start on Monday)."""
@@ -72,6 +83,17 @@ class LoginDay(msgspec.Struct, frozen=True, kw_only=True):
     failures: int
 
 
+def _seller_scope(request: Request[Principal, Any, Any], seller_id: str | None) -> str | None:
+    """The seller whose products a sales query covers: a seller's own, always; an
+    admin's ``seller_id`` (``None``: every product)."""
+    seller = acting_seller(request.user)
+    if seller is None:
+        return seller_id
+    if seller_id not in (None, seller):
+        raise PermissionDeniedException("a seller sees its own sales only")
+    return seller
+
+
 def _days(start: date | None, end: date | None) -> tuple[date, date]:
     if start is not None and end is not None and start > end:
         raise bad_param("from", "from is after to")
@@ -80,7 +102,7 @@ def _days(start: date | None, end: date | None) -> tuple[date, date]:
 
 class AnalyticsController(Controller):
     path = "/analytics"
-    guards = [admin_only]
+    guards = [admin_or_seller]
     tags = ["analytics"]
 
     @get(
@@ -90,30 +112,51 @@ class AnalyticsController(Controller):
     )
     async def sales(
         self,
+        request: Request[Principal, Any, Any],
         state: State,
         granularity: Annotated[Literal["day", "week", "month"], QueryParameter()] = "day",
         start: From = None,
         end: To = None,
+        seller_id: SellerFilter = None,
         min_position: MinPosition = None,
     ) -> Response[list[SalesPeriod]]:
         """Orders, items and revenue (minor units) per day, ISO week or month, with the
         refunds of the period and the net (``gross - refunds``)."""
+        seller = _seller_scope(request, seller_id)
         side = await read_side(state)
         view = await wait_for(side.warehouse, min_position)
         s, period = side.warehouse.schema, PERIODS[granularity]
+        if seller is None:
+            lines, refunds = f'"{s}".fact_order_line', f'"{s}".fact_refund'
+        else:
+            # Sub-selects of the seller's lines, and of its share of each refund.
+            lines = (
+                f'(SELECT f.* FROM "{s}".fact_order_line f JOIN "{s}".product_seller ps'
+                " USING (product_id) WHERE ps.seller_id = $3)"
+            )
+            refunds = (
+                "(SELECT r.date_key, (r.amount * o.mine / NULLIF(o.whole, 0))::bigint AS amount"
+                f' FROM "{s}".fact_refund r JOIN (SELECT f.order_id,'
+                " sum(f.revenue) FILTER (WHERE ps.seller_id = $3) AS mine,"
+                " sum(f.revenue) AS whole"
+                f' FROM "{s}".fact_order_line f LEFT JOIN "{s}".product_seller ps'
+                " USING (product_id) GROUP BY f.order_id) o USING (order_id)"
+                " WHERE o.mine > 0)"
+            )
         with store_errors():
             rows = await side.pool.fetch(
                 f"WITH sales AS (SELECT {period} AS period, count(DISTINCT f.order_id) AS orders,"
                 " sum(f.quantity)::bigint AS items, sum(f.revenue)::bigint AS revenue"
-                f' FROM "{s}".fact_order_line f JOIN "{s}".dim_date d USING (date_key)'
+                f' FROM {lines} f JOIN "{s}".dim_date d USING (date_key)'
                 " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1),"
                 f" refunds AS (SELECT {period} AS period, sum(r.amount)::bigint AS refunds"
-                f' FROM "{s}".fact_refund r JOIN "{s}".dim_date d USING (date_key)'
+                f' FROM {refunds} r JOIN "{s}".dim_date d USING (date_key)'
                 " WHERE d.date BETWEEN $1 AND $2 GROUP BY 1)"
                 " SELECT period, coalesce(orders, 0) AS orders, coalesce(items, 0) AS items,"
                 " coalesce(revenue, 0) AS revenue, coalesce(refunds, 0) AS refunds"
                 " FROM sales FULL JOIN refunds USING (period) ORDER BY 1",
                 *_days(start, end),
+                *([] if seller is None else [seller]),
             )
         result = [
             SalesPeriod(
@@ -136,14 +179,17 @@ class AnalyticsController(Controller):
     )
     async def top_products(
         self,
+        request: Request[Principal, Any, Any],
         state: State,
         start: From = None,
         end: To = None,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
         by: Annotated[Literal["revenue", "quantity"], QueryParameter()] = "revenue",
+        seller_id: SellerFilter = None,
         min_position: MinPosition = None,
     ) -> Response[list[TopProduct]]:
         """The best sellers by revenue or by quantity, ties by product id."""
+        seller = _seller_scope(request, seller_id)
         side = await read_side(state)
         view = await wait_for(side.warehouse, min_position)
         s = side.warehouse.schema
@@ -154,10 +200,17 @@ class AnalyticsController(Controller):
                 f' (SELECT p.name FROM "{s}".dim_product p WHERE p.product_id = f.product_id'
                 "  ORDER BY p.version DESC LIMIT 1) AS name"
                 f' FROM "{s}".fact_order_line f JOIN "{s}".dim_date d USING (date_key)'
-                " WHERE d.date BETWEEN $1 AND $2 GROUP BY f.product_id"
-                f" ORDER BY {by} DESC, f.product_id LIMIT $3",
+                " WHERE d.date BETWEEN $1 AND $2"
+                + (
+                    ""
+                    if seller is None
+                    else f' AND f.product_id IN (SELECT product_id FROM "{s}".product_seller'
+                    " WHERE seller_id = $4)"
+                )
+                + f" GROUP BY f.product_id ORDER BY {by} DESC, f.product_id LIMIT $3",
                 *_days(start, end),
                 limit,
+                *([] if seller is None else [seller]),
             )
         result = [
             TopProduct(
@@ -171,7 +224,12 @@ class AnalyticsController(Controller):
         ]
         return view_response(result, view)
 
-    @get("/funnel", operation_id="funnelPerPeriod", responses=problem_responses(400, 401, 403))
+    @get(
+        "/funnel",
+        guards=[admin_only],
+        operation_id="funnelPerPeriod",
+        responses=problem_responses(400, 401, 403),
+    )
     async def funnel(
         self,
         state: State,
@@ -231,7 +289,12 @@ class AnalyticsController(Controller):
         ]
         return view_response(result, view)
 
-    @get("/logins", operation_id="loginsPerDay", responses=problem_responses(400, 401, 403))
+    @get(
+        "/logins",
+        guards=[admin_only],
+        operation_id="loginsPerDay",
+        responses=problem_responses(400, 401, 403),
+    )
     async def logins(
         self,
         state: State,

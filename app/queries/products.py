@@ -14,6 +14,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from app.auth import PUBLIC
 from app.problems import problem_responses
+from app.queries.categories import category_names
 from app.queries.consistency import MinPosition, view_response, wait_for
 from app.queries.cursors import after, bad_param, decode_cursor, encode_cursor
 from app.queries.read_side import read_side, store_errors
@@ -45,6 +46,10 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     in_stock: bool
     created_at: datetime | None
     updated_at: datetime | None
+    category_name: str = ""
+    """The current name of ``category`` (``""``: none, or no longer in the tree)."""
+    seller_id: str | None = None
+    """The seller that owns the product (``null``: the shop's own)."""
 
 
 class ProductPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,8 +58,10 @@ class ProductPage(msgspec.Struct, frozen=True, kw_only=True):
     """Pass as ``cursor`` (with the same filters and sort) for the next page."""
 
 
-def product_of(doc: ProductView) -> Product:
+def product_of(doc: ProductView, names: dict[str, str] | None = None) -> Product:
     return Product(
+        category_name=(names or {}).get(doc.category, ""),
+        seller_id=doc.seller_id,
         id=doc.id,
         sku=doc.sku,
         name=doc.name,
@@ -144,7 +151,8 @@ async def list_products(
     if more:
         last = docs[-1]
         next_cursor = encode_cursor(sort, getattr(last, field), last.id)
-    page = ProductPage(items=[product_of(d) for d in docs], next_cursor=next_cursor)
+    names = await category_names(d.category for d in docs)
+    page = ProductPage(items=[product_of(d, names) for d in docs], next_cursor=next_cursor)
     return view_response(page, view)
 
 
@@ -168,4 +176,4 @@ async def get_product(
         doc = await ProductView.get(product_id)
     if doc is None or doc.deleted or doc.version == 0:
         raise NotFoundException("no such product")
-    return view_response(product_of(doc), view)
+    return view_response(product_of(doc, await category_names([doc.category])), view)

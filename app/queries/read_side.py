@@ -43,6 +43,7 @@ from projections.read_models import (
     DOCUMENTS,
     AccountView,
     CartView,
+    CategoryView,
     Collections,
     OrderView,
     ProductView,
@@ -178,6 +179,7 @@ class ReadSide:
             (ProductView, names_of.products),
             (OrderView, names_of.orders),
             (CartView, names_of.carts),
+            (CategoryView, names_of.categories),
         )
         for document, collection in documents:
             bound = document.get_pymongo_collection()

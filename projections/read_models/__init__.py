@@ -4,6 +4,7 @@ from projections.read_models.documents import (
     DOCUMENTS,
     AccountView,
     CartView,
+    CategoryView,
     OrderView,
     ProductView,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "DOCUMENTS",
     "AccountView",
     "CartView",
+    "CategoryView",
     "Collections",
     "OrderView",
     "ProductView",

@@ -65,6 +65,8 @@ class ProductView(Document):
     stock: int = 0
     reserved: int = 0
     deleted: bool = False
+    seller_id: str | None = None
+    """The owning seller's account id (absent for the shop's own products)."""
     created_at: datetime | None = None
     updated_at: datetime | None = None
     version: int = 0
@@ -156,5 +158,20 @@ class CartView(Document):
         name = "carts"
 
 
-DOCUMENTS: list[type[Document]] = [AccountView, ProductView, OrderView, CartView]
+class CategoryView(Document):
+    """A node of the category tree (``_id`` = slug); deleted ones stay, flagged."""
+
+    id: str  # type: ignore[assignment]
+    name: str = ""
+    parent: str | None = None
+    deleted: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int = 0
+
+    class Settings:
+        name = "categories"
+
+
+DOCUMENTS: list[type[Document]] = [AccountView, ProductView, OrderView, CartView, CategoryView]
 """Pass to ``init_beanie(database=db, document_models=DOCUMENTS)``."""

@@ -24,6 +24,9 @@ from events.types import (
     CartCheckedOut,
     CartItemRemoved,
     CartItemSet,
+    CategoryCreated,
+    CategoryDeleted,
+    CategoryRenamed,
     CustomerForgotten,
     LoginSucceeded,
     OrderBilled,
@@ -152,6 +155,8 @@ def on_product_created(rec: RecordedEvent, e: ProductCreated) -> list[Write]:
         "created_at": rec.at,
         "updated_at": rec.at,
     }
+    if e.seller_id is not None:
+        fields["seller_id"] = e.seller_id
     # Opening stock is added, not set: sales from other partitions may already be counted.
     update = {"$set": fields, "$inc": {"stock": e.stock}}
     return [_own("products", e.product_id, rec.seq, update, upsert=True)]
@@ -207,6 +212,31 @@ def on_order_billed(rec: RecordedEvent, e: OrderBilled) -> list[Write]:
     return writes
 
 
+# -- categories (issue 15) --
+
+
+def on_category_created(rec: RecordedEvent, e: CategoryCreated) -> list[Write]:
+    """Also a re-creation of a deleted slug: every field is set again."""
+    fields = {
+        "name": e.name,
+        "parent": e.parent,
+        "deleted": False,
+        "created_at": rec.at,
+        "updated_at": rec.at,
+    }
+    return [_own("categories", e.slug, rec.seq, {"$set": fields}, upsert=True)]
+
+
+def on_category_renamed(rec: RecordedEvent, e: CategoryRenamed) -> list[Write]:
+    update = {"$set": {"name": e.name, "updated_at": rec.at}}
+    return [_own("categories", e.slug, rec.seq, update)]
+
+
+def on_category_deleted(rec: RecordedEvent, e: CategoryDeleted) -> list[Write]:
+    update = {"$set": {"deleted": True, "updated_at": rec.at}}
+    return [_own("categories", e.slug, rec.seq, update)]
+
+
 def writes_for(rec: RecordedEvent, opener: Opener = CLEAR) -> list[Write]:
     """The route table: event type → its writes. Types not listed change no read model.
     ``opener`` holds the keys of the batch's account events (:meth:`ReadModelsProjection.opener`)."""
@@ -255,5 +285,11 @@ def writes_for(rec: RecordedEvent, opener: Opener = CLEAR) -> list[Write]:
             return on_cart_item_removed(rec, e)
         case CartCheckedOut() as e:
             return on_cart_checked_out(rec, e)
+        case CategoryCreated() as e:
+            return on_category_created(rec, e)
+        case CategoryRenamed() as e:
+            return on_category_renamed(rec, e)
+        case CategoryDeleted() as e:
+            return on_category_deleted(rec, e)
         case _:
             return []

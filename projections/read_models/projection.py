@@ -1,6 +1,7 @@
 """The read-models projection's bulk writer: applies the writes of the event handlers
-(:mod:`projections.read_models.handlers`) to the ``accounts``, ``products``, ``orders`` and
-``carts`` collections as idempotent, version-guarded bulk writes, with the checkpoint.
+(:mod:`projections.read_models.handlers`) to the ``accounts``, ``products``, ``orders``,
+``carts`` and ``categories`` collections as idempotent, version-guarded bulk writes, with the
+checkpoint.
 
 Exactly once, without transactions:
 
@@ -77,6 +78,7 @@ class Collections:
     products: str = "products"
     orders: str = "orders"
     carts: str = "carts"
+    categories: str = "categories"
     checkpoints: str = "checkpoints"
     meta: str = "meta"
     """The log this version was built from (:mod:`projections.identity`)."""
@@ -91,6 +93,7 @@ class Collections:
             products=f"{base.products}{suffix}",
             orders=f"{base.orders}{suffix}",
             carts=f"{base.carts}{suffix}",
+            categories=f"{base.categories}{suffix}",
             checkpoints=f"{base.checkpoints}{suffix}",
             meta=f"{base.meta}{suffix}",
             redrives=f"{base.redrives}{suffix}",
@@ -162,7 +165,7 @@ class ReadModelsProjection:
     """Accounts, products, orders and carts in MongoDB (see the module docstring for idempotency)."""
 
     name = "read_models"
-    version = 1
+    version = 2
     """The documents and indexes this code writes; bump it with any change to them: a projector
     that starts against read models an older version built rebuilds them
     (``workers.rebuild.upgrade_view``)."""

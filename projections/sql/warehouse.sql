@@ -136,3 +136,35 @@ CREATE TABLE IF NOT EXISTS {schema}.aggregate_versions (
     aggregate text   PRIMARY KEY,
     seq       bigint NOT NULL
 );
+
+-- Sellers and categories (issue 15). A seller is an account with the role `seller`; no
+-- name or email here (the same pseudonymity as dim_account).
+CREATE TABLE IF NOT EXISTS {schema}.dim_seller (
+    seller_id        text        PRIMARY KEY,  -- the seller's account id
+    created_at       timestamptz NOT NULL,
+    created_date_key integer     NOT NULL
+);
+
+-- Which seller owns a product (set once, at creation; the shop's own products have no row).
+CREATE TABLE IF NOT EXISTS {schema}.product_seller (
+    product_id text PRIMARY KEY,
+    seller_id  text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS product_seller_seller ON {schema}.product_seller (seller_id);
+
+-- Slowly changing dimension, type 2: a rename opens a new version; products carry the
+-- slug (dim_product.category), so the name valid at any time is a join away.
+CREATE TABLE IF NOT EXISTS {schema}.dim_category (
+    slug          text        NOT NULL,
+    version       integer     NOT NULL,        -- 1, 2, … per slug
+    name          text        NOT NULL,
+    parent        text,                        -- the parent's slug; NULL at the root
+    valid_from    timestamptz NOT NULL,
+    valid_to      timestamptz,                 -- NULL: still valid
+    is_current    boolean     NOT NULL,
+    deleted       boolean     NOT NULL DEFAULT false,
+    opened_by_seq bigint      NOT NULL,
+    PRIMARY KEY (slug, version)
+);
+-- Sales by seller: fact_order_line JOIN product_seller USING (product_id) (see
+-- app/queries/analytics.py; no SQL view, so the lake export sees base tables only).

@@ -21,6 +21,8 @@ async def test_admin_creates_updates_restocks_and_deletes_a_product(
     api: AsyncTestClient[Any], store: EventStore
 ) -> None:
     boss = await admin(api, store)
+    made = await api.post("/categories", json={"slug": "casa", "name": "Casa"}, headers=boss)
+    assert made.status_code == 201, made.text
     resp = await api.post(
         "/products",
         json={
@@ -47,7 +49,8 @@ async def test_admin_creates_updates_restocks_and_deletes_a_product(
     deleted = await api.delete(f"/products/{product_id}", headers=boss)
     assert deleted.status_code == 200 and deleted.json()["position"]
     types = [e.type async for e in store.read_all()]
-    assert [t for t in types if t.startswith(("Product", "Stock"))] == [
+    assert [t for t in types if t.startswith(("Product", "Stock", "Category"))] == [
+        "CategoryCreated",
         "ProductCreated",
         "ProductUpdated",
         "StockAdjusted",

@@ -123,6 +123,11 @@ async def all_pages(shop: Shop, params: dict[str, Any]) -> tuple[list[str], int]
 
 async def test_filters_and_pagination_are_exact_across_pages(shop: Shop) -> None:
     admin_headers = await admin_headers_of(shop)
+    for slug in sorted({category for _, category, _, _ in CATALOG}):
+        made = await shop.api.post(
+            "/categories", json={"slug": slug, "name": slug.title()}, headers=admin_headers
+        )
+        assert made.status_code == 201, made.text
     ids = []
     for name, category, price, stock in CATALOG:
         resp = await shop.api.post(

@@ -15,7 +15,7 @@ from events.store import EventStore, Metadata
 from events.types import AccountCreated, OrderBilled, ProductCreated
 from tests.conftest import REDIS_URL
 from workers.commands.demo import DEFAULT_PASSWORD, populate
-from workers.demo import CATALOG, make_shop
+from workers.demo import CATEGORIES, make_shop
 
 CHEAP = AuthSettings(argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1)
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ async def test_demo_appends_accounts_products_and_priced_orders(store: EventStor
     assert types["OrderBilled"] == 5
     assert report.orders["created"] == 5
     products = {e.event.product_id: e.event for e in events if isinstance(e.event, ProductCreated)}
-    assert {p.category for p in products.values()} <= set(CATALOG)
+    assert {p.category for p in products.values()} <= set(CATEGORIES)
     for order in (e.event for e in events if isinstance(e.event, OrderBilled)):
         assert order.total == sum(line.line_total for line in order.lines)
         for line in order.lines:

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from events.store import EventStore
+from app.commands import execute
+from app.commands.categories import CreateCategory
+from events.store import EventStore, Metadata
 from tests.conftest import REDIS_URL
 from tests.integration.test_ingest import drained, eventually
 from workers.ingest import IngestGateway
@@ -87,7 +89,9 @@ async def run_producer(classes: Path, prefix: str) -> str:
 
 @pytest.fixture
 async def gateway(redis_client: aioredis.Redis, store: EventStore) -> AsyncIterator[IngestGateway]:
-    """A gateway that serves 'produtos' and discovers the example's stream by itself."""
+    """A gateway that serves 'produtos' and discovers the example's stream by itself; the
+    example's category exists (an unknown one would be refused)."""
+    await execute(store, CreateCategory(slug="cozinha", name="Cozinha"), Metadata(actor="test"))
     gw = IngestGateway(
         redis_client, store, store.keys, discover_interval=0.2, block_ms=100, consumer="java-test"
     )

@@ -24,7 +24,8 @@ from app.commands import execute
 from app.commands.accounts import SignUp
 from app.commands.billing import BillLine, BillOrder
 from app.commands.catalog import AdjustStock, CreateProduct, UpdateProduct
-from app.commands.errors import DomainError
+from app.commands.categories import CreateCategory
+from app.commands.errors import CategoryAlreadyExists, DomainError
 from app.settings import MongoSettings, PostgresSettings, RedisSettings, Settings
 from events.codec import encode
 from events.ids import now_at, uuid7
@@ -122,6 +123,8 @@ async def caught_up(store: EventStore, runner: ProjectorRunner) -> bool:
 
 # -- a shop under load -----------------------------------------------------------------------
 
+CATEGORIES = ["cafe", "pao", "doce"]
+
 
 @dataclass
 class Shop:
@@ -151,7 +154,7 @@ class Shop:
             CreateProduct(
                 sku=f"SKU-{uuid.uuid4().hex[:8]}",
                 name=f"Produto {len(self.products)}",
-                category=self.rng.choice(["cafe", "pao", "doce"]),
+                category=self.rng.choice(CATEGORIES),
                 price=self.rng.randint(100, 5000),
                 stock=1000,
             ),
@@ -160,6 +163,9 @@ class Shop:
         self.products.append(json.loads(result.result)["product_id"])
 
     async def seed(self, accounts: int = 10, products: int = 10) -> None:
+        for slug in CATEGORIES:
+            with contextlib.suppress(CategoryAlreadyExists):
+                await execute(self.store, CreateCategory(slug=slug, name=slug.title()), META)
         for _ in range(accounts):
             await self.sign_up()
         for _ in range(products):

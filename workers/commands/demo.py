@@ -22,8 +22,10 @@ from app.commands import execute
 from app.commands.accounts import SignUp, account_aggregate
 from app.commands.billing import BillLine, BillOrder, order_aggregate
 from app.commands.catalog import AdjustStock, CreateProduct, product_aggregate
+from app.commands.categories import CreateCategory
 from app.commands.errors import (
     AccountAlreadyExists,
+    CategoryAlreadyExists,
     DuplicateEmail,
     DuplicateSku,
     InsufficientStock,
@@ -34,7 +36,7 @@ from app.settings import Settings
 from events.errors import RedisNotSuitable
 from events.ids import uuid7
 from events.store import EventStore, Metadata, check_redis
-from workers.demo import DemoAccount, DemoOrder, DemoProduct, DemoShop, make_shop
+from workers.demo import CATEGORIES, DemoAccount, DemoOrder, DemoProduct, DemoShop, make_shop
 from workers.progress import Progress
 
 DEFAULT_PASSWORD = "senha-demo-123"
@@ -188,6 +190,13 @@ async def populate(
             return
         report.orders["refused"] += 1
 
+    async def create_category(slug: str) -> None:
+        try:
+            result = await execute(store, CreateCategory(slug=slug, name=CATEGORIES[slug]), system)
+        except CategoryAlreadyExists:
+            return
+        report.positions.append(result.position)
+
     def counted(work: Callable[[T], Awaitable[None]]) -> Callable[[T], Awaitable[None]]:
         async def one(item: T) -> None:
             await work(item)
@@ -200,6 +209,7 @@ async def populate(
         progress.phase = "accounts"
         progress.start(len(shop.accounts) + len(shop.products) + len(shop.orders))
     await _bounded(concurrency, shop.accounts, counted(sign_up))
+    await _bounded(concurrency, sorted({p.category for p in shop.products}), create_category)
     if progress is not None:
         progress.set_phase("products")
     await _bounded(concurrency, shop.products, counted(create))

@@ -1,0 +1,132 @@
+"""Category commands: create, rename and delete a node of the catalog tree (admin).
+
+A category is its own aggregate, ``category:<slug>``; products name it by slug, so a
+rename changes no product (listings and the warehouse look the name up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated
+
+import msgspec
+
+from app.commands.base import Command, result_json
+from app.commands.catalog import Name, category_aggregate
+from app.commands.errors import CategoryAlreadyExists, CategoryNotFound, UnknownCategory
+from app.commands.runner import Decider, state_of
+from events.states import AggregateState, CategoryState
+from events.store import Append
+from events.types import CategoryCreated, CategoryDeleted, CategoryRenamed
+
+Slug = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern="^[a-z0-9][a-z0-9-]*$",
+        description="Lower-case letters, digits and dashes; what products carry as `category`.",
+    ),
+]
+
+
+class CreateCategory(Command, frozen=True, kw_only=True):
+    slug: Slug
+    name: Name
+    parent: Slug | None = None
+
+
+class RenameCategory(Command, frozen=True, kw_only=True):
+    slug: Slug
+    name: Name
+
+
+class DeleteCategory(Command, frozen=True, kw_only=True):
+    slug: Slug
+
+
+# -- pure decisions ------------------------------------------------------------------------
+
+
+def decide_create_category(
+    cmd: CreateCategory, state: CategoryState, parent: CategoryState | None = None
+) -> Append:
+    """A new slug (or a deleted one again); a parent must be live, and not the slug itself.
+    The parent's existence is re-checked inside the append."""
+    if state.live:
+        raise CategoryAlreadyExists(f"category {cmd.slug!r} already exists", field="slug")
+    exists: list[str] = []
+    absent: list[tuple[str, str]] = []
+    if cmd.parent is not None:
+        if cmd.parent == cmd.slug or parent is None or not parent.live:
+            raise UnknownCategory(f"category {cmd.parent!r} does not exist", field="parent")
+        exists, absent = (
+            [category_aggregate(cmd.parent)],
+            [(category_aggregate(cmd.parent), "deleted")],
+        )
+    aggregate = category_aggregate(cmd.slug)
+    return Append(
+        events=[CategoryCreated(slug=cmd.slug, name=cmd.name, parent=cmd.parent)],
+        expect={aggregate: state.v},
+        exists=exists,
+        absent=absent,
+        seen={aggregate: state},
+        result=result_json({"slug": cmd.slug}),
+    )
+
+
+def decide_rename_category(cmd: RenameCategory, state: CategoryState) -> Append:
+    if not state.live:
+        raise CategoryNotFound(f"category {cmd.slug!r} does not exist", field="slug")
+    aggregate = category_aggregate(cmd.slug)
+    return Append(
+        events=[CategoryRenamed(slug=cmd.slug, name=cmd.name)],
+        expect={aggregate: state.v},
+        seen={aggregate: state},
+        result=result_json({"slug": cmd.slug}),
+    )
+
+
+def decide_delete_category(cmd: DeleteCategory, state: CategoryState) -> Append:
+    """Products that carry the slug keep it; new ones may no longer name it."""
+    if not state.live:
+        raise CategoryNotFound(f"category {cmd.slug!r} does not exist", field="slug")
+    aggregate = category_aggregate(cmd.slug)
+    return Append(
+        events=[CategoryDeleted(slug=cmd.slug)],
+        expect={aggregate: state.v},
+        seen={aggregate: state},
+        result=result_json({"slug": cmd.slug}),
+    )
+
+
+# -- how the runner executes them -----------------------------------------------------
+
+
+def _reads_create(command: CreateCategory) -> list[str]:
+    reads = [category_aggregate(command.slug)]
+    if command.parent is not None and command.parent != command.slug:
+        reads.append(category_aggregate(command.parent))
+    return reads
+
+
+def _decide_create(command: CreateCategory, states: Mapping[str, AggregateState]) -> Append:
+    state = state_of(states, category_aggregate(command.slug), CategoryState)
+    parent_key = category_aggregate(command.parent or "")
+    parent = state_of(states, parent_key, CategoryState) if parent_key in states else None
+    return decide_create_category(command, state, parent)
+
+
+CREATE_CATEGORY: Decider[CreateCategory] = Decider(reads=_reads_create, decide=_decide_create)
+RENAME_CATEGORY: Decider[RenameCategory] = Decider(
+    reads=lambda c: [category_aggregate(c.slug)],
+    decide=lambda c, s: decide_rename_category(
+        c, state_of(s, category_aggregate(c.slug), CategoryState)
+    ),
+)
+DELETE_CATEGORY: Decider[DeleteCategory] = Decider(
+    reads=lambda c: [category_aggregate(c.slug)],
+    decide=lambda c, s: decide_delete_category(
+        c, state_of(s, category_aggregate(c.slug), CategoryState)
+    ),
+)
