@@ -16,7 +16,15 @@ from app.commands import execute
 from app.commands.accounts import SignUp, account_aggregate
 from app.commands.login import LogIn, LoginResult, log_in
 from app.commands.runner import state_of
-from app.controllers.schemas import Body, Email, LoginPassword, Password, PersonName, Token
+from app.controllers.schemas import (
+    AccountChanged,
+    Body,
+    Email,
+    LoginPassword,
+    Password,
+    PersonName,
+    Token,
+)
 from app.problems import problem_responses
 from app.services import command_meta, services
 from events.states import AccountState
@@ -28,11 +36,6 @@ class SignUpBody(Body, frozen=True, kw_only=True):
     name: PersonName
     email: Email
     password: Password
-
-
-class AccountCreatedResponse(msgspec.Struct, frozen=True, kw_only=True):
-    account_id: str
-    position: str
 
 
 class LoginBody(Body, frozen=True, kw_only=True):
@@ -110,12 +113,12 @@ async def login_account(
 )
 async def sign_up(
     request: Request[Any, Any, Any], state: State, data: JSONBody[SignUpBody]
-) -> AccountCreatedResponse:
+) -> AccountChanged:
     """Open a customer account. The email is trimmed and lower-cased; a taken one is a 409."""
     account_id, position = await sign_up_account(
         request, state, name=data.name, email=data.email, password=data.password
     )
-    return AccountCreatedResponse(account_id=account_id, position=position)
+    return AccountChanged(account_id=account_id, position=position)
 
 
 @post(

@@ -30,7 +30,13 @@ from app.commands.profile import (
     forget_customer,
 )
 from app.commands.runner import state_of
-from app.controllers.schemas import Body, LoginPassword, Password, PersonName, Position
+from app.controllers.schemas import (
+    AccountChanged,
+    Body,
+    LoginPassword,
+    Password,
+    PersonName,
+)
 from app.problems import problem_responses
 from app.services import command_meta, services
 from events.states import AccountState
@@ -71,11 +77,6 @@ class ForgetBody(Body, frozen=True, kw_only=True):
 
 class DeactivateBody(Body, frozen=True, kw_only=True):
     reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
-
-
-class AccountChanged(msgspec.Struct, frozen=True, kw_only=True):
-    account_id: str
-    position: Position
 
 
 def _actor(request: Request[Principal, Any, Any]) -> str:

@@ -24,3 +24,11 @@ class Token(msgspec.Struct, frozen=True, kw_only=True):
     expires_in: int
     account_id: str
     position: Position
+
+
+class AccountChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """What a command on one account answers (sign-up, profile, password, activation): the
+    account and the log position to wait for (read-your-writes)."""
+
+    account_id: str
+    position: Position
