@@ -368,7 +368,9 @@ class System:
 
         async def ready() -> bool:
             await asyncio.sleep(0.2)
-            return f'"event": "{event}"' in self.services[name].logged_since_start()
+            logged = self.services[name].logged_since_start()
+            # JSON log lines, compact (msgspec) or spaced (json.dumps): match either.
+            return any(f'"event":{gap}"{event}"' in logged for gap in ("", " "))
 
         return ready
 
