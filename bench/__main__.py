@@ -31,7 +31,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "lag": {"duration": 5.0, "warmup": 1.0},
     "memory": {"events": 2000},
     "peer": {"events": 300},
-    "archive": {"orders": 3000, "keep": 100},
+    "archive": {"orders": 3000, "keep": 100, "rebuild_events": 3000},
 }
 """``BENCH_QUICK=1``: smaller runs of every section, to iterate; the figures are noisier."""
 
