@@ -34,6 +34,7 @@ from events.types import (
     CategoryDeleted,
     CategoryRenamed,
     CustomerForgotten,
+    EmailDigestUpgraded,
     Event,
     LoginFailed,
     LoginSucceeded,
@@ -72,7 +73,9 @@ class AggregateState(msgspec.Struct, frozen=True, kw_only=True):
 
 class AccountState(AggregateState, frozen=True, kw_only=True):
     email: str = ""
-    """Sealed (:mod:`events.personal`), like ``name``; both empty once forgotten."""
+    """Sealed (:mod:`events.personal`), like ``name``; both empty once forgotten. Clear for
+    an account signed up before sealing that has not logged in since: its email is still
+    reserved under the old, unkeyed name (``app.commands.accounts.email_reservation``)."""
     name: str = ""
     role: Role = "customer"
     password_hash: str = ""
@@ -225,6 +228,10 @@ def evolve_account(state: AccountState, event: Event, ctx: Context) -> AccountSt
             return msgspec.structs.replace(state, active=False)
         case AccountReactivated():
             return msgspec.structs.replace(state, active=True)
+        case EmailDigestUpgraded():
+            return msgspec.structs.replace(
+                state, email=event.email, email_digest=event.email_digest
+            )
         case CustomerForgotten():
             return msgspec.structs.replace(
                 state,

@@ -365,12 +365,27 @@ class CustomerForgotten(BaseEvent, frozen=True, kw_only=True, tag=True):
         return f"account:{self.account_id}"
 
 
+class EmailDigestUpgraded(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """An account signed up before keyed digests logged in, so its email moved forward: its
+    reservation left the old, unkeyed name for ``email_digest`` (the keyed one) in the same
+    atomic append, and ``email`` is the address sealed with the account's key. The account's
+    schema 1 ``AccountCreated`` keeps the clear address; nothing can rewrite it."""
+
+    account_id: str
+    email_digest: str
+    email: str
+
+    def aggregate(self) -> str:
+        return f"account:{self.account_id}"
+
+
 ACCOUNT_LIFECYCLE_EVENTS: tuple[type[BaseEvent], ...] = (
     AccountProfileChanged,
     PasswordChanged,
     AccountDeactivated,
     AccountReactivated,
     CustomerForgotten,
+    EmailDigestUpgraded,
 )
 
 # -- end of the accounts block -----------------------------------------------------------
@@ -430,6 +445,7 @@ Event = (
     | AccountDeactivated
     | AccountReactivated
     | CustomerForgotten
+    | EmailDigestUpgraded
     | CategoryCreated
     | CategoryRenamed
     | CategoryDeleted
