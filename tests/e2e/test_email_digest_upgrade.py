@@ -144,3 +144,24 @@ async def test_forgetting_a_legacy_account_frees_its_old_reservation(
     assert await store.owner_of("email", email) is None
     again = await sign_up_again(api, email)
     assert again.status_code == 201, again.text
+
+
+async def test_verify_state_names_a_legacy_email_held_twice_and_a_lost_reservation(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    account_id, email = await legacy_account(store)
+    await rebuild_state(store)
+    assert (await verify_state(store)).ok
+    # What the sign-up of before this fix let through: the same address under its keyed name.
+    intruder = "account:intruder"
+    await store.redis.set(store.keys.uniq("email", store.personal.email_digest(email)), intruder)
+    await store.redis.delete(store.keys.uniq("email", email))
+
+    report = await verify_state(store)
+
+    assert sorted(str(r) for r in report.reservations) == [
+        f"account:{account_id}: its email reservation is not held",
+        f"account:{account_id}: its email, reserved under its old name, is also held by "
+        f"{intruder} under its keyed digest",
+    ]
+    assert not report.ok
