@@ -18,6 +18,7 @@ from app.commands.base import Command, result_json
 from app.commands.errors import DomainError
 from app.commands.profile import NoSuchAccount
 from app.commands.runner import Decider, state_of
+from events.errors import SlotsDiffer
 from events.personal import is_sealed
 from events.states import AccountState
 from events.store import Append, EventStore, Metadata, Reservation
@@ -102,8 +103,8 @@ async def upgrade_email_digest(
     """Upgrade, for a login that already succeeded: whether this call moved the reservation.
 
     A refusal (a concurrent login upgraded it first, the account changed meanwhile past the
-    retries) leaves the login as it was; the next login tries again. Nothing personal is
-    logged.
+    retries, a cluster whose slots the append would span) leaves the login as it was; the
+    next login tries again. Nothing personal is logged.
     """
     from app.commands import execute
 
@@ -111,6 +112,11 @@ async def upgrade_email_digest(
         await execute(store, command, meta)
     except DomainError as exc:
         log.info("email_digest_upgrade_skipped", account_id=command.account_id, reason=exc.slug)
+        return False
+    except SlotsDiffer:
+        # On a Redis Cluster the account and both reservations sit in different slots (the
+        # saga of issue #19); the login stands and the reservation stays where it was.
+        log.warning("email_digest_upgrade_skipped", account_id=command.account_id, reason="slots")
         return False
     log.info("email_digest_upgraded", account_id=command.account_id)
     return True

@@ -10,6 +10,7 @@ decision state that is the fold of the log.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, ClassVar
 
@@ -18,9 +19,11 @@ import msgspec
 from litestar.testing import AsyncTestClient
 
 from app.commands.accounts import email_reservation
+from app.commands.login import LogIn, LoginLimits
+from app.commands.login import log_in as log_in_command
 from app.passwords import Passwords
 from events.states import AccountState
-from events.store import Append, EventStore, Reservation, StateChange
+from events.store import Append, EventStore, Metadata, Reservation, StateChange
 from tests.e2e import (
     PASSWORD,
     TEST_AUTH,
@@ -165,3 +168,29 @@ async def test_verify_state_names_a_legacy_email_held_twice_and_a_lost_reservati
         f"{intruder} under its keyed digest",
     ]
     assert not report.ok
+
+
+async def test_concurrent_first_logins_upgrade_the_reservation_once(store: EventStore) -> None:
+    account_id, email = await legacy_account(store)
+    passwords = Passwords(TEST_AUTH)
+
+    results = await asyncio.gather(
+        *(
+            log_in_command(
+                store,
+                LogIn(email=email, password=PASSWORD),
+                Metadata(actor="test"),
+                passwords=passwords,
+                limits=LoginLimits(),
+            )
+            for _ in range(4)
+        )
+    )
+
+    assert {r.account_id for r in results} == {account_id}
+    assert len(await events_of_type(store, "EmailDigestUpgraded")) == 1
+    assert (
+        await store.owner_of("email", store.personal.email_digest(email)) == f"account:{account_id}"
+    )
+    assert await store.owner_of("email", email) is None
+    assert (await verify_state(store)).reservations == []
