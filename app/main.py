@@ -105,6 +105,7 @@ def create_app(
     settings = settings or Settings.from_env()
     configure_logging(settings.log_format)
     jwt_auth = build_jwt_auth(settings)
+    settings.email_digest_secret()  # refuses to start without one outside dev mode
     provider: TracerProvider | None = tracer_provider(settings, span_exporter)
     return Litestar(
         route_handlers=list(CONTROLLERS),

@@ -27,10 +27,12 @@ class RedisSettings:
     """Key prefix; tests use one per run so they never collide."""
     partitions: int = 8
     """Number of log partitions; fixed for the life of a deployment."""
-    email_digest_secret: str = field(default="", repr=False)
+    email_digest_secret: str = field(default=DEV_DIGEST_SECRET.decode(), repr=False)
     """HMAC secret of the email digests that uniqueness and login look up
-    (``EMAIL_DIGEST_SECRET``); empty: the dev secret. Fixed for the life of a log: a new one
-    orphans every email reservation."""
+    (``EMAIL_DIGEST_SECRET``). Settings built in code (tests, tools) get the dev secret;
+    :meth:`Settings.from_env` leaves it empty outside dev mode when the variable is unset,
+    and then the API refuses to start and no digest is computed. Fixed for the life of a
+    log: a new one orphans every email reservation."""
     cluster: bool = False
     """``url`` names a node of a Redis Cluster (``REDIS_CLUSTER=1``): use the cluster client."""
 
@@ -40,7 +42,7 @@ class RedisSettings:
 
     @property
     def keys(self) -> Keys:
-        secret = self.email_digest_secret.encode() or DEV_DIGEST_SECRET
+        secret = self.email_digest_secret.encode()
         return Keys(prefix=self.prefix, partitions=self.partitions, digest_secret=secret)
 
 
@@ -95,7 +97,8 @@ class Settings:
     log_format: str = "json"
     """``json`` (one JSON object per line) or ``console`` (for humans)."""
     dev_mode: bool = False
-    """Dev mode allows a random JWT secret (tokens die with the process)."""
+    """Dev mode allows a random JWT secret (tokens die with the process) and the fixed dev
+    secret of the email digests."""
     ready_max_lag_seconds: float = 30.0
     """``/ready`` answers 503 when a projection is further behind than this (0: no lag check)."""
     metrics_port: int = 0
@@ -111,6 +114,17 @@ class Settings:
             return _DEV_SECRET
         raise ValueError("JWT_SECRET is required (set STREAMSHOP_DEV=1 for a throwaway one)")
 
+    def email_digest_secret(self) -> bytes:
+        """The secret of the email digests (in dev mode :meth:`from_env` gave it the fixed
+        dev one). The API asks at start, like :meth:`jwt_secret`, so it refuses to run
+        without one."""
+        if self.redis.email_digest_secret:
+            return self.redis.email_digest_secret.encode()
+        raise ValueError(
+            "EMAIL_DIGEST_SECRET is required (set STREAMSHOP_DEV=1 for the dev one); keep it "
+            "for the life of the log: a new one orphans every email reservation"
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -123,7 +137,8 @@ class Settings:
                 prefix=env.get("STREAM_PREFIX", r.prefix),
                 partitions=int(env.get("STREAM_PARTITIONS", r.partitions)),
                 cluster=cluster_from_env(env),
-                email_digest_secret=env.get("EMAIL_DIGEST_SECRET", ""),
+                email_digest_secret=env.get("EMAIL_DIGEST_SECRET", "")
+                or (r.email_digest_secret if dev else ""),
             ),
             mongo=MongoSettings(
                 url=env.get("MONGO_URL", m.url),

@@ -75,8 +75,11 @@ def email_digest(secret: bytes, email: str) -> str:
     """The keyed pseudonym of a normalised email: what uniqueness and login look up.
 
     HMAC-SHA256 with a server secret, so a list of candidate addresses cannot be hashed and
-    matched against Redis keys or login events without the secret.
+    matched against Redis keys or login events without the secret. An empty secret is
+    refused: it would be an unkeyed hash under another name.
     """
+    if not secret:
+        raise ValueError("no email-digest secret: set EMAIL_DIGEST_SECRET")
     return hmac.new(secret, email.encode(), hashlib.sha256).hexdigest()[:32]
 
 

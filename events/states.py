@@ -34,6 +34,7 @@ from events.types import (
     CategoryDeleted,
     CategoryRenamed,
     CustomerForgotten,
+    EmailDigestUpgraded,
     Event,
     LoginFailed,
     LoginSucceeded,
@@ -60,8 +61,9 @@ class AggregateState(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every decision state. ``v`` is the aggregate's version: how many events its own
     stream holds (``0``: it does not exist). ``evolve`` never touches it; the fold does."""
 
-    COUNTERS: ClassVar[Mapping[str, int]] = {}
-    """Numeric fields written as guarded counters, each with the floor it may not go below."""
+    COUNTERS: ClassVar[Mapping[str, int | None]] = {}
+    """Numeric fields written as counters (``HINCRBY``), each with the floor it may not go
+    below, checked inside the append; ``None``: counted, never guarded."""
 
     v: int = 0
 
@@ -72,7 +74,9 @@ class AggregateState(msgspec.Struct, frozen=True, kw_only=True):
 
 class AccountState(AggregateState, frozen=True, kw_only=True):
     email: str = ""
-    """Sealed (:mod:`events.personal`), like ``name``; both empty once forgotten."""
+    """Sealed (:mod:`events.personal`), like ``name``; both empty once forgotten. Clear for
+    an account signed up before sealing that has not logged in since: its email is still
+    reserved under the old, unkeyed name (``app.commands.accounts.email_reservation``)."""
     name: str = ""
     role: Role = "customer"
     password_hash: str = ""
@@ -115,12 +119,25 @@ class ProductState(AggregateState, frozen=True, kw_only=True):
 
 
 class CategoryState(AggregateState, frozen=True, kw_only=True):
-    """A category of the catalog tree (aggregate ``category:<slug>``)."""
+    """A category of the catalog tree (aggregate ``category:<slug>``).
+
+    ``products`` and ``children`` are counters the events of other aggregates move (a
+    product created in it, a child created under it), so they never need this category's
+    version; a delete checks both are zero inside its append. Unguarded: a log written
+    before they were counted lacks some decrements, and a refusal there would block a
+    product's own change.
+    """
+
+    COUNTERS: ClassVar[Mapping[str, int | None]] = {"products": None, "children": None}
 
     name: str = ""
     parent: str = ""
     """The parent's slug; ``""`` at the root."""
     deleted: bool = False
+    products: int = 0
+    """Live products that name this category."""
+    children: int = 0
+    """Live categories whose parent this is."""
 
     @property
     def live(self) -> bool:
@@ -225,6 +242,10 @@ def evolve_account(state: AccountState, event: Event, ctx: Context) -> AccountSt
             return msgspec.structs.replace(state, active=False)
         case AccountReactivated():
             return msgspec.structs.replace(state, active=True)
+        case EmailDigestUpgraded():
+            return msgspec.structs.replace(
+                state, email=event.email, email_digest=event.email_digest
+            )
         case CustomerForgotten():
             return msgspec.structs.replace(
                 state,
@@ -383,16 +404,43 @@ def evolve_cart(state: CartState, event: Event, ctx: Context) -> CartState:
 
 
 def evolve_category(state: CategoryState, event: Event, ctx: Context) -> CategoryState:
+    """A category's own events, and the counts that products and child categories move
+    (``ctx.aggregate`` says which category evolves)."""
+    own = event.aggregate() == ctx.aggregate
+    slug = ctx.aggregate.removeprefix("category:")
     match event:
-        case CategoryCreated():
+        case CategoryCreated() if own:
             return msgspec.structs.replace(
                 state, name=event.name, parent=event.parent or "", deleted=False
             )
+        case CategoryCreated():
+            return msgspec.structs.replace(state, children=state.children + 1)
         case CategoryRenamed():
             return msgspec.structs.replace(state, name=event.name)
-        case CategoryDeleted():
+        case CategoryDeleted() if own:
             return msgspec.structs.replace(state, deleted=True)
+        case CategoryDeleted():
+            return msgspec.structs.replace(state, children=state.children - 1)
+        case ProductCreated():
+            return msgspec.structs.replace(state, products=state.products + 1)
+        case ProductDeleted():
+            return msgspec.structs.replace(state, products=state.products - 1)
+        case ProductUpdated(previous_category=str()):
+            moved = (event.category == slug) - (event.previous_category == slug)
+            return msgspec.structs.replace(state, products=state.products + moved)
     return state
+
+
+def _categories(event: Event) -> list[str]:
+    """The categories whose counts ``event`` moves (besides a category's own events)."""
+    match event:
+        case ProductCreated() | ProductDeleted() if event.category:
+            return [f"category:{event.category}"]
+        case ProductUpdated(previous_category=str() as previous) if event.category != previous:
+            return [f"category:{c}" for c in (event.category, previous) if c]
+        case CategoryCreated(parent=str() as parent) | CategoryDeleted(parent=str() as parent):
+            return [f"category:{parent}"] if parent else []
+    return []
 
 
 # -- the table: aggregate kind → (state type, evolve) -----------------------------------
@@ -420,11 +468,12 @@ def initial(aggregate: str) -> AggregateState:
 
 def affected(event: Event) -> list[str]:
     """Every aggregate whose decision state ``event`` changes: its own, plus cross-aggregate
-    effects (an order takes stock from each of its products)."""
+    effects (an order takes stock from each of its products, a product counts in its
+    category, a category in its parent)."""
     own = event.aggregate()
     if isinstance(event, OrderBilled | OrderCancelled | OrderPlaced | OrderPaid | OrderExpired):
         return [own, *dict.fromkeys(f"product:{ln.product_id}" for ln in event.lines)]
-    return [own]
+    return [own, *_categories(event)]
 
 
 def evolve(aggregate: str, state: S, event: Event, at: int = 0) -> S:

@@ -179,8 +179,8 @@ def derive_writes(
                     continue
                 if f in new.COUNTERS:
                     change.incr[f] = now - before
-                    if now < before:
-                        guards.append(Guard(aggregate, f, new.COUNTERS[f] + before - now))
+                    if now < before and (floor := new.COUNTERS[f]) is not None:
+                        guards.append(Guard(aggregate, f, floor + before - now))
                 else:
                     change.set[f] = encode_field(now)
         if change.set and expect.get(aggregate) != old.v:

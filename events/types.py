@@ -98,6 +98,10 @@ class ProductUpdated(BaseEvent, frozen=True, kw_only=True, tag=True):
     category: str | None = None
     price: Money | None = None
     currency: Currency | None = None
+    previous_category: str | None = None
+    """When ``category`` changes, the one it replaces (``""``: none), so both categories'
+    product counts move; ``None`` in events that change no category, and in events
+    written before categories counted their products."""
 
     def aggregate(self) -> str:
         return f"product:{self.product_id}"
@@ -107,6 +111,9 @@ class ProductDeleted(BaseEvent, frozen=True, kw_only=True, tag=True):
     """A product left the catalog; it can no longer be billed."""
 
     product_id: str
+    category: str | None = None
+    """The product's category when it left, whose product count drops; ``None``: none, or
+    an event written before categories counted their products."""
 
     def aggregate(self) -> str:
         return f"product:{self.product_id}"
@@ -365,12 +372,27 @@ class CustomerForgotten(BaseEvent, frozen=True, kw_only=True, tag=True):
         return f"account:{self.account_id}"
 
 
+class EmailDigestUpgraded(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """An account signed up before keyed digests logged in, so its email moved forward: its
+    reservation left the old, unkeyed name for ``email_digest`` (the keyed one) in the same
+    atomic append, and ``email`` is the address sealed with the account's key. The account's
+    schema 1 ``AccountCreated`` keeps the clear address; nothing can rewrite it."""
+
+    account_id: str
+    email_digest: str
+    email: str
+
+    def aggregate(self) -> str:
+        return f"account:{self.account_id}"
+
+
 ACCOUNT_LIFECYCLE_EVENTS: tuple[type[BaseEvent], ...] = (
     AccountProfileChanged,
     PasswordChanged,
     AccountDeactivated,
     AccountReactivated,
     CustomerForgotten,
+    EmailDigestUpgraded,
 )
 
 # -- end of the accounts block -----------------------------------------------------------
@@ -401,10 +423,12 @@ class CategoryRenamed(BaseEvent, frozen=True, kw_only=True, tag=True):
 
 
 class CategoryDeleted(BaseEvent, frozen=True, kw_only=True, tag=True):
-    """A category left the tree: new products may no longer name it (the ones that do keep
-    the slug)."""
+    """A category left the tree: new products may no longer name it. Only an empty one is
+    deleted (no live product, no child category)."""
 
     slug: str
+    parent: str | None = None
+    """The parent it leaves, whose count of children drops (``None``: at the root)."""
 
     def aggregate(self) -> str:
         return f"category:{self.slug}"
@@ -430,6 +454,7 @@ Event = (
     | AccountDeactivated
     | AccountReactivated
     | CustomerForgotten
+    | EmailDigestUpgraded
     | CategoryCreated
     | CategoryRenamed
     | CategoryDeleted

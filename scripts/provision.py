@@ -4,8 +4,8 @@ Before anything starts, :func:`provision` resolves the configuration into the en
 the Procfile's processes get: a Redis config rendered from ``scripts/redis.conf.template``
 (AOF, ``appendfsync always``, ``noeviction``) and a data directory for SecantusDB when
 their URLs are not given; the PostgreSQL database (created if missing; on a fresh cluster
-that refuses passwordless logins, a ``streamshop`` role with a generated password); and a
-JWT secret kept in the data directory. Missing servers are installed with apt-get when we
+that refuses passwordless logins, a ``streamshop`` role with a generated password); and the
+JWT secret and the email-digest secret, kept in the data directory. Missing servers are installed with apt-get when we
 are root; otherwise :class:`RunError` says exactly what to install. Starting and
 supervising the processes is ``scripts/run.py``.
 """
@@ -219,9 +219,9 @@ def render_redis_conf(layout: Layout) -> Path:
     return conf
 
 
-def jwt_secret(data: Path) -> str:
+def kept_secret(data: Path, name: str) -> str:
     """One random secret per data directory, created on first start and kept (mode 0600)."""
-    path = data / "jwt_secret"
+    path = data / name
     if not path.exists():
         path.write_text(secrets.token_urlsafe(48) + "\n")
         path.chmod(0o600)
@@ -264,6 +264,10 @@ def provision(layout: Layout, env: dict[str, str]) -> tuple[dict[str, str], set[
     if default_dsn:
         env["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:5432/streamshop"
     env["DATABASE_URL"] = ensure_postgres(env["DATABASE_URL"], default_dsn, layout.data)
-    if not env.get("JWT_SECRET") and env.get("STREAMSHOP_DEV", "0") not in ("1", "true", "yes"):
-        env["JWT_SECRET"] = jwt_secret(layout.data)
+    if env.get("STREAMSHOP_DEV", "0") not in ("1", "true", "yes"):
+        if not env.get("JWT_SECRET"):
+            env["JWT_SECRET"] = kept_secret(layout.data, "jwt_secret")
+        # Kept with the log it belongs to: the email reservations in Redis are named by it.
+        if not env.get("EMAIL_DIGEST_SECRET"):
+            env["EMAIL_DIGEST_SECRET"] = kept_secret(layout.data, "email_digest_secret")
     return env, local

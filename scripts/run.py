@@ -9,7 +9,7 @@ What it starts (each only when its URL is not given in the environment):
 - and always the API on ``HOST:PORT`` (127.0.0.1:8000) and the workers of the ``Procfile``.
 
 PostgreSQL is the machine's (``DATABASE_URL``). Provisioning (the datastores' config and
-directories, the PostgreSQL database and role, installing missing servers, the JWT secret,
+directories, the PostgreSQL database and role, installing missing servers, the JWT and email-digest secrets,
 the processes' environment) is ``scripts/provision.py``; this file supervises: it claims
 the data directory, hands the Procfile to honcho and checks the system once it is up.
 Every Procfile process is started; a ``streamshop`` sub-command whose module is missing is

@@ -20,6 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from events.connection import connect
 from events.keys import Keys
+from events.personal import DEV_DIGEST_SECRET
 from events.store import EventStore
 from scripts.servers import mongo_server
 from tests.support.cluster import RedisClusterNodes, start_cluster
@@ -35,6 +36,10 @@ def prefix() -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The processes tests start (the fault harness, the API server tests) run outside dev
+    # mode and inherit this environment: they need an email-digest secret, and the one that
+    # the in-process stores use (``Keys``' default), so digests agree on both sides.
+    os.environ.setdefault("EMAIL_DIGEST_SECRET", DEV_DIGEST_SECRET.decode())
     config.addinivalue_line(
         "markers",
         "cross_slot(keys): on the Redis Cluster this test's append spans hash slots "

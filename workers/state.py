@@ -2,8 +2,10 @@
 
 The Redis hashes the deciders read (``{prefix}:state:…``) are a cache of
 ``fold(evolve, events)`` (:mod:`events.states`). ``streamshop verify state`` compares every
-hash with that fold; ``streamshop rebuild state`` rewrites the hashes that differ, which is
-also how a field newly added to a state is backfilled for existing aggregates.
+hash with that fold, and checks that every account holds its email reservation where the
+fold says (reservations are written by appends only: verify reports them, rebuild leaves
+them); ``streamshop rebuild state`` rewrites the hashes that differ, which is also how a
+field newly added to a state is backfilled for existing aggregates.
 
 Safe while the API runs: each append bumps the field ``w`` of every hash it writes. A round
 first reads every hash (with its ``w``), then folds the log; an aggregate whose ``w`` is
@@ -22,7 +24,8 @@ from typing import Any, TextIO
 
 import msgspec
 
-from events.states import AggregateState, affected, encode_state, evolve, initial
+from app.commands.accounts import email_reservation
+from events.states import AccountState, AggregateState, affected, encode_state, evolve, initial
 from events.store import PUT_STATE_FUNCTION, EventStore
 from workers.progress import Progress
 
@@ -54,18 +57,32 @@ class Difference:
         return f"{self.aggregate}: differs ({shown})"
 
 
+@dataclass(frozen=True, slots=True)
+class ReservationDifference:
+    """An account whose email is not reserved where the fold of the log says, or an email
+    two accounts hold (one under its old, unkeyed name, one under its keyed digest)."""
+
+    aggregate: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.aggregate}: {self.problem}"
+
+
 @dataclass(slots=True)
 class StateReport:
     aggregates: int = 0
     events: int = 0
     differences: list[Difference] = field(default_factory=list)
+    reservations: list[ReservationDifference] = field(default_factory=list)
+    """Checked by ``verify`` only: reservations are written by appends, never rebuilt."""
     written: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
     """Aggregates that changed in every round, so could not be checked (or written)."""
 
     @property
     def ok(self) -> bool:
-        return not self.differences and not self.busy
+        return not self.differences and not self.reservations and not self.busy
 
 
 def _aggregate_of(key: str, prefix: str) -> str:
@@ -129,18 +146,65 @@ def difference(
     return Difference(aggregate, fields) if fields else None
 
 
+async def email_reservations(
+    store: EventStore, folded: dict[str, AggregateState], names: Iterable[str]
+) -> list[ReservationDifference]:
+    """Each account of ``names`` must hold its email where :func:`email_reservation` of its
+    folded state says. One still under its old name must not also have its keyed digest
+    held by another account (the duplicate the sign-up of before the upgrade let through);
+    that needs the secret, so without one it is not checked."""
+    accounts = [
+        (a, s, r)
+        for a in sorted(names)
+        if isinstance(s := folded.get(a), AccountState) and (r := email_reservation(s))
+    ]
+    keyed = bool(store.keys.digest_secret)
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for _, state, (kind, value) in accounts:
+            pipe.get(store.keys.uniq(kind, value))
+            if keyed and value == state.email:
+                pipe.get(store.keys.uniq(kind, store.personal.email_digest(value)))
+        replies = iter(await pipe.execute())
+    found: list[ReservationDifference] = []
+    for aggregate, state, (_, value) in accounts:
+        owner = next(replies)
+        if owner is None or owner.decode() != aggregate:
+            held = "not held" if owner is None else f"held by {owner.decode()}"
+            found.append(ReservationDifference(aggregate, f"its email reservation is {held}"))
+        if keyed and value == state.email and (other := next(replies)) is not None:
+            found.append(
+                ReservationDifference(
+                    aggregate,
+                    f"its email, reserved under its old name, is also held by "
+                    f"{other.decode()} under its keyed digest",
+                )
+            )
+    return found
+
+
 async def _round(
     store: EventStore, only: set[str] | None, progress: Progress | None
-) -> tuple[dict[str, dict[str, str]], dict[str, AggregateState], int, list[str]]:
-    """Read the hashes, fold the log, and name the aggregates an append touched meanwhile."""
+) -> tuple[
+    dict[str, dict[str, str]],
+    dict[str, AggregateState],
+    int,
+    list[str],
+    list[ReservationDifference],
+]:
+    """Read the hashes, fold the log, read the email reservations, and name the aggregates
+    an append touched meanwhile. Every append that moves a reservation also writes its
+    account's hash, so a reservation read here of an aggregate that did not move is the
+    one of the folded state."""
     before = await read_hashes(store, only)
     if progress is not None:
         progress.set_phase("fold", await store.count())
     folded, count = await fold_log(store, progress)
     names = set(before) | set(folded) if only is None else only
+    reservations = await email_reservations(store, folded, names)
     after = await read_hashes(store, names)
     moved = [a for a in names if before.get(a, {}).get(WRITES) != after.get(a, {}).get(WRITES)]
-    return before, folded, count, moved
+    still = set(moved)
+    return before, folded, count, moved, [r for r in reservations if r.aggregate not in still]
 
 
 async def verify_state(store: EventStore, progress: Progress | None = None) -> StateReport:
@@ -148,10 +212,11 @@ async def verify_state(store: EventStore, progress: Progress | None = None) -> S
     report = StateReport()
     only: set[str] | None = None
     for _ in range(ROUNDS):
-        before, folded, report.events, moved = await _round(store, only, progress)
+        before, folded, report.events, moved, reservations = await _round(store, only, progress)
         names = (set(before) | set(folded)) if only is None else only
         if only is None:
             report.aggregates = len(names)
+        report.reservations += reservations
         for aggregate in sorted(names - set(moved)):
             diff = difference(aggregate, before.get(aggregate), folded.get(aggregate))
             if diff is not None:
@@ -178,7 +243,7 @@ async def rebuild_state(store: EventStore, progress: Progress | None = None) -> 
     report = StateReport()
     only: set[str] | None = None
     for _ in range(ROUNDS):
-        before, folded, report.events, _moved = await _round(store, only, progress)
+        before, folded, report.events, _moved, _ = await _round(store, only, progress)
         names = (set(before) | set(folded)) if only is None else only
         if only is None:
             report.aggregates = len(names)
@@ -213,14 +278,14 @@ async def run_verify(settings: Any, show: int, out: TextIO) -> int:
         )
         return 0
     print(
-        f"state: DIFFERS in {len(report.differences)} of {report.aggregates} aggregates "
-        f"(fold of {report.events} events)",
+        f"state: DIFFERS in {len(report.differences)} of {report.aggregates} aggregates, "
+        f"{len(report.reservations)} email reservations (fold of {report.events} events)",
         file=out,
     )
-    for diff in report.differences[:show]:
+    for diff in [*report.differences, *report.reservations][:show]:
         print(f"  {diff}", file=out)
-    if len(report.differences) > show:
-        print(f"  … and {len(report.differences) - show} more", file=out)
+    if len(report.differences) + len(report.reservations) > show:
+        print(f"  … and {len(report.differences) + len(report.reservations) - show} more", file=out)
     for aggregate in report.busy:
         print(f"  {aggregate}: kept changing; not checked", file=out)
     return 1

@@ -32,6 +32,7 @@ from app.commands.categories import (
     RenameCategory,
 )
 from app.commands.checkout import CHECKOUT, Checkout
+from app.commands.email_digest import UPGRADE_EMAIL_DIGEST, UpgradeEmailDigest
 from app.commands.login import RECORD_LOGIN, RecordLogin
 from app.commands.orders import (
     CANCEL_ORDER,
@@ -72,6 +73,7 @@ DECIDERS: dict[type[Any], Decider[Any]] = {
     DeactivateAccount: DEACTIVATE_ACCOUNT,
     ReactivateAccount: REACTIVATE_ACCOUNT,
     ForgetCustomer: FORGET_CUSTOMER,
+    UpgradeEmailDigest: UPGRADE_EMAIL_DIGEST,
     CreateProduct: CREATE_PRODUCT,
     UpdateProduct: UPDATE_PRODUCT,
     DeleteProduct: DELETE_PRODUCT,

@@ -39,6 +39,38 @@ def account_aggregate(account_id: str) -> str:
     return f"account:{account_id}"
 
 
+def email_reservation(state: AccountState) -> tuple[str, str] | None:
+    """Where the account's email is reserved, as ``(kind, value)`` for :class:`Reservation`.
+
+    Under its keyed digest, except for an account signed up before sealing (its email still
+    clear in the state) that has not logged in since: the code of that time reserved the
+    address itself, so the key's name holds only the address's unkeyed hash
+    (:func:`events.keys.digest`). The first login moves it forward (``EmailDigestUpgraded``).
+    ``None`` once forgotten.
+    """
+    if not state.exists or state.forgotten:
+        return None
+    if state.email and not is_sealed(state.email):
+        return ("email", state.email)
+    return ("email", state.email_digest) if state.email_digest else None
+
+
+async def email_owner(store: EventStore, email: str) -> tuple[str | None, bool]:
+    """The ``account:<id>`` holding a normalised email, and whether it holds it under the
+    old, unkeyed name (an account from before keyed digests; see :func:`email_reservation`).
+
+    The keyed name is asked first. The old names are never created any more and leave only
+    in an append that takes the keyed name in the same step (the upgrade) or frees the
+    email (forgetting), so a caller that finds neither may rely on the keyed reservation of
+    its own append to settle a race.
+    """
+    owner = await store.owner_of("email", store.personal.email_digest(email))
+    if owner is not None:
+        return owner, False
+    legacy = await store.owner_of("email", email)
+    return legacy, legacy is not None
+
+
 def password_fingerprint(password_hash: str) -> str:
     """What a session (``app.auth_sessions``) remembers of the password it was opened with:
     a password change ends every session opened before it, without listing them."""
@@ -102,11 +134,12 @@ def prepare_sign_up(command: SignUp) -> SignUp:
 
 
 async def seal_sign_up(command: SignUp, store: EventStore) -> SignUp:
-    """Seal the email and name with the new account's key (created here). A taken email is
-    refused before a key is made for it; a race past this check leaves an unused key."""
+    """Seal the email and name with the new account's key (created here). A taken email,
+    under its keyed name or its old one (:func:`email_owner`), is refused before a key is
+    made for it; a race past this check leaves an unused key."""
     personal = store.personal
     email_digest = personal.email_digest(command.email)
-    owner = await store.owner_of("email", email_digest)
+    owner, _ = await email_owner(store, command.email)
     if owner is not None and owner != account_aggregate(command.account_id or ""):
         raise DuplicateEmail("this email is already registered", field="email")
     seal = await personal.sealer(command.account_id or "")

@@ -183,6 +183,8 @@ def decide_update_product(
     if not changes:
         raise EmptyUpdate("give at least one field to change")
     exists, absent = _check_category(cmd.category, category)
+    if cmd.category is not None and cmd.category != state.category:
+        changes["previous_category"] = state.category  # both categories' counts move
     aggregate = product_aggregate(cmd.product_id)
     return Append(
         events=[ProductUpdated(product_id=cmd.product_id, **changes)],
@@ -195,13 +197,14 @@ def decide_update_product(
 
 
 def decide_delete_product(cmd: DeleteProduct, state: ProductState) -> Append:
-    """Marks the product deleted (orders then refuse it) and frees its SKU for reuse."""
+    """Marks the product deleted (orders then refuse it) and frees its SKU for reuse; its
+    category counts one product less."""
     if not state.live:
         raise ProductNotFound(f"product {cmd.product_id} does not exist", field="product_id")
     _check_owner(cmd.owner, state, cmd.product_id)
     aggregate = product_aggregate(cmd.product_id)
     return Append(
-        events=[ProductDeleted(product_id=cmd.product_id)],
+        events=[ProductDeleted(product_id=cmd.product_id, category=state.category or None)],
         expect={aggregate: state.v},
         release=[("sku", state.sku)] if state.sku else [],
         seen={aggregate: state},

@@ -13,7 +13,12 @@ import msgspec
 
 from app.commands.base import Command, result_json
 from app.commands.catalog import Name, category_aggregate
-from app.commands.errors import CategoryAlreadyExists, CategoryNotFound, UnknownCategory
+from app.commands.errors import (
+    CategoryAlreadyExists,
+    CategoryInUse,
+    CategoryNotFound,
+    UnknownCategory,
+)
 from app.commands.runner import Decider, state_of
 from events.states import AggregateState, CategoryState
 from events.store import Append
@@ -87,14 +92,30 @@ def decide_rename_category(cmd: RenameCategory, state: CategoryState) -> Append:
     )
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def decide_delete_category(cmd: DeleteCategory, state: CategoryState) -> Append:
-    """Products that carry the slug keep it; new ones may no longer name it."""
+    """Only an empty category goes: no live product names it and no category is under it
+    (409 naming both counts). The counts are counters that product and category appends
+    move without this category's version, so the append re-checks that both are still
+    zero; a product created meanwhile makes it fail (:class:`CategoryInUse` again)."""
     if not state.live:
         raise CategoryNotFound(f"category {cmd.slug!r} does not exist", field="slug")
+    if state.products > 0 or state.children > 0:
+        raise CategoryInUse(
+            f"category {cmd.slug!r} has {_count(state.products, 'product', 'products')} and "
+            f"{_count(state.children, 'child category', 'child categories')}",
+            field="slug",
+            products=state.products,
+            children=state.children,
+        )
     aggregate = category_aggregate(cmd.slug)
     return Append(
-        events=[CategoryDeleted(slug=cmd.slug)],
+        events=[CategoryDeleted(slug=cmd.slug, parent=state.parent or None)],
         expect={aggregate: state.v},
+        absent=[(aggregate, "products"), (aggregate, "children")],
         seen={aggregate: state},
         result=result_json({"slug": cmd.slug}),
     )

@@ -216,6 +216,14 @@ class CategoryNotFound(DomainError):
     title = "Category not found"
 
 
+class CategoryInUse(DomainError):
+    """Deleting a category that live products name or other categories sit under."""
+
+    status = 409
+    slug = "category-in-use"
+    title = "Category is not empty"
+
+
 class NotASeller(DomainError):
     """A product was assigned to an account that is not a seller."""
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-from app.commands.accounts import normalize_email, password_fingerprint
+from app.commands.accounts import email_owner, normalize_email, password_fingerprint
 from app.commands.base import Command, result_json
 from app.commands.errors import InvalidCredentials, RateLimited
 from app.commands.profile import AccountInactive
@@ -161,19 +161,27 @@ async def log_in(
 ) -> LoginResult:
     """Raises ``InvalidCredentials`` (401, same for unknown email and wrong password),
     ``AccountInactive`` (403, the right password of a deactivated account) or
-    ``RateLimited`` (429); either way the attempt was appended first."""
-    from app.commands import execute
+    ``RateLimited`` (429); either way the attempt was appended first.
 
-    email_digest = store.keys.email_digest(normalize_email(command.email))
+    An account whose email is still reserved under its old, unkeyed name is found there;
+    its successful login then moves the reservation forward
+    (:func:`app.commands.email_digest.upgrade_email_digest`).
+    """
+    from app.commands import execute
+    from app.commands.email_digest import UpgradeEmailDigest, upgrade_email_digest
+
+    email = normalize_email(command.email)
+    email_digest = store.keys.email_digest(email)
     aggregate = login_aggregate(email_digest)
     account_id: str | None = None
     role = "customer"
     fingerprint = ""
     password_ok = False
     active = True
+    legacy = False
     login = (await store.load([aggregate]))[aggregate]
     if isinstance(login, LoginState) and not blocked_for(login, int(clock()), limits):
-        owner = await store.owner_of("email", email_digest)
+        owner, legacy = await email_owner(store, email)
         account = state_of(await store.load([owner]), owner, AccountState) if owner else None
         if account is not None and account.password_hash:
             account_id = (owner or "").removeprefix("account:")
@@ -201,6 +209,9 @@ async def log_in(
         raise AccountInactive("this account is deactivated")
     if decision.outcome != "ok" or account_id is None:
         raise InvalidCredentials("email or password is wrong")
+    if legacy:
+        upgrade = UpgradeEmailDigest(account_id=account_id, email=email)
+        await upgrade_email_digest(store, upgrade, meta)
     return LoginResult(
         account_id=account_id, role=role, position=result.position, fingerprint=fingerprint
     )

@@ -7,7 +7,7 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
-from app.commands.accounts import AccountName, account_aggregate
+from app.commands.accounts import AccountName, account_aggregate, email_reservation
 from app.commands.base import Command, result_json
 from app.commands.errors import DomainError, EmptyUpdate
 from app.commands.runner import Decider, state_of
@@ -152,8 +152,8 @@ def decide_forget(cmd: ForgetCustomer, state: AccountState) -> Append:
             field="account_id",
         )
     append = _append(cmd.account_id, state, CustomerForgotten(account_id=cmd.account_id))
-    if state.email_digest:
-        append.release = [("email", state.email_digest)]
+    if (reservation := email_reservation(state)) is not None:
+        append.release = [reservation]
     return append
 
 

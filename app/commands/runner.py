@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from app.commands.base import MAX_ATTEMPTS, uniqueness_error, validated, with_result
 from app.commands.errors import (
     AccountNotFound,
+    CategoryInUse,
     ConcurrentModification,
     DomainError,
     InsufficientStock,
@@ -118,6 +119,13 @@ async def run(
     raise ConcurrentModification(f"{what} kept conflicting with concurrent changes; try again")
 
 
+def _deletes(command: Any) -> bool:
+    """A category's delete: its append's only category condition is that it stays empty."""
+    from app.commands.categories import DeleteCategory
+
+    return isinstance(command, DeleteCategory)
+
+
 def rejection(command: Any, exc: AppendRejected) -> DomainError:
     """The domain error for a condition that failed inside the atomic append (the decision
     saw it hold, a concurrent append broke it)."""
@@ -141,6 +149,12 @@ def rejection(command: Any, exc: AppendRejected) -> DomainError:
         case AggregateMissing() if exc.aggregate.startswith("account:"):
             return AccountNotFound(
                 f"account {command.account_id} does not exist", field="account_id"
+            )
+        case AggregateMissing() if exc.aggregate.startswith("category:") and _deletes(command):
+            slug = exc.aggregate.removeprefix("category:")
+            return CategoryInUse(
+                f"category {slug!r} gained a product or a child category meanwhile",
+                field="slug",
             )
         case AggregateMissing() if exc.aggregate.startswith("category:"):
             field = "parent" if hasattr(command, "parent") else "category"

@@ -23,6 +23,8 @@ from app.controllers.legacy import (
     atualizar_cliente,
     criar_conta,
     desativar_cliente,
+    esquecer_cliente,
+    esquecer_meu_cadastro,
     faturar_pedido,
     listar_clientes,
     login_legado,
@@ -76,6 +78,8 @@ CONTROLLERS: list[Any] = [
     obter_cliente,
     desativar_cliente,
     reativar_cliente,
+    esquecer_meu_cadastro,
+    esquecer_cliente,
     *LEGACY_LIFECYCLE_ROUTES,
     *QUERY_CONTROLLERS,
 ]

@@ -218,13 +218,21 @@ async def forget_my_account(
     """Forget your account for good: your name, email and address become unreadable
     everywhere, your email may sign up again, and you cannot log in any more. Your orders
     stay, without you. A wrong ``password`` is a 403."""
+    return await forget_me(request, state, data.password)
+
+
+async def forget_me(
+    request: Request[Principal, Any, Any], state: State, password: str
+) -> AccountChanged:
+    """Forget the caller's own account once ``password`` is its password (also behind the
+    legacy ``DELETE /clientes/me``)."""
     svc = services(state)
     account_id = request.user.account_id
     aggregate = account_aggregate(account_id)
     account = state_of(await svc.store.load([aggregate]), aggregate, AccountState)
     if not account.exists or account.forgotten:
         raise NoSuchAccount(f"account {account_id} does not exist")
-    if not await svc.passwords.verify(account.password_hash or None, data.password):
+    if not await svc.passwords.verify(account.password_hash or None, password):
         raise WrongPassword("password is wrong", field="password")
     return await forget(request, state, account_id)
 

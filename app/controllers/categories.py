@@ -89,6 +89,7 @@ class CategoryController(Controller):
     async def remove(
         self, request: Request[Principal, Any, Any], state: State, slug: SlugPath
     ) -> CategoryWritten:
-        """Take a category out of the tree; new products may no longer name it."""
+        """Take an empty category out of the tree; new products may no longer name it.
+        A category that live products name or other categories sit under: 409."""
         command = DeleteCategory(slug=slug)
         return CategoryWritten(slug=slug, position=await self._run(request, state, command))

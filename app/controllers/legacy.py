@@ -7,7 +7,7 @@ import re
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, get, patch, post
+from litestar import Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
@@ -25,6 +25,8 @@ from app.controllers.accounts_profile import (
     ShippingAddressBody,
     change_password,
     change_profile,
+    forget,
+    forget_me,
     run_account_command,
 )
 from app.controllers.orders import IdempotencyKey, bill
@@ -227,10 +229,16 @@ class SenhaBody(Body, frozen=True, kw_only=True):
     nova_senha: Password
 
 
+class EsquecerBody(Body, frozen=True, kw_only=True):
+    senha: LoginPassword
+    """A senha atual: esquecer não tem volta."""
+
+
 _CAMPOS = {
     "name": "nome",
     "shipping_address": "endereco_entrega",
     "current_password": "senha_atual",
+    "password": "senha",
 }
 
 
@@ -363,3 +371,37 @@ async def reativar_cliente(
 ) -> AccountChanged:
     """Legacy ``POST /accounts/{id}/reactivate``."""
     return await run_account_command(request, state, ReactivateAccount(account_id=cliente_id))
+
+
+@delete(
+    "/clientes/me",
+    tags=["legacy"],
+    operation_id="esquecerMeuCadastro",
+    status_code=200,
+    middleware=[auth_rate_limit("login")],
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 429),
+)
+async def esquecer_meu_cadastro(
+    request: Request[Principal, Any, Any], state: State, data: JSONBody[EsquecerBody]
+) -> AccountChanged:
+    """Legacy ``DELETE /accounts/me``: ``senha``."""
+    try:
+        return await forget_me(request, state, data.senha)
+    except DomainError as exc:
+        exc.field = _campo(exc.field)
+        raise
+
+
+@delete(
+    "/clientes/{cliente_id:str}",
+    guards=[admin_only],
+    tags=["legacy"],
+    operation_id="esquecerCliente",
+    status_code=200,
+    responses=problem_responses(400, 401, 403, 404, 409),
+)
+async def esquecer_cliente(
+    request: Request[Principal, Any, Any], state: State, cliente_id: AccountPath
+) -> AccountChanged:
+    """Legacy ``DELETE /accounts/{id}``."""
+    return await forget(request, state, cliente_id)

@@ -19,6 +19,8 @@ ACCOUNT_OPERATIONS = {
     "trocarSenha",
     "desativarCliente",
     "reativarCliente",
+    "esquecerMeuCadastro",
+    "esquecerCliente",
 }
 """The write-side routes; the account queries need the read side (test_views_schema's)."""
 

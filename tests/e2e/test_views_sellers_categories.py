@@ -126,11 +126,15 @@ async def test_an_unknown_category_is_refused_naming_the_field(shop: Shop) -> No
     assert await shop.store.count() == before
     await shop.api.post("/categories", json={"slug": "books", "name": "Books"}, headers=admin)
     product = await create_product(shop.api, admin, category="books")
+    in_use = await shop.api.delete("/categories/books", headers=admin)
+    refused = assert_problem(in_use, 409, "category-in-use")
+    assert refused["field"] == "slug"
+    assert refused["detail"] == "category 'books' has 1 product and 0 child categories"
+    assert (await shop.api.delete(f"/products/{product}", headers=admin)).is_success
     assert (await shop.api.delete("/categories/books", headers=admin)).is_success
-    patched = await shop.api.patch(
-        f"/products/{product}", json={"category": "books"}, headers=admin
-    )
-    assert assert_problem(patched, 422, "unknown-category")["field"] == "category"
+    body = {"sku": "B-2", "name": "Livro", "price": 100, "category": "books"}
+    created = await shop.api.post("/products", json=body, headers=admin)
+    assert assert_problem(created, 422, "unknown-category")["field"] == "category"
 
 
 async def test_the_tree_counts_products_and_a_rename_shows_in_listings_and_warehouse(

@@ -31,7 +31,7 @@ def test_compose_runs_the_topology_on_a_durable_redis() -> None:
     for name in ("api", "projector", "ingest"):
         env = services[name]["environment"]
         assert env["REDIS_URL"].startswith("redis://redis:")
-        assert {"MONGO_URL", "DATABASE_URL", "JWT_SECRET"} <= env.keys()
+        assert {"MONGO_URL", "DATABASE_URL", "JWT_SECRET", "EMAIL_DIGEST_SECRET"} <= env.keys()
 
 
 def test_make_runs_redis_config_is_durable() -> None:

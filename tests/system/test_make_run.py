@@ -127,7 +127,8 @@ def system_fixture(tmp_path: Path) -> Iterator[System]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "MONGO_URL", "JWT_SECRET", "STREAMSHOP_DEV")
+        if k
+        not in ("REDIS_URL", "MONGO_URL", "JWT_SECRET", "EMAIL_DIGEST_SECRET", "STREAMSHOP_DEV")
         and not k.startswith("PYTEST_")
     }
     api_port, redis_port, mongo_port = free_port(), free_port(), free_port()
@@ -172,6 +173,7 @@ def test_run_comes_up_stops_on_ctrl_c_restarts_and_recovers_from_kill_9(system: 
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
         client.set("system-test:marker", "kept")
     assert (system.data / "jwt_secret").stat().st_mode & 0o777 == 0o600
+    assert (system.data / "email_digest_secret").stat().st_mode & 0o777 == 0o600
     if (ROOT / "workers" / "commands" / "create_admin.py").exists():
         assert (system.data / "admin-created").exists(), system.output()
     assert_stopped_cleanly(system, system.interrupt())

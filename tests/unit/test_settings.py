@@ -7,6 +7,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from app.settings import Settings
+from events.keys import Keys
+from events.personal import DEV_DIGEST_SECRET
 
 
 def test_defaults_match_what_make_run_starts() -> None:
@@ -95,3 +97,33 @@ def test_without_the_cluster_flag_the_client_is_a_single_node_one() -> None:
     redis = Settings.from_env({"STREAMSHOP_DEV": "1"}).redis
     assert not redis.cluster
     assert isinstance(redis.connect(), aioredis.Redis)
+
+
+def test_email_digest_secret_is_required_outside_dev_mode() -> None:
+    settings = Settings.from_env({"JWT_SECRET": "s3cret"})
+
+    with pytest.raises(ValueError, match="EMAIL_DIGEST_SECRET"):
+        settings.email_digest_secret()
+    with pytest.raises(ValueError, match="EMAIL_DIGEST_SECRET"):
+        settings.redis.keys.email_digest("ana@example.com")
+
+
+def test_the_api_refuses_to_start_without_an_email_digest_secret() -> None:
+    from app.main import create_app
+
+    with pytest.raises(ValueError, match="EMAIL_DIGEST_SECRET"):
+        create_app(Settings.from_env({"JWT_SECRET": "s3cret"}))
+
+
+def test_dev_mode_provides_the_fixed_dev_email_digest_secret() -> None:
+    settings = Settings.from_env({"STREAMSHOP_DEV": "1"})
+
+    assert settings.email_digest_secret() == DEV_DIGEST_SECRET
+    assert settings.redis.keys.email_digest("a@b.co") == Keys().email_digest("a@b.co")
+
+
+def test_a_configured_email_digest_secret_keys_the_digest() -> None:
+    settings = Settings.from_env({"STREAMSHOP_DEV": "1", "EMAIL_DIGEST_SECRET": "k"})
+
+    assert settings.email_digest_secret() == b"k"
+    assert settings.redis.keys.email_digest("a@b.co") != Keys().email_digest("a@b.co")

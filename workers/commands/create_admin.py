@@ -9,7 +9,7 @@ import sys
 import msgspec
 
 from app.commands import execute
-from app.commands.accounts import SignUp, normalize_email
+from app.commands.accounts import SignUp, email_owner, normalize_email
 from app.commands.errors import DomainError, DuplicateEmail
 from app.passwords import Passwords
 from app.settings import Settings
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _existing(store: EventStore, email: str) -> int | None:
     """Exit code when the email is already taken: 0 if it is an admin, else 1."""
-    owner = await store.owner_of("email", store.keys.email_digest(email))
+    owner, _ = await email_owner(store, email)
     if owner is None:
         return None
     if (await store.state(owner)).get("role") == "admin":

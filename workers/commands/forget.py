@@ -1,6 +1,6 @@
 """``streamshop forget <account>``: forget a customer for real (crypto-shredding).
 
-``<account>`` is an account id, or the customer's email (looked up by its keyed digest).
+``<account>`` is an account id, or the customer's email (looked up by its keyed digest, or by its old unkeyed one for an account from before keyed digests).
 The same path as ``DELETE /accounts/{id}``: ``CustomerForgotten`` is appended (the email's
 reservation released), then the account's key is destroyed.
 """
@@ -12,7 +12,7 @@ import sys
 
 import redis.asyncio as aioredis
 
-from app.commands.accounts import normalize_email
+from app.commands.accounts import email_owner, normalize_email
 from app.commands.errors import DomainError
 from app.commands.profile import ForgetCustomer, forget_customer
 from app.settings import Settings
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def account_id_of(store: EventStore, account: str) -> str | None:
     if "@" not in account:
         return account.removeprefix("account:")
-    owner = await store.owner_of("email", store.keys.email_digest(normalize_email(account)))
+    owner, _ = await email_owner(store, normalize_email(account))
     return owner.removeprefix("account:") if owner else None
 
 

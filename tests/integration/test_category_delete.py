@@ -1,0 +1,80 @@
+"""Deleting a category only while it is empty, on the real Redis: the counts a delete is
+decided on are re-checked inside its atomic append, so a product created between the
+decision and the append is never left in a deleted category."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import pytest
+
+from app.commands import execute
+from app.commands.catalog import CreateProduct, DeleteProduct, UpdateProduct
+from app.commands.categories import (
+    CreateCategory,
+    DeleteCategory,
+    decide_delete_category,
+)
+from app.commands.errors import CategoryInUse
+from app.commands.runner import rejection
+from events.errors import AppendRejected
+from events.states import CategoryState
+from events.store import EventStore, Metadata
+from workers.state import rebuild_state, verify_state
+
+META = Metadata(actor="test")
+
+
+def slug() -> str:
+    return f"c-{uuid.uuid4().hex[:8]}"
+
+
+async def product_in(store: EventStore, category: str) -> str:
+    sku = f"SKU-{uuid.uuid4().hex[:8]}"
+    created = await execute(
+        store, CreateProduct(sku=sku, name="Livro", price=100, category=category), META
+    )
+    return str(msgspec.json.decode(created.result)["product_id"])
+
+
+async def test_a_product_created_after_the_decision_makes_the_delete_fail(
+    store: EventStore,
+) -> None:
+    books = slug()
+    await execute(store, CreateCategory(slug=books, name="Books"), META)
+    aggregate = f"category:{books}"
+    seen = (await store.load([aggregate]))[aggregate]
+    assert isinstance(seen, CategoryState)
+    stale = decide_delete_category(DeleteCategory(slug=books), seen)  # decided while empty
+
+    await product_in(store, books)  # lands between the decision and its append
+
+    with pytest.raises(AppendRejected) as refused:
+        await store.append(stale)
+    error = rejection(DeleteCategory(slug=books), refused.value)
+    assert isinstance(error, CategoryInUse) and error.field == "slug"
+    state = (await store.load([aggregate]))[aggregate]
+    assert isinstance(state, CategoryState) and state.live and state.products == 1
+
+
+async def test_a_category_empties_as_its_products_move_or_go_and_its_children_go(
+    store: EventStore,
+) -> None:
+    books, novels = slug(), slug()
+    await execute(store, CreateCategory(slug=books, name="Books"), META)
+    await execute(store, CreateCategory(slug=novels, name="Novels", parent=books), META)
+    one, two = await product_in(store, books), await product_in(store, books)
+
+    with pytest.raises(CategoryInUse, match="has 2 products and 1 child category"):
+        await execute(store, DeleteCategory(slug=books), META)
+    await execute(store, UpdateProduct(product_id=one, category=novels), META)
+    await execute(store, DeleteProduct(product_id=two), META)
+    with pytest.raises(CategoryInUse, match="has 0 products and 1 child category"):
+        await execute(store, DeleteCategory(slug=books), META)
+    await execute(store, DeleteProduct(product_id=one), META)
+    await execute(store, DeleteCategory(slug=novels), META)
+    await execute(store, DeleteCategory(slug=books), META)
+
+    assert (await verify_state(store)).ok
+    assert (await rebuild_state(store)).written == []
