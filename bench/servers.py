@@ -130,6 +130,8 @@ class Stack:
             "MONGO_DB": self.mongo_db,
             "DATABASE_URL": self.pg_dsn,
             "JWT_SECRET": self.jwt_secret,
+            # the same digest key as the in-process stores of settings() (the dev one)
+            "EMAIL_DIGEST_SECRET": self.settings().redis.email_digest_secret,
             "LOG_FORMAT": "json",
             "STREAMSHOP_DEV": "0",
             "LOGIN_RATE_PER_MINUTE": "0",  # the login bench is one client by design
