@@ -14,12 +14,14 @@ import json
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
+from events.archive import MANIFEST
 from events.positions import parse_stream_id
 from events.store import EventStore
 from events.types import OrderBilled, OrderExpired, OrderPaid, OrderPlaced, StockAdjusted
@@ -76,6 +78,18 @@ class Observed:
     audit_verify: tuple[int, str] = (0, "")
     dlq_list: tuple[int, str] = (0, "")
     dlq_streams: dict[str, int] = field(default_factory=dict)
+    log_ids: dict[int, list[str]] = field(default_factory=dict)
+    """Partition → entry ids as ``EventStore.read_raw`` reads them (archive + live), in order."""
+    entries_added: dict[int, int] = field(default_factory=dict)
+    """Partition → ``entries-added`` of its stream: every entry ever appended to it."""
+    live_entries: dict[int, int] = field(default_factory=dict)
+    """Partition → entries still in Redis."""
+    archive_markers: dict[int, str] = field(default_factory=dict)
+    """Partition → Redis's archive marker (the last entry id that left Redis)."""
+    archive_segments: dict[int, list[tuple[str, str, int]]] = field(default_factory=dict)
+    """Partition → (first, last, rows) of each segment the archive's manifest lists."""
+    archive_leftovers: list[str] = field(default_factory=list)
+    """Files in the archive that its manifest does not list (an interrupted run's)."""
 
 
 @dataclass
@@ -142,7 +156,9 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
     raw = aioredis.Redis.from_url(system.env["REDIS_URL"])
     redis = aioredis.Redis.from_url(system.env["REDIS_URL"], decode_responses=True)
     try:
-        async for rec in EventStore(raw, keys).read_all():
+        store = EventStore(raw, keys)
+        async for rec in store.read_all():
+            observed.log_ids.setdefault(rec.partition, []).append(rec.entry_id)
             match rec.event:
                 case OrderBilled() as e:
                     observed.orders_in_log.append(
@@ -185,6 +201,7 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
             observed.write_reserved[pid] = 0 if value is None else int(value)
         for name in VIEWS:
             observed.versions[name] = await redis.get(keys.view(name)) or ""
+        await _archive(store, observed)
         async for key in redis.scan_iter(match=keys.dlq("*")):
             observed.dlq_streams[key] = await redis.xlen(key)
     finally:
@@ -200,6 +217,29 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
     )
     observed.verify = dict(zip((*VIEWS, "state"), verified, strict=True))
     return observed
+
+
+async def _archive(store: EventStore, observed: Observed) -> None:
+    """How the log is split between Redis and the archive, from both sides."""
+    for p in range(store.keys.partitions):
+        try:
+            info = await store.redis.xinfo_stream(store.keys.log(p))
+        except aioredis.ResponseError:  # nothing was ever appended to it
+            continue
+        observed.entries_added[p] = int(info["entries-added"])
+        observed.live_entries[p] = int(info["length"])
+    observed.archive_markers = await store.archived()
+    if await store.redis.get(store.keys.archive()) is None:
+        return
+    archive = await store.archive()
+    await asyncio.to_thread(archive.reload)
+    listed: set[str] = set()
+    for p in range(store.keys.partitions):
+        segments = archive.partition(p).get("segments") or []
+        observed.archive_segments[p] = [(s["first"], s["last"], s["rows"]) for s in segments]
+        listed |= {s["path"] for s in segments}
+    files = await asyncio.to_thread(archive.root.files, "")
+    observed.archive_leftovers = sorted(f for f in files if f != MANIFEST and f not in listed)
 
 
 async def _read_models(system: System, ledger: Ledger, observed: Observed) -> None:
@@ -670,6 +710,76 @@ def check_dead_letters(observed: Observed) -> Check:
     return check
 
 
+ARCHIVE_CHECK = "archive: the log reads whole and once through archive + live"
+
+
+def _archived_orders(observed: Observed) -> int:
+    """Bill-now orders and checkouts whose log entry is at or below its partition's marker."""
+    n = 0
+    for lo in observed.orders_in_log + observed.placed_in_log:
+        part, sep, entry = lo.entry.partition("/")
+        if not sep:
+            continue  # no partition named: not where the log reader put it
+        marker = observed.archive_markers.get(int(part.removeprefix("p")))
+        n += marker is not None and parse_stream_id(entry) <= parse_stream_id(marker)
+    return n
+
+
+def check_archive(ledger: Ledger, observed: Observed) -> Check:
+    """``streamshop archive``, killed under the load and run again, lost and duplicated
+    nothing: per partition the reader (archive + live) yields each entry once, in order, and
+    exactly as many as Redis ever appended; the manifest's segments follow each other with
+    no overlap and end at Redis's marker (every commit was trimmed); no interrupted run's
+    file is left. And it is not vacuous: runs were killed, the last one completed, and
+    acknowledged orders are among what was archived (the log checks then read them from
+    the archive)."""
+    check = Check(ARCHIVE_CHECK)
+    runs = ledger.archive
+    for p, ids in sorted(observed.log_ids.items()):
+        keys = [parse_stream_id(e) for e in ids]
+        for i in range(1, len(keys)):
+            if keys[i] <= keys[i - 1]:
+                what = "DUPLICATED" if keys[i] == keys[i - 1] else "OUT OF ORDER"
+                check.problems.append(f"{what}: partition {p} reads {ids[i]} after {ids[i - 1]}")
+    for p, added in sorted(observed.entries_added.items()):
+        read = len(observed.log_ids.get(p, []))
+        if read != added:
+            check.problems.append(
+                f"{'LOST' if read < added else 'DUPLICATED'}: partition {p} reads {read} entries "
+                f"through archive + live, Redis appended {added} "
+                f"({observed.live_entries.get(p)} still in Redis, "
+                f"{sum(r for _, _, r in observed.archive_segments.get(p, []))} in the archive)"
+            )
+    for p, segments in sorted(observed.archive_segments.items()):
+        for (_, before, _), (first, last, _) in pairwise(segments):
+            if parse_stream_id(first) <= parse_stream_id(before):
+                check.problems.append(
+                    f"partition {p}: segment {first}..{last} overlaps the one ending at {before}"
+                )
+        marker = observed.archive_markers.get(p)
+        if segments and marker != segments[-1][1]:
+            check.problems.append(
+                f"partition {p}: the archive ends at {segments[-1][1]}, Redis's marker is {marker}"
+                " (committed, never trimmed)"
+            )
+    if observed.archive_leftovers:
+        check.problems.append(
+            f"files of an interrupted run left in the archive: {observed.archive_leftovers[:5]}"
+        )
+    if not runs.kills:
+        check.problems.append("no archive run was killed (the faults missed the archive)")
+    if runs.final != 0:
+        check.problems.append(f"the archive run after the load did not complete: exit {runs.final}")
+    archived = _archived_orders(observed)
+    if not archived:
+        check.problems.append("no acknowledged order was archived: the log checks read none")
+    check.note = (
+        f"{runs.runs} runs, {len(runs.kills)} killed, {runs.entries} entries archived; "
+        f"{archived} acknowledged orders read from the archive"
+    )
+    return check
+
+
 def judge(
     ledger: Ledger, observed: Observed, catch_up_s: float, ttl_s: int = 3
 ) -> tuple[list[Check], dict[str, int]]:
@@ -685,6 +795,7 @@ def judge(
         check_read_models(ledger, observed),
         check_warehouse(ledger, observed),
         check_audit_rows(ledger, observed),
+        check_archive(ledger, observed),
         *(check_verify(observed, view) for view in (*VIEWS, "state")),
         check_audit_verify(observed),
         check_dead_letters(observed),
@@ -694,4 +805,5 @@ def judge(
         "duplicated": duplicated + duplicated_c,
         "paid": sum(1 for v in status.values() if v == "paid"),
         "expired": sum(1 for v in status.values() if v == "expired"),
+        "archived_orders": _archived_orders(observed),
     }

@@ -105,6 +105,30 @@ class Restock:
 
 
 @dataclass
+class ArchiveRuns:
+    """What the operator's ``streamshop archive`` runs were told (exit codes, figures)."""
+
+    runs: int = 0
+    completed: int = 0
+    """Runs that exited 0."""
+    entries: int = 0
+    """Entries archived, as the completed runs reported them."""
+    segments: int = 0
+    kills: list[str] = field(default_factory=list)
+    """Per ``kill -9``: the point aimed at, when, and what it left (mid-segment, committed
+    but not trimmed, between segments)."""
+    missed_kills: list[str] = field(default_factory=list)
+    """Runs that ended before the point they were to be killed at."""
+    refused: dict[str, int] = field(default_factory=dict)
+    """Exit 3 by reason (the lock a killed run left, a consumer group still needing the log)."""
+    errors: list[str] = field(default_factory=list)
+    """Other exits (a store down mid-run), with the last line of output."""
+    final: int | None = None
+    """Exit code of the run after the load (0: it completed)."""
+    keep: int = 0
+
+
+@dataclass
 class Ledger:
     """What the clients were told: the truth the views are checked against."""
 
@@ -117,6 +141,7 @@ class Ledger:
     restocks: list[Restock] = field(default_factory=list)
     unacked_restocks: list[Restock] = field(default_factory=list)
     restock_retries: int = 0
+    archive: ArchiveRuns = field(default_factory=ArchiveRuns)
 
     def acknowledged(self) -> list[Order]:
         return [o for o in self.orders if o.acknowledged]

@@ -28,7 +28,8 @@ from app.commands.runner import state_of
 from events.positions import parse_stream_id
 from events.states import OrderState
 from events.store import EventStore
-from tests.faults.checks import Check, Observed, judge, observe
+from tests.faults.archiving import archive_loop, final_archive
+from tests.faults.checks import Check, Observed, judge, observe, wait_caught_up
 from tests.faults.harness import ROOT, System
 from tests.faults.load import Ledger, Shop
 from workers.views import mongo_collections, pg_schema
@@ -61,6 +62,15 @@ class Size:
     reservation_ttl_s: int = 3
     settle_s: float = 30.0
     """After the load: how long every checkout may take to end paid or expired."""
+    archive_keep: int = 200
+    """``streamshop archive --keep``: newest entries per partition left in Redis."""
+    archive_segment_rows: int = 40
+    """``--segment-rows``: small, so a run writes many segments (many points to kill at)."""
+    archive_every_s: float = 1.0
+    archive_lock_ttl_s: float = 2.0
+    """``--lock-ttl``: how long a killed run's lock keeps the next run out."""
+    archive_deadline_s: float = 40.0
+    """After the load: how long the last archive run may take to get through (refusals)."""
     mongo_sync_on_commit: bool = False
     """Start the MongoDB server with ``--sync-on-commit`` (``make run`` does not): tells a
     loss from the server's durability apart from one in our runtime."""
@@ -344,6 +354,23 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
             load.append(
                 asyncio.create_task(shop.restock_loop(size.restock_every_s, size.order_deadline_s))
             )
+            archive_dir = base / "archive"
+            ledger.archive.keep = size.archive_keep
+            load.append(
+                asyncio.create_task(
+                    archive_loop(
+                        system,
+                        ledger.archive,
+                        shop.stop,
+                        archive_dir,
+                        keep=size.archive_keep,
+                        segment_rows=size.archive_segment_rows,
+                        every_s=size.archive_every_s,
+                        lock_ttl_s=size.archive_lock_ttl_s,
+                        seed=size.seed,
+                    )
+                )
+            )
             for kind, target, when in SCHEDULE:
                 await _inject(system, shop, kind, target, when, size)
             await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
@@ -352,6 +379,16 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
             load_s = round(time.monotonic() - started, 1)
             await shop.resolve(size.resolve_deadline_s)
             settled_s = await _wait_settled(system, ledger, size.settle_s)
+            await wait_caught_up(system, Observed(), size.catch_up_s)
+            await final_archive(
+                system,
+                ledger.archive,
+                archive_dir,
+                keep=size.archive_keep,
+                segment_rows=size.archive_segment_rows,
+                lock_ttl_s=size.archive_lock_ttl_s,
+                deadline_s=size.archive_deadline_s,
+            )
             observed = await observe(system, ledger, size.catch_up_s)
         finally:
             shop.stop.set()
@@ -424,6 +461,16 @@ def _figures(
         "unexpected_exits": [
             {"at": at, "service": name, "code": code} for at, name, code in system.unexpected_exits
         ],
+        "archive_runs": ledger.archive.runs,
+        "archive_runs_completed": ledger.archive.completed,
+        "archive_kills": ledger.archive.kills,
+        "archive_missed_kills": ledger.archive.missed_kills,
+        "archive_refused": ledger.archive.refused,
+        "archive_errors": ledger.archive.errors,
+        "archive_final_exit": ledger.archive.final,
+        "entries_archived": ledger.archive.entries,
+        "segments_archived": ledger.archive.segments,
+        "acknowledged_orders_archived": counts.get("archived_orders", 0),
         "lost": counts["lost"],
         "duplicated": counts["duplicated"],
         "checks": {c.name: ("ok" if c.ok else f"FAILED ({len(c.problems)})") for c in checks},
@@ -464,6 +511,13 @@ def format_figures(figures: dict[str, Any]) -> str:
         f"  unexpected exits     {exits or 'none'}",
         f"  mongo kills after which the server had lost acknowledged writes: "
         f"{figures['mongo_lost_acknowledged_writes']}",
+        f"  archive runs         {figures.get('archive_runs')} ({figures.get('archive_runs_completed')} "
+        f"completed, {len(figures.get('archive_kills', []))} killed, refused "
+        f"{figures.get('archive_refused')}, {len(figures.get('archive_errors', []))} errors; last "
+        f"exit {figures.get('archive_final_exit')}): {figures.get('entries_archived')} entries in "
+        f"{figures.get('segments_archived')} segments; acknowledged orders read from the "
+        f"archive {figures.get('acknowledged_orders_archived')}",
+        *(f"  archive kill -9 {k}" for k in figures.get("archive_kills", [])),
         f"  lost {figures['lost']}, duplicated {figures['duplicated']}",
     ]
     lines += [

@@ -8,8 +8,15 @@ from collections import Counter
 
 import pytest
 
-from tests.faults.checks import PAYMENT_CHECK, STOCK_CHECK, LoggedOrder, Observed, judge
-from tests.faults.load import Checkout, Customer, Ledger, Order, Product, Restock
+from tests.faults.checks import (
+    ARCHIVE_CHECK,
+    PAYMENT_CHECK,
+    STOCK_CHECK,
+    LoggedOrder,
+    Observed,
+    judge,
+)
+from tests.faults.load import ArchiveRuns, Checkout, Customer, Ledger, Order, Product, Restock
 
 P1, P2, ACCOUNT, SHOPPER = "p-1", "p-2", "a-1", "s-1"
 
@@ -95,6 +102,14 @@ def consistent() -> tuple[Ledger, Observed]:
         audit_verify=(0, "audit log OK"),
         dlq_list=(0, ""),
         dlq_streams={},
+        log_ids={0: ["1-0", "3-0", "4-0"], 1: ["2-0", "3-0", "4-0"], 2: ["3-0", "4-0"], 3: ["5-0"]},
+        entries_added={0: 3, 1: 3, 2: 2, 3: 1},
+        live_entries={0: 1, 1: 3, 2: 2, 3: 1},
+        archive_markers={0: "3-0"},
+        archive_segments={0: [("1-0", "1-0", 1), ("3-0", "3-0", 1)], 1: [], 2: [], 3: []},
+    )
+    ledger.archive = ArchiveRuns(
+        runs=3, completed=2, entries=2, segments=2, kills=["commit at 4s: between"], final=0
     )
     return ledger, observed
 
@@ -108,7 +123,7 @@ def test_a_consistent_run_passes_every_check() -> None:
     ledger, observed = consistent()
     checks, counts = judge(ledger, observed, catch_up_s=10)
     assert [c.report() for c in checks if not c.ok] == []
-    assert counts == {"lost": 0, "duplicated": 0, "paid": 2, "expired": 1}
+    assert counts == {"lost": 0, "duplicated": 0, "paid": 2, "expired": 1, "archived_orders": 2}
 
 
 def test_an_acknowledged_order_missing_from_the_log_is_lost() -> None:
@@ -295,3 +310,53 @@ def test_a_checkout_in_the_log_twice_is_duplicated() -> None:
         "DUPLICATED: checkout c-1"
     )
     assert counts["duplicated"] == 1
+
+
+def test_an_entry_read_twice_through_archive_and_live_is_duplicated() -> None:
+    ledger, observed = consistent()
+    observed.log_ids[0] = ["1-0", "3-0", "3-0", "4-0"]  # archived, and read from Redis again
+    assert failures(ledger, observed) == {
+        ARCHIVE_CHECK: [
+            "DUPLICATED: partition 0 reads 3-0 after 3-0",
+            "DUPLICATED: partition 0 reads 4 entries through archive + live, Redis appended 3 "
+            "(1 still in Redis, 2 in the archive)",
+        ]
+    }
+
+
+def test_an_entry_trimmed_from_redis_and_missing_from_the_archive_is_lost() -> None:
+    ledger, observed = consistent()
+    observed.entries_added[0] = 4
+    assert failures(ledger, observed) == {
+        ARCHIVE_CHECK: [
+            "LOST: partition 0 reads 3 entries through archive + live, Redis appended 4 "
+            "(1 still in Redis, 2 in the archive)"
+        ]
+    }
+
+
+def test_overlapping_segments_and_a_commit_never_trimmed_are_named() -> None:
+    ledger, observed = consistent()
+    observed.archive_segments[0].append(("3-0", "4-0", 2))
+    observed.archive_leftovers = ["p0/seg-4-0-4-0.parquet.tmp-run"]
+    assert failures(ledger, observed) == {
+        ARCHIVE_CHECK: [
+            "partition 0: segment 3-0..4-0 overlaps the one ending at 3-0",
+            "partition 0: the archive ends at 4-0, Redis's marker is 3-0 (committed, never trimmed)",
+            "files of an interrupted run left in the archive: ['p0/seg-4-0-4-0.parquet.tmp-run']",
+        ]
+    }
+
+
+def test_an_archive_never_killed_nor_completed_nor_holding_an_order_proves_nothing() -> None:
+    ledger, observed = consistent()
+    ledger.archive.kills, ledger.archive.final = [], 3
+    observed.archive_markers = {}
+    observed.archive_segments = {}
+    assert failures(ledger, observed) == {
+        ARCHIVE_CHECK: [
+            "no archive run was killed (the faults missed the archive)",
+            "the archive run after the load did not complete: exit 3",
+            "no acknowledged order was archived: the log checks read none",
+        ]
+    }

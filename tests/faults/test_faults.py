@@ -103,3 +103,9 @@ def test_every_fault_of_the_schedule_was_injected(outcome: Outcome) -> None:
     from tests.faults.scenario import SCHEDULE
 
     assert outcome.figures["faults_injected"] == len(SCHEDULE), outcome.figures["faults"]
+
+
+def test_the_archive_killed_under_load_loses_and_duplicates_nothing(outcome: Outcome) -> None:
+    from tests.faults.checks import ARCHIVE_CHECK
+
+    _require(outcome, ARCHIVE_CHECK)
