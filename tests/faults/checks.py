@@ -22,11 +22,23 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
 from events.archive import MANIFEST
+from events.codec import RecordedEvent
 from events.positions import parse_stream_id
 from events.store import EventStore
-from events.types import OrderBilled, OrderExpired, OrderPaid, OrderPlaced, StockAdjusted
+from events.types import (
+    AccountCreated,
+    CategoryCreated,
+    CustomerForgotten,
+    OrderBilled,
+    OrderExpired,
+    OrderPaid,
+    OrderPlaced,
+    ProductCreated,
+    StockAdjusted,
+)
 from tests.faults.harness import System
-from tests.faults.load import Checkout, Ledger
+from tests.faults.load import Checkout, Ledger, Write
+from tests.support.personal_scan import archive_dump_of, leaks, mongo_dump, pg_dump, redis_dump
 from workers.registry import open_projections
 from workers.views import VIEWS, mongo_collections, pg_schema
 
@@ -45,6 +57,18 @@ class LoggedOrder:
     account_id: str
     lines: list[tuple[str, int]]
     total: int
+
+
+@dataclass(frozen=True)
+class LoggedWrite:
+    """A category, seller, product or forget as the log has it."""
+
+    kind: str
+    subject: str
+    """The slug, the seller's account id, the SKU, or the account id forgotten."""
+    entry: str
+    event_id: str
+    detail: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,6 +113,12 @@ class Observed:
     archive_segments: dict[int, list[tuple[str, str, int]]] = field(default_factory=dict)
     """Partition → (first, last, rows) of each segment the archive's manifest lists."""
     archive_leftovers: list[str] = field(default_factory=list)
+    writes_in_log: dict[str, list[LoggedWrite]] = field(default_factory=dict)
+    """Correlation → the categories, sellers, products and forgets it appended."""
+    forgets_in_log: Counter[str] = field(default_factory=Counter)
+    """Account id → ``CustomerForgotten`` entries for it."""
+    leaks: dict[str, list[str]] = field(default_factory=dict)
+    """Forgotten account id → ``<store>: <what>`` of its personal data found in clear."""
     """Files in the archive that its manifest does not list (an interrupted run's)."""
 
 
@@ -174,6 +204,16 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
                     )
                 case StockAdjusted():
                     observed.restocks_in_log[rec.id] += 1
+                case CategoryCreated() as e:
+                    _logged_write(observed, rec, "category", e.slug)
+                case AccountCreated(role="seller") as e:
+                    _logged_write(observed, rec, "seller", e.account_id)
+                case ProductCreated() as e:
+                    detail = {"category": e.category, "seller_id": e.seller_id or ""}
+                    _logged_write(observed, rec, "product", e.sku, detail)
+                case CustomerForgotten() as e:
+                    observed.forgets_in_log[e.account_id] += 1
+                    _logged_write(observed, rec, "forget", e.account_id)
                 case OrderPlaced() as e:
                     observed.placed_in_log.append(
                         LoggedOrder(
@@ -209,6 +249,7 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
         await raw.aclose()
     await _read_models(system, ledger, observed)
     await _postgres(system, observed)
+    await _scan_for_forgotten(system, ledger, observed)
     # The operator's commands, side by side (each verify locks only its own view).
     *verified, observed.audit_verify, observed.dlq_list = await asyncio.gather(
         *(system.streamshop("verify", name) for name in (*VIEWS, "state")),
@@ -217,6 +258,44 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
     )
     observed.verify = dict(zip((*VIEWS, "state"), verified, strict=True))
     return observed
+
+
+def _logged_write(
+    observed: Observed,
+    rec: RecordedEvent,
+    kind: str,
+    subject: str,
+    detail: dict[str, str] | None = None,
+) -> None:
+    observed.writes_in_log.setdefault(rec.correlation, []).append(
+        LoggedWrite(kind, subject, f"p{rec.partition}/{rec.entry_id}", rec.id, detail or {})
+    )
+
+
+async def _scan_for_forgotten(system: System, ledger: Ledger, observed: Observed) -> None:
+    """Every Redis key and value of the run, the archive, every MongoDB collection and a
+    ``pg_dump`` of the run's database, searched for each forgotten account's email and name."""
+    forgotten = ledger.forgotten()
+    if not forgotten:
+        return
+    redis = aioredis.Redis.from_url(system.env["REDIS_URL"])
+    try:
+        dumps = {
+            "redis": await redis_dump(redis, system.prefix),
+            "archive": await archive_dump_of(redis, system.settings.redis.keys.archive()),
+        }
+    finally:
+        await redis.aclose()
+    dumps["mongo"] = await mongo_dump(system.env["MONGO_URL"], system.env["MONGO_DB"])
+    dumps["pg_dump"] = await asyncio.to_thread(pg_dump, system.pg_direct)
+    for account_id in forgotten:
+        email, name = ledger.people[account_id]
+        person = {"email": email, "name": name}
+        found = [
+            f"{where}: {what}" for where, dump in dumps.items() for what in leaks(dump, person)
+        ]
+        if found:
+            observed.leaks[account_id] = found
 
 
 async def _archive(store: EventStore, observed: Observed) -> None:
@@ -253,7 +332,7 @@ async def _read_models(system: System, ledger: Ledger, observed: Observed) -> No
             observed.rm_reserved[pid] = None if doc is None else doc.get("reserved", 0)
         async for doc in db[names.orders].find({}):
             observed.rm_orders[str(doc["_id"])] = doc
-        for customer in ledger.customers + ledger.shoppers:
+        for customer in ledger.customers + ledger.shoppers + ledger.forgettable:
             doc = await db[names.accounts].find_one({"_id": customer.account_id})
             observed.rm_accounts[customer.account_id] = doc or {}
     finally:
@@ -578,7 +657,7 @@ def check_read_models(ledger: Ledger, observed: Observed) -> Check:
     ours = {o.order_id for o in acked} | {c.order_id for c in ledger.acknowledged_checkouts()}
     for order_id in sorted(set(observed.rm_orders) - ours):
         check.problems.append(f"read_models orders {order_id}: no acknowledged order has this id")
-    for c in ledger.customers + ledger.shoppers:
+    for c in ledger.customers + ledger.shoppers + ledger.forgettable:
         doc = observed.rm_accounts.get(c.account_id, {})
         for name, want in (
             ("orders_count", count[c.account_id]),
@@ -710,6 +789,108 @@ def check_dead_letters(observed: Observed) -> Check:
     return check
 
 
+WRITES_CHECK = "log: every acknowledged category, seller, product and forget exactly once"
+FORGET_CHECK = (
+    "forgotten customers: forgotten in the read models, their orders kept, "
+    "their email and name nowhere in Redis, the archive, MongoDB or pg_dump"
+)
+
+
+def _write(w: Write) -> str:
+    told = "no answer" if w.status is None else f"{w.status}{w.problem and ' ' + w.problem}"
+    return f"{w.kind} {w.subject} (request {w.key}, {w.attempts} attempt(s), told {told})"
+
+
+def check_writes(ledger: Ledger, observed: Observed) -> tuple[Check, int, int]:
+    """Each acknowledged write (a 2xx, or "already done" heard by a retry after an attempt
+    without an answer) has exactly one event, under its own request id, carrying what was
+    asked; a refused one has none (and is a finding: every write of the load is valid); one
+    never answered has at most one. No other request of the load appended any."""
+    check = Check(WRITES_CHECK)
+    lost = duplicated = 0
+    by_key = {k: list(v) for k, v in observed.writes_in_log.items()}
+    for w in ledger.writes:
+        found = [f for f in by_key.pop(w.key, []) if f.kind == w.kind]
+        if len(found) > 1:
+            duplicated += len(found) - 1
+            entries = ", ".join(f.entry for f in found)
+            check.problems.append(
+                f"DUPLICATED: {_write(w)} is in the log {len(found)} times: {entries}"
+            )
+        if w.acknowledged:
+            if not found:
+                lost += 1
+                check.problems.append(f"LOST: {_write(w)} is not in the log")
+                continue
+            logged = found[0]
+            want = w.result_id if w.kind == "seller" else w.subject
+            if want is not None and logged.subject != want:
+                check.problems.append(f"{_write(w)}: the log has {logged.subject}")
+            for name, value in w.detail.items():
+                if value and logged.detail.get(name) != value:
+                    check.problems.append(
+                        f"{_write(w)} field {name}: the log has {logged.detail.get(name)!r}, "
+                        f"expected {value!r}"
+                    )
+        elif w.status is not None:
+            check.problems.append(f"REFUSED: {_write(w)}")
+            if found:
+                check.problems.append(
+                    f"PHANTOM: {_write(w)} was refused but is in the log ({found[0].entry})"
+                )
+    for key, found in sorted(by_key.items()):
+        if key.startswith("w-"):
+            check.problems.append(
+                f"UNKNOWN: the log has {[f.entry for f in found]} under request {key!r}"
+            )
+    for account_id, n in sorted(observed.forgets_in_log.items()):
+        if n > 1:
+            check.problems.append(
+                f"DUPLICATED: account {account_id} is forgotten {n} times in the log"
+            )
+    kinds = Counter(w.kind for w in ledger.writes if w.acknowledged)
+    check.note = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + " acknowledged"
+    return check, lost, duplicated
+
+
+def check_forgotten(ledger: Ledger, observed: Observed) -> Check:
+    """Each customer whose forget was acknowledged: its read-model account says forgotten
+    with no email or name; its acknowledged orders are in the warehouse still; its email
+    and name are found in none of the stores. And forgets happened, of customers who had
+    ordered (else this proves nothing)."""
+    check = Check(FORGET_CHECK)
+    forgotten = ledger.forgotten()
+    if not forgotten:
+        check.problems.append("no forget was acknowledged")
+    kept = 0
+    for account_id in forgotten:
+        doc = observed.rm_accounts.get(account_id) or {}
+        for name, want in (("forgotten", True), ("email", ""), ("name", "")):
+            if doc.get(name) != want:
+                check.problems.append(
+                    f"read_models accounts {account_id} field {name}: {doc.get(name)!r}, "
+                    f"expected {want!r}"
+                )
+        orders = [o for o in ledger.acknowledged() if o.account_id == account_id]
+        if not orders:
+            check.problems.append(f"forgotten account {account_id} had no acknowledged order")
+        for o in orders:
+            if observed.dw_lines.get(o.order_id or ""):
+                kept += 1
+            else:
+                check.problems.append(
+                    f"warehouse fact_order_line: {_order(o)} of forgotten account {account_id} "
+                    "is gone"
+                )
+        for where in observed.leaks.get(account_id, []):
+            check.problems.append(
+                f"LEAK: forgotten account {account_id}'s {where.split(': ')[1]} "
+                f"is in clear in {where.split(': ')[0]}"
+            )
+    check.note = f"{len(forgotten)} forgotten, {kept} of their orders kept in the warehouse"
+    return check
+
+
 ARCHIVE_CHECK = "archive: the log reads whole and once through archive + live"
 
 
@@ -785,11 +966,14 @@ def judge(
 ) -> tuple[list[Check], dict[str, int]]:
     log_check, lost, duplicated = check_log(ledger, observed)
     checkout_check, lost_c, duplicated_c = check_checkouts_log(ledger, observed)
+    writes_check, lost_w, duplicated_w = check_writes(ledger, observed)
     status = outcomes(observed)
     checks = [
         check_caught_up(observed, catch_up_s),
         log_check,
         checkout_check,
+        writes_check,
+        check_forgotten(ledger, observed),
         check_payments(ledger, observed, ttl_s),
         check_stock(ledger, observed),
         check_read_models(ledger, observed),
@@ -801,8 +985,8 @@ def judge(
         check_dead_letters(observed),
     ]
     return checks, {
-        "lost": lost + lost_c,
-        "duplicated": duplicated + duplicated_c,
+        "lost": lost + lost_c + lost_w,
+        "duplicated": duplicated + duplicated_c + duplicated_w,
         "paid": sum(1 for v in status.values() if v == "paid"),
         "expired": sum(1 for v in status.values() if v == "expired"),
         "archived_orders": _archived_orders(observed),

@@ -62,6 +62,16 @@ class Size:
     reservation_ttl_s: int = 3
     settle_s: float = 30.0
     """After the load: how long every checkout may take to end paid or expired."""
+    forgettable: int = 3
+    """Customers who order, then are forgotten by an admin during the load."""
+    forget_orders_each: int = 2
+    forget_pause_s: float = 5.0
+    """Between two forgets (spreads them over the fault schedule)."""
+    catalog_rounds: int = 2
+    """Rounds of: categories, a seller, its products in them (during the load)."""
+    catalog_categories: int = 2
+    catalog_stock: int = 3000
+    catalog_pause_s: float = 1.5
     archive_keep: int = 200
     """``streamshop archive --keep``: newest entries per partition left in Redis."""
     archive_segment_rows: int = 40
@@ -336,6 +346,7 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
         load: list[asyncio.Task[None]] = []
         try:
             await shop.setup(size.customers, size.products, size.stock, size.shoppers)
+            await shop.add_forgettable(size.forgettable)
             load += [
                 asyncio.create_task(
                     shop.customer_loop(c, size.order_pause_s, size.order_deadline_s)
@@ -353,6 +364,24 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
             ]
             load.append(
                 asyncio.create_task(shop.restock_loop(size.restock_every_s, size.order_deadline_s))
+            )
+            load.append(
+                asyncio.create_task(
+                    shop.catalog_loop(
+                        size.catalog_rounds,
+                        size.catalog_categories,
+                        size.catalog_stock,
+                        size.catalog_pause_s,
+                        size.order_deadline_s,
+                    )
+                )
+            )
+            load.append(
+                asyncio.create_task(
+                    shop.forget_loop(
+                        size.forget_orders_each, size.forget_pause_s, size.order_deadline_s
+                    )
+                )
             )
             archive_dir = base / "archive"
             ledger.archive.keep = size.archive_keep
@@ -461,6 +490,16 @@ def _figures(
         "unexpected_exits": [
             {"at": at, "service": name, "code": code} for at, name, code in system.unexpected_exits
         ],
+        "writes_acknowledged": _count(w.kind for w in ledger.writes if w.acknowledged),
+        "writes_sent": _count(w.kind for w in ledger.writes),
+        "writes_retried": sum(1 for w in ledger.writes if w.attempts > 1),
+        "writes_done_on_retry": sum(1 for w in ledger.writes if w.done_on_retry),
+        "writes_refused": [
+            f"{w.kind} {w.subject}: {w.status} {w.problem}"
+            for w in ledger.writes
+            if w.status is not None and not w.acknowledged
+        ],
+        "customers_forgotten": len(ledger.forgotten()),
         "archive_runs": ledger.archive.runs,
         "archive_runs_completed": ledger.archive.completed,
         "archive_kills": ledger.archive.kills,
@@ -511,6 +550,10 @@ def format_figures(figures: dict[str, Any]) -> str:
         f"  unexpected exits     {exits or 'none'}",
         f"  mongo kills after which the server had lost acknowledged writes: "
         f"{figures['mongo_lost_acknowledged_writes']}",
+        f"  writes acknowledged  {figures.get('writes_acknowledged')} of "
+        f"{figures.get('writes_sent')} ({figures.get('writes_retried')} retried, "
+        f"{figures.get('writes_done_on_retry')} told 'already done' by a retry); "
+        f"customers forgotten {figures.get('customers_forgotten')}",
         f"  archive runs         {figures.get('archive_runs')} ({figures.get('archive_runs_completed')} "
         f"completed, {len(figures.get('archive_kills', []))} killed, refused "
         f"{figures.get('archive_refused')}, {len(figures.get('archive_errors', []))} errors; last "

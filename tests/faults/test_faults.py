@@ -109,3 +109,21 @@ def test_the_archive_killed_under_load_loses_and_duplicates_nothing(outcome: Out
     from tests.faults.checks import ARCHIVE_CHECK
 
     _require(outcome, ARCHIVE_CHECK)
+
+
+def test_every_acknowledged_category_seller_product_and_forget_is_in_the_log_once(
+    outcome: Outcome,
+) -> None:
+    from tests.faults.checks import WRITES_CHECK
+
+    acked = {w.kind for w in outcome.ledger.writes if w.acknowledged}
+    assert acked == {"category", "seller", "product", "forget"}, outcome.figures["writes_sent"]
+    _require(outcome, WRITES_CHECK)
+
+
+def test_forgotten_customers_are_forgotten_everywhere_and_their_orders_stay(
+    outcome: Outcome,
+) -> None:
+    from tests.faults.checks import FORGET_CHECK
+
+    _require(outcome, FORGET_CHECK)
