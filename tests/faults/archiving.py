@@ -192,11 +192,12 @@ async def archive_loop(
     lock_ttl_s: float,
     seed: int,
 ) -> None:
-    """Archive again and again until ``stop``; every other run is killed, at each point of
-    :data:`KILL_POINTS` in turn."""
+    """Archive until ``stop``, at most ``2 * len(KILL_POINTS)`` runs (each is a Python start
+    with pyarrow: CPU the load needs): every other run is killed, at each point of
+    :data:`KILL_POINTS` in turn, and the run after each kill must finish its work."""
     rng = random.Random(seed)
     n = 0
-    while not stop.is_set():
+    while not stop.is_set() and n < 2 * len(KILL_POINTS):
         kill_at = KILL_POINTS[(n // 2) % len(KILL_POINTS)] if n % 2 == 0 else None
         await run_once(system, runs, archive_dir, keep, segment_rows, lock_ttl_s, kill_at, rng)
         n += 1

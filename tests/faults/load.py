@@ -243,6 +243,9 @@ class Shop:
         self.stop = asyncio.Event()
         self._checkouts = 0
         self.paying = 0
+        self.writing = 0
+        """Category, seller, product or forget requests in flight (the schedule kills the API
+        during one)."""
         self.admin_token = ""
         self._requests: dict[str, tuple[str, str, Any, str]] = {}
         """A write's key → (method, url, body, token), to send it again in :meth:`resolve`."""
@@ -406,7 +409,7 @@ class Shop:
         self._requests[w.key] = (method, url, body, token)
         deadline = asyncio.get_running_loop().time() + deadline_s
         headers = {"Authorization": f"Bearer {token}", "X-Request-ID": w.key}
-        resp, why = await self._send(method, url, body, headers, deadline)
+        resp, why = await self._send(method, url, body, headers, deadline, writing=True)
         w.attempts += len(why) + (resp is not None)
         w.unanswered += sum(1 for y in why if not y.startswith("409"))
         w.errors += why[: max(0, 5 - len(w.errors))]
@@ -510,6 +513,7 @@ class Shop:
         headers: dict[str, str],
         deadline: float,
         paying: bool = False,
+        writing: bool = False,
     ) -> tuple[httpx.Response | None, list[str]]:
         """Send until a definite answer (2xx, or a 4xx other than *concurrent modification*)
         or ``deadline`` (loop time); the answer (``None`` if none) and why it was retried."""
@@ -518,6 +522,7 @@ class Shop:
         delay = 0.05
         while True:
             self.paying += paying
+            self.writing += writing
             try:
                 resp = await self.http.request(method, url, json=body, headers=headers)
             except httpx.TransportError as exc:
@@ -528,6 +533,7 @@ class Shop:
                 why.append(f"{resp.status_code} {resp.text[:120]}")
             finally:
                 self.paying -= paying
+                self.writing -= writing
             if loop.time() + delay > deadline:
                 return None, why
             await asyncio.sleep(delay)

@@ -76,7 +76,7 @@ class Size:
     """``streamshop archive --keep``: newest entries per partition left in Redis."""
     archive_segment_rows: int = 40
     """``--segment-rows``: small, so a run writes many segments (many points to kill at)."""
-    archive_every_s: float = 1.0
+    archive_every_s: float = 2.0
     archive_lock_ttl_s: float = 2.0
     """``--lock-ttl``: how long a killed run's lock keeps the next run out."""
     archive_deadline_s: float = 40.0
@@ -100,6 +100,7 @@ class Size:
 
 SCHEDULE: tuple[tuple[str, str, str], ...] = (
     ("kill", "redis", "load"),
+    ("kill", "api", "write"),
     ("kill", "mongo", "load"),
     ("kill", "mongo", "catch-up:read_models"),
     ("kill", "mongo", "catch-up:read_models"),
@@ -113,7 +114,9 @@ SCHEDULE: tuple[tuple[str, str, str], ...] = (
 """(fault, target, when), in order. ``load``: once ``acks_between_faults`` more orders were
 acknowledged since the last recovery. ``payment``: that, and then the moment a payment
 request is in flight (so the kill lands between the acquirer's authorization and the
-append, or on the answer, and the client's retry must not charge twice). ``catch-up:<view>``: as soon as that view's
+append, or on the answer, and the client's retry must not charge twice). ``write``: the
+same for a category, seller, product or forget request (routes without an
+``Idempotency-Key``: the retry must neither append twice nor be refused as if new). ``catch-up:<view>``: as soon as that view's
 checkpoints move again after the previous fault, i.e. while the projector is writing the
 backlog the outage left (a kill then lands in the middle of bulk writes, and the
 PostgreSQL views have live sessions to terminate)."""
@@ -144,9 +147,10 @@ async def _when(system: System, shop: Shop, when: str, size: Size) -> None:
         await _wait_for_progress(system, view, size.max_wait_between_s)
         return
     await _wait_for_acks(shop.ledger, size.acks_between_faults, size.max_wait_between_s)
-    if when == "payment":
+    if when in ("payment", "write"):
         deadline = time.monotonic() + size.max_wait_between_s
-        while shop.paying == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+        busy = (lambda: shop.paying) if when == "payment" else (lambda: shop.writing)
+        while busy() == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.001)
 
 

@@ -17,7 +17,7 @@ from tests.faults.checks import PAYMENT_CHECK, STOCK_CHECK
 from tests.faults.scenario import Outcome, run
 from workers.views import VIEWS
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +118,8 @@ def test_every_acknowledged_category_seller_product_and_forget_is_in_the_log_onc
 
     acked = {w.kind for w in outcome.ledger.writes if w.acknowledged}
     assert acked == {"category", "seller", "product", "forget"}, outcome.figures["writes_sent"]
+    retried = [w for w in outcome.ledger.writes if w.attempts > 1]
+    assert retried, "no category, seller, product or forget was retried: the faults missed them"
     _require(outcome, WRITES_CHECK)
 
 
