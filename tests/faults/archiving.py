@@ -132,11 +132,12 @@ async def run_once(
     killed = False
     if kill_at is not None:
         listed, stamp = _listed(archive_dir), _manifest_stamp(archive_dir)
+        stale = set(_unlisted(archive_dir, listed))  # an earlier kill's, until a run cleans up
         delay = rng.uniform(1.5, 4.0)
         started = time.monotonic()
         while proc.returncode is None and time.monotonic() - started < limit_s:
             hit = (
-                (kill_at == "segment" and _unlisted(archive_dir, listed))
+                (kill_at == "segment" and set(_unlisted(archive_dir, listed)) - stale)
                 or (kill_at == "commit" and _manifest_stamp(archive_dir) != stamp)
                 or (kill_at == "random" and time.monotonic() - started > delay)
             )
