@@ -192,18 +192,27 @@ async def archive_loop(
     every_s: float,
     lock_ttl_s: float,
     seed: int,
+    max_runs: int = 10,
 ) -> None:
-    """Archive until ``stop``, at most ``2 * len(KILL_POINTS)`` runs (each is a Python start
-    with pyarrow: CPU the load needs): every other run is killed, at each point of
-    :data:`KILL_POINTS` in turn, and the run after each kill must finish its work."""
+    """Archive until ``stop``: every other run is killed at the next point of
+    :data:`KILL_POINTS` still to hit (a run that ends before its point leaves it for the next
+    one, e.g. while the log is still shorter than ``keep``), and the run after each kill must
+    finish its work. At most ``max_runs`` (each is a Python start with pyarrow: CPU the load
+    needs), and none once every point was hit and a run completed after the last kill."""
     rng = random.Random(seed)
-    n = 0
-    while not stop.is_set() and n < 2 * len(KILL_POINTS):
-        kill_at = KILL_POINTS[(n // 2) % len(KILL_POINTS)] if n % 2 == 0 else None
-        await run_once(system, runs, archive_dir, keep, segment_rows, lock_ttl_s, kill_at, rng)
-        n += 1
+    points = list(KILL_POINTS)
+    n, killed = 0, False
+    while not stop.is_set() and n < max_runs and (points or killed):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
+        kill_at = points[0] if points and n % 2 == 0 else None
+        code = await run_once(
+            system, runs, archive_dir, keep, segment_rows, lock_ttl_s, kill_at, rng
+        )
+        killed = kill_at is not None and code == -9
+        if killed:
+            points.pop(0)
+        n += 1
 
 
 async def final_archive(

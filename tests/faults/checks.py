@@ -42,6 +42,10 @@ from tests.support.personal_scan import archive_dump_of, leaks, mongo_dump, pg_d
 from workers.registry import open_projections
 from workers.views import VIEWS, mongo_collections, pg_schema
 
+CLI_LIMIT_S = 150.0
+"""Bound on each operator command after the run (six run side by side on 2 cores, each
+reading the whole log, archive included; a hang guard, not a speed requirement)."""
+
 SHOW = 8
 """Problems listed per check (the count is always complete)."""
 
@@ -252,9 +256,9 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
     await _scan_for_forgotten(system, ledger, observed)
     # The operator's commands, side by side (each verify locks only its own view).
     *verified, observed.audit_verify, observed.dlq_list = await asyncio.gather(
-        *(system.streamshop("verify", name) for name in (*VIEWS, "state")),
-        system.streamshop("audit", "verify"),
-        system.streamshop("dlq", "list", "--json"),
+        *(system.streamshop("verify", name, limit_s=CLI_LIMIT_S) for name in (*VIEWS, "state")),
+        system.streamshop("audit", "verify", limit_s=CLI_LIMIT_S),
+        system.streamshop("dlq", "list", "--json", limit_s=CLI_LIMIT_S),
     )
     observed.verify = dict(zip((*VIEWS, "state"), verified, strict=True))
     return observed

@@ -17,7 +17,7 @@ from tests.faults.checks import PAYMENT_CHECK, STOCK_CHECK
 from tests.faults.scenario import Outcome, run
 from workers.views import VIEWS
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(420)]
 
 
 @pytest.fixture(scope="module")
