@@ -494,8 +494,8 @@ class Shop:
                 mine = [o for o in self.ledger.orders if o.account_id == customer.account_id]
                 if sum(o.acknowledged for o in mine) >= orders_each or self.stop.is_set():
                     break
-            w = Write("forget", f"w-{self.system.run_id}-forget-{customer.account_id}", "")
-            w.subject = customer.account_id
+            key = f"w-{self.system.run_id}-forget-{customer.account_id}"
+            w = Write("forget", key, customer.account_id)
             await self.write(
                 w, "DELETE", f"/accounts/{customer.account_id}", None, self.admin_token, deadline_s
             )

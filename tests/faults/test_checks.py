@@ -447,21 +447,18 @@ def test_a_forget_appended_twice_is_duplicated() -> None:
 
 def test_already_exists_heard_by_a_retry_is_acknowledged_but_on_a_first_try_is_refused() -> None:
     ledger, observed = consistent()
-    seller = ledger.writes[1]
-    seller.status, seller.problem, seller.result_id, seller.unanswered = (
-        409,
-        "duplicate-email",
-        None,
-        1,
+    seller = dataclasses.replace(
+        ledger.writes[1], attempts=2, unanswered=1, status=409, problem="duplicate-email"
     )
+    seller.result_id = None  # the 201 with the id was the answer lost
+    ledger.writes[1] = seller
     assert failures(ledger, observed) == {}
-    seller.unanswered = 0
-    told = "0 attempt(s)"
+    seller.attempts, seller.unanswered = 1, 0  # refused on its first try: not done by us
+    told = "request w-seller, 1 attempt(s), told 409 duplicate-email"
     assert failures(ledger, observed) == {
         WRITES_CHECK: [
-            f"REFUSED: seller s@example.com (request w-seller, {told}, told 409 duplicate-email)",
-            f"PHANTOM: seller s@example.com (request w-seller, {told}, told 409 duplicate-email) "
-            "was refused but is in the log (p1/6-0)",
+            f"REFUSED: seller s@example.com ({told})",
+            f"PHANTOM: seller s@example.com ({told}) was refused but is in the log (p1/6-0)",
         ]
     }
 
