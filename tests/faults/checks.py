@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from events.archive import MANIFEST
 from events.codec import RecordedEvent
@@ -39,7 +40,6 @@ from events.types import (
 from tests.faults.harness import System
 from tests.faults.load import Checkout, Ledger, Write
 from tests.support.personal_scan import archive_dump_of, leaks, mongo_dump, pg_dump, redis_dump
-from workers.registry import open_projections
 from workers.views import VIEWS, mongo_collections, pg_schema
 
 CLI_LIMIT_S = 150.0
@@ -152,32 +152,98 @@ class Check:
 
 
 async def wait_caught_up(system: System, observed: Observed, timeout_s: float) -> None:
-    """Until every view's checkpoint has reached the head of every partition, or timeout."""
+    """Until every view's checkpoint has reached the head of every partition, or timeout.
+
+    The checkpoints are read straight from each view's store (the version Redis points at),
+    not through the projections: opening those runs their set-up DDL, which can deadlock
+    with a projector writing the same tables.
+    """
     redis = aioredis.Redis.from_url(system.env["REDIS_URL"])
     store = EventStore(redis, system.settings.redis.keys)
     started = time.monotonic()
     try:
-        async with open_projections(system.settings, list(VIEWS)) as projections:
-            while True:
-                heads = await store.heads()
-                behind = []
-                for projection in projections:
-                    for p, head in heads.items():
-                        if head is None:
-                            continue
-                        at = await projection.checkpoint(p)
-                        if at is None or parse_stream_id(at) < parse_stream_id(head):
-                            behind.append(f"{projection.name} p{p}: checkpoint {at} < head {head}")
-                if not behind:
-                    observed.caught_up_s = round(time.monotonic() - started, 2)
-                    observed.behind = []
-                    return
-                observed.behind = behind
-                if time.monotonic() - started > timeout_s:
-                    return
-                await asyncio.sleep(0.5)
+        while True:
+            heads = await store.heads()
+            behind = []
+            for name in VIEWS:
+                async with Checkpoints(system, name) as checkpoints:
+                    positions = await checkpoints.positions()
+                for p, head in heads.items():
+                    if head is None:
+                        continue
+                    at = None if positions is None else positions.get(p)
+                    if at is None or parse_stream_id(at) < parse_stream_id(head):
+                        behind.append(f"{name} p{p}: checkpoint {at} < head {head}")
+            if not behind:
+                observed.caught_up_s = round(time.monotonic() - started, 2)
+                observed.behind = []
+                return
+            observed.behind = behind
+            if time.monotonic() - started > timeout_s:
+                return
+            await asyncio.sleep(0.5)
     finally:
         await redis.aclose()
+
+
+class Checkpoints:
+    """Reads one view's checkpoints as stored (``None`` while its store does not answer)."""
+
+    def __init__(self, system: System, view: str) -> None:
+        self.system, self.view = system, view
+        self.mongo: AsyncMongoClient[Any] | None = None
+
+    async def __aenter__(self) -> Checkpoints:
+        self.version = await view_version(self.system, self.view)
+        if self.view == "read_models":
+            self.mongo = AsyncMongoClient(
+                self.system.env["MONGO_URL"], serverSelectionTimeoutMS=500
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.mongo is not None:
+            await self.mongo.close()
+
+    async def read(self) -> list[Any] | None:
+        if self.mongo is not None:
+            names = mongo_collections(self.version)
+            try:
+                db = self.mongo[self.system.env["MONGO_DB"]]
+                return await db[names.checkpoints].find({}).sort("_id").to_list(None)
+            except PyMongoError:
+                return None
+        try:
+            conn = await asyncpg.connect(self.system.pg_direct, timeout=2)
+        except (OSError, asyncpg.PostgresError):
+            return None
+        try:
+            rows = await conn.fetch(
+                f'SELECT partition, entry_id FROM "{pg_schema(self.view, self.version)}"'
+                ".checkpoints ORDER BY partition"
+            )
+            return [tuple(r) for r in rows]
+        except asyncpg.PostgresError:
+            return None
+        finally:
+            await conn.close()
+
+    async def positions(self) -> dict[int, str] | None:
+        """Partition → last entry id applied (``None`` while the store does not answer)."""
+        rows = await self.read()
+        if rows is None:
+            return None
+        if self.mongo is not None:
+            return {int(d["_id"]): str(d["entry_id"]) for d in rows}
+        return {int(p): str(e) for p, e in rows}
+
+
+async def view_version(system: System, view: str) -> str:
+    client = aioredis.Redis.from_url(system.env["REDIS_URL"], decode_responses=True)
+    try:
+        return str(await client.get(system.settings.redis.keys.view(view)) or "")
+    finally:
+        await client.aclose()
 
 
 # -- looking -------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -29,10 +28,9 @@ from events.positions import parse_stream_id
 from events.states import OrderState
 from events.store import EventStore
 from tests.faults.archiving import archive_loop, final_archive
-from tests.faults.checks import Check, Observed, judge, observe, wait_caught_up
+from tests.faults.checks import Check, Checkpoints, Observed, judge, observe, wait_caught_up
 from tests.faults.harness import ROOT, System
 from tests.faults.load import Ledger, Shop
-from workers.views import mongo_collections, pg_schema
 
 
 @dataclass(frozen=True)
@@ -171,49 +169,6 @@ async def _inject(
         raise ValueError(f"unknown fault kind {kind!r}")
 
 
-class _Checkpoints:
-    """Reads one view's checkpoints as stored (``None`` while its store does not answer)."""
-
-    def __init__(self, system: System, view: str) -> None:
-        self.system, self.view = system, view
-        self.mongo: AsyncMongoClient[Any] | None = None
-
-    async def __aenter__(self) -> _Checkpoints:
-        self.version = await _version(self.system, self.view)
-        if self.view == "read_models":
-            self.mongo = AsyncMongoClient(
-                self.system.env["MONGO_URL"], serverSelectionTimeoutMS=500
-            )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.mongo is not None:
-            await self.mongo.close()
-
-    async def read(self) -> list[Any] | None:
-        if self.mongo is not None:
-            names = mongo_collections(self.version)
-            try:
-                db = self.mongo[self.system.env["MONGO_DB"]]
-                return await db[names.checkpoints].find({}).sort("_id").to_list(None)
-            except PyMongoError:
-                return None
-        try:
-            conn = await asyncpg.connect(self.system.pg_direct, timeout=2)
-        except (OSError, asyncpg.PostgresError):
-            return None
-        try:
-            rows = await conn.fetch(
-                f'SELECT partition, entry_id FROM "{pg_schema(self.view, self.version)}"'
-                ".checkpoints ORDER BY partition"
-            )
-            return [tuple(r) for r in rows]
-        except asyncpg.PostgresError:
-            return None
-        finally:
-            await conn.close()
-
-
 async def _kill_mongo(system: System, size: Size, when: Awaitable[None]) -> None:
     """``kill -9`` the MongoDB server, and tell whether it lost writes it had acknowledged.
 
@@ -251,7 +206,7 @@ async def _kill_mongo(system: System, size: Size, when: Awaitable[None]) -> None
     fault = await system.kill_and_restart("mongo", size.down_s)
     stop.set()
     await writer
-    async with _Checkpoints(system, "read_models") as checkpoints:
+    async with Checkpoints(system, "read_models") as checkpoints:
         docs = None
         for _ in range(50):  # the server has just answered a ping; give the read 10 s
             if (docs := await checkpoints.read()) is not None:
@@ -290,7 +245,7 @@ async def _wait_for_progress(
 ) -> list[Any] | None:
     """Until ``view``'s checkpoints differ from what they are now (bounded); the last read."""
     deadline = time.monotonic() + max_wait_s
-    async with _Checkpoints(system, view) as checkpoints:
+    async with Checkpoints(system, view) as checkpoints:
         first = now = await checkpoints.read()
         while time.monotonic() < deadline:
             await asyncio.sleep(poll_s)
@@ -300,14 +255,6 @@ async def _wait_for_progress(
             elif now is not None and now != first:
                 break
         return now
-
-
-async def _version(system: System, view: str) -> str:
-    client = aioredis.Redis.from_url(system.env["REDIS_URL"], decode_responses=True)
-    try:
-        return str(await client.get(system.settings.redis.keys.view(view)) or "")
-    finally:
-        await client.aclose()
 
 
 async def _wait_for_acks(ledger: Ledger, more: int, max_wait_s: float) -> None:
