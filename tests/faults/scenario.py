@@ -190,7 +190,17 @@ async def _kill_mongo(system: System, size: Size, when: Awaitable[None]) -> None
     stop = asyncio.Event()
 
     async def write() -> None:
-        n = await canary.count_documents({})
+        # The server answered a ping at its last restart; on a loaded machine its first
+        # query may still miss the client's 0.5 s selection timeout: ask until it answers.
+        deadline = time.monotonic() + size.max_wait_between_s
+        while True:
+            try:
+                n = await canary.count_documents({})
+                break
+            except PyMongoError:
+                if time.monotonic() > deadline or stop.is_set():
+                    return
+                await asyncio.sleep(0.1)
         while not stop.is_set():
             try:
                 await canary.insert_one({"_id": n})
