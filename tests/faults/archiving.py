@@ -194,10 +194,10 @@ async def archive_loop(
     seed: int,
     max_runs: int = 10,
 ) -> None:
-    """Archive until ``stop``: every other run is killed at the next point of
-    :data:`KILL_POINTS` still to hit (a run that ends before its point leaves it for the next
-    one, e.g. while the log is still shorter than ``keep``), and the run after each kill must
-    finish its work. At most ``max_runs`` (each is a Python start with pyarrow: CPU the load
+    """Archive until ``stop``: a run is killed at the next point of :data:`KILL_POINTS`
+    still to hit (a run that ends before its point leaves it for the next one, e.g. while
+    the log is still shorter than ``keep``), and the run after each kill is left to finish
+    its work. At most ``max_runs`` (each is a Python start with pyarrow: CPU the load
     needs), and none once every point was hit and a run completed after the last kill."""
     rng = random.Random(seed)
     points = list(KILL_POINTS)
@@ -205,7 +205,7 @@ async def archive_loop(
     while not stop.is_set() and n < max_runs and (points or killed):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
-        kill_at = points[0] if points and n % 2 == 0 else None
+        kill_at = points[0] if points and not killed else None
         code = await run_once(
             system, runs, archive_dir, keep, segment_rows, lock_ttl_s, kill_at, rng
         )

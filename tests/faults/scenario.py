@@ -74,7 +74,7 @@ class Size:
     """``streamshop archive --keep``: newest entries per partition left in Redis."""
     archive_segment_rows: int = 40
     """``--segment-rows``: small, so a run writes many segments (many points to kill at)."""
-    archive_every_s: float = 2.0
+    archive_every_s: float = 1.0
     archive_lock_ttl_s: float = 2.0
     """``--lock-ttl``: how long a killed run's lock keeps the next run out."""
     archive_deadline_s: float = 40.0
