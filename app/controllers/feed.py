@@ -226,9 +226,13 @@ async def order_history(
     return older + [(e, f) for e, f in found if _after(e, marker)]
 
 
+OPENING_EVENTS = (b"OrderBilled", b"OrderPlaced")
+"""The events that open an order and name its account: bill-now, and checkout."""
+
+
 def _owner(history: list[tuple[str, dict[bytes, bytes]]]) -> str | None:
     for _, fields in history:
-        if fields.get(b"type") == b"OrderBilled":
+        if fields.get(b"type") in OPENING_EVENTS:
             data = msgspec.json.decode(fields.get(b"data", b"{}"))
             return str(data.get("account_id", "")) or None
     return None

@@ -226,3 +226,22 @@ async def test_an_archived_order_feed_replays_its_history_from_the_archive(
             msg = await next_message(messages)
         assert msg.data["type"] == "OrderBilled"
         assert msg.data["data"]["order_id"] == order_id
+
+
+async def test_a_checked_out_order_feed_shows_its_owner_the_order(
+    live: str, store: EventStore
+) -> None:
+    async with httpx.AsyncClient(base_url=live, timeout=30) as client:
+        admin_headers = await admin(client, store)  # type: ignore[arg-type]
+        product = await create_product(client, admin_headers, stock=50)  # type: ignore[arg-type]
+        _, owner = await customer(client)  # type: ignore[arg-type]
+        put = await client.put(f"/cart/items/{product}", json={"quantity": 2}, headers=owner)
+        assert put.status_code == 200, put.text
+        placed = await client.post("/checkout", headers=owner)
+        assert placed.status_code == 201, placed.text
+        order_id = placed.json()["order_id"]
+
+        async with feed(client, f"/orders/{order_id}/events", owner) as messages:
+            msg = await next_message(messages)
+        assert msg.data["type"] == "OrderPlaced"
+        assert msg.data["data"]["order_id"] == order_id
