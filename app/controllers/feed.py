@@ -25,6 +25,7 @@ from app.problems import problem_responses
 from app.services import services
 from events.keys import Keys
 from events.positions import InvalidPosition, format_position, parse_position
+from events.store import EventStore
 
 BLOCK_MS = 1000
 """Longest wait in one ``XREAD``: well under the Redis client's socket timeout (redis-py's
@@ -161,8 +162,9 @@ async def stream_order_events(
     aggregate = f"order:{order_id}"
     partition = keys.partition_of(aggregate)
     # The tail first: an entry appended while the history is read comes from ``follow``.
-    tail = (await tails(store.redis, keys, [partition]))[partition]
-    history = await order_history(store.redis, keys, aggregate, partition)
+    # ``heads`` counts the archive: a partition archived whole still has its history.
+    tail = (await store.heads())[partition] or "0-0"
+    history = await order_history(store, aggregate, partition)
     user = request.user
     owner = _owner(history)
     if owner is None or (owner != user.account_id and user.role != "admin"):
@@ -186,10 +188,17 @@ async def stream_order_events(
 
 
 async def order_history(
-    redis: Any, keys: Keys, aggregate: str, partition: int
+    store: EventStore, aggregate: str, partition: int
 ) -> list[tuple[str, dict[bytes, bytes]]]:
-    """The aggregate's entries, oldest first: its partition read backwards until as many
-    entries were found as its decision state's version says it has (none: unknown order)."""
+    """The aggregate's entries, oldest first, archive included (none: unknown order).
+
+    Its partition is read backwards in Redis until as many entries were found as its
+    decision state's version says it has. Fewer found means the older ones were archived:
+    they are read through the store's archive-aware reader up to the archive marker (read
+    after the scan, so an archive run that trimmed meanwhile left them below it), and only
+    the scanned entries past the marker are kept, so none is shown twice.
+    """
+    redis, keys = store.redis, store.keys
     version = int(await redis.hget(keys.state(aggregate), "v") or 0)
     if not version:
         return []
@@ -204,12 +213,26 @@ async def order_history(
                 found.append((_text(raw_id), fields))
         before = f"({_text(rows[-1][0])}"
     found.reverse()
-    return found
+    if len(found) >= version:
+        return found
+    marker = (await store.archived()).get(partition)
+    if marker is None:
+        return found
+    older: list[tuple[str, dict[bytes, bytes]]] = []
+    after = "0-0"
+    while rows := await store.read_raw(partition, after, 1000, through=marker):
+        older += [(e, f) for e, f in rows if f.get(b"aggregate", b"").decode() == aggregate]
+        after = rows[-1][0]
+    return older + [(e, f) for e, f in found if _after(e, marker)]
+
+
+OPENING_EVENTS = (b"OrderBilled", b"OrderPlaced")
+"""The events that open an order and name its account: bill-now, and checkout."""
 
 
 def _owner(history: list[tuple[str, dict[bytes, bytes]]]) -> str | None:
     for _, fields in history:
-        if fields.get(b"type") == b"OrderBilled":
+        if fields.get(b"type") in OPENING_EVENTS:
             data = msgspec.json.decode(fields.get(b"data", b"{}"))
             return str(data.get("account_id", "")) or None
     return None

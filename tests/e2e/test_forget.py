@@ -17,10 +17,6 @@ import sys
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
-from bson import json_util
-from pymongo import AsyncMongoClient
-
 from projections.audit import verify_chains
 from tests.e2e import PASSWORD, admin, assert_problem, bearer, create_product, log_in
 from tests.e2e.test_views_support import (  # noqa: F401
@@ -30,6 +26,7 @@ from tests.e2e.test_views_support import (  # noqa: F401
     pg_database_fixture,
     shop_fixture,
 )
+from tests.support.personal_scan import leaks, mongo_dump, pg_dump, redis_dump
 from workers.rebuild import RebuildOptions, rebuild_views
 from workers.verify import verify_view
 from workers.views import VIEWS, ViewPointers
@@ -44,53 +41,6 @@ def _someone() -> dict[str, str]:
         "new_name": f"Zuleica Renomeada {tag}",
         "street": f"Travessa Sigilosa {tag}",
     }
-
-
-async def redis_dump(redis: aioredis.Redis, prefix: str) -> bytes:
-    """Every key under the test's prefix and every value it holds, whatever its type."""
-    parts: list[bytes] = []
-    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
-        parts.append(key)
-        kind = (await redis.type(key)).decode()
-        if kind == "string":
-            parts.append(await redis.get(key) or b"")
-        elif kind == "hash":
-            for field, value in (await redis.hgetall(key)).items():
-                parts += [field, value]
-        elif kind == "stream":
-            for _, fields in await redis.xrange(key):
-                for field, value in fields.items():
-                    parts += [field, value]
-        elif kind == "list":
-            parts += await redis.lrange(key, 0, -1)
-        elif kind == "set":
-            parts += list(await redis.smembers(key))
-        elif kind == "zset":
-            parts += [m for m, _ in await redis.zrange(key, 0, -1, withscores=True)]
-    return b"\n".join(parts)
-
-
-async def mongo_dump(url: str, database: str) -> bytes:
-    client: AsyncMongoClient[Any] = AsyncMongoClient(url)
-    try:
-        db = client[database]
-        parts = []
-        for name in await db.list_collection_names():
-            parts.append(name)
-            parts += [json_util.dumps(doc) async for doc in db[name].find({})]
-        return "\n".join(parts).encode()
-    finally:
-        await client.close()
-
-
-def pg_dump(dsn: str) -> bytes:
-    return subprocess.run(["pg_dump", dsn], check=True, capture_output=True).stdout
-
-
-def leaks(haystack: bytes, person: dict[str, str]) -> list[str]:
-    """Which of the person's data is in ``haystack`` (case-folded: ``name_key`` is)."""
-    text = haystack.decode(errors="replace").casefold()
-    return [what for what, value in person.items() if value.casefold() in text]
 
 
 async def sales(shop: Shop, headers: dict[str, str]) -> list[Any]:

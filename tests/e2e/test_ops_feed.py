@@ -9,6 +9,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,8 @@ from events.positions import parse_position, parse_stream_id
 from events.store import EventStore
 from tests.e2e import admin, create_product, customer
 from tests.e2e.test_ops_support import live_api
+from tests.integration.test_archive import store_settings
+from workers.archive import ArchiveOptions, archive
 
 WAIT = 30.0
 """Bound on every wait for an event (generous for a loaded machine; not a latency check)."""
@@ -204,3 +207,41 @@ async def test_an_order_feed_shows_its_owner_the_order_and_hides_it_from_others(
         assert msg.data["type"] == "OrderBilled"
         assert msg.data["data"]["order_id"] == order_id
         assert list(parse_position(msg.id)) == [store.keys.partition_of(f"order:{order_id}")]
+
+
+async def test_an_archived_order_feed_replays_its_history_from_the_archive(
+    live: str, store: EventStore, tmp_path: Path
+) -> None:
+    async with httpx.AsyncClient(base_url=live, timeout=30) as client:
+        admin_headers = await admin(client, store)  # type: ignore[arg-type]
+        product = await create_product(client, admin_headers, stock=50)  # type: ignore[arg-type]
+        _, owner = await customer(client)  # type: ignore[arg-type]
+        order_id = await bill(client, owner, product)
+        partition = store.keys.partition_of(f"order:{order_id}")
+
+        await archive(store_settings(store), ArchiveOptions(to=str(tmp_path), keep=0))
+        assert await store.redis.xlen(store.keys.log(partition)) == 0  # it left Redis
+
+        async with feed(client, f"/orders/{order_id}/events", owner) as messages:
+            msg = await next_message(messages)
+        assert msg.data["type"] == "OrderBilled"
+        assert msg.data["data"]["order_id"] == order_id
+
+
+async def test_a_checked_out_order_feed_shows_its_owner_the_order(
+    live: str, store: EventStore
+) -> None:
+    async with httpx.AsyncClient(base_url=live, timeout=30) as client:
+        admin_headers = await admin(client, store)  # type: ignore[arg-type]
+        product = await create_product(client, admin_headers, stock=50)  # type: ignore[arg-type]
+        _, owner = await customer(client)  # type: ignore[arg-type]
+        put = await client.put(f"/cart/items/{product}", json={"quantity": 2}, headers=owner)
+        assert put.status_code == 200, put.text
+        placed = await client.post("/checkout", headers=owner)
+        assert placed.status_code == 201, placed.text
+        order_id = placed.json()["order_id"]
+
+        async with feed(client, f"/orders/{order_id}/events", owner) as messages:
+            msg = await next_message(messages)
+        assert msg.data["type"] == "OrderPlaced"
+        assert msg.data["data"]["order_id"] == order_id

@@ -14,19 +14,37 @@ import json
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
+from events.archive import MANIFEST
+from events.codec import RecordedEvent
 from events.positions import parse_stream_id
 from events.store import EventStore
-from events.types import OrderBilled, OrderExpired, OrderPaid, OrderPlaced, StockAdjusted
+from events.types import (
+    AccountCreated,
+    CategoryCreated,
+    CustomerForgotten,
+    OrderBilled,
+    OrderExpired,
+    OrderPaid,
+    OrderPlaced,
+    ProductCreated,
+    StockAdjusted,
+)
 from tests.faults.harness import System
-from tests.faults.load import Checkout, Ledger
-from workers.registry import open_projections
+from tests.faults.load import Checkout, Ledger, Write
+from tests.support.personal_scan import archive_dump_of, leaks, mongo_dump, pg_dump, redis_dump
 from workers.views import VIEWS, mongo_collections, pg_schema
+
+CLI_LIMIT_S = 150.0
+"""Bound on each operator command after the run (six run side by side on 2 cores, each
+reading the whole log, archive included; a hang guard, not a speed requirement)."""
 
 SHOW = 8
 """Problems listed per check (the count is always complete)."""
@@ -43,6 +61,18 @@ class LoggedOrder:
     account_id: str
     lines: list[tuple[str, int]]
     total: int
+
+
+@dataclass(frozen=True)
+class LoggedWrite:
+    """A category, seller, product or forget as the log has it."""
+
+    kind: str
+    subject: str
+    """The slug, the seller's account id, the SKU, or the account id forgotten."""
+    entry: str
+    event_id: str
+    detail: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,6 +106,24 @@ class Observed:
     audit_verify: tuple[int, str] = (0, "")
     dlq_list: tuple[int, str] = (0, "")
     dlq_streams: dict[str, int] = field(default_factory=dict)
+    log_ids: dict[int, list[str]] = field(default_factory=dict)
+    """Partition → entry ids as ``EventStore.read_raw`` reads them (archive + live), in order."""
+    entries_added: dict[int, int] = field(default_factory=dict)
+    """Partition → ``entries-added`` of its stream: every entry ever appended to it."""
+    live_entries: dict[int, int] = field(default_factory=dict)
+    """Partition → entries still in Redis."""
+    archive_markers: dict[int, str] = field(default_factory=dict)
+    """Partition → Redis's archive marker (the last entry id that left Redis)."""
+    archive_segments: dict[int, list[tuple[str, str, int]]] = field(default_factory=dict)
+    """Partition → (first, last, rows) of each segment the archive's manifest lists."""
+    archive_leftovers: list[str] = field(default_factory=list)
+    writes_in_log: dict[str, list[LoggedWrite]] = field(default_factory=dict)
+    """Correlation → the categories, sellers, products and forgets it appended."""
+    forgets_in_log: Counter[str] = field(default_factory=Counter)
+    """Account id → ``CustomerForgotten`` entries for it."""
+    leaks: dict[str, list[str]] = field(default_factory=dict)
+    """Forgotten account id → ``<store>: <what>`` of its personal data found in clear."""
+    """Files in the archive that its manifest does not list (an interrupted run's)."""
 
 
 @dataclass
@@ -104,32 +152,98 @@ class Check:
 
 
 async def wait_caught_up(system: System, observed: Observed, timeout_s: float) -> None:
-    """Until every view's checkpoint has reached the head of every partition, or timeout."""
+    """Until every view's checkpoint has reached the head of every partition, or timeout.
+
+    The checkpoints are read straight from each view's store (the version Redis points at),
+    not through the projections: opening those runs their set-up DDL, which can deadlock
+    with a projector writing the same tables.
+    """
     redis = aioredis.Redis.from_url(system.env["REDIS_URL"])
     store = EventStore(redis, system.settings.redis.keys)
     started = time.monotonic()
     try:
-        async with open_projections(system.settings, list(VIEWS)) as projections:
-            while True:
-                heads = await store.heads()
-                behind = []
-                for projection in projections:
-                    for p, head in heads.items():
-                        if head is None:
-                            continue
-                        at = await projection.checkpoint(p)
-                        if at is None or parse_stream_id(at) < parse_stream_id(head):
-                            behind.append(f"{projection.name} p{p}: checkpoint {at} < head {head}")
-                if not behind:
-                    observed.caught_up_s = round(time.monotonic() - started, 2)
-                    observed.behind = []
-                    return
-                observed.behind = behind
-                if time.monotonic() - started > timeout_s:
-                    return
-                await asyncio.sleep(0.5)
+        while True:
+            heads = await store.heads()
+            behind = []
+            for name in VIEWS:
+                async with Checkpoints(system, name) as checkpoints:
+                    positions = await checkpoints.positions()
+                for p, head in heads.items():
+                    if head is None:
+                        continue
+                    at = None if positions is None else positions.get(p)
+                    if at is None or parse_stream_id(at) < parse_stream_id(head):
+                        behind.append(f"{name} p{p}: checkpoint {at} < head {head}")
+            if not behind:
+                observed.caught_up_s = round(time.monotonic() - started, 2)
+                observed.behind = []
+                return
+            observed.behind = behind
+            if time.monotonic() - started > timeout_s:
+                return
+            await asyncio.sleep(0.5)
     finally:
         await redis.aclose()
+
+
+class Checkpoints:
+    """Reads one view's checkpoints as stored (``None`` while its store does not answer)."""
+
+    def __init__(self, system: System, view: str) -> None:
+        self.system, self.view = system, view
+        self.mongo: AsyncMongoClient[Any] | None = None
+
+    async def __aenter__(self) -> Checkpoints:
+        self.version = await view_version(self.system, self.view)
+        if self.view == "read_models":
+            self.mongo = AsyncMongoClient(
+                self.system.env["MONGO_URL"], serverSelectionTimeoutMS=500
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.mongo is not None:
+            await self.mongo.close()
+
+    async def read(self) -> list[Any] | None:
+        if self.mongo is not None:
+            names = mongo_collections(self.version)
+            try:
+                db = self.mongo[self.system.env["MONGO_DB"]]
+                return await db[names.checkpoints].find({}).sort("_id").to_list(None)
+            except PyMongoError:
+                return None
+        try:
+            conn = await asyncpg.connect(self.system.pg_direct, timeout=2)
+        except (OSError, asyncpg.PostgresError):
+            return None
+        try:
+            rows = await conn.fetch(
+                f'SELECT partition, entry_id FROM "{pg_schema(self.view, self.version)}"'
+                ".checkpoints ORDER BY partition"
+            )
+            return [tuple(r) for r in rows]
+        except asyncpg.PostgresError:
+            return None
+        finally:
+            await conn.close()
+
+    async def positions(self) -> dict[int, str] | None:
+        """Partition → last entry id applied (``None`` while the store does not answer)."""
+        rows = await self.read()
+        if rows is None:
+            return None
+        if self.mongo is not None:
+            return {int(d["_id"]): str(d["entry_id"]) for d in rows}
+        return {int(p): str(e) for p, e in rows}
+
+
+async def view_version(system: System, view: str) -> str:
+    client = aioredis.Redis.from_url(system.env["REDIS_URL"], decode_responses=True)
+    try:
+        return str(await client.get(system.settings.redis.keys.view(view)) or "")
+    finally:
+        await client.aclose()
 
 
 # -- looking -------------------------------------------------------------------------------
@@ -142,7 +256,9 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
     raw = aioredis.Redis.from_url(system.env["REDIS_URL"])
     redis = aioredis.Redis.from_url(system.env["REDIS_URL"], decode_responses=True)
     try:
-        async for rec in EventStore(raw, keys).read_all():
+        store = EventStore(raw, keys)
+        async for rec in store.read_all():
+            observed.log_ids.setdefault(rec.partition, []).append(rec.entry_id)
             match rec.event:
                 case OrderBilled() as e:
                     observed.orders_in_log.append(
@@ -158,6 +274,16 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
                     )
                 case StockAdjusted():
                     observed.restocks_in_log[rec.id] += 1
+                case CategoryCreated() as e:
+                    _logged_write(observed, rec, "category", e.slug)
+                case AccountCreated(role="seller") as e:
+                    _logged_write(observed, rec, "seller", e.account_id)
+                case ProductCreated() as e:
+                    detail = {"category": e.category, "seller_id": e.seller_id or ""}
+                    _logged_write(observed, rec, "product", e.sku, detail)
+                case CustomerForgotten() as e:
+                    observed.forgets_in_log[e.account_id] += 1
+                    _logged_write(observed, rec, "forget", e.account_id)
                 case OrderPlaced() as e:
                     observed.placed_in_log.append(
                         LoggedOrder(
@@ -185,6 +311,7 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
             observed.write_reserved[pid] = 0 if value is None else int(value)
         for name in VIEWS:
             observed.versions[name] = await redis.get(keys.view(name)) or ""
+        await _archive(store, observed)
         async for key in redis.scan_iter(match=keys.dlq("*")):
             observed.dlq_streams[key] = await redis.xlen(key)
     finally:
@@ -192,14 +319,76 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
         await raw.aclose()
     await _read_models(system, ledger, observed)
     await _postgres(system, observed)
+    await _scan_for_forgotten(system, ledger, observed)
     # The operator's commands, side by side (each verify locks only its own view).
     *verified, observed.audit_verify, observed.dlq_list = await asyncio.gather(
-        *(system.streamshop("verify", name) for name in (*VIEWS, "state")),
-        system.streamshop("audit", "verify"),
-        system.streamshop("dlq", "list", "--json"),
+        *(system.streamshop("verify", name, limit_s=CLI_LIMIT_S) for name in (*VIEWS, "state")),
+        system.streamshop("audit", "verify", limit_s=CLI_LIMIT_S),
+        system.streamshop("dlq", "list", "--json", limit_s=CLI_LIMIT_S),
     )
     observed.verify = dict(zip((*VIEWS, "state"), verified, strict=True))
     return observed
+
+
+def _logged_write(
+    observed: Observed,
+    rec: RecordedEvent,
+    kind: str,
+    subject: str,
+    detail: dict[str, str] | None = None,
+) -> None:
+    observed.writes_in_log.setdefault(rec.correlation, []).append(
+        LoggedWrite(kind, subject, f"p{rec.partition}/{rec.entry_id}", rec.id, detail or {})
+    )
+
+
+async def _scan_for_forgotten(system: System, ledger: Ledger, observed: Observed) -> None:
+    """Every Redis key and value of the run, the archive, every MongoDB collection and a
+    ``pg_dump`` of the run's database, searched for each forgotten account's email and name."""
+    forgotten = ledger.forgotten()
+    if not forgotten:
+        return
+    redis = aioredis.Redis.from_url(system.env["REDIS_URL"])
+    try:
+        dumps = {
+            "redis": await redis_dump(redis, system.prefix),
+            "archive": await archive_dump_of(redis, system.settings.redis.keys.archive()),
+        }
+    finally:
+        await redis.aclose()
+    dumps["mongo"] = await mongo_dump(system.env["MONGO_URL"], system.env["MONGO_DB"])
+    dumps["pg_dump"] = await asyncio.to_thread(pg_dump, system.pg_direct)
+    for account_id in forgotten:
+        email, name = ledger.people[account_id]
+        person = {"email": email, "name": name}
+        found = [
+            f"{where}: {what}" for where, dump in dumps.items() for what in leaks(dump, person)
+        ]
+        if found:
+            observed.leaks[account_id] = found
+
+
+async def _archive(store: EventStore, observed: Observed) -> None:
+    """How the log is split between Redis and the archive, from both sides."""
+    for p in range(store.keys.partitions):
+        try:
+            info = await store.redis.xinfo_stream(store.keys.log(p))
+        except aioredis.ResponseError:  # nothing was ever appended to it
+            continue
+        observed.entries_added[p] = int(info["entries-added"])
+        observed.live_entries[p] = int(info["length"])
+    observed.archive_markers = await store.archived()
+    if await store.redis.get(store.keys.archive()) is None:
+        return
+    archive = await store.archive()
+    await asyncio.to_thread(archive.reload)
+    listed: set[str] = set()
+    for p in range(store.keys.partitions):
+        segments = archive.partition(p).get("segments") or []
+        observed.archive_segments[p] = [(s["first"], s["last"], s["rows"]) for s in segments]
+        listed |= {s["path"] for s in segments}
+    files = await asyncio.to_thread(archive.root.files, "")
+    observed.archive_leftovers = sorted(f for f in files if f != MANIFEST and f not in listed)
 
 
 async def _read_models(system: System, ledger: Ledger, observed: Observed) -> None:
@@ -213,7 +402,7 @@ async def _read_models(system: System, ledger: Ledger, observed: Observed) -> No
             observed.rm_reserved[pid] = None if doc is None else doc.get("reserved", 0)
         async for doc in db[names.orders].find({}):
             observed.rm_orders[str(doc["_id"])] = doc
-        for customer in ledger.customers + ledger.shoppers:
+        for customer in ledger.customers + ledger.shoppers + ledger.forgettable:
             doc = await db[names.accounts].find_one({"_id": customer.account_id})
             observed.rm_accounts[customer.account_id] = doc or {}
     finally:
@@ -538,7 +727,7 @@ def check_read_models(ledger: Ledger, observed: Observed) -> Check:
     ours = {o.order_id for o in acked} | {c.order_id for c in ledger.acknowledged_checkouts()}
     for order_id in sorted(set(observed.rm_orders) - ours):
         check.problems.append(f"read_models orders {order_id}: no acknowledged order has this id")
-    for c in ledger.customers + ledger.shoppers:
+    for c in ledger.customers + ledger.shoppers + ledger.forgettable:
         doc = observed.rm_accounts.get(c.account_id, {})
         for name, want in (
             ("orders_count", count[c.account_id]),
@@ -670,28 +859,205 @@ def check_dead_letters(observed: Observed) -> Check:
     return check
 
 
+WRITES_CHECK = "log: every acknowledged category, seller, product and forget exactly once"
+FORGET_CHECK = (
+    "forgotten customers: forgotten in the read models, their orders kept, "
+    "their email and name nowhere in Redis, the archive, MongoDB or pg_dump"
+)
+
+
+def _write(w: Write) -> str:
+    told = "no answer" if w.status is None else f"{w.status}{w.problem and ' ' + w.problem}"
+    return f"{w.kind} {w.subject} (request {w.key}, {w.attempts} attempt(s), told {told})"
+
+
+def check_writes(ledger: Ledger, observed: Observed) -> tuple[Check, int, int]:
+    """Each acknowledged write (a 2xx, or "already done" heard by a retry after an attempt
+    without an answer) has exactly one event, under its own request id, carrying what was
+    asked; a refused one has none (and is a finding: every write of the load is valid); one
+    never answered has at most one. No other request of the load appended any."""
+    check = Check(WRITES_CHECK)
+    lost = duplicated = 0
+    by_key = {k: list(v) for k, v in observed.writes_in_log.items()}
+    for w in ledger.writes:
+        found = [f for f in by_key.pop(w.key, []) if f.kind == w.kind]
+        if len(found) > 1:
+            duplicated += len(found) - 1
+            entries = ", ".join(f.entry for f in found)
+            check.problems.append(
+                f"DUPLICATED: {_write(w)} is in the log {len(found)} times: {entries}"
+            )
+        if w.acknowledged:
+            if not found:
+                lost += 1
+                check.problems.append(f"LOST: {_write(w)} is not in the log")
+                continue
+            logged = found[0]
+            want = w.result_id if w.kind == "seller" else w.subject
+            if want is not None and logged.subject != want:
+                check.problems.append(f"{_write(w)}: the log has {logged.subject}")
+            for name, value in w.detail.items():
+                if value and logged.detail.get(name) != value:
+                    check.problems.append(
+                        f"{_write(w)} field {name}: the log has {logged.detail.get(name)!r}, "
+                        f"expected {value!r}"
+                    )
+        elif w.status is not None:
+            check.problems.append(f"REFUSED: {_write(w)}")
+            if found:
+                check.problems.append(
+                    f"PHANTOM: {_write(w)} was refused but is in the log ({found[0].entry})"
+                )
+    for key, found in sorted(by_key.items()):
+        if key.startswith("w-"):
+            check.problems.append(
+                f"UNKNOWN: the log has {[f.entry for f in found]} under request {key!r}"
+            )
+    for account_id, n in sorted(observed.forgets_in_log.items()):
+        if n > 1:
+            check.problems.append(
+                f"DUPLICATED: account {account_id} is forgotten {n} times in the log"
+            )
+    kinds = Counter(w.kind for w in ledger.writes if w.acknowledged)
+    check.note = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + " acknowledged"
+    return check, lost, duplicated
+
+
+def check_forgotten(ledger: Ledger, observed: Observed) -> Check:
+    """Each customer whose forget was acknowledged: its read-model account says forgotten
+    with no email or name; its acknowledged orders are in the warehouse still; its email
+    and name are found in none of the stores. And forgets happened, of customers who had
+    ordered (else this proves nothing)."""
+    check = Check(FORGET_CHECK)
+    forgotten = ledger.forgotten()
+    if not forgotten:
+        check.problems.append("no forget was acknowledged")
+    kept = 0
+    for account_id in forgotten:
+        doc = observed.rm_accounts.get(account_id) or {}
+        for name, want in (("forgotten", True), ("email", ""), ("name", "")):
+            if doc.get(name) != want:
+                check.problems.append(
+                    f"read_models accounts {account_id} field {name}: {doc.get(name)!r}, "
+                    f"expected {want!r}"
+                )
+        orders = [o for o in ledger.acknowledged() if o.account_id == account_id]
+        if not orders:
+            check.problems.append(f"forgotten account {account_id} had no acknowledged order")
+        for o in orders:
+            if observed.dw_lines.get(o.order_id or ""):
+                kept += 1
+            else:
+                check.problems.append(
+                    f"warehouse fact_order_line: {_order(o)} of forgotten account {account_id} "
+                    "is gone"
+                )
+        for where in observed.leaks.get(account_id, []):
+            check.problems.append(
+                f"LEAK: forgotten account {account_id}'s {where.split(': ')[1]} "
+                f"is in clear in {where.split(': ')[0]}"
+            )
+    check.note = f"{len(forgotten)} forgotten, {kept} of their orders kept in the warehouse"
+    return check
+
+
+ARCHIVE_CHECK = "archive: the log reads whole and once through archive + live"
+
+
+def _archived_orders(observed: Observed) -> int:
+    """Bill-now orders and checkouts whose log entry is at or below its partition's marker."""
+    n = 0
+    for lo in observed.orders_in_log + observed.placed_in_log:
+        part, sep, entry = lo.entry.partition("/")
+        if not sep:
+            continue  # no partition named: not where the log reader put it
+        marker = observed.archive_markers.get(int(part.removeprefix("p")))
+        n += marker is not None and parse_stream_id(entry) <= parse_stream_id(marker)
+    return n
+
+
+def check_archive(ledger: Ledger, observed: Observed) -> Check:
+    """``streamshop archive``, killed under the load and run again, lost and duplicated
+    nothing: per partition the reader (archive + live) yields each entry once, in order, and
+    exactly as many as Redis ever appended; the manifest's segments follow each other with
+    no overlap and end at Redis's marker (every commit was trimmed); no interrupted run's
+    file is left. And it is not vacuous: runs were killed, the last one completed, and
+    acknowledged orders are among what was archived (the log checks then read them from
+    the archive)."""
+    check = Check(ARCHIVE_CHECK)
+    runs = ledger.archive
+    for p, ids in sorted(observed.log_ids.items()):
+        keys = [parse_stream_id(e) for e in ids]
+        for i in range(1, len(keys)):
+            if keys[i] <= keys[i - 1]:
+                what = "DUPLICATED" if keys[i] == keys[i - 1] else "OUT OF ORDER"
+                check.problems.append(f"{what}: partition {p} reads {ids[i]} after {ids[i - 1]}")
+    for p, added in sorted(observed.entries_added.items()):
+        read = len(observed.log_ids.get(p, []))
+        if read != added:
+            check.problems.append(
+                f"{'LOST' if read < added else 'DUPLICATED'}: partition {p} reads {read} entries "
+                f"through archive + live, Redis appended {added} "
+                f"({observed.live_entries.get(p)} still in Redis, "
+                f"{sum(r for _, _, r in observed.archive_segments.get(p, []))} in the archive)"
+            )
+    for p, segments in sorted(observed.archive_segments.items()):
+        for (_, before, _), (first, last, _) in pairwise(segments):
+            if parse_stream_id(first) <= parse_stream_id(before):
+                check.problems.append(
+                    f"partition {p}: segment {first}..{last} overlaps the one ending at {before}"
+                )
+        marker = observed.archive_markers.get(p)
+        if segments and marker != segments[-1][1]:
+            check.problems.append(
+                f"partition {p}: the archive ends at {segments[-1][1]}, Redis's marker is {marker}"
+                " (committed, never trimmed)"
+            )
+    if observed.archive_leftovers:
+        check.problems.append(
+            f"files of an interrupted run left in the archive: {observed.archive_leftovers[:5]}"
+        )
+    if not runs.kills:
+        check.problems.append("no archive run was killed (the faults missed the archive)")
+    if runs.final != 0:
+        check.problems.append(f"the archive run after the load did not complete: exit {runs.final}")
+    archived = _archived_orders(observed)
+    if not archived:
+        check.problems.append("no acknowledged order was archived: the log checks read none")
+    check.note = (
+        f"{runs.runs} runs, {len(runs.kills)} killed, {runs.entries} entries archived; "
+        f"{archived} acknowledged orders read from the archive"
+    )
+    return check
+
+
 def judge(
     ledger: Ledger, observed: Observed, catch_up_s: float, ttl_s: int = 3
 ) -> tuple[list[Check], dict[str, int]]:
     log_check, lost, duplicated = check_log(ledger, observed)
     checkout_check, lost_c, duplicated_c = check_checkouts_log(ledger, observed)
+    writes_check, lost_w, duplicated_w = check_writes(ledger, observed)
     status = outcomes(observed)
     checks = [
         check_caught_up(observed, catch_up_s),
         log_check,
         checkout_check,
+        writes_check,
+        check_forgotten(ledger, observed),
         check_payments(ledger, observed, ttl_s),
         check_stock(ledger, observed),
         check_read_models(ledger, observed),
         check_warehouse(ledger, observed),
         check_audit_rows(ledger, observed),
+        check_archive(ledger, observed),
         *(check_verify(observed, view) for view in (*VIEWS, "state")),
         check_audit_verify(observed),
         check_dead_letters(observed),
     ]
     return checks, {
-        "lost": lost + lost_c,
-        "duplicated": duplicated + duplicated_c,
+        "lost": lost + lost_c + lost_w,
+        "duplicated": duplicated + duplicated_c + duplicated_w,
         "paid": sum(1 for v in status.values() if v == "paid"),
         "expired": sum(1 for v in status.values() if v == "expired"),
+        "archived_orders": _archived_orders(observed),
     }

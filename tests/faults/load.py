@@ -104,6 +104,74 @@ class Restock:
     delta: int
 
 
+ALREADY_DONE = {
+    "category": "category-exists",
+    "seller": "duplicate-email",
+    "product": "duplicate-sku",
+    "forget": "account-not-found",
+}
+"""Per kind of write, the problem type a retry hears when an earlier attempt, whose answer
+was lost, took effect: these routes take no ``Idempotency-Key``, the slug, the email, the
+SKU or the forgotten account is what makes a retry safe."""
+
+
+@dataclass
+class Write:
+    """One admin or seller write (category, seller, product, forget), sent with one
+    ``X-Request-ID`` (``key``, which becomes its event's ``correlation``) until a definite
+    answer."""
+
+    kind: str
+    key: str
+    subject: str
+    """The slug, the seller's email, the SKU, or the account id forgotten."""
+    detail: dict[str, str] = field(default_factory=dict)
+    """What the event must carry besides (a product's ``category`` and ``seller_id``)."""
+    attempts: int = 0
+    unanswered: int = 0
+    """Attempts that got no definite answer (connection error, timeout, 5xx)."""
+    status: int | None = None
+    problem: str = ""
+    """The definite answer's problem type (its last path segment), if any."""
+    result_id: str | None = None
+    """The seller id or product id answered (``None`` when a retry heard "already done")."""
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def done_on_retry(self) -> bool:
+        """A retry heard "already done" after an attempt without an answer: that attempt
+        took effect."""
+        return self.unanswered > 0 and self.problem == ALREADY_DONE[self.kind]
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.status is not None and (200 <= self.status < 300 or self.done_on_retry)
+
+
+@dataclass
+class ArchiveRuns:
+    """What the operator's ``streamshop archive`` runs were told (exit codes, figures)."""
+
+    runs: int = 0
+    completed: int = 0
+    """Runs that exited 0."""
+    entries: int = 0
+    """Entries archived, as the completed runs reported them."""
+    segments: int = 0
+    kills: list[str] = field(default_factory=list)
+    """Per ``kill -9``: the point aimed at, when, and what it left (mid-segment, committed
+    but not trimmed, between segments)."""
+    missed_kills: list[str] = field(default_factory=list)
+    """Runs that ended before the point they were to be killed at."""
+    refused: dict[str, int] = field(default_factory=dict)
+    """Exit 3 by reason (the lock a killed run left, a consumer group still needing the log)."""
+    errors: list[str] = field(default_factory=list)
+    """Other exits (a store down mid-run), with the last line of output."""
+    final: int | None = None
+    """Exit code of the run after the load (0: it completed)."""
+    keep: int = 0
+
+
 @dataclass
 class Ledger:
     """What the clients were told: the truth the views are checked against."""
@@ -117,6 +185,20 @@ class Ledger:
     restocks: list[Restock] = field(default_factory=list)
     unacked_restocks: list[Restock] = field(default_factory=list)
     restock_retries: int = 0
+    archive: ArchiveRuns = field(default_factory=ArchiveRuns)
+    writes: list[Write] = field(default_factory=list)
+    """Categories, sellers, products and forgets written during the load."""
+    forgettable: list[Customer] = field(default_factory=list)
+    """Customers who order a few times, then are forgotten by an admin under the load."""
+    people: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Account id → (email, name) of every customer, to scan for after a forget."""
+
+    def acknowledged_writes(self, kind: str) -> list[Write]:
+        return [w for w in self.writes if w.kind == kind and w.acknowledged]
+
+    def forgotten(self) -> list[str]:
+        """Account ids whose forget was acknowledged."""
+        return [w.subject for w in self.acknowledged_writes("forget")]
 
     def acknowledged(self) -> list[Order]:
         return [o for o in self.orders if o.acknowledged]
@@ -161,6 +243,12 @@ class Shop:
         self.stop = asyncio.Event()
         self._checkouts = 0
         self.paying = 0
+        self.writing = 0
+        """Category, seller, product or forget requests in flight (the schedule kills the API
+        during one)."""
+        self.admin_token = ""
+        self._requests: dict[str, tuple[str, str, Any, str]] = {}
+        """A write's key → (method, url, body, token), to send it again in :meth:`resolve`."""
         """Payment requests in flight right now (the schedule kills the API during one)."""
 
     async def aclose(self) -> None:
@@ -175,7 +263,7 @@ class Shop:
         )
         if code != 0:
             raise RuntimeError(f"create-admin failed ({code}): {out}")
-        admin = await self._login(email)
+        admin = self.admin_token = await self._login(email)
         for n in range(products):
             sku = f"FLT-{self.system.run_id}-{n}"
             price = 100 * (n + 1) + 90
@@ -206,6 +294,21 @@ class Shop:
                 raise RuntimeError(f"sign-up {email}: {resp.status_code} {resp.text}")
             account_id = resp.json()["account_id"]
             self.ledger.shoppers.append(Customer(account_id, email, await self._login(email)))
+
+    async def add_forgettable(self, n: int) -> None:
+        """Sign up ``n`` customers with names and emails found nowhere else (so a scan for
+        them after their forget cannot be fooled by anyone else's data)."""
+        for i in range(n):
+            email = f"esquecida{i}.{self.system.run_id}@example.com"
+            name = f"Zuleica Esquecida {i} {self.system.run_id}"
+            resp = await self.http.post(
+                "/accounts", json={"name": name, "email": email, "password": PASSWORD}
+            )
+            if resp.status_code != 201:
+                raise RuntimeError(f"sign-up {email}: {resp.status_code} {resp.text}")
+            account_id = resp.json()["account_id"]
+            self.ledger.forgettable.append(Customer(account_id, email, await self._login(email)))
+            self.ledger.people[account_id] = (email, name)
 
     async def _login(self, email: str) -> str:
         resp = await self.http.post("/auth/login", json={"email": email, "password": PASSWORD})
@@ -270,7 +373,8 @@ class Shop:
     async def resolve(self, deadline_s: float) -> None:
         """Send every unresolved order, checkout and payment again (same key) now that
         everything is up."""
-        tokens = {c.account_id: c.token for c in self.ledger.customers + self.ledger.shoppers}
+        everyone = self.ledger.customers + self.ledger.shoppers + self.ledger.forgettable
+        tokens = {c.account_id: c.token for c in everyone}
         pending = [o for o in self.ledger.orders if o.status is None]
         await asyncio.gather(*(self.place(o, tokens[o.account_id], deadline_s) for o in pending))
         waiting = [c for c in self.ledger.checkouts if c.status is None]
@@ -281,6 +385,8 @@ class Shop:
             c for c in self.ledger.checkouts if c.pay and c.acknowledged and c.pay_status is None
         ]
         await asyncio.gather(*(self.pay(c, tokens[c.account_id], deadline_s) for c in unpaid))
+        for w in [w for w in self.ledger.writes if w.status is None]:
+            await self.write(w, *self._requests[w.key], deadline_s)
         client = aioredis.Redis.from_url(self.system.env["REDIS_URL"], socket_timeout=5)
         stream = self.system.settings.redis.keys.ingest("faults")
         try:
@@ -290,6 +396,112 @@ class Shop:
                     self.ledger.restocks.append(restock)
         finally:
             await client.aclose()
+
+    # -- categories, sellers, their products; forgetting customers -----------------------
+
+    async def write(
+        self, w: Write, method: str, url: str, body: Any, token: str, deadline_s: float
+    ) -> httpx.Response | None:
+        """Send ``w`` (same ``X-Request-ID`` every time) until a definite answer or the
+        deadline; the answer (``None``: none)."""
+        if w not in self.ledger.writes:
+            self.ledger.writes.append(w)
+        self._requests[w.key] = (method, url, body, token)
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        headers = {"Authorization": f"Bearer {token}", "X-Request-ID": w.key}
+        resp, why = await self._send(method, url, body, headers, deadline, writing=True)
+        w.attempts += len(why) + (resp is not None)
+        w.unanswered += sum(1 for y in why if not y.startswith("409"))
+        w.errors += why[: max(0, 5 - len(w.errors))]
+        if resp is None:
+            return None
+        w.status = resp.status_code
+        if resp.status_code >= 300:
+            with contextlib.suppress(ValueError):
+                w.problem = str(resp.json().get("type", "")).rsplit("/", 1)[-1]
+        return resp
+
+    async def catalog_loop(
+        self, rounds: int, categories: int, stock: int, pause_s: float, deadline_s: float
+    ) -> None:
+        """Per round, as the faults go on: an admin creates ``categories`` categories and a
+        seller; the seller logs in and creates one product in each category. An acknowledged
+        product whose id is known joins the catalogue the customers order from."""
+        run = self.system.run_id
+        for r in range(rounds):
+            slugs = []
+            for n in range(categories):
+                slug = f"cat-{run}-{r}-{n}"
+                w = Write("category", f"w-{run}-cat-{r}-{n}", slug)
+                body = {"slug": slug, "name": f"Categoria {r}.{n}"}
+                await self.write(w, "POST", "/categories", body, self.admin_token, deadline_s)
+                if w.acknowledged:
+                    slugs.append(slug)
+                await self._pause(pause_s)
+            email = f"seller{r}.{run}@example.com"
+            w = Write("seller", f"w-{run}-seller-{r}", email)
+            body = {"email": email, "name": f"Vendedor {r}", "password": PASSWORD}
+            resp = await self.write(w, "POST", "/sellers", body, self.admin_token, deadline_s)
+            if resp is not None and resp.status_code == 201:
+                w.result_id = resp.json()["seller_id"]
+            if not w.acknowledged:
+                continue
+            token = await self._login_retrying(email, deadline_s)
+            if token is None:
+                continue
+            for n, slug in enumerate(slugs):
+                await self._pause(pause_s)
+                sku = f"SLR-{run}-{r}-{n}"
+                price = 250 + 10 * n
+                w = Write(
+                    "product",
+                    f"w-{run}-product-{r}-{n}",
+                    sku,
+                    detail={"category": slug, "seller_id": self._seller_id(r) or ""},
+                )
+                body = {"sku": sku, "name": f"Produto {sku}", "price": price, "stock": stock}
+                body["category"] = slug
+                resp = await self.write(w, "POST", "/products", body, token, deadline_s)
+                if resp is not None and resp.status_code == 201:
+                    pid = w.result_id = resp.json()["product_id"]
+                    self.ledger.products[pid] = Product(pid, sku, price, stock)
+            if self.stop.is_set():
+                return
+
+    def _seller_id(self, r: int) -> str | None:
+        key = f"w-{self.system.run_id}-seller-{r}"
+        return next((w.result_id for w in self.ledger.writes if w.key == key), None)
+
+    async def _pause(self, pause_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), pause_s)
+
+    async def _login_retrying(self, email: str, deadline_s: float) -> str | None:
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        body = {"email": email, "password": PASSWORD}
+        resp, _ = await self._send("POST", "/auth/login", body, {}, deadline)
+        if resp is None or resp.status_code != 200:
+            return None
+        return str(resp.json()["access_token"])
+
+    async def forget_loop(self, orders_each: int, pause_s: float, deadline_s: float) -> None:
+        """Each forgettable customer orders until ``orders_each`` orders are acknowledged
+        (or as many tries), then an admin forgets it (``DELETE /accounts/{id}``), under the
+        faults; ``pause_s`` between customers spreads the forgets over the schedule."""
+        for customer in self.ledger.forgettable:
+            for _ in range(orders_each * 2):
+                await self.place(self.new_order(customer), customer.token, deadline_s)
+                mine = [o for o in self.ledger.orders if o.account_id == customer.account_id]
+                if sum(o.acknowledged for o in mine) >= orders_each or self.stop.is_set():
+                    break
+            key = f"w-{self.system.run_id}-forget-{customer.account_id}"
+            w = Write("forget", key, customer.account_id)
+            await self.write(
+                w, "DELETE", f"/accounts/{customer.account_id}", None, self.admin_token, deadline_s
+            )
+            await self._pause(pause_s)
+            if self.stop.is_set():
+                return
 
     # -- the lifecycle: cart, checkout, payment ------------------------------------------
 
@@ -301,6 +513,7 @@ class Shop:
         headers: dict[str, str],
         deadline: float,
         paying: bool = False,
+        writing: bool = False,
     ) -> tuple[httpx.Response | None, list[str]]:
         """Send until a definite answer (2xx, or a 4xx other than *concurrent modification*)
         or ``deadline`` (loop time); the answer (``None`` if none) and why it was retried."""
@@ -309,6 +522,7 @@ class Shop:
         delay = 0.05
         while True:
             self.paying += paying
+            self.writing += writing
             try:
                 resp = await self.http.request(method, url, json=body, headers=headers)
             except httpx.TransportError as exc:
@@ -319,6 +533,7 @@ class Shop:
                 why.append(f"{resp.status_code} {resp.text[:120]}")
             finally:
                 self.paying -= paying
+                self.writing -= writing
             if loop.time() + delay > deadline:
                 return None, why
             await asyncio.sleep(delay)

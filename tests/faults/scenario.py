@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -28,10 +27,10 @@ from app.commands.runner import state_of
 from events.positions import parse_stream_id
 from events.states import OrderState
 from events.store import EventStore
-from tests.faults.checks import Check, Observed, judge, observe
+from tests.faults.archiving import archive_loop, final_archive
+from tests.faults.checks import Check, Checkpoints, Observed, judge, observe, wait_caught_up
 from tests.faults.harness import ROOT, System
 from tests.faults.load import Ledger, Shop
-from workers.views import mongo_collections, pg_schema
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,25 @@ class Size:
     reservation_ttl_s: int = 3
     settle_s: float = 30.0
     """After the load: how long every checkout may take to end paid or expired."""
+    forgettable: int = 3
+    """Customers who order, then are forgotten by an admin during the load."""
+    forget_orders_each: int = 2
+    forget_pause_s: float = 5.0
+    """Between two forgets (spreads them over the fault schedule)."""
+    catalog_rounds: int = 2
+    """Rounds of: categories, a seller, its products in them (during the load)."""
+    catalog_categories: int = 2
+    catalog_stock: int = 3000
+    catalog_pause_s: float = 1.5
+    archive_keep: int = 200
+    """``streamshop archive --keep``: newest entries per partition left in Redis."""
+    archive_segment_rows: int = 40
+    """``--segment-rows``: small, so a run writes many segments (many points to kill at)."""
+    archive_every_s: float = 1.0
+    archive_lock_ttl_s: float = 2.0
+    """``--lock-ttl``: how long a killed run's lock keeps the next run out."""
+    archive_deadline_s: float = 40.0
+    """After the load: how long the last archive run may take to get through (refusals)."""
     mongo_sync_on_commit: bool = False
     """Start the MongoDB server with ``--sync-on-commit`` (``make run`` does not): tells a
     loss from the server's durability apart from one in our runtime."""
@@ -80,6 +98,7 @@ class Size:
 
 SCHEDULE: tuple[tuple[str, str, str], ...] = (
     ("kill", "redis", "load"),
+    ("kill", "api", "write"),
     ("kill", "mongo", "load"),
     ("kill", "mongo", "catch-up:read_models"),
     ("kill", "mongo", "catch-up:read_models"),
@@ -93,7 +112,9 @@ SCHEDULE: tuple[tuple[str, str, str], ...] = (
 """(fault, target, when), in order. ``load``: once ``acks_between_faults`` more orders were
 acknowledged since the last recovery. ``payment``: that, and then the moment a payment
 request is in flight (so the kill lands between the acquirer's authorization and the
-append, or on the answer, and the client's retry must not charge twice). ``catch-up:<view>``: as soon as that view's
+append, or on the answer, and the client's retry must not charge twice). ``write``: the
+same for a category, seller, product or forget request (routes without an
+``Idempotency-Key``: the retry must neither append twice nor be refused as if new). ``catch-up:<view>``: as soon as that view's
 checkpoints move again after the previous fault, i.e. while the projector is writing the
 backlog the outage left (a kill then lands in the middle of bulk writes, and the
 PostgreSQL views have live sessions to terminate)."""
@@ -124,9 +145,10 @@ async def _when(system: System, shop: Shop, when: str, size: Size) -> None:
         await _wait_for_progress(system, view, size.max_wait_between_s)
         return
     await _wait_for_acks(shop.ledger, size.acks_between_faults, size.max_wait_between_s)
-    if when == "payment":
+    if when in ("payment", "write"):
         deadline = time.monotonic() + size.max_wait_between_s
-        while shop.paying == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+        busy = (lambda: shop.paying) if when == "payment" else (lambda: shop.writing)
+        while busy() == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.001)
 
 
@@ -145,49 +167,6 @@ async def _inject(
         await system.terminate_postgres_backends()
     else:
         raise ValueError(f"unknown fault kind {kind!r}")
-
-
-class _Checkpoints:
-    """Reads one view's checkpoints as stored (``None`` while its store does not answer)."""
-
-    def __init__(self, system: System, view: str) -> None:
-        self.system, self.view = system, view
-        self.mongo: AsyncMongoClient[Any] | None = None
-
-    async def __aenter__(self) -> _Checkpoints:
-        self.version = await _version(self.system, self.view)
-        if self.view == "read_models":
-            self.mongo = AsyncMongoClient(
-                self.system.env["MONGO_URL"], serverSelectionTimeoutMS=500
-            )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.mongo is not None:
-            await self.mongo.close()
-
-    async def read(self) -> list[Any] | None:
-        if self.mongo is not None:
-            names = mongo_collections(self.version)
-            try:
-                db = self.mongo[self.system.env["MONGO_DB"]]
-                return await db[names.checkpoints].find({}).sort("_id").to_list(None)
-            except PyMongoError:
-                return None
-        try:
-            conn = await asyncpg.connect(self.system.pg_direct, timeout=2)
-        except (OSError, asyncpg.PostgresError):
-            return None
-        try:
-            rows = await conn.fetch(
-                f'SELECT partition, entry_id FROM "{pg_schema(self.view, self.version)}"'
-                ".checkpoints ORDER BY partition"
-            )
-            return [tuple(r) for r in rows]
-        except asyncpg.PostgresError:
-            return None
-        finally:
-            await conn.close()
 
 
 async def _kill_mongo(system: System, size: Size, when: Awaitable[None]) -> None:
@@ -211,7 +190,17 @@ async def _kill_mongo(system: System, size: Size, when: Awaitable[None]) -> None
     stop = asyncio.Event()
 
     async def write() -> None:
-        n = await canary.count_documents({})
+        # The server answered a ping at its last restart; on a loaded machine its first
+        # query may still miss the client's 0.5 s selection timeout: ask until it answers.
+        deadline = time.monotonic() + size.max_wait_between_s
+        while True:
+            try:
+                n = await canary.count_documents({})
+                break
+            except PyMongoError:
+                if time.monotonic() > deadline or stop.is_set():
+                    return
+                await asyncio.sleep(0.1)
         while not stop.is_set():
             try:
                 await canary.insert_one({"_id": n})
@@ -227,7 +216,7 @@ async def _kill_mongo(system: System, size: Size, when: Awaitable[None]) -> None
     fault = await system.kill_and_restart("mongo", size.down_s)
     stop.set()
     await writer
-    async with _Checkpoints(system, "read_models") as checkpoints:
+    async with Checkpoints(system, "read_models") as checkpoints:
         docs = None
         for _ in range(50):  # the server has just answered a ping; give the read 10 s
             if (docs := await checkpoints.read()) is not None:
@@ -266,7 +255,7 @@ async def _wait_for_progress(
 ) -> list[Any] | None:
     """Until ``view``'s checkpoints differ from what they are now (bounded); the last read."""
     deadline = time.monotonic() + max_wait_s
-    async with _Checkpoints(system, view) as checkpoints:
+    async with Checkpoints(system, view) as checkpoints:
         first = now = await checkpoints.read()
         while time.monotonic() < deadline:
             await asyncio.sleep(poll_s)
@@ -276,14 +265,6 @@ async def _wait_for_progress(
             elif now is not None and now != first:
                 break
         return now
-
-
-async def _version(system: System, view: str) -> str:
-    client = aioredis.Redis.from_url(system.env["REDIS_URL"], decode_responses=True)
-    try:
-        return str(await client.get(system.settings.redis.keys.view(view)) or "")
-    finally:
-        await client.aclose()
 
 
 async def _wait_for_acks(ledger: Ledger, more: int, max_wait_s: float) -> None:
@@ -326,6 +307,7 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
         load: list[asyncio.Task[None]] = []
         try:
             await shop.setup(size.customers, size.products, size.stock, size.shoppers)
+            await shop.add_forgettable(size.forgettable)
             load += [
                 asyncio.create_task(
                     shop.customer_loop(c, size.order_pause_s, size.order_deadline_s)
@@ -344,6 +326,41 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
             load.append(
                 asyncio.create_task(shop.restock_loop(size.restock_every_s, size.order_deadline_s))
             )
+            load.append(
+                asyncio.create_task(
+                    shop.catalog_loop(
+                        size.catalog_rounds,
+                        size.catalog_categories,
+                        size.catalog_stock,
+                        size.catalog_pause_s,
+                        size.order_deadline_s,
+                    )
+                )
+            )
+            load.append(
+                asyncio.create_task(
+                    shop.forget_loop(
+                        size.forget_orders_each, size.forget_pause_s, size.order_deadline_s
+                    )
+                )
+            )
+            archive_dir = base / "archive"
+            ledger.archive.keep = size.archive_keep
+            load.append(
+                asyncio.create_task(
+                    archive_loop(
+                        system,
+                        ledger.archive,
+                        shop.stop,
+                        archive_dir,
+                        keep=size.archive_keep,
+                        segment_rows=size.archive_segment_rows,
+                        every_s=size.archive_every_s,
+                        lock_ttl_s=size.archive_lock_ttl_s,
+                        seed=size.seed,
+                    )
+                )
+            )
             for kind, target, when in SCHEDULE:
                 await _inject(system, shop, kind, target, when, size)
             await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
@@ -352,6 +369,16 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
             load_s = round(time.monotonic() - started, 1)
             await shop.resolve(size.resolve_deadline_s)
             settled_s = await _wait_settled(system, ledger, size.settle_s)
+            await wait_caught_up(system, Observed(), size.catch_up_s)
+            await final_archive(
+                system,
+                ledger.archive,
+                archive_dir,
+                keep=size.archive_keep,
+                segment_rows=size.archive_segment_rows,
+                lock_ttl_s=size.archive_lock_ttl_s,
+                deadline_s=size.archive_deadline_s,
+            )
             observed = await observe(system, ledger, size.catch_up_s)
         finally:
             shop.stop.set()
@@ -424,6 +451,26 @@ def _figures(
         "unexpected_exits": [
             {"at": at, "service": name, "code": code} for at, name, code in system.unexpected_exits
         ],
+        "writes_acknowledged": _count(w.kind for w in ledger.writes if w.acknowledged),
+        "writes_sent": _count(w.kind for w in ledger.writes),
+        "writes_retried": sum(1 for w in ledger.writes if w.attempts > 1),
+        "writes_done_on_retry": sum(1 for w in ledger.writes if w.done_on_retry),
+        "writes_refused": [
+            f"{w.kind} {w.subject}: {w.status} {w.problem}"
+            for w in ledger.writes
+            if w.status is not None and not w.acknowledged
+        ],
+        "customers_forgotten": len(ledger.forgotten()),
+        "archive_runs": ledger.archive.runs,
+        "archive_runs_completed": ledger.archive.completed,
+        "archive_kills": ledger.archive.kills,
+        "archive_missed_kills": ledger.archive.missed_kills,
+        "archive_refused": ledger.archive.refused,
+        "archive_errors": ledger.archive.errors,
+        "archive_final_exit": ledger.archive.final,
+        "entries_archived": ledger.archive.entries,
+        "segments_archived": ledger.archive.segments,
+        "acknowledged_orders_archived": counts.get("archived_orders", 0),
         "lost": counts["lost"],
         "duplicated": counts["duplicated"],
         "checks": {c.name: ("ok" if c.ok else f"FAILED ({len(c.problems)})") for c in checks},
@@ -464,6 +511,17 @@ def format_figures(figures: dict[str, Any]) -> str:
         f"  unexpected exits     {exits or 'none'}",
         f"  mongo kills after which the server had lost acknowledged writes: "
         f"{figures['mongo_lost_acknowledged_writes']}",
+        f"  writes acknowledged  {figures.get('writes_acknowledged')} of "
+        f"{figures.get('writes_sent')} ({figures.get('writes_retried')} retried, "
+        f"{figures.get('writes_done_on_retry')} told 'already done' by a retry); "
+        f"customers forgotten {figures.get('customers_forgotten')}",
+        f"  archive runs         {figures.get('archive_runs')} ({figures.get('archive_runs_completed')} "
+        f"completed, {len(figures.get('archive_kills', []))} killed, refused "
+        f"{figures.get('archive_refused')}, {len(figures.get('archive_errors', []))} errors; last "
+        f"exit {figures.get('archive_final_exit')}): {figures.get('entries_archived')} entries in "
+        f"{figures.get('segments_archived')} segments; acknowledged orders read from the "
+        f"archive {figures.get('acknowledged_orders_archived')}",
+        *(f"  archive kill -9 {k}" for k in figures.get("archive_kills", [])),
         f"  lost {figures['lost']}, duplicated {figures['duplicated']}",
     ]
     lines += [

@@ -8,10 +8,29 @@ from collections import Counter
 
 import pytest
 
-from tests.faults.checks import PAYMENT_CHECK, STOCK_CHECK, LoggedOrder, Observed, judge
-from tests.faults.load import Checkout, Customer, Ledger, Order, Product, Restock
+from tests.faults.checks import (
+    ARCHIVE_CHECK,
+    FORGET_CHECK,
+    PAYMENT_CHECK,
+    STOCK_CHECK,
+    WRITES_CHECK,
+    LoggedOrder,
+    LoggedWrite,
+    Observed,
+    judge,
+)
+from tests.faults.load import (
+    ArchiveRuns,
+    Checkout,
+    Customer,
+    Ledger,
+    Order,
+    Product,
+    Restock,
+    Write,
+)
 
-P1, P2, ACCOUNT, SHOPPER = "p-1", "p-2", "a-1", "s-1"
+P1, P2, P3, ACCOUNT, SHOPPER, FORGOTTEN = "p-1", "p-2", "p-3", "a-1", "s-1", "f-1"
 
 
 def consistent() -> tuple[Ledger, Observed]:
@@ -95,8 +114,60 @@ def consistent() -> tuple[Ledger, Observed]:
         audit_verify=(0, "audit log OK"),
         dlq_list=(0, ""),
         dlq_streams={},
+        log_ids={0: ["1-0", "3-0", "4-0"], 1: ["2-0", "3-0", "4-0"], 2: ["3-0", "4-0"], 3: ["5-0"]},
+        entries_added={0: 3, 1: 3, 2: 2, 3: 1},
+        live_entries={0: 1, 1: 3, 2: 2, 3: 1},
+        archive_markers={0: "3-0"},
+        archive_segments={0: [("1-0", "1-0", 1), ("3-0", "3-0", 1)], 1: [], 2: [], 3: []},
+    )
+    add_catalog_and_a_forget(ledger, observed)
+    ledger.archive = ArchiveRuns(
+        runs=3, completed=2, entries=2, segments=2, kills=["commit at 4s: between"], final=0
     )
     return ledger, observed
+
+
+def add_catalog_and_a_forget(ledger: Ledger, observed: Observed) -> None:
+    """A category, a seller, its product P3 in that category, a customer who ordered P3
+    and was then forgotten; the log and views agree."""
+    ledger.products[P3] = Product(P3, "SKU-3", 300, 10)
+    ledger.forgettable = [Customer(FORGOTTEN, "f@example.com", "token")]
+    ledger.people[FORGOTTEN] = ("f@example.com", "Zuleica Esquecida")
+    ledger.orders.append(Order("k-4", FORGOTTEN, [(P3, 1)], status=201, order_id="o-6", total=300))
+    seller = {"category": "cat-1", "seller_id": "sel-1"}
+    ledger.writes = [
+        Write("category", "w-cat", "cat-1", status=201),
+        Write("seller", "w-seller", "s@example.com", status=201, result_id="sel-1"),
+        Write("product", "w-prod", "SKU-3", detail=seller, status=201, result_id=P3),
+        Write("forget", "w-forget", FORGOTTEN, status=200),
+    ]
+    observed.writes_in_log = {
+        "w-cat": [LoggedWrite("category", "cat-1", "p0/6-0", "e-20")],
+        "w-seller": [LoggedWrite("seller", "sel-1", "p1/6-0", "e-21")],
+        "w-prod": [LoggedWrite("product", "SKU-3", "p2/6-0", "e-22", dict(seller))],
+        "w-forget": [LoggedWrite("forget", FORGOTTEN, "p3/6-0", "e-23")],
+    }
+    observed.forgets_in_log = Counter({FORGOTTEN: 1})
+    observed.orders_in_log.append(
+        LoggedOrder("p3/7-0", "e-24", "k-4", "o-6", FORGOTTEN, [(P3, 1)], 300)
+    )
+    observed.audit_rows["e-24"] = 1
+    observed.rm_orders["o-6"] = {
+        "account_id": FORGOTTEN,
+        "lines": [{"product_id": P3, "quantity": 1}],
+    }
+    observed.rm_accounts[FORGOTTEN] = {
+        "orders_count": 1,
+        "total_spent": 300,
+        "forgotten": True,
+        "email": "",
+        "name": "",
+    }
+    observed.dw_lines["o-6"] = [(0, P3, 1)]
+    for stock in (observed.write_stock, observed.rm_stock):
+        stock[P3] = 9
+    for reserved in (observed.write_reserved, observed.rm_reserved):
+        reserved[P3] = 0
 
 
 def failures(ledger: Ledger, observed: Observed) -> dict[str, list[str]]:
@@ -108,12 +179,12 @@ def test_a_consistent_run_passes_every_check() -> None:
     ledger, observed = consistent()
     checks, counts = judge(ledger, observed, catch_up_s=10)
     assert [c.report() for c in checks if not c.ok] == []
-    assert counts == {"lost": 0, "duplicated": 0, "paid": 2, "expired": 1}
+    assert counts == {"lost": 0, "duplicated": 0, "paid": 2, "expired": 1, "archived_orders": 2}
 
 
 def test_an_acknowledged_order_missing_from_the_log_is_lost() -> None:
     ledger, observed = consistent()
-    observed.orders_in_log = observed.orders_in_log[:1]
+    del observed.orders_in_log[1]
     checks, counts = judge(ledger, observed, catch_up_s=10)
     assert counts["lost"] == 1
     problems = {c.name: c.problems for c in checks}["log: every acknowledged order exactly once"]
@@ -295,3 +366,134 @@ def test_a_checkout_in_the_log_twice_is_duplicated() -> None:
         "DUPLICATED: checkout c-1"
     )
     assert counts["duplicated"] == 1
+
+
+def test_an_entry_read_twice_through_archive_and_live_is_duplicated() -> None:
+    ledger, observed = consistent()
+    observed.log_ids[0] = ["1-0", "3-0", "3-0", "4-0"]  # archived, and read from Redis again
+    assert failures(ledger, observed) == {
+        ARCHIVE_CHECK: [
+            "DUPLICATED: partition 0 reads 3-0 after 3-0",
+            "DUPLICATED: partition 0 reads 4 entries through archive + live, Redis appended 3 "
+            "(1 still in Redis, 2 in the archive)",
+        ]
+    }
+
+
+def test_an_entry_trimmed_from_redis_and_missing_from_the_archive_is_lost() -> None:
+    ledger, observed = consistent()
+    observed.entries_added[0] = 4
+    assert failures(ledger, observed) == {
+        ARCHIVE_CHECK: [
+            "LOST: partition 0 reads 3 entries through archive + live, Redis appended 4 "
+            "(1 still in Redis, 2 in the archive)"
+        ]
+    }
+
+
+def test_overlapping_segments_and_a_commit_never_trimmed_are_named() -> None:
+    ledger, observed = consistent()
+    observed.archive_segments[0].append(("3-0", "4-0", 2))
+    observed.archive_leftovers = ["p0/seg-4-0-4-0.parquet.tmp-run"]
+    assert failures(ledger, observed) == {
+        ARCHIVE_CHECK: [
+            "partition 0: segment 3-0..4-0 overlaps the one ending at 3-0",
+            "partition 0: the archive ends at 4-0, Redis's marker is 3-0 (committed, never trimmed)",
+            "files of an interrupted run left in the archive: ['p0/seg-4-0-4-0.parquet.tmp-run']",
+        ]
+    }
+
+
+def test_an_archive_never_killed_nor_completed_nor_holding_an_order_proves_nothing() -> None:
+    ledger, observed = consistent()
+    ledger.archive.kills, ledger.archive.final = [], 3
+    observed.archive_markers = {}
+    observed.archive_segments = {}
+    assert failures(ledger, observed) == {
+        ARCHIVE_CHECK: [
+            "no archive run was killed (the faults missed the archive)",
+            "the archive run after the load did not complete: exit 3",
+            "no acknowledged order was archived: the log checks read none",
+        ]
+    }
+
+
+def test_an_acknowledged_category_missing_from_the_log_is_lost() -> None:
+    ledger, observed = consistent()
+    del observed.writes_in_log["w-cat"]
+    checks, counts = judge(ledger, observed, catch_up_s=10)
+    assert counts["lost"] == 1
+    assert {c.name: c.problems for c in checks if not c.ok} == {
+        WRITES_CHECK: [
+            "LOST: category cat-1 (request w-cat, 0 attempt(s), told 201) is not in the log"
+        ]
+    }
+
+
+def test_a_forget_appended_twice_is_duplicated() -> None:
+    ledger, observed = consistent()
+    observed.writes_in_log["w-forget"].append(LoggedWrite("forget", FORGOTTEN, "p3/8-0", "e-25"))
+    observed.forgets_in_log[FORGOTTEN] = 2
+    checks, counts = judge(ledger, observed, catch_up_s=10)
+    assert counts["duplicated"] == 1
+    assert {c.name: c.problems for c in checks if not c.ok} == {
+        WRITES_CHECK: [
+            f"DUPLICATED: forget {FORGOTTEN} (request w-forget, 0 attempt(s), told 200) is in "
+            "the log 2 times: p3/6-0, p3/8-0",
+            f"DUPLICATED: account {FORGOTTEN} is forgotten 2 times in the log",
+        ]
+    }
+
+
+def test_already_exists_heard_by_a_retry_is_acknowledged_but_on_a_first_try_is_refused() -> None:
+    ledger, observed = consistent()
+    seller = dataclasses.replace(
+        ledger.writes[1], attempts=2, unanswered=1, status=409, problem="duplicate-email"
+    )
+    seller.result_id = None  # the 201 with the id was the answer lost
+    ledger.writes[1] = seller
+    assert failures(ledger, observed) == {}
+    seller.attempts, seller.unanswered = 1, 0  # refused on its first try: not done by us
+    told = "request w-seller, 1 attempt(s), told 409 duplicate-email"
+    assert failures(ledger, observed) == {
+        WRITES_CHECK: [
+            f"REFUSED: seller s@example.com ({told})",
+            f"PHANTOM: seller s@example.com ({told}) was refused but is in the log (p1/6-0)",
+        ]
+    }
+
+
+def test_a_product_logged_in_another_category_is_named() -> None:
+    ledger, observed = consistent()
+    observed.writes_in_log["w-prod"] = [
+        LoggedWrite("product", "SKU-3", "p2/6-0", "e-22", {"category": "", "seller_id": "sel-1"})
+    ]
+    assert failures(ledger, observed) == {
+        WRITES_CHECK: [
+            "product SKU-3 (request w-prod, 0 attempt(s), told 201) field category: the log "
+            "has '', expected 'cat-1'"
+        ]
+    }
+
+
+def test_a_forgotten_customer_still_named_or_leaked_or_whose_orders_went_is_named() -> None:
+    ledger, observed = consistent()
+    observed.rm_accounts[FORGOTTEN].update(forgotten=False, name="Zuleica Esquecida")
+    observed.leaks[FORGOTTEN] = ["pg_dump: email", "archive: name"]
+    del observed.dw_lines["o-6"]
+    problems = failures(ledger, observed)[FORGET_CHECK]
+    assert problems == [
+        f"read_models accounts {FORGOTTEN} field forgotten: False, expected True",
+        f"read_models accounts {FORGOTTEN} field name: 'Zuleica Esquecida', expected ''",
+        f"warehouse fact_order_line: order k-4 (order_id o-6, account {FORGOTTEN}, lines "
+        f"[('{P3}', 1)]) of forgotten account {FORGOTTEN} is gone",
+        f"LEAK: forgotten account {FORGOTTEN}'s email is in clear in pg_dump",
+        f"LEAK: forgotten account {FORGOTTEN}'s name is in clear in archive",
+    ]
+
+
+def test_a_run_that_forgot_nobody_proves_nothing_about_forgetting() -> None:
+    ledger, observed = consistent()
+    ledger.writes = [w for w in ledger.writes if w.kind != "forget"]
+    del observed.writes_in_log["w-forget"]
+    assert failures(ledger, observed)[FORGET_CHECK] == ["no forget was acknowledged"]

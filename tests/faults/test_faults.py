@@ -17,7 +17,7 @@ from tests.faults.checks import PAYMENT_CHECK, STOCK_CHECK
 from tests.faults.scenario import Outcome, run
 from workers.views import VIEWS
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(420)]
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +103,29 @@ def test_every_fault_of_the_schedule_was_injected(outcome: Outcome) -> None:
     from tests.faults.scenario import SCHEDULE
 
     assert outcome.figures["faults_injected"] == len(SCHEDULE), outcome.figures["faults"]
+
+
+def test_the_archive_killed_under_load_loses_and_duplicates_nothing(outcome: Outcome) -> None:
+    from tests.faults.checks import ARCHIVE_CHECK
+
+    _require(outcome, ARCHIVE_CHECK)
+
+
+def test_every_acknowledged_category_seller_product_and_forget_is_in_the_log_once(
+    outcome: Outcome,
+) -> None:
+    from tests.faults.checks import WRITES_CHECK
+
+    acked = {w.kind for w in outcome.ledger.writes if w.acknowledged}
+    assert acked == {"category", "seller", "product", "forget"}, outcome.figures["writes_sent"]
+    retried = [w for w in outcome.ledger.writes if w.attempts > 1]
+    assert retried, "no category, seller, product or forget was retried: the faults missed them"
+    _require(outcome, WRITES_CHECK)
+
+
+def test_forgotten_customers_are_forgotten_everywhere_and_their_orders_stay(
+    outcome: Outcome,
+) -> None:
+    from tests.faults.checks import FORGET_CHECK
+
+    _require(outcome, FORGET_CHECK)
