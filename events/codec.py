@@ -7,8 +7,10 @@ A log entry is written in one of two forms, and both are read back as the same e
 * **compact** (what the store writes whenever it can): the fields of
   :data:`COMPACT_FIELDS`. ``at`` is left out because the id is a UUIDv7 whose millisecond
   *is* ``at``; ``correlation`` is ``""`` where it equals the event's own id; ``data``
-  omits its ``type`` tag, which is the envelope's ``type``. An entry without an ``at``
-  field is compact; every full entry has one, so the form needs no marker of its own.
+  omits its ``type`` tag (the envelope's ``type``) and, for the types of
+  :data:`AGGREGATE_ID_FIELDS`, the aggregate's id (in the envelope's ``aggregate``). An
+  entry without an ``at`` field is compact; every full entry has one, so the form needs no
+  marker of its own.
 
 Nothing is ever rewritten: :func:`decode_entry` upcasts a compact entry to the full
 envelope on read, and :func:`full_fields` gives its fields in the full form for readers
@@ -59,27 +61,62 @@ _raw_decoder = msgspec.json.Decoder(dict[str, Any])
 _tags = {name: b'{"type":"%b"' % name.encode() for name in EVENT_TYPES}
 
 
-def _aggregate_key(cls: type[BaseEvent]) -> tuple[str, bytes] | None:
-    """``("<kind>:", b'"<field>":')`` when ``cls.aggregate()`` is ``<kind>:<field>``
-    for the type's first field, a string; ``None`` otherwise (that type's compact data then
-    keeps the field). Found by calling ``aggregate`` on a probe that names each field."""
+AGGREGATE_ID_FIELDS: dict[str, tuple[str, str]] = {
+    "AccountCreated": ("account:", "account_id"),
+    "LoginFailed": ("login:", "email_digest"),
+    "ProductCreated": ("product:", "product_id"),
+    "ProductUpdated": ("product:", "product_id"),
+    "ProductDeleted": ("product:", "product_id"),
+    "StockAdjusted": ("product:", "product_id"),
+    "OrderBilled": ("order:", "order_id"),
+    "OrderCancelled": ("order:", "order_id"),
+    "AccountProfileChanged": ("account:", "account_id"),
+    "PasswordChanged": ("account:", "account_id"),
+    "AccountDeactivated": ("account:", "account_id"),
+    "AccountReactivated": ("account:", "account_id"),
+    "CustomerForgotten": ("account:", "account_id"),
+    "CategoryCreated": ("category:", "slug"),
+    "CategoryRenamed": ("category:", "slug"),
+    "CategoryDeleted": ("category:", "slug"),
+    "CartItemSet": ("cart:", "account_id"),
+    "CartItemRemoved": ("cart:", "account_id"),
+    "CartCheckedOut": ("cart:", "account_id"),
+    "OrderPlaced": ("order:", "order_id"),
+    "PaymentDeclined": ("order:", "order_id"),
+    "OrderPaid": ("order:", "order_id"),
+    "OrderExpired": ("order:", "order_id"),
+    "RefundIssued": ("order:", "order_id"),
+    "OrderShipped": ("order:", "order_id"),
+    "OrderDelivered": ("order:", "order_id"),
+}
+"""Type → (``"<kind>:"``, field) for the types whose compact ``data`` leaves out the field
+that ``aggregate`` (``<kind>:<field>``) already holds, always the type's first field.
+
+Part of the stored format, so a literal: entries are read back with this table. A type may
+join it (its older compact entries have the field, which is then kept), never leave it, and
+its field must stay the first (``tests/unit/test_codec.py`` checks both against the types).
+"""
+
+_aggregate_keys = {
+    name: (kind, b'"%b":' % field.encode()) for name, (kind, field) in AGGREGATE_ID_FIELDS.items()
+}
+
+
+def aggregate_id_field(cls: type[BaseEvent]) -> tuple[str, str] | None:
+    """``("<kind>:", field)`` when ``cls.aggregate()`` is ``<kind>:<field>`` for the type's
+    first field, a string; ``None`` otherwise. Found by calling ``aggregate`` on a probe
+    naming each field; the check behind :data:`AGGREGATE_ID_FIELDS`."""
     names = cls.__struct_fields__
     if not names or msgspec.structs.fields(cls)[0].type is not str:
         return None
     try:
         text = cls.aggregate(SimpleNamespace(**{n: "\0" + n for n in names}))  # type: ignore[arg-type]
-    except Exception:  # any other shape of aggregate(): keep the field
+    except Exception:  # any other shape of aggregate()
         return None
     kind, sep, rest = text.partition(":")
     if not sep or rest != "\0" + names[0] or "\0" in kind:
         return None
-    return kind + ":", b'"%b":' % msgspec.structs.fields(cls)[0].encode_name.encode()
-
-
-_aggregate_keys = {
-    name: key for name, cls in EVENT_TYPES.items() if (key := _aggregate_key(cls)) is not None
-}
-"""Event type → how its compact data leaves out the aggregate's id (see :func:`compact_data`)."""
+    return kind + ":", msgspec.structs.fields(cls)[0].encode_name
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -165,9 +202,8 @@ def compact_data(event: Event, aggregate: str) -> bytes:
     """The ``data`` of a compact entry: :func:`encode_data` without what the envelope holds.
 
     msgspec writes the tag first and then the fields in order, so both are a prefix: the
-    ``type`` tag (the envelope's ``type``) and, for a type whose aggregate is
-    ``<kind>:<first field>`` (every type but ``LoginSucceeded``), that field (the envelope's
-    ``aggregate``). :func:`full_data` puts them back.
+    ``type`` tag (the envelope's ``type``) and, for a type of :data:`AGGREGATE_ID_FIELDS`,
+    its first field (in the envelope's ``aggregate``). :func:`full_data` puts them back.
     """
     name = type(event).__name__
     raw = _encoder.encode(event)
