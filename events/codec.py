@@ -210,13 +210,13 @@ def compact_data(event: Event, aggregate: str) -> bytes:
     tag = _tags[name]
     if not raw.startswith(tag):  # pragma: no cover - msgspec always writes the tag first
         raise AssertionError(f"{name} encoded without its leading tag: {raw[:40]!r}")
-    rest = raw[len(tag) :]
+    start = len(tag)  # at the "," before the first field, or the closing "}"
     key = _aggregate_keys.get(name)
     if key is not None and aggregate.startswith(key[0]):
         head = b"," + key[1] + _encoder.encode(aggregate[len(key[0]) :])
-        if rest.startswith(head):
-            rest = rest[len(head) :]
-    return b"{" + rest[1:] if rest[:1] == b"," else b"{}"
+        if raw.startswith(head, start):
+            start += len(head)
+    return b"{" + raw[start + 1 :] if raw[start : start + 1] == b"," else b"{}"
 
 
 def full_data(event_type: str, aggregate: str, data: bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -28,18 +29,23 @@ def uuid7(ms: int | None = None) -> str:
     return str(uuid.UUID(int=value))
 
 
+_UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+_CANONICAL_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
 def uuid7_ms(text: str) -> int | None:
-    """The Unix millisecond a UUIDv7 carries; ``None`` for anything that is not one (another
-    UUID version, or text that is no UUID in its canonical form)."""
-    if len(text) != 36 or text[14] != "7" or text[19] not in "89ab":
+    """The Unix millisecond a UUIDv7 carries; ``None`` for anything that is not one in the
+    canonical (lower-case, hyphenated) form :func:`uuid7` writes: another UUID version, or
+    text that is no UUID. On every read of a compact entry, hence a regex, not ``uuid.UUID``."""
+    if _UUID7.fullmatch(text) is None:
         return None
-    try:
-        value = uuid.UUID(text)
-    except ValueError:
-        return None
-    if str(value) != text:  # upper case, braces, …: not the form the store writes
-        return None
-    return value.int >> 80
+    return int(text[:8] + text[9:13], 16)
+
+
+def is_canonical_at(text: str) -> bool:
+    """Whether ``text`` is in the form :func:`format_at` writes (so that the millisecond
+    alone gives it back); assumes it parses (:func:`parse_at`)."""
+    return _CANONICAL_AT.fullmatch(text) is not None
 
 
 def format_at(moment: datetime) -> str:

@@ -33,7 +33,7 @@ from events.errors import (
     VersionConflict,
 )
 from events.identity import log_identity
-from events.ids import at_ms, format_at, ms_at, now_at, parse_at, uuid7, uuid7_ms
+from events.ids import at_ms, is_canonical_at, now_at, parse_at, uuid7, uuid7_ms
 from events.keys import Keys
 from events.personal import PersonalData, RedisKeyStore
 from events.positions import format_position, parse_stream_id
@@ -370,7 +370,7 @@ class EventStore:
         # millisecond of ``at``; a given id (an ingested event's) only where it happens to.
         ms = at_ms(parse_at(at))
         # ``at`` in the form the id gives back, in the range a UUIDv7 can hold
-        compact = 0 <= ms < 1 << 48 and format_at(ms_at(ms)) == at
+        compact = self.compact and 0 <= ms < 1 << 48 and is_canonical_at(at)
         ids = append.event_ids or [uuid7(ms) for _ in append.events]
         correlation = meta.correlation or ids[0]
         partitions: list[int] = []
@@ -380,7 +380,7 @@ class EventStore:
             p = keys.partition_of(aggregate)
             partitions.append(p)
             entry: dict[str, Any] = {"s": k(keys.log(p)), "k": k(keys.state(aggregate))}
-            if self.compact and compact and (append.event_ids is None or uuid7_ms(event_id) == ms):
+            if compact and (append.event_ids is None or uuid7_ms(event_id) == ms):
                 entry["c"] = True
                 entry["f"] = compact_values(
                     event_id, event, aggregate, meta.actor, correlation, meta.causation, meta.source
