@@ -12,40 +12,13 @@ idempotency record. KEYS holds every key it touches; ARGV[1] is a JSON request:
   reserve  = [{k, kind, owner}]       unique key must be free or already owned by owner
   release  = [k...]                   unique keys to free
   state    = [{k, set = {...}, incr = {...}}]
-  events   = [{s, k, f, c}]           stream KEYS[s]; aggregate state KEYS[k]; f the values of
-                                      the entry's fields in order, seq left out (inserted here,
-                                      after aggregate); c true: a compact entry (COMPACT, no
-                                      "at"), else a full one (FULL); see events/codec.py
+  events   = [{s, k, f = [10 fields]}] stream KEYS[s]; aggregate state KEYS[k]; seq inserted
 Returns JSON: {"ok": [entry ids]} | {"dup": stored} | {"err": kind, ...}.
-
-streamshop_append_v3 is that; streamshop_append_v2 is the same function for callers of the
-release before it, whose events never set c (full entries only).
 
 Every state hash an append writes gets its field "w" (writes) incremented: the rebuild of
 the decision state (streamshop_put_state_v2, below) overwrites a hash only when "w" is
 still what it read before folding the log, so a concurrent append always wins.
 ]]
-
-local FULL = {'id', 'type', 'schema', 'aggregate', 'at', 'actor', 'correlation', 'causation',
-  'source', 'data'}
-local COMPACT = {'id', 'type', 'schema', 'aggregate', 'actor', 'correlation', 'causation',
-  'source', 'data'}
-
-local function xadd(stream, names, values, seq)
-  local args = {}
-  local n = 0
-  for j, name in ipairs(names) do
-    args[n + 1] = name
-    args[n + 2] = values[j]
-    n = n + 2
-    if j == 4 then
-      args[n + 1] = 'seq'
-      args[n + 2] = seq
-      n = n + 2
-    end
-  end
-  return redis.call('XADD', stream, '*', unpack(args))
-end
 
 local function num(v)
   if v == false or v == nil then return 0 end
@@ -109,7 +82,11 @@ local function append(keys, args)
     if v == nil then v = num(redis.call('HGET', skey, 'v')) end
     v = v + 1
     versions[skey] = v
-    ids[i] = xadd(keys[e.s], e.c and COMPACT or FULL, e.f, tostring(v))
+    local f = e.f
+    ids[i] = redis.call('XADD', keys[e.s], '*',
+      'id', f[1], 'type', f[2], 'schema', f[3], 'aggregate', f[4], 'seq', tostring(v),
+      'at', f[5], 'actor', f[6], 'correlation', f[7], 'causation', f[8], 'source', f[9],
+      'data', f[10])
   end
   for skey, v in pairs(versions) do
     redis.call('HSET', skey, 'v', v)
@@ -146,5 +123,4 @@ local function put_state(keys, args)
 end
 
 redis.register_function('streamshop_append_v2', append)
-redis.register_function('streamshop_append_v3', append)
 redis.register_function('streamshop_put_state_v2', put_state)

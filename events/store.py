@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from events.archive import Archive
 
 LIBRARY = "streamshop_v2"
+"""append.lua: ``streamshop_put_state_v2``, and ``streamshop_append_v2`` of the release
+before (full entries only), kept unchanged for its processes."""
+APPEND_LIBRARY = "streamshop_append_v3"
 APPEND_FUNCTION = "streamshop_append_v3"
 READ_LIBRARY = "streamshop_read_v1"
 STATES_FUNCTION = "streamshop_states_v1"
@@ -271,7 +274,7 @@ class EventStore:
         slot. :meth:`fcall` loads them again on a node that lacks them (one added by a
         resharding, or emptied by a restart without its AOF).
         """
-        for name in ("append.lua", "read.lua"):
+        for name in ("append.lua", "append_v3.lua", "read.lua"):
             code = resources.files("events").joinpath(name).read_text()
             if isinstance(self.redis, RedisCluster):
                 await self.redis.execute_command(
@@ -311,7 +314,7 @@ class EventStore:
 
     async def functions_loaded(self) -> bool:
         """Whether the libraries are loaded (on a cluster: on every primary)."""
-        for library in (LIBRARY, READ_LIBRARY):
+        for library in (LIBRARY, APPEND_LIBRARY, READ_LIBRARY):
             if isinstance(self.redis, RedisCluster):
                 for node in self.redis.get_primaries():
                     listed = await self.redis.execute_command(
