@@ -155,3 +155,40 @@ async def test_a_mixed_log_rebuilds_every_view_and_the_audit_verifies(
     for row in compact_rows:  # the columns show the full envelope, the payload its type
         assert row["correlation"]
         assert msgspec.json.decode(row["payload"])["type"]
+
+
+async def functions(store: EventStore) -> set[str]:
+    names = set()
+    for library in await store.redis.function_list():
+        fields = dict(zip(library[::2], library[1::2], strict=True))
+        for function in fields[b"functions"]:
+            names.add(dict(zip(function[::2], function[1::2], strict=True))[b"name"].decode())
+    return names
+
+
+async def test_a_process_of_the_release_before_shares_the_redis(store: EventStore) -> None:
+    """It loads its library (``streamshop_v2``, append.lua unchanged) again when it starts and
+    appends with ``streamshop_append_v2``: our append keeps working without a reload, and
+    its full entries read back beside ours."""
+    from importlib import resources
+
+    line = OrderLine(product_id="p", name="x", quantity=1, unit_price=5, line_total=5)
+    old_code = resources.files("events").joinpath("append.lua").read_text()
+    await store.redis.function_load(old_code, replace=True)
+    assert "streamshop_append_v3" in await functions(store)
+    await store.append(
+        Append(events=[OrderBilled(order_id="o1", account_id="a", lines=[line], total=5)])
+    )
+
+    old = EventStore(store.redis, store.keys, store.personal, compact=False)
+    order = OrderBilled(order_id="o2", account_id="a", lines=[line], total=5)
+    keys, request, _, _ = old._request(Append(events=[order]))  # the old request's shape
+    await store.redis.fcall("streamshop_append_v2", len(keys), *keys, request)
+    await store.redis.function_load(old_code, replace=True)
+    await store.append(
+        Append(events=[OrderBilled(order_id="o3", account_id="a", lines=[line], total=5)])
+    )
+
+    decoded = [rec async for rec in store.read_all()]
+    assert sorted(r.event.order_id for r in decoded) == ["o1", "o2", "o3"]  # type: ignore[union-attr]
+    assert sorted(len(r.fields or {}) for r in decoded) == [10, 10, 11]
