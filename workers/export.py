@@ -20,9 +20,10 @@ the checkpoint, so nothing is duplicated. A run with nothing new writes nothing 
 
 Each row is the envelope (entry id, partition, position, id, type, schema as stored,
 aggregate, seq, at, actor, correlation, causation, source), the entry's ``data`` JSON as
-stored (so nothing is lost; a compact entry's in its full form, :func:`events.codec.full_fields`,
-so old and new entries read the same) and one column per scalar field of the event as the current
-schema reads it (upcast); lists and nested structs stay in ``data``. Secrets
+stored (so nothing is lost; a compact entry's in its full form,
+:func:`events.codec.full_fields`, so old and new entries read the same) and one column per
+scalar field of the event as the current schema reads it (upcast); lists and nested
+structs stay in ``data``. Secrets
 (``password_hash``) are dropped from both, as in the audit log; personal data is exported as
 the log holds it (encrypted where the log encrypts it).
 
