@@ -1,15 +1,33 @@
-"""The envelope and its one codec: events to stream fields and back, with upcasting on read."""
+"""The envelope and its one codec: events to stream fields and back, with upcasting on read.
+
+A log entry is written in one of two forms, and both are read back as the same envelope:
+
+* **full** (every entry written before the compact form, and a new entry whose ``at`` the
+  id cannot carry): the fields of :data:`FIELDS`, ``data`` tagged with its ``type``.
+* **compact** (what the store writes whenever it can): the fields of
+  :data:`COMPACT_FIELDS`. ``at`` is left out because the id is a UUIDv7 whose millisecond
+  *is* ``at``; ``correlation`` is ``""`` where it equals the event's own id; ``data``
+  omits its ``type`` tag (the envelope's ``type``) and, for the types of
+  :data:`AGGREGATE_ID_FIELDS`, the aggregate's id (in the envelope's ``aggregate``). An
+  entry without an ``at`` field is compact; every full entry has one, so the form needs no
+  marker of its own.
+
+Nothing is ever rewritten: :func:`decode_entry` upcasts a compact entry to the full
+envelope on read, and :func:`full_fields` gives its fields in the full form for readers
+that show the stored fields (the API's feeds, the lake).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
 
 from events.errors import MalformedEvent
-from events.ids import parse_at
-from events.types import EVENT_TYPES, Event
+from events.ids import format_at, ms_at, parse_at, uuid7_ms
+from events.types import EVENT_TYPES, BaseEvent, Event
 from events.upcasting import upcast
 
 FIELDS: tuple[str, ...] = (
@@ -25,8 +43,12 @@ FIELDS: tuple[str, ...] = (
     "source",
     "data",
 )
-"""Every log entry has exactly these fields in this order, so Redis stores the names once
-per stream node (the listpack "same fields" flag) instead of once per entry."""
+"""The fields of a full entry, in this order; also the audit's canonical order."""
+
+COMPACT_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name != "at")
+"""The fields of a compact entry, in this order. Every compact entry has exactly these, so
+Redis stores the names once per stream node (the listpack "same fields" flag: an entry
+whose names equal the node's first entry's stores its values only)."""
 
 _FIELD_KEYS = tuple(name.encode() for name in FIELDS)
 
@@ -36,6 +58,65 @@ Fields = dict[bytes, bytes] | dict[str, str]
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
 _raw_decoder = msgspec.json.Decoder(dict[str, Any])
+_tags = {name: b'{"type":"%b"' % name.encode() for name in EVENT_TYPES}
+
+
+AGGREGATE_ID_FIELDS: dict[str, tuple[str, str]] = {
+    "AccountCreated": ("account:", "account_id"),
+    "LoginFailed": ("login:", "email_digest"),
+    "ProductCreated": ("product:", "product_id"),
+    "ProductUpdated": ("product:", "product_id"),
+    "ProductDeleted": ("product:", "product_id"),
+    "StockAdjusted": ("product:", "product_id"),
+    "OrderBilled": ("order:", "order_id"),
+    "OrderCancelled": ("order:", "order_id"),
+    "AccountProfileChanged": ("account:", "account_id"),
+    "PasswordChanged": ("account:", "account_id"),
+    "AccountDeactivated": ("account:", "account_id"),
+    "AccountReactivated": ("account:", "account_id"),
+    "CustomerForgotten": ("account:", "account_id"),
+    "CategoryCreated": ("category:", "slug"),
+    "CategoryRenamed": ("category:", "slug"),
+    "CategoryDeleted": ("category:", "slug"),
+    "CartItemSet": ("cart:", "account_id"),
+    "CartItemRemoved": ("cart:", "account_id"),
+    "CartCheckedOut": ("cart:", "account_id"),
+    "OrderPlaced": ("order:", "order_id"),
+    "PaymentDeclined": ("order:", "order_id"),
+    "OrderPaid": ("order:", "order_id"),
+    "OrderExpired": ("order:", "order_id"),
+    "RefundIssued": ("order:", "order_id"),
+    "OrderShipped": ("order:", "order_id"),
+    "OrderDelivered": ("order:", "order_id"),
+}
+"""Type → (``"<kind>:"``, field) for the types whose compact ``data`` leaves out the field
+that ``aggregate`` (``<kind>:<field>``) already holds, always the type's first field.
+
+Part of the stored format, so a literal: entries are read back with this table. A type may
+join it (its older compact entries have the field, which is then kept), never leave it, and
+its field must stay the first (``tests/unit/test_codec.py`` checks both against the types).
+"""
+
+_aggregate_keys = {
+    name: (kind, b'"%b":' % field.encode()) for name, (kind, field) in AGGREGATE_ID_FIELDS.items()
+}
+
+
+def aggregate_id_field(cls: type[BaseEvent]) -> tuple[str, str] | None:
+    """``("<kind>:", field)`` when ``cls.aggregate()`` is ``<kind>:<field>`` for the type's
+    first field, a string; ``None`` otherwise. Found by calling ``aggregate`` on a probe
+    naming each field; the check behind :data:`AGGREGATE_ID_FIELDS`."""
+    names = cls.__struct_fields__
+    if not names or msgspec.structs.fields(cls)[0].type is not str:
+        return None
+    try:
+        text = cls.aggregate(SimpleNamespace(**{n: "\0" + n for n in names}))  # type: ignore[arg-type]
+    except Exception:  # any other shape of aggregate()
+        return None
+    kind, sep, rest = text.partition(":")
+    if not sep or rest != "\0" + names[0] or "\0" in kind:
+        return None
+    return kind + ":", msgspec.structs.fields(cls)[0].encode_name
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,6 +198,124 @@ def encode_data(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
+def compact_data(event: Event, aggregate: str) -> bytes:
+    """The ``data`` of a compact entry: :func:`encode_data` without what the envelope holds.
+
+    msgspec writes the tag first and then the fields in order, so both are a prefix: the
+    ``type`` tag (the envelope's ``type``) and, for a type of :data:`AGGREGATE_ID_FIELDS`,
+    its first field (in the envelope's ``aggregate``). :func:`full_data` puts them back.
+    """
+    name = type(event).__name__
+    raw = _encoder.encode(event)
+    tag = _tags[name]
+    if not raw.startswith(tag):  # pragma: no cover - msgspec always writes the tag first
+        raise AssertionError(f"{name} encoded without its leading tag: {raw[:40]!r}")
+    start = len(tag)  # at the "," before the first field, or the closing "}"
+    key = _aggregate_keys.get(name)
+    if key is not None and aggregate.startswith(key[0]):
+        head = b"," + key[1] + _encoder.encode(aggregate[len(key[0]) :])
+        if raw.startswith(head, start):
+            start += len(head)
+    return b"{" + raw[start + 1 :] if raw[start : start + 1] == b"," else b"{}"
+
+
+def full_data(event_type: str, aggregate: str, data: bytes) -> bytes:
+    """Compact ``data`` in its full form: the ``type`` tag and the aggregate's id field put
+    back, the bytes :func:`encode_data` gives. Data that is no JSON object, or has them
+    already, keeps what it has (a broken entry stays as broken as it was)."""
+    tag = _tags.get(event_type)
+    if tag is None or data[:1] != b"{" or data.startswith(b'{"type":'):
+        return data
+    head = tag
+    key = _aggregate_keys.get(event_type)
+    if key is not None and aggregate.startswith(key[0]) and not data.startswith(b"{" + key[1]):
+        head += b"," + key[1] + _encoder.encode(aggregate[len(key[0]) :])
+    return head + (b"}" if data[1:].lstrip() == b"}" else b"," + data[1:])
+
+
+def compact_values(
+    event_id: str,
+    event: Event,
+    aggregate: str,
+    actor: str,
+    correlation: str,
+    causation: str,
+    source: str,
+) -> list[str]:
+    """The values of a compact entry in :data:`COMPACT_FIELDS` order, ``seq`` left out (the
+    append function inserts it after ``aggregate``). Only for an ``event_id`` that is a
+    UUIDv7 carrying the append's ``at`` (the caller checks)."""
+    return [
+        event_id,
+        type(event).__name__,
+        str(type(event).SCHEMA),
+        aggregate,
+        actor,
+        "" if correlation == event_id else correlation,
+        causation,
+        source,
+        compact_data(event, aggregate).decode(),
+    ]
+
+
+def full_values(
+    event_id: str,
+    event: Event,
+    aggregate: str,
+    at: str,
+    actor: str,
+    correlation: str,
+    causation: str,
+    source: str,
+) -> list[str]:
+    """The values of a full entry in :data:`FIELDS` order, ``seq`` left out."""
+    return [
+        event_id,
+        type(event).__name__,
+        str(type(event).SCHEMA),
+        aggregate,
+        at,
+        actor,
+        correlation,
+        causation,
+        source,
+        encode_data(event).decode(),
+    ]
+
+
+def is_compact(fields: Fields) -> bool:
+    """Whether an entry is compact (it has no ``at`` field)."""
+    return b"at" not in fields and "at" not in fields
+
+
+def full_fields(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """An entry's fields in the full form, as the writer of full entries would have stored
+    them: ``at`` from the id, ``correlation`` filled in, ``data`` tagged. A full entry (and
+    one whose id carries no time, which then does not decode either) is returned as it is.
+    """
+    if not is_compact(fields):
+        return fields
+    ev_id = fields.get(b"id", b"").decode(errors="replace")
+    ms = uuid7_ms(ev_id)
+    if ms is None:
+        return fields
+    out: dict[bytes, bytes] = {}
+    for name in _FIELD_KEYS:
+        if name == b"at":
+            out[name] = format_at(ms_at(ms)).encode()
+        elif name == b"correlation":
+            out[name] = fields.get(name) or ev_id.encode()
+        elif name == b"data" and name in fields:
+            event_type = fields.get(b"type", b"").decode(errors="replace")
+            aggregate = fields.get(b"aggregate", b"").decode(errors="replace")
+            out[name] = full_data(event_type, aggregate, fields[name])
+        elif name in fields:
+            out[name] = fields[name]
+    for name, value in fields.items():
+        out.setdefault(name, value)
+    return out
+
+
 def encode(obj: Any) -> bytes:
     """Shared JSON encoder for anything msgspec can encode."""
     return _encoder.encode(obj)
@@ -134,7 +333,8 @@ def _text(value: bytes | str | None, entry_id: str, name: str) -> str:
 
 
 def decode_entry(entry_id: bytes | str, fields: Fields, partition: int) -> RecordedEvent:
-    """Decode one stream entry; any defect raises :class:`MalformedEvent` with the entry id.
+    """Decode one stream entry, full or compact (see the module docstring), to the same
+    envelope; any defect raises :class:`MalformedEvent` with the entry id.
 
     Fields beyond the envelope are ignored, and unknown keys inside ``data`` are tolerated,
     so older readers keep working when newer writers add things.
@@ -142,12 +342,16 @@ def decode_entry(entry_id: bytes | str, fields: Fields, partition: int) -> Recor
     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     get = fields.get
     values: list[str] = []
+    compact = False
     for name, key in zip(FIELDS, _FIELD_KEYS, strict=True):
         raw = get(key) if key in fields else get(name)  # type: ignore[call-overload]
         if name == "data":
             if raw is None:
                 raise MalformedEvent(eid, "missing field 'data'")
             data = raw
+        elif name == "at" and raw is None:
+            compact = True
+            values.append("")
         else:
             values.append(_text(raw, eid, name))
     ev_id, ev_type, schema_s, aggregate, seq_s, at_s, actor, correlation, causation, source = values
@@ -157,10 +361,21 @@ def decode_entry(entry_id: bytes | str, fields: Fields, partition: int) -> Recor
     try:
         schema = int(schema_s)
         seq = int(seq_s)
-        at = parse_at(at_s)
+        if compact:
+            ms = uuid7_ms(ev_id)
+            if ms is None:
+                raise MalformedEvent(
+                    eid, "missing field 'at' (and the id is no UUIDv7 to carry it)"
+                )
+            at = ms_at(ms)
+            correlation = correlation or ev_id
+        else:
+            at = parse_at(at_s)
     except ValueError as exc:
         raise MalformedEvent(eid, f"bad envelope value: {exc}") from exc
     try:
+        if compact:
+            data = full_data(ev_type, aggregate, data if isinstance(data, bytes) else data.encode())
         if schema == cls.SCHEMA:
             event = _decoder.decode(data)
         elif 0 < schema < cls.SCHEMA:

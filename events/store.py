@@ -21,7 +21,7 @@ import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
 
-from events.codec import RecordedEvent, decode_entry, encode, encode_data
+from events.codec import RecordedEvent, compact_values, decode_entry, encode, full_values
 from events.errors import (
     AggregateMissing,
     ArchiveError,
@@ -33,7 +33,7 @@ from events.errors import (
     VersionConflict,
 )
 from events.identity import log_identity
-from events.ids import now_at, parse_at, uuid7
+from events.ids import at_ms, is_canonical_at, now_at, parse_at, uuid7, uuid7_ms
 from events.keys import Keys
 from events.personal import PersonalData, RedisKeyStore
 from events.positions import format_position, parse_stream_id
@@ -51,7 +51,10 @@ if TYPE_CHECKING:
     from events.archive import Archive
 
 LIBRARY = "streamshop_v2"
-APPEND_FUNCTION = "streamshop_append_v2"
+"""append.lua: ``streamshop_put_state_v2``, and ``streamshop_append_v2`` of the release
+before (full entries only), kept unchanged for its processes."""
+APPEND_LIBRARY = "streamshop_append_v3"
+APPEND_FUNCTION = "streamshop_append_v3"
 READ_LIBRARY = "streamshop_read_v1"
 STATES_FUNCTION = "streamshop_states_v1"
 PUT_STATE_FUNCTION = "streamshop_put_state_v2"
@@ -240,10 +243,19 @@ class EventStore:
     """The log and the write side's decision state, on one Redis."""
 
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, personal: PersonalData | None = None
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        personal: PersonalData | None = None,
+        *,
+        compact: bool = True,
     ) -> None:
         self.redis = redis
         self.keys = keys
+        self.compact = compact
+        """Write compact entries where the id can carry ``at`` (:mod:`events.codec`);
+        ``False`` writes every entry in the full form, which readers of the release
+        before the compact form can still decode."""
         self.personal = personal or PersonalData(
             RedisKeyStore(redis, keys.prefix), keys.digest_secret
         )
@@ -262,7 +274,7 @@ class EventStore:
         slot. :meth:`fcall` loads them again on a node that lacks them (one added by a
         resharding, or emptied by a restart without its AOF).
         """
-        for name in ("append.lua", "read.lua"):
+        for name in ("append.lua", "append_v3.lua", "read.lua"):
             code = resources.files("events").joinpath(name).read_text()
             if isinstance(self.redis, RedisCluster):
                 await self.redis.execute_command(
@@ -302,7 +314,7 @@ class EventStore:
 
     async def functions_loaded(self) -> bool:
         """Whether the libraries are loaded (on a cluster: on every primary)."""
-        for library in (LIBRARY, READ_LIBRARY):
+        for library in (LIBRARY, APPEND_LIBRARY, READ_LIBRARY):
             if isinstance(self.redis, RedisCluster):
                 for node in self.redis.get_primaries():
                     listed = await self.redis.execute_command(
@@ -357,31 +369,37 @@ class EventStore:
             ]
         meta = append.meta
         at = append.at
-        ids = append.event_ids or [uuid7() for _ in append.events]
+        # A compact entry leaves ``at`` to its id (events.codec): generated ids carry the
+        # millisecond of ``at``; a given id (an ingested event's) only where it happens to.
+        ms = at_ms(parse_at(at))
+        # ``at`` in the form the id gives back, in the range a UUIDv7 can hold
+        compact = self.compact and 0 <= ms < 1 << 48 and is_canonical_at(at)
+        ids = append.event_ids or [uuid7(ms) for _ in append.events]
+        correlation = meta.correlation or ids[0]
         partitions: list[int] = []
         events = []
         for event_id, event in zip(ids, append.events, strict=True):
             aggregate = event.aggregate()
             p = keys.partition_of(aggregate)
             partitions.append(p)
-            events.append(
-                {
-                    "s": k(keys.log(p)),
-                    "k": k(keys.state(aggregate)),
-                    "f": [
-                        event_id,
-                        type(event).__name__,
-                        str(type(event).SCHEMA),
-                        aggregate,
-                        at,
-                        meta.actor,
-                        meta.correlation or ids[0],
-                        meta.causation,
-                        meta.source,
-                        encode_data(event).decode(),
-                    ],
-                }
-            )
+            entry: dict[str, Any] = {"s": k(keys.log(p)), "k": k(keys.state(aggregate))}
+            if compact and (append.event_ids is None or uuid7_ms(event_id) == ms):
+                entry["c"] = True
+                entry["f"] = compact_values(
+                    event_id, event, aggregate, meta.actor, correlation, meta.causation, meta.source
+                )
+            else:
+                entry["f"] = full_values(
+                    event_id,
+                    event,
+                    aggregate,
+                    at,
+                    meta.actor,
+                    correlation,
+                    meta.causation,
+                    meta.source,
+                )
+            events.append(entry)
         req["events"] = events
         if "idem" in req:
             req["idem"]["parts"] = partitions

@@ -17,9 +17,14 @@ The record (``hash_format`` 2) is a run of netstrings (``<length>:<bytes>,``)::
   ``sha256:<hex digest of the stored data>``. The data may hold a secret
   (:data:`SECRET_FIELDS`) that must not reach the audit log; its digest still pins every
   byte of it.
+  A compact entry (:mod:`events.codec`: no ``at``) has just its own fields there, so old
+  rows and new rows each hash what their entry holds.
 * ``payload`` (column ``payload``): :func:`payload_json` of the stored data, the event as
-  it was recorded (its stored schema, not upcast), secrets removed. It is hashed so that
-  the column queries show cannot be altered unnoticed.
+  it was recorded (its stored schema, not upcast), secrets removed; for a compact entry
+  that decodes, of its data in the full form (:func:`events.codec.full_data`: the ``type``
+  tag and the aggregate's id put back, a function of the stored bytes alone), so the
+  column reads the same for both forms. It is hashed so that the column queries show
+  cannot be altered unnoticed.
 
 The other columns (event id, type, aggregate, …) are read from ``stored`` and checked
 against it by :func:`verify_chains`. Rows of ``hash_format`` 1 (written before, hashed over
@@ -43,8 +48,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from events.codec import FIELDS, Fields, Recorded, UndecodableEntry
-from events.ids import format_at, parse_at
+from events.codec import COMPACT_FIELDS, FIELDS, Fields, Recorded, UndecodableEntry, full_data
+from events.ids import format_at, ms_at, parse_at, uuid7_ms
 from events.positions import parse_stream_id
 from events.types import EVENT_TYPES
 from projections.views import (
@@ -110,9 +115,12 @@ _TAG = b"streamshop-audit-2"
 _ENVELOPE = tuple(name.encode() for name in FIELDS)
 _ORDER = {name: i for i, name in enumerate(_ENVELOPE)}
 _SECRET_BYTES = tuple(name.encode() for name in SECRET_FIELDS)
+_COMPACT = tuple(name.encode() for name in COMPACT_FIELDS)
 _ENVELOPE_FORMAT = b"".join(b"%d:%b,%%d:%%b," % (len(name), name) for name in _ENVELOPE)
 """``stored`` of an entry holding exactly the envelope fields in order, to fill with
 (length, value) pairs."""
+_COMPACT_FORMAT = b"".join(b"%d:%b,%%d:%%b," % (len(name), name) for name in _COMPACT)
+"""The same for a compact entry (:mod:`events.codec`): the envelope without ``at``."""
 
 
 def _ns(value: bytes) -> bytes:
@@ -133,10 +141,12 @@ def stored_fields(fields: Fields) -> tuple[bytes, dict[bytes, bytes], bytes | No
         raw = {_bytes(k): _bytes(v) for k, v in fields.items()}
     data = raw.get(b"data")
     digest = b"" if data is None else b"sha256:%b" % hashlib.sha256(data).hexdigest().encode()
-    if tuple(raw) == _ENVELOPE:  # as the store writes them: one format call
+    names_as_stored = tuple(raw)
+    if names_as_stored in (_COMPACT, _ENVELOPE):  # as the store writes them: one format call
         values = list(raw.values())
         values[-1] = digest
-        return _ENVELOPE_FORMAT % tuple(_flat(values)), raw, data
+        form = _COMPACT_FORMAT if names_as_stored == _COMPACT else _ENVELOPE_FORMAT
+        return form % tuple(_flat(values)), raw, data
     names = [name for name in _ENVELOPE if name in raw]
     if len(names) < len(raw):
         names += sorted(k for k in raw if k not in _ORDER)
@@ -190,15 +200,24 @@ def envelope_columns(
     """The queryable columns, read from the stored fields; total, so an undecodable entry
     gets a row too (its event id is ``undecodable:<partition>:<entry id>``, unique, as the
     stored one may be missing or taken). Text is decoded leniently and NUL, which
-    PostgreSQL text cannot hold, shown as U+FFFD; the exact bytes are in ``stored``."""
+    PostgreSQL text cannot hold, shown as U+FFFD; the exact bytes are in ``stored``.
+
+    A compact entry (no ``at``) that decodes shows the envelope it decodes to: ``at`` from
+    its UUIDv7 id and an empty ``correlation`` as the id (:mod:`events.codec`), the same
+    columns its full form would have had."""
     texts = [values.get(name, b"").decode(errors="replace") for name in _TEXT_FIELDS]
     if "\x00" in "".join(texts):
         texts = [t.replace("\x00", "\ufffd") for t in texts]
     ev_id, ev_type, schema, aggregate, seq, at_s, actor, correlation, causation, source = texts
-    try:
-        at = parse_at(at_s)
-    except (ValueError, OverflowError):
-        at = datetime.fromtimestamp(parse_stream_id(entry_id)[0] / 1000, UTC)
+    ms = None if undecodable or b"at" in values else uuid7_ms(ev_id)
+    if ms is not None:
+        at = ms_at(ms)
+        correlation = correlation or ev_id
+    else:
+        try:
+            at = parse_at(at_s)
+        except (ValueError, OverflowError):
+            at = datetime.fromtimestamp(parse_stream_id(entry_id)[0] / 1000, UTC)
     return {
         "event_id": f"undecodable:{partition}:{entry_id}" if undecodable else ev_id,
         "type": ev_type,
@@ -302,6 +321,9 @@ def row_of(entry: Recorded, n: int, prev_hash: str) -> dict[str, Any]:
         raise ValueError(f"entry {entry.entry_id}: the audit needs the fields as stored")
     stored, values, data = stored_fields(entry.fields)
     broken = isinstance(entry, UndecodableEntry)
+    if not broken and data is not None and b"at" not in values:
+        # compact: the payload of its full form, as the full entry would have shown
+        data = full_data(entry.type, entry.aggregate, data)
     payload = payload_json(data)
     row: dict[str, Any] = {
         "partition": entry.partition,

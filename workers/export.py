@@ -20,8 +20,10 @@ the checkpoint, so nothing is duplicated. A run with nothing new writes nothing 
 
 Each row is the envelope (entry id, partition, position, id, type, schema as stored,
 aggregate, seq, at, actor, correlation, causation, source), the entry's ``data`` JSON as
-stored (so nothing is lost) and one column per scalar field of the event as the current
-schema reads it (upcast); lists and nested structs stay in ``data``. Secrets
+stored (so nothing is lost; a compact entry's in its full form,
+:func:`events.codec.full_fields`, so old and new entries read the same) and one column per
+scalar field of the event as the current schema reads it (upcast); lists and nested
+structs stay in ``data``. Secrets
 (``password_hash``) are dropped from both, as in the audit log; personal data is exported as
 the log holds it (encrypted where the log encrypts it).
 
@@ -56,7 +58,7 @@ import pyarrow.parquet as pq
 import redis.asyncio as aioredis
 import structlog
 
-from events.codec import FIELDS, decode_entry
+from events.codec import FIELDS, decode_entry, full_fields
 from events.errors import MalformedEvent
 from events.files import FileRoot
 from events.keys import Keys
@@ -296,7 +298,7 @@ def entry_row(
 ) -> tuple[str, str, dict[str, Any]]:
     """One stream entry as (dataset, date, row); an undecodable one goes to ``_malformed``."""
     position = format_position({partition: entry_id})
-    texts = _texts(fields)
+    texts = _texts(full_fields(fields))  # a compact entry as its full form (events.codec)
     try:
         rec = decode_entry(entry_id, fields, partition)
     except MalformedEvent as exc:

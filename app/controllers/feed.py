@@ -23,6 +23,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from app.auth import Principal, admin_only
 from app.problems import problem_responses
 from app.services import services
+from events.codec import full_fields
 from events.keys import Keys
 from events.positions import InvalidPosition, format_position, parse_position
 from events.store import EventStore
@@ -50,9 +51,13 @@ After = Annotated[
 
 
 def message(partition: int, entry_id: str, fields: dict[bytes, bytes], position: str) -> bytes:
-    """The JSON an SSE ``data:`` line carries: the envelope, ``data`` decoded, secrets removed."""
+    """The JSON an SSE ``data:`` line carries: the envelope, ``data`` decoded, secrets removed.
+
+    A compact entry is shown in its full form (:func:`events.codec.full_fields`), so a
+    client sees the same envelope whichever form the entry was written in."""
     envelope: dict[str, Any] = {
-        k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()
+        k.decode(errors="replace"): v.decode(errors="replace")
+        for k, v in full_fields(fields).items()
     }
     raw = envelope.pop("data", "{}")
     try:
