@@ -88,6 +88,7 @@ AGGREGATE_ID_FIELDS: dict[str, tuple[str, str]] = {
     "RefundIssued": ("order:", "order_id"),
     "OrderShipped": ("order:", "order_id"),
     "OrderDelivered": ("order:", "order_id"),
+    "EmailDigestUpgraded": ("account:", "account_id"),
 }
 """Type → (``"<kind>:"``, field) for the types whose compact ``data`` leaves out the field
 that ``aggregate`` (``<kind>:<field>``) already holds, always the type's first field.

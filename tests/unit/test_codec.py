@@ -162,12 +162,12 @@ CASES = [
         b'{"type":"LoginSucceeded","account_id":"a1","email_digest":"d1"}',
         b'{"account_id":"a1","email_digest":"d1"}',
     ),
-    # nothing left but the aggregate's id, with a character JSON escapes
+    # the aggregate's id, with a character JSON escapes, leaves the data
     (
         "CategoryDeleted",
         'category:caf"e',
-        b'{"type":"CategoryDeleted","slug":"caf\\"e"}',
-        b"{}",
+        b'{"type":"CategoryDeleted","slug":"caf\\"e","parent":null}',
+        b'{"parent":null}',
     ),
 ]
 
