@@ -13,11 +13,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
 from litestar import Litestar
-from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.types import Middleware
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -28,8 +26,8 @@ from app.commands.login import LoginLimits
 from app.controllers import CONTROLLERS
 from app.controllers.docs import local_swagger
 from app.logging import configure_logging
-from app.metrics import ApiMetrics, CommandTimer, metrics_lifespan, prometheus_config
-from app.middleware import RequestContextMiddleware, stamp_response
+from app.metrics import ApiMetrics, metrics_lifespan
+from app.middleware import HttpMetrics, RequestObserver
 from app.passwords import Passwords
 from app.problems import problem_details_plugin
 from app.queries import read_side_lifespan
@@ -41,6 +39,9 @@ from events.store import EventStore, check_redis
 
 MAX_BODY_BYTES = 1024 * 1024
 """Bodies above 1 MiB are refused with 413 before they are read into memory."""
+
+HTTP_METRICS_PREFIX = "streamshop_http"
+"""The HTTP series are ``streamshop_http_requests_total`` and so on (the dashboards' names)."""
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
@@ -85,17 +86,6 @@ LIFESPANS: list[Lifespan] = [event_store_lifespan, read_side_lifespan, metrics_l
 """Startup/shutdown steps, in order. Later steps may use what earlier ones put on ``app.state``."""
 
 
-def _outermost(middleware: Middleware) -> Callable[[AppConfig], AppConfig]:
-    """An ``on_app_init`` hook putting ``middleware`` before the JWT middleware, so requests
-    refused by authentication are logged with their request id too."""
-
-    def hook(config: AppConfig) -> AppConfig:
-        config.middleware.insert(0, middleware)
-        return config
-
-    return hook
-
-
 def create_app(
     settings: Settings | None = None,
     lifespans: Sequence[Lifespan] | None = None,
@@ -106,7 +96,7 @@ def create_app(
     configure_logging(settings.log_format)
     jwt_auth = build_jwt_auth(settings)
     provider: TracerProvider | None = tracer_provider(settings, span_exporter)
-    return Litestar(
+    app = Litestar(
         route_handlers=list(CONTROLLERS),
         state=State(
             {
@@ -118,13 +108,10 @@ def create_app(
             }
         ),
         lifespan=list(LIFESPANS if lifespans is None else lifespans),
-        on_app_init=[
-            jwt_auth.on_app_init,
-            _outermost(RequestContextMiddleware()),
-        ],
+        on_app_init=[jwt_auth.on_app_init],
         plugins=[problem_details_plugin()],
-        middleware=[prometheus_config().middleware, TracingMiddleware(), CommandTimer],
-        before_send=[stamp_response],
+        # a span per command only when tracing is on: a layer that would do nothing costs
+        middleware=[TracingMiddleware()] if provider is not None else [],
         before_request=reject_lax_bodies,
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
@@ -136,3 +123,9 @@ def create_app(
         ),
         debug=False,
     )
+    # Outside the router and its exception layer, so every response (the router's 404 and
+    # 405, the JWT middleware's 401) gets a request id and an access line.
+    app.asgi_handler = RequestObserver(
+        app.asgi_handler, HttpMetrics.of(HTTP_METRICS_PREFIX, app_name="streamshop")
+    )
+    return app
