@@ -35,6 +35,7 @@ from app.services import Services
 from app.settings import Settings
 from app.tracing import TracingMiddleware, trace_appends, tracer_of, tracer_provider
 from app.validation import reject_lax_bodies
+from events.multiplexed import Multiplexed
 from events.store import EventStore, check_redis
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -50,12 +51,16 @@ log = structlog.get_logger("app")
 
 @asynccontextmanager
 async def event_store_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Connect to Redis, refuse an unsafe one (``check_redis``), load the append function."""
+    """Connect to Redis, refuse an unsafe one (``check_redis``), load the append function.
+
+    The store's two calls per command (states, append) share one pipelined connection
+    (:mod:`events.multiplexed`); everything else uses the redis-py client."""
     settings: Settings = app.state.settings
     redis = settings.redis.connect()
+    calls = Multiplexed.serving(redis)
     try:
         await check_redis(redis)
-        store = EventStore(redis, settings.redis.keys)
+        store = EventStore(redis, settings.redis.keys, calls=calls)
         await store.load_functions()
         if (tracer := tracer_of(app.state)) is not None:
             trace_appends(store, tracer)
@@ -79,6 +84,8 @@ async def event_store_lifespan(app: Litestar) -> AsyncIterator[None]:
         log.info("api_started", redis=settings.redis.url, prefix=settings.redis.prefix)
         yield
     finally:
+        if calls is not None:
+            await calls.aclose()
         await redis.aclose()
 
 
