@@ -9,7 +9,8 @@ socket and read back with hiredis (32 concurrent callers, one process; bench/PRO
 :class:`Multiplexed` is that socket: calls are written as they come, and Redis answers on
 one connection in the order it was asked, so each reply goes to the oldest waiting call.
 Concurrent commands share the connection's reads and writes (pipelining without a pipeline
-object). Error replies become redis-py's own exception classes (its parser's mapping), so
+object): the commands of one turn of the event loop leave in one write, and one read takes
+every reply that has arrived. Error replies become redis-py's own exception classes (its parser's mapping), so
 callers catch what they caught before. A lost connection fails every call still waiting on
 it with :class:`redis.exceptions.ConnectionError` (a call in flight may or may not have run,
 as with any client); the next call connects again. Nothing is retried here.
@@ -41,9 +42,25 @@ class _Protocol(asyncio.Protocol):
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
+        self._unsent: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def send(self, args: tuple[str | bytes | int, ...]) -> asyncio.Future[Any]:
+        """Queue one command; its reply will resolve the returned future. Commands queued in
+        one turn of the event loop go out in one write at the end of it."""
+        future = asyncio.get_running_loop().create_future()
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._unsent.append(hiredis.pack_command(args))
+        self.waiting.append(future)
+        return future
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(unsent)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -104,11 +121,7 @@ class Multiplexed:
     async def call(self, *args: str | bytes | int) -> Any:
         """Send one command and wait for its reply (an error reply is raised)."""
         protocol = await self._connected()
-        future = asyncio.get_running_loop().create_future()
-        protocol.waiting.append(future)
-        assert protocol.transport is not None
-        protocol.transport.write(hiredis.pack_command(args))
-        return await future
+        return await protocol.send(args)
 
     async def _connected(self) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -137,13 +150,10 @@ class Multiplexed:
 
     @staticmethod
     async def _first(protocol: _Protocol, *args: str | int) -> None:
-        future = asyncio.get_running_loop().create_future()
-        protocol.waiting.append(future)
-        assert protocol.transport is not None
-        protocol.transport.write(hiredis.pack_command(args))
         try:
-            await future
+            await protocol.send(args)
         except ResponseError:
+            assert protocol.transport is not None
             protocol.transport.close()
             raise
 
