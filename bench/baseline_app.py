@@ -12,6 +12,7 @@ validation, no decision, no state reads, no logging. The FCALL goes through
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -38,7 +39,8 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
 
     settings = Settings.from_env()
     redis = settings.redis.connect()
-    calls = Multiplexed.serving(redis)
+    # BASELINE_CLIENT=redis-py: the FCALL through redis-py's pool instead (to compare clients)
+    calls = None if os.environ.get("BASELINE_CLIENT") == "redis-py" else Multiplexed.serving(redis)
     try:
         store = EventStore(redis, settings.redis.keys, calls=calls)
         await store.load_functions()
