@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 import structlog
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from events.ids import uuid7
@@ -41,9 +42,6 @@ UNMETERED_ROUTES = frozenset({"/metrics"})
 """Route templates left out of the HTTP series (a scrape does not count itself)."""
 
 access_log = structlog.get_logger("app.access")
-
-ASGIApp = Any
-Scope = dict[str, Any]
 
 
 def request_id(scope: Scope) -> str:
@@ -120,7 +118,7 @@ class RequestObserver:
         self.app = app
         self.http = http
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -129,7 +127,7 @@ class RequestObserver:
         header = (_HEADER_BYTES, rid.encode("latin-1"))
         status = 500
 
-        async def observed_send(message: dict[str, Any]) -> None:
+        async def observed_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
