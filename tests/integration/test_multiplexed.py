@@ -124,3 +124,34 @@ async def test_the_store_decides_and_appends_through_it(piped_store: EventStore)
     with pytest.raises(VersionConflict):
         await piped_store.append(Append(events=[product], expect={product.aggregate(): 0}))
     assert (await piped_store.load([product.aggregate()]))[product.aggregate()] == state
+
+
+async def test_only_a_single_node_over_plain_tcp_is_multiplexed() -> None:
+    """A Unix socket, TLS or RESP3 keep redis-py (the cluster client is not a ``Redis``)."""
+    others = [
+        aioredis.Redis(unix_socket_path="/tmp/nowhere.sock"),
+        aioredis.Redis(ssl=True),
+        aioredis.Redis(protocol=3),
+    ]
+    try:
+        assert [Multiplexed.serving(client) for client in others] == [None, None, None]
+        tcp = Multiplexed.serving(aioredis.Redis(host="127.0.0.1", port=6390, db=3))
+        assert tcp is not None and (tcp.host, tcp.port, tcp.db) == ("127.0.0.1", 6390, 3)
+    finally:
+        for client in others:
+            await client.aclose()
+
+
+async def test_it_talks_to_the_database_the_client_names(prefix: str) -> None:
+    url = REDIS_URL.rsplit("/", 1)[0] + "/1"
+    client = aioredis.Redis.from_url(url)
+    calls = Multiplexed.serving(client)
+    assert calls is not None
+    key = f"{prefix}:db1"
+    try:
+        await client.set(key, "in db 1")
+        assert await calls.call("GET", key) == b"in db 1"
+    finally:
+        await client.delete(key)
+        await calls.aclose()
+        await client.aclose()
