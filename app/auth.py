@@ -10,13 +10,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Self
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.security.jwt import JWTAuth, Token
-from litestar.security.jwt.token import JWTDecodeOptions
 
 from app.settings import Settings
 
@@ -26,7 +25,11 @@ PUBLIC = {"exclude_from_auth": True}
 
 VERIFIED_CACHE_SIZE = 4096
 """Verified tokens remembered per process (a 32-connection load reuses a handful)."""
-_verified: dict[tuple[Any, ...], dict[str, Any]] = {}
+_verified: dict[tuple[Any, ...], Token] = {}
+
+
+def _hashable(value: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+    return value if isinstance(value, str | None) else tuple(value)
 
 
 @dataclass
@@ -36,52 +39,63 @@ class AccessToken(Token):
     role: str = "customer"
 
     @classmethod
-    def decode_payload(
+    def decode(
         cls,
         encoded_token: str,
         secret: str,
-        algorithms: list[str],
-        issuer: str | Sequence[str] | None = None,
+        algorithm: str,
         audience: str | Sequence[str] | None = None,
-        options: JWTDecodeOptions | None = None,
-    ) -> Any:
+        issuer: str | Sequence[str] | None = None,
+        require_claims: Sequence[str] | None = None,
+        verify_exp: bool = True,
+        verify_nbf: bool = True,
+        strict_audience: bool = False,
+    ) -> Self:
         """Litestar's verification, remembered: a token string whose signature and claims
-        were verified once is not verified again (PyJWT's key preparation and HMAC were a
-        seventh of a ``POST /orders``). Time-bound claims are re-checked on every use: past
-        its ``exp`` (or before its ``nbf``) a token goes through PyJWT again, which refuses
-        it as before. Only successful verifications are kept, so a forged or tampered
-        token is always checked (and refused) in full."""
+        were verified once (with the same secret and checks) is not verified nor converted
+        again; PyJWT's key preparation and HMAC, then Litestar's conversion of the claims,
+        were a seventh of a ``POST /orders``. Time-bound claims are re-checked on every
+        use: past its ``exp`` (or before its ``nbf``) a token goes through Litestar and
+        PyJWT again, which refuse it as before. Only successful verifications are kept, so
+        a forged or tampered token is always checked (and refused) in full. The token is
+        shared by the requests that present it; nothing changes a request's token."""
         key = (
             encoded_token,
             secret,
-            tuple(algorithms),
-            issuer if isinstance(issuer, str | None) else tuple(issuer),
-            audience if isinstance(audience, str | None) else tuple(audience),
-            tuple(
-                (name, tuple(v) if isinstance(v, list) else v)
-                for name, v in sorted((options or {}).items())
-            ),
+            algorithm,
+            _hashable(audience),
+            _hashable(issuer),
+            tuple(require_claims or ()),
+            verify_exp,
+            verify_nbf,
+            strict_audience,
         )
-        payload = _verified.get(key)
-        now = time.time()
-        if payload is not None and _current(payload, now, options or {}):
-            return dict(payload)
-        payload = super().decode_payload(
-            encoded_token, secret, algorithms, issuer=issuer, audience=audience, options=options
+        token = _verified.get(key)
+        if token is not None and _current(token, time.time(), verify_exp, verify_nbf):
+            return token  # type: ignore[return-value]
+        token = super().decode(
+            encoded_token,
+            secret,
+            algorithm,
+            audience=audience,
+            issuer=issuer,
+            require_claims=require_claims,
+            verify_exp=verify_exp,
+            verify_nbf=verify_nbf,
+            strict_audience=strict_audience,
         )
         if len(_verified) >= VERIFIED_CACHE_SIZE:
             _verified.clear()
-        _verified[key] = dict(payload)
-        return payload
+        _verified[key] = token
+        return token
 
 
-def _current(payload: dict[str, Any], now: float, options: JWTDecodeOptions) -> bool:
+def _current(token: Token, now: float, verify_exp: bool, verify_nbf: bool) -> bool:
     """The time-bound claims PyJWT checks still hold (no leeway: Litestar passes none)."""
-    exp = payload.get("exp")
-    if options.get("verify_exp", True) and isinstance(exp, int | float) and now >= exp:
+    if verify_exp and now >= token.exp.timestamp():
         return False
-    nbf = payload.get("nbf")
-    return not (options.get("verify_nbf", True) and isinstance(nbf, int | float) and nbf > now)
+    nbf = token.extras.get("nbf")
+    return not (verify_nbf and isinstance(nbf, int | float) and nbf > now)
 
 
 @dataclass(frozen=True, slots=True)

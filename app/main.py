@@ -13,11 +13,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
 from litestar import Litestar
-from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.types import Middleware
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -28,8 +26,8 @@ from app.commands.login import LoginLimits
 from app.controllers import CONTROLLERS
 from app.controllers.docs import local_swagger
 from app.logging import configure_logging
-from app.metrics import ApiMetrics, CommandTimer, metrics_lifespan, prometheus_config
-from app.middleware import RequestContextMiddleware, stamp_response
+from app.metrics import ApiMetrics, metrics_lifespan
+from app.middleware import HttpMetrics, RequestObserver
 from app.passwords import Passwords
 from app.problems import problem_details_plugin
 from app.queries import read_side_lifespan
@@ -37,10 +35,14 @@ from app.services import Services
 from app.settings import Settings
 from app.tracing import TracingMiddleware, trace_appends, tracer_of, tracer_provider
 from app.validation import reject_lax_bodies
+from events.multiplexed import Multiplexed
 from events.store import EventStore, check_redis
 
 MAX_BODY_BYTES = 1024 * 1024
 """Bodies above 1 MiB are refused with 413 before they are read into memory."""
+
+HTTP_METRICS_PREFIX = "streamshop_http"
+"""The HTTP series are ``streamshop_http_requests_total`` and so on (the dashboards' names)."""
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
@@ -49,12 +51,16 @@ log = structlog.get_logger("app")
 
 @asynccontextmanager
 async def event_store_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Connect to Redis, refuse an unsafe one (``check_redis``), load the append function."""
+    """Connect to Redis, refuse an unsafe one (``check_redis``), load the append function.
+
+    The store's two calls per command (states, append) share one pipelined connection
+    (:mod:`events.multiplexed`); everything else uses the redis-py client."""
     settings: Settings = app.state.settings
     redis = settings.redis.connect()
+    calls = Multiplexed.serving(redis)
     try:
         await check_redis(redis)
-        store = EventStore(redis, settings.redis.keys)
+        store = EventStore(redis, settings.redis.keys, calls=calls)
         await store.load_functions()
         if (tracer := tracer_of(app.state)) is not None:
             trace_appends(store, tracer)
@@ -78,22 +84,13 @@ async def event_store_lifespan(app: Litestar) -> AsyncIterator[None]:
         log.info("api_started", redis=settings.redis.url, prefix=settings.redis.prefix)
         yield
     finally:
+        if calls is not None:
+            await calls.aclose()
         await redis.aclose()
 
 
 LIFESPANS: list[Lifespan] = [event_store_lifespan, read_side_lifespan, metrics_lifespan]
 """Startup/shutdown steps, in order. Later steps may use what earlier ones put on ``app.state``."""
-
-
-def _outermost(middleware: Middleware) -> Callable[[AppConfig], AppConfig]:
-    """An ``on_app_init`` hook putting ``middleware`` before the JWT middleware, so requests
-    refused by authentication are logged with their request id too."""
-
-    def hook(config: AppConfig) -> AppConfig:
-        config.middleware.insert(0, middleware)
-        return config
-
-    return hook
 
 
 def create_app(
@@ -107,7 +104,7 @@ def create_app(
     jwt_auth = build_jwt_auth(settings)
     settings.email_digest_secret()  # refuses to start without one outside dev mode
     provider: TracerProvider | None = tracer_provider(settings, span_exporter)
-    return Litestar(
+    app = Litestar(
         route_handlers=list(CONTROLLERS),
         state=State(
             {
@@ -119,13 +116,10 @@ def create_app(
             }
         ),
         lifespan=list(LIFESPANS if lifespans is None else lifespans),
-        on_app_init=[
-            jwt_auth.on_app_init,
-            _outermost(RequestContextMiddleware()),
-        ],
+        on_app_init=[jwt_auth.on_app_init],
         plugins=[problem_details_plugin()],
-        middleware=[prometheus_config().middleware, TracingMiddleware(), CommandTimer],
-        before_send=[stamp_response],
+        # a span per command only when tracing is on: a layer that would do nothing costs
+        middleware=[TracingMiddleware()] if provider is not None else [],
         before_request=reject_lax_bodies,
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
@@ -137,3 +131,9 @@ def create_app(
         ),
         debug=False,
     )
+    # Outside the router and its exception layer, so every response (the router's 404 and
+    # 405, the JWT middleware's 401) gets a request id and an access line.
+    app.asgi_handler = RequestObserver(
+        app.asgi_handler, HttpMetrics.of(HTTP_METRICS_PREFIX, app_name="streamshop")
+    )
+    return app

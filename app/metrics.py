@@ -1,11 +1,12 @@
-"""Prometheus metrics of the API: Litestar's plugin for HTTP, and ours computed from Redis.
+"""Prometheus metrics of the API: HTTP and commands measured per request, and Redis at scrape time.
 
 ``GET /metrics`` renders three sources in one text exposition:
 
-* the HTTP series of Litestar's ``PrometheusMiddleware`` (``streamshop_http_*``; they live in
-  prometheus_client's process-wide registry, as the plugin keeps them);
-* this app's own registry (:class:`ApiMetrics`): command seconds and append conflicts,
-  measured in this process;
+* the HTTP series ``streamshop_http_*`` counted by the request layer
+  (:class:`app.middleware.HttpMetrics`, in prometheus_client's process-wide registry, named
+  and labelled as Litestar's Prometheus plugin did);
+* this app's own registry (:class:`ApiMetrics`): command seconds (observed by the same
+  request layer) and append conflicts, measured in this process;
 * a snapshot of Redis taken at scrape time (:func:`snapshot`) and rendered by
   :class:`SnapshotCollector`: projection lag, dead letters, the runners' counters
   (``{prefix}:metrics:{projection}``) and rejected ingress entries. Every API replica
@@ -23,9 +24,7 @@ from typing import Any
 import structlog
 from litestar import Litestar, get
 from litestar.datastructures import State
-from litestar.plugins.prometheus import PrometheusConfig
 from litestar.response import Response
-from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -46,9 +45,6 @@ from events.positions import parse_stream_id
 
 log = structlog.get_logger("app.metrics")
 
-COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-"""Requests with these methods are commands; their handler's ``operation_id`` names them."""
-
 INGEST_DLQ = "ingest:"
 """Dead-letter streams named ``{prefix}:dlq:ingest:<source>`` belong to the ingress gateway."""
 
@@ -60,13 +56,6 @@ COUNTERS = {
     "sink_failures": "Failed writes to the projection's store",
 }
 """Fields of ``{prefix}:metrics:{projection}`` exposed as ``streamshop_projection_<f>_total``."""
-
-
-def prometheus_config() -> PrometheusConfig:
-    """Litestar's HTTP series, labelled by route template (not raw path: no id cardinality)."""
-    return PrometheusConfig(
-        app_name="streamshop", prefix="streamshop_http", group_path=True, exclude=["/metrics"]
-    )
 
 
 class ApiMetrics:
@@ -89,41 +78,6 @@ class ApiMetrics:
 
 def api_metrics(state: State) -> ApiMetrics:
     return state.metrics  # type: ignore[no-any-return]
-
-
-class CommandTimer:
-    """ASGI middleware timing each command request (POST/PUT/PATCH/DELETE) by operation id.
-
-    It sits at the controller boundary, so the time covers decide, append and the bounded
-    conflict retries, which is what a client waits for."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in COMMAND_METHODS:
-            await self.app(scope, receive, send)
-            return
-        handler = scope.get("route_handler")
-        command = getattr(handler, "operation_id", None) or getattr(handler, "name", None)
-        status = 500
-
-        async def send_status(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            metrics = getattr(scope["app"].state, "metrics", None)
-            if metrics is not None and isinstance(command, str):
-                outcome = "ok" if status < 400 else "refused" if status < 500 else "error"
-                metrics.command_seconds.labels(command, outcome).observe(
-                    time.perf_counter() - started
-                )
 
 
 def count_conflicts(store: Any, metrics: ApiMetrics) -> None:

@@ -309,11 +309,14 @@ async def run(
     workers: int | None = None,
     warmup: float = 2.0,
     probe_connections: int = 4,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     """``POST /orders``, ``POST /auth/login`` and ``GET /health`` on the real API, then
     ``GET /health`` (``probe_connections``) while ``connections`` clients flood the login,
-    then the same ``POST /orders`` load against the bare baseline app (:mod:`bench.baseline_app`)
-    on the same Redis with the same workers."""
+    and the same ``POST /orders`` load against the bare baseline app (:mod:`bench.baseline_app`)
+    on the same Redis with the same workers. Both servers run side by side (an idle one costs
+    nothing) and the orders and the baseline are measured in ``rounds`` alternating rounds,
+    so that on a shared machine both see the same background load."""
     workers = workers or os.cpu_count() or 1
     threads = 2
     tool = wrk_version() if os.environ.get("BENCH_LOAD", "wrk") == "wrk" else None
@@ -343,31 +346,34 @@ async def run(
                 "workdir": Path(tmp),
             }
             # no view store runs here, so /ready would answer 503: wait for /health
-            with api_server(stack, workers, Path(tmp) / "api.log", ready_path="/health") as base:
+            with (
+                api_server(stack, workers, Path(tmp) / "api.log", ready_path="/health") as base,
+                api_server(
+                    stack,
+                    workers,
+                    Path(tmp) / "baseline.log",
+                    factory="bench.baseline_app:create_app",
+                    ready_path=None,
+                ) as baseline,
+            ):
                 load["tokens"] = await _tokens(base, emails)
-                for mode in ("health", "orders", "login"):
-                    # argon2 has nothing to warm up, and a login warm-up would leave a queue
-                    # of hashes behind that eats into the measured run.
-                    if mode != "login" and warmup > 0:
-                        await measure(base, mode, warmup, **load)
-                    seconds = max(duration, 6.0) if mode == "login" else duration
-                    results[mode] = await measure(base, mode, seconds, **load)
+                if warmup > 0:
+                    await measure(base, "health", warmup, **load)
+                results["health"] = await measure(base, "health", duration, **load)
+                results["orders"], results["baseline_post"] = await _interleaved(
+                    base, baseline, duration, warmup, rounds, load
+                )
+                # argon2 has nothing to warm up, and a login warm-up would leave a queue
+                # of hashes behind that eats into the measured run.
+                results["login"] = await measure(base, "login", max(duration, 6.0), **load)
                 probe = {**load, "connections": probe_connections, "threads": 1}
+                # the control: the same probe with no flood, just before it
+                results["health_probe"] = await measure(base, "health", duration, **probe)
                 flood, during = await asyncio.gather(
                     measure(base, "login", max(duration, 6.0) + 2, **load),
                     _after(1.0, measure(base, "health", max(duration, 6.0), **probe)),
                 )
                 results["login_flood"], results["health_during_login_flood"] = flood, during
-            with api_server(
-                stack,
-                workers,
-                Path(tmp) / "baseline.log",
-                factory="bench.baseline_app:create_app",
-                ready_path=None,
-            ) as base:
-                if warmup > 0:
-                    await measure(base, "orders", warmup, **load)
-                results["baseline_post"] = await measure(base, "orders", duration, **load)
     finally:
         await client.aclose()
         await drop_prefix(redis_url, stack.prefix)
@@ -377,8 +383,13 @@ async def run(
         **_figures("baseline_post", results["baseline_post"]),
         **_figures("login", login),
         **_figures("health", health),
+        **_figures("health_probe", results["health_probe"]),
         **_figures("health_during_login_flood", results["health_during_login_flood"]),
         "login_flood_per_s": _figures("f", results["login_flood"])["f_per_s"],
+        "orders_rounds_per_s": results["orders"]["rounds"],
+        "orders_cpu_us_per_request": results["orders"]["cpu_us"],
+        "baseline_post_cpu_us_per_request": results["baseline_post"]["cpu_us"],
+        "baseline_post_rounds_per_s": results["baseline_post"]["rounds"],
         "health_p99_during_login_flood_ms": round(
             results["health_during_login_flood"]["p99_ms"], 2
         ),
@@ -391,6 +402,11 @@ async def run(
         "limit": "a bare POST /orders doing one FCALL of the append function (baseline_post),"
         " same server, workers, Redis, tool and concurrency; GET /health for the trivial rate",
         "ratio": round(figures["orders_per_s"] / baseline, 3) if baseline else None,
+        "cpu_vs_baseline": round(
+            figures["baseline_post_cpu_us_per_request"] / figures["orders_cpu_us_per_request"], 3
+        )
+        if figures["orders_cpu_us_per_request"]
+        else None,
         "ratio_vs_health": round(figures["orders_per_s"] / trivial, 3) if trivial else None,
         "ratio_login": round(figures["login_per_s"] / trivial, 3) if trivial else None,
         "params": {
@@ -401,6 +417,12 @@ async def run(
             "concurrency": connections,
             "duration_s": duration,
             "warmup_s": warmup,
+            "rounds": f"orders and baseline_post alternate in {rounds} rounds of"
+            f" {max(1.0, duration / rounds):g} s each, both servers up; per side requests and"
+            " seconds summed, each percentile the highest of its rounds; cpu_us_per_request:"
+            " user+system CPU of the side's uvicorn workers per answered request (robust to"
+            " the neighbours' load where the rates are not); cpu_vs_baseline = baseline's ÷"
+            " ours",
             "server": f"uvicorn --factory app.main:create_app --workers {workers}"
             " (uvloop, httptools), JSON access log per request",
             "baseline": f"uvicorn --factory bench.baseline_app:create_app --workers {workers}:"
@@ -411,10 +433,79 @@ async def run(
             f" {ACCOUNTS} accounts' bearer tokens",
             "login": f"{ACCOUNTS} accounts round-robin, argon2id t=3 m=64MiB p=4 (production)",
             "health_during_login_flood": f"GET /health with {probe_connections} connections"
-            f" while {connections} connections send POST /auth/login",
+            f" while {connections} connections send POST /auth/login; health_probe: the same"
+            " probe just before, with no flood (the control)",
             "latency": "closed loop: each connection waits for its answer",
         },
     }
+
+
+async def _interleaved(
+    base: str,
+    baseline: str,
+    duration: float,
+    warmup: float,
+    rounds: int,
+    load: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``POST /orders`` on ``base`` and on ``baseline`` in alternating rounds of
+    ``duration / rounds`` seconds each (at least 1 s, wrk's unit); each side's figures are
+    its rounds together: requests and seconds summed, each percentile the highest of the
+    rounds (percentiles do not add up, the highest is the conservative one), and the CPU
+    its uvicorn workers spent per answered request (``cpu_us``)."""
+    if warmup > 0:
+        await measure(base, "orders", warmup, **load)
+        await measure(baseline, "orders", warmup, **load)
+    each = max(1.0, duration / rounds)
+    parts: dict[str, list[dict[str, Any]]] = {base: [], baseline: []}
+    pids = {url: _worker_pids(url) for url in parts}
+    for n in range(rounds):
+        for url in (base, baseline) if n % 2 == 0 else (baseline, base):
+            before = cpu_seconds(pids[url])
+            got = await measure(url, "orders", each, **load)
+            got["cpu_s"] = cpu_seconds(pids[url]) - before
+            parts[url].append(got)
+    return _together(parts[base]), _together(parts[baseline])
+
+
+def _worker_pids(url: str) -> list[str]:
+    """The uvicorn worker processes serving ``url`` (children of the server we started)."""
+    port = url.rsplit(":", 1)[1]
+    found = subprocess.run(
+        ["pgrep", "-f", f"uvicorn .*--port {port} "], capture_output=True, text=True
+    )
+    parents = found.stdout.split()
+    if not parents:
+        return []
+    children = subprocess.run(
+        ["pgrep", "-P", ",".join(parents)], capture_output=True, text=True
+    ).stdout.split()
+    return children or parents
+
+
+def cpu_seconds(pids: list[str]) -> float:
+    """User + system CPU seconds ``pids`` have used so far (``/proc/<pid>/stat``; 0 where
+    there is no /proc)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _together(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    together: dict[str, Any] = {
+        key: sum(p[key] for p in parts) for key in ("requests", "seconds", "errors")
+    }
+    for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+        together[key] = max(p[key] for p in parts)
+    together["rounds"] = [round(p["requests"] / p["seconds"], 1) for p in parts]
+    cpu = sum(p["cpu_s"] for p in parts)
+    together["cpu_us"] = round(cpu / together["requests"] * 1e6, 1) if together["requests"] else 0
+    return together
 
 
 async def _after(seconds: float, coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:

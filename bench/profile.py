@@ -27,10 +27,13 @@ from workers.commands.demo import DEFAULT_PASSWORD, populate
 from workers.demo import make_shop
 
 RESULTS = Path(__file__).parent / "results"
+EVENT_LOOP = "Server.run (uvicorn/server.py"
+"""A frame of every sample taken in a worker's event-loop thread: shares are of those."""
 
 
 def top(collapsed: Path, n: int = 25) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """(own, total) shares per function from py-spy's collapsed stacks."""
+    """(own, total) shares per function from py-spy's collapsed stacks, of the samples
+    taken in the workers' event-loop threads."""
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
     samples = 0
@@ -38,6 +41,8 @@ def top(collapsed: Path, n: int = 25) -> tuple[list[tuple[str, float]], list[tup
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
+        if EVENT_LOOP not in stack:
+            continue  # the argon2 pool's idle threads, the resource tracker
         k = int(count)
         samples += k
         frames = [f.split(" (")[0] + " (" + f.split(" (")[-1] for f in stack.split(";")]

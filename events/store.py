@@ -35,6 +35,7 @@ from events.errors import (
 from events.identity import log_identity
 from events.ids import at_ms, is_canonical_at, now_at, parse_at, uuid7, uuid7_ms
 from events.keys import Keys
+from events.multiplexed import Multiplexed
 from events.personal import PersonalData, RedisKeyStore
 from events.positions import format_position, parse_stream_id
 from events.states import (
@@ -247,11 +248,15 @@ class EventStore:
         redis: aioredis.Redis,
         keys: Keys,
         personal: PersonalData | None = None,
+        calls: Multiplexed | None = None,
         *,
         compact: bool = True,
     ) -> None:
         self.redis = redis
         self.keys = keys
+        self.calls = calls
+        """Where :meth:`fcall` sends the command path's calls, when given (the API gives one:
+        :mod:`events.multiplexed`); else through ``redis``. Its owner closes it."""
         self.compact = compact
         """Write compact entries where the id can carry ``at`` (:mod:`events.codec`);
         ``False`` writes every entry in the full form, which readers of the release
@@ -291,7 +296,7 @@ class EventStore:
         Raises :class:`SlotsDiffer` on a cluster when ``keys`` span hash slots.
         """
         try:
-            return await self.redis.fcall(function, len(keys), *keys, *args)
+            return await self._fcall(function, keys, args)
         except RedisClusterException as exc:
             if "same key slot" not in str(exc):
                 raise
@@ -304,7 +309,12 @@ class EventStore:
                 raise
             log.warning("redis_function_missing", function=function, error=str(exc))
             await self.load_functions()
-            return await self.redis.fcall(function, len(keys), *keys, *args)
+            return await self._fcall(function, keys, args)
+
+    async def _fcall(self, function: str, keys: list[str], args: tuple[str | bytes, ...]) -> Any:
+        if self.calls is not None:
+            return await self.calls.call("FCALL", function, len(keys), *keys, *args)
+        return await self.redis.fcall(function, len(keys), *keys, *args)
 
     async def identity(self) -> str:
         """The log's identity (:mod:`events.identity`), created before its first entry."""
@@ -459,7 +469,10 @@ class EventStore:
         keys = [self.keys.state(a) for a in aggregates]
         if not keys:
             return []
-        replies = await self.redis.fcall_ro(STATES_FUNCTION, len(keys), *keys)
+        if self.calls is not None:
+            replies = await self.calls.call("FCALL_RO", STATES_FUNCTION, len(keys), *keys)
+        else:
+            replies = await self.redis.fcall_ro(STATES_FUNCTION, len(keys), *keys)
         return [
             {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)} for raw in replies
         ]

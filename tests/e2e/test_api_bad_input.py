@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from app.main import create_app
@@ -303,6 +304,38 @@ async def test_one_access_log_line_per_request(api: AsyncTestClient[Any]) -> Non
     assert line["route"] == "/accounts"
     assert line["status"] == 400
     assert line["duration_ms"] >= 0
+
+
+async def _sample(api: AsyncTestClient[Any], name: str, **labels: str) -> float:
+    """The value of ``name`` with ``labels`` in ``/metrics`` (0 when absent)."""
+    text = (await api.get("/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+async def test_a_command_refused_for_want_of_a_token_is_logged_and_counted(
+    api: AsyncTestClient[Any],
+) -> None:
+    """The 401 comes from the authentication layer, before the handler: it still gets its
+    access line, and counts in the HTTP series and the command histogram."""
+    http = {"method": "POST", "path": "/orders", "status_code": "401"}
+    command = {"command": "billOrder", "outcome": "refused"}
+    requests_before = await _sample(api, "streamshop_http_requests_total", **http)
+    commands_before = await _sample(api, "streamshop_command_seconds_count", **command)
+    with capture_logs() as logs:
+        resp = await api.post("/orders", json={"lines": [LINE]}, headers={"X-Request-ID": "r-401"})
+    assert_problem(resp, 401)
+    assert resp.headers["x-request-id"] == "r-401"
+    [line] = [entry for entry in logs if entry["event"] == "request"]
+    assert (line["request_id"], line["route"], line["status"]) == ("r-401", "/orders", 401)
+    requests = await _sample(api, "streamshop_http_requests_total", **http)
+    assert requests == requests_before + 1
+    commands = await _sample(api, "streamshop_command_seconds_count", **command)
+    assert commands == commands_before + 1
 
 
 async def test_health_and_ready(
