@@ -69,8 +69,15 @@ class Keys:
         """The dev key store of personal data (:class:`events.personal.RedisKeyStore`)."""
         return f"{self.prefix}:pii:keys"
 
-    def idem(self, key: str) -> str:
-        return f"{self.prefix}:idem:{self.tag(key)}:{key}"
+    def idem(self, key: str, home: str | None = None) -> str:
+        """An idempotency record, in the partition of the key itself or, with ``home``, of
+        that aggregate: a saga step records itself in the slot it writes (Redis Cluster)."""
+        return f"{self.prefix}:idem:{self.tag(home or key)}:{key}"
+
+    def saga(self, scope: str) -> str:
+        """Which order a billing saga started under an idempotency key (its scope) runs
+        for, in the key's own partition: a retry finds the order it must finish or undo."""
+        return f"{self.prefix}:saga:{self.tag(scope)}:{scope}"
 
     def ingest(self, source: str) -> str:
         return f"{self.prefix}:ingest:{source}"

@@ -38,6 +38,8 @@ from events.types import (
     LoginFailed,
     LoginSucceeded,
     OrderBilled,
+    OrderBillingAbandoned,
+    OrderBillingStarted,
     OrderCancelled,
     OrderDelivered,
     OrderExpired,
@@ -53,6 +55,9 @@ from events.types import (
     RefundIssued,
     Role,
     StockAdjusted,
+    StockReleased,
+    StockReserved,
+    StockTaken,
 )
 
 
@@ -138,9 +143,13 @@ OrderStatus = Literal[
     "refunded",
     "cancelled",
     "expired",
+    "reserving",
+    "abandoned",
 ]
 """``billed`` is a bill-now order (``OrderBilled``): placed and paid in one step, it behaves
-as ``paid`` everywhere and the API shows it as ``paid``."""
+as ``paid`` everywhere and the API shows it as ``paid``. ``reserving`` and ``abandoned``
+belong to the billing saga of a Redis Cluster (:mod:`app.commands.saga`): its stock is
+being reserved, or it stopped before billing."""
 
 
 class OrderState(AggregateState, frozen=True, kw_only=True):
@@ -162,6 +171,8 @@ class OrderState(AggregateState, frozen=True, kw_only=True):
     was_shipped: bool = False
     """Set once shipped and never cleared: an owner may not cancel after shipment, whatever
     the status became (a refund changes it)."""
+    abandoned: str = ""
+    """Why a billing saga was abandoned (``OrderBillingAbandoned.reason``)."""
 
     @property
     def takings(self) -> int:
@@ -281,6 +292,18 @@ def evolve_product(state: ProductState, event: Event, ctx: Context) -> ProductSt
             return msgspec.structs.replace(state, deleted=True)
         case StockAdjusted():
             return msgspec.structs.replace(state, stock=state.stock + event.delta)
+        case OrderBilled(reserved=True):
+            return state  # the saga's StockReserved and StockTaken moved the stock
+        case StockReserved(quantity=q):
+            return msgspec.structs.replace(
+                state, stock=state.stock - q, reserved=state.reserved + q
+            )
+        case StockReleased(quantity=q):
+            return msgspec.structs.replace(
+                state, stock=state.stock + q, reserved=state.reserved - q
+            )
+        case StockTaken(quantity=q):
+            return msgspec.structs.replace(state, reserved=state.reserved - q)
         case OrderBilled():
             product_id = ctx.aggregate.removeprefix("product:")
             taken = sum(ln.quantity for ln in event.lines if ln.product_id == product_id)
@@ -327,6 +350,18 @@ def evolve_order(state: OrderState, event: Event, ctx: Context) -> OrderState:
             return msgspec.structs.replace(
                 state, status="cancelled", refunded=state.refunded + event.refunded
             )
+        case OrderBillingStarted():
+            return msgspec.structs.replace(
+                state,
+                status="reserving",
+                account_id=event.account_id,
+                lines=tuple(event.lines),
+                total=event.total,
+                currency=event.currency,
+                reserved_until=event.reserved_until,
+            )
+        case OrderBillingAbandoned():
+            return msgspec.structs.replace(state, status="abandoned", abandoned=event.reason)
         case OrderPlaced():
             return msgspec.structs.replace(
                 state,
@@ -422,6 +457,8 @@ def affected(event: Event) -> list[str]:
     """Every aggregate whose decision state ``event`` changes: its own, plus cross-aggregate
     effects (an order takes stock from each of its products)."""
     own = event.aggregate()
+    if isinstance(event, OrderBilled) and event.reserved:
+        return [own]
     if isinstance(event, OrderBilled | OrderCancelled | OrderPlaced | OrderPaid | OrderExpired):
         return [own, *dict.fromkeys(f"product:{ln.product_id}" for ln in event.lines)]
     return [own]

@@ -120,6 +120,9 @@ class Append:
     release: list[tuple[str, str]] = field(default_factory=list)
     state: dict[str, StateChange] = field(default_factory=dict)
     idempotency_key: str | None = None
+    idempotency_home: str | None = None
+    """The aggregate whose partition keeps the idempotency record (default: the key's own);
+    a saga step keeps it in the slot it writes, see :meth:`events.keys.Keys.idem`."""
     result: str = ""
     event_ids: list[str] | None = None
     seen: dict[str, AggregateState] | None = None
@@ -322,7 +325,7 @@ class EventStore:
         req: dict[str, Any] = {}
         if append.idempotency_key is not None:
             req["idem"] = {
-                "k": k(keys.idem(append.idempotency_key)),
+                "k": k(keys.idem(append.idempotency_key, append.idempotency_home)),
                 "ttl": IDEMPOTENCY_TTL,
                 "result": append.result,
             }
@@ -418,14 +421,14 @@ class EventStore:
             raise UniquenessViolation(reply["kind"], value, reply["owner"])
         raise EventStoreError(f"unexpected reply from {APPEND_FUNCTION}: {raw!r}")
 
-    async def recorded(self, idempotency_key: str) -> AppendResult | None:
+    async def recorded(self, idempotency_key: str, home: str | None = None) -> AppendResult | None:
         """The outcome stored by an earlier append under ``idempotency_key``, if any.
 
         Lets a handler answer a retried command without deciding again (a decision re-run
         now could be refused, e.g. stock since sold out); the append re-checks the record
         atomically anyway, so this read is an optimisation, never the guard.
         """
-        raw = await self.redis.get(self.keys.idem(idempotency_key))
+        raw = await self.redis.get(self.keys.idem(idempotency_key, home))
         return None if raw is None else _replayed(msgspec.json.decode(raw))
 
     # -- decision state ------------------------------------------------------------------
@@ -437,14 +440,45 @@ class EventStore:
 
     async def states(self, aggregates: Iterable[str]) -> list[dict[str, str]]:
         """The decision states of ``aggregates``, in order, in one round trip (one
-        ``FCALL_RO`` of the library's read function, cheaper on the client than a pipeline)."""
+        ``FCALL_RO`` of the library's read function, cheaper on the client than a pipeline).
+
+        On a Redis Cluster, one ``FCALL_RO`` per hash slot, concurrently: a read is not a
+        decision, so states of several slots may be read apart (the append re-checks)."""
         keys = [self.keys.state(a) for a in aggregates]
         if not keys:
             return []
-        replies = await self.redis.fcall_ro(STATES_FUNCTION, len(keys), *keys)
+        if self.slots(keys) is None:
+            replies = await self.redis.fcall_ro(STATES_FUNCTION, len(keys), *keys)
+        else:
+            groups: dict[int, list[int]] = {}
+            for i, key in enumerate(keys):
+                groups.setdefault(self.redis.keyslot(key), []).append(i)
+            answers = await asyncio.gather(
+                *(
+                    self.redis.fcall_ro(STATES_FUNCTION, len(idx), *(keys[i] for i in idx))
+                    for idx in groups.values()
+                )
+            )
+            replies: list[Any] = [None] * len(keys)
+            for idx, answer in zip(groups.values(), answers, strict=True):
+                for i, raw in zip(idx, answer, strict=True):
+                    replies[i] = raw
         return [
             {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)} for raw in replies
         ]
+
+    def slots(self, keys: Iterable[str]) -> set[int] | None:
+        """The hash slots of ``keys`` on a Redis Cluster when they are more than one;
+        ``None`` on one node or when they share a slot (then one atomic call serves)."""
+        if not isinstance(self.redis, RedisCluster):
+            return None
+        slots = {self.redis.keyslot(key) for key in keys}
+        return slots if len(slots) > 1 else None
+
+    def append_slots(self, append: Append) -> set[int] | None:
+        """:meth:`slots` of every key ``append`` would touch."""
+        keys, _, _, _ = self._request(append)
+        return self.slots(keys)
 
     async def load(self, aggregates: Iterable[str]) -> dict[str, AggregateState]:
         """The typed decision states of ``aggregates`` (see :mod:`events.states`), in one

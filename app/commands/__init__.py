@@ -62,6 +62,7 @@ from app.commands.profile import (
     ReactivateAccount,
 )
 from app.commands.runner import Decider, run
+from app.commands.saga import bill
 from events.store import AppendResult, EventStore, Metadata
 
 DECIDERS: dict[type[Any], Decider[Any]] = {
@@ -108,6 +109,9 @@ async def execute(
     replay alike. ``event_id`` becomes the id of the (single) event appended, so an ingested
     message keeps its producer's id.
     """
+    if isinstance(command, BillOrder) and event_id is None:
+        # On a Redis Cluster, an order whose keys span slots is billed by a saga.
+        return await bill(store, command, meta, idempotency_key=idempotency_key)
     decider = DECIDERS.get(type(command))
     if decider is None:
         raise TypeError(f"no decider for {type(command).__name__}")
