@@ -159,11 +159,18 @@ class BillingSaga:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used for a different order", field="Idempotency-Key"
             )
+        if order.status == "reserving" and time.time() >= order.reserved_until:
+            # A retry after the deadline undoes: the expiry worker may be releasing already.
+            await self.abandon_and_release(order_id, order, "expired")
+            order = await self.order(order_id)
         if order.status == "reserving":
             try:
                 await self.reserve_all(order_id, order)
-            except DomainError:
-                await self.abandon_and_release(order_id, order)
+            except DomainError as exc:
+                reason = (
+                    "unknown_product" if isinstance(exc, UnknownProduct) else "insufficient_stock"
+                )
+                await self.abandon_and_release(order_id, order, reason)
                 raise
             return await self.finish(order_id, scope)
         if order.status == "billed":
@@ -357,10 +364,12 @@ class BillingSaga:
             log.info("billing_saga_abandoned", order_id=order_id, reason=reason)
         return await self.order(order_id)
 
-    async def abandon_and_release(self, order_id: str, order: OrderState) -> None:
-        """Step 6 after a refused reservation: abandon, then release what is held. If the
-        order was billed meanwhile (it cannot be: confirm needs every reservation), take."""
-        after = await self.abandon(order_id, "insufficient_stock")
+    async def abandon_and_release(
+        self, order_id: str, order: OrderState, reason: str = "insufficient_stock"
+    ) -> None:
+        """Step 6 after a refused reservation (or a retry past the deadline): abandon, then
+        release what is held; if another attempt confirmed first, take instead."""
+        after = await self.abandon(order_id, reason)
         if after.status == "billed":
             await self.take_all(order_id, after)
         else:

@@ -12,7 +12,7 @@ import pytest
 
 from app.commands import execute
 from app.commands.billing import BillLine, BillOrder, idempotency_scope, receipt_of
-from app.commands.errors import InsufficientStock
+from app.commands.errors import IdempotencyKeyReused, InsufficientStock
 from app.commands.saga import BillingAbandoned, BillingSaga, claim
 from events.ids import uuid7
 from events.states import OrderState, initial
@@ -180,12 +180,12 @@ async def test_concurrent_orders_never_take_stock_below_zero(store: EventStore) 
 
 
 async def crashed_after_reserving_one(
-    store: EventStore, account_id: str, lines: list[BillLine], key: str
+    store: EventStore, account_id: str, lines: list[BillLine], key: str, ttl: int = 60
 ) -> str:
     """The first attempt of ``key``: claim, start, reserve the first product, then die."""
     command = BillOrder(account_id=account_id, lines=lines, order_id=uuid7())
     order_id = await claim(store, idempotency_scope(account_id, key), command)
-    saga = BillingSaga(store, META)
+    saga = BillingSaga(store, META, ttl=ttl)
     started = await saga.start(msgspec.structs.replace(command, order_id=order_id))
     line = lines[0]
     await saga.reserve(order_id, line.product_id, line.quantity, started.reserved_until)
@@ -234,6 +234,50 @@ async def test_a_retry_after_the_deadline_finds_its_saga_undone(store: EventStor
     assert await stock(store, first) == (5, 0)
     assert await stock(store, second) == (3, 0)
     assert (await verify_state(store)).ok
+
+
+@on_the_cluster
+async def test_a_retry_past_the_deadline_undoes_the_saga_before_the_worker_ran(
+    store: EventStore,
+) -> None:
+    account_id = await an_account(store)
+    first, second = await products(store, 5, 3)
+    lines = two_lines(first, second)
+    order_id = await crashed_after_reserving_one(store, account_id, lines, "k-3", ttl=0)
+
+    with pytest.raises(BillingAbandoned):
+        await execute(
+            store, BillOrder(account_id=account_id, lines=lines), META, idempotency_key="k-3"
+        )
+
+    assert (await order(store, order_id)).abandoned == "expired"
+    assert await stock(store, first) == (5, 0)
+    assert await stock(store, second) == (3, 0)
+    worker = ExpiryWorker(store, expirer(store), settle=settler(store))
+    await worker.run_once()  # the worker finds it settled: nothing moves twice
+    assert await stock(store, first) == (5, 0)
+    assert (await verify_state(store)).ok
+
+
+@on_the_cluster
+async def test_a_retry_with_the_same_key_for_another_order_is_refused(store: EventStore) -> None:
+    account_id = await an_account(store)
+    first, second = await products(store, 5, 3)
+    await execute(
+        store,
+        BillOrder(account_id=account_id, lines=two_lines(first, second)),
+        META,
+        idempotency_key="k-4",
+    )
+
+    with pytest.raises(IdempotencyKeyReused):
+        await execute(
+            store,
+            BillOrder(account_id=account_id, lines=[BillLine(product_id=first, quantity=1)]),
+            META,
+            idempotency_key="k-4",
+        )
+    assert await stock(store, first) == (3, 0)
 
 
 @on_the_cluster
