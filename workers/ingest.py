@@ -12,7 +12,7 @@ reason the contract refuses text holding NUL with ``app.validation``'s check, as
 does).
 
 Every entry ends in exactly one of: appended (or recognised as a duplicate by its
-producer event id), or dead-lettered to ``{prefix}:dlq:ingest:<source>`` with the reason.
+producer event id), or dead-lettered to ``{prefix}:dlq:ingest:{<stream>}`` with the reason.
 Only then is it acknowledged. Redis being unreachable is neither: the gateway backs off
 and retries the same entry, so nothing is skipped and order within a stream is kept.
 """
@@ -42,7 +42,7 @@ from events.states import AggregateState, ProductState
 from events.store import AppendResult, EventStore, Metadata
 from events.types import ProductCreated, ProductDeleted, ProductUpdated, StockAdjusted
 from workers import legacy_feed
-from workers.dlq import META, metrics_key
+from workers.dlq import META
 from workers.ingest_contract import (
     MAX_ENTRY_BYTES,
     CatalogEvent,
@@ -475,7 +475,7 @@ class IngestGateway:
             }
         )
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.keys.dlq(f"ingest:{source}"), record)  # type: ignore[arg-type]
+            pipe.xadd(self.keys.ingest_dlq(source), record)  # type: ignore[arg-type]
             pipe.xack(self.stream_of(source), self.group, entry_id)
             pipe.hincrby(self.metrics_key(source), "dead_letters", 1)
             await pipe.execute()
@@ -491,8 +491,9 @@ class IngestGateway:
         )
 
     def metrics_key(self, source: str) -> str:
-        """``{prefix}:metrics:ingest:<source>``: ``appended``, ``duplicates``, ``dead_letters``."""
-        return metrics_key(self.keys, f"ingest:{source}")
+        """``{prefix}:metrics:ingest:{<stream>}``: ``appended``, ``duplicates``,
+        ``dead_letters``; in the slot of the source's stream."""
+        return self.keys.ingest_metrics(source)
 
 
 # -- translation: events → catalog commands ----------------------------------------------

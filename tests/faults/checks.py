@@ -185,7 +185,7 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
             observed.write_reserved[pid] = 0 if value is None else int(value)
         for name in VIEWS:
             observed.versions[name] = await redis.get(keys.view(name)) or ""
-        async for key in redis.scan_iter(match=keys.dlq("*")):
+        async for key in redis.scan_iter(match=f"{keys.prefix}:dlq:*", _type="stream"):
             observed.dlq_streams[key] = await redis.xlen(key)
     finally:
         await redis.aclose()

@@ -96,7 +96,7 @@ class Producer:
     async def dead_letters(self, source: str = SOURCE) -> list[dict[str, Any]]:
         """Each dead letter's ``dlq.*`` fields (without the prefix), and under ``original``
         the entry's own fields, as bytes."""
-        rows = await self.redis.xrange(self.keys.dlq(f"ingest:{source}"))
+        rows = await self.redis.xrange(self.keys.ingest_dlq(source))
         letters = []
         for _, fields in rows:
             letter: dict[str, Any] = {
