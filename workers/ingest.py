@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -283,20 +284,53 @@ class IngestGateway:
         if not self._grouped:
             await asyncio.sleep(min(self.block_ms / 1000, 0.5))
             return 0
-        assert self._reader is not None
         streams = {self.stream_of(source): after for source in sorted(self._grouped)}
-        reply = await self._reader.xreadgroup(
-            self.group,
-            self.consumer,
-            streams,
-            count=self.batch,
-            block=self.block_ms if block else None,
-        )
+        reply = await self._read(streams, block)
         handled = 0
         for stream, entries in reply or []:
             name = stream.decode() if isinstance(stream, bytes) else stream
             handled += await self._handle_entries(self.source_of(name), entries)
         return handled
+
+    async def _read(self, streams: dict[str, str], block: bool) -> list[Any]:
+        """One ``XREADGROUP`` over the ingress streams. On a Redis Cluster the streams live
+        in several slots: one read per slot, first without blocking, then (all were empty)
+        each blocking for its share of ``block_ms``, so an entry waits no longer than on
+        one node."""
+        reader = self._reader
+        assert reader is not None
+        by_slot: dict[int, dict[str, str]] = {}
+        if isinstance(reader, RedisCluster):
+            for stream, after in streams.items():
+                by_slot.setdefault(reader.keyslot(stream), {})[stream] = after
+        groups = list(by_slot.values()) or [streams]
+        if len(groups) == 1:
+            return (
+                await reader.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    streams,
+                    count=self.batch,
+                    block=self.block_ms if block else None,
+                )
+                or []
+            )
+        reply = await self._read_each(groups, None)
+        if reply or not block:
+            return reply
+        return await self._read_each(groups, max(1, self.block_ms // len(groups)))
+
+    async def _read_each(self, groups: list[dict[str, str]], block: int | None) -> list[Any]:
+        assert self._reader is not None
+        reply: list[Any] = []
+        for group in groups:
+            reply += (
+                await self._reader.xreadgroup(
+                    self.group, self.consumer, group, count=self.batch, block=block
+                )
+                or []
+            )
+        return reply
 
     async def _handle_entries(self, source: str, entries: list[Any]) -> int:
         """Handle a batch in order; a stop request is honoured only between batches."""
