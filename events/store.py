@@ -22,6 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
 
 from events.codec import RecordedEvent, decode_entry, encode, encode_data
+from events.effects import EFFECTS_LIBRARY, SPLITTABLE, apply_effects
 from events.errors import (
     AggregateMissing,
     ArchiveError,
@@ -265,7 +266,7 @@ class EventStore:
         slot. :meth:`fcall` loads them again on a node that lacks them (one added by a
         resharding, or emptied by a restart without its AOF).
         """
-        for name in ("append.lua", "read.lua"):
+        for name in ("append.lua", "read.lua", "effects.lua"):
             code = resources.files("events").joinpath(name).read_text()
             if isinstance(self.redis, RedisCluster):
                 await self.redis.execute_command(
@@ -305,7 +306,7 @@ class EventStore:
 
     async def functions_loaded(self) -> bool:
         """Whether the libraries are loaded (on a cluster: on every primary)."""
-        for library in (LIBRARY, READ_LIBRARY):
+        for library in (LIBRARY, READ_LIBRARY, EFFECTS_LIBRARY):
             if isinstance(self.redis, RedisCluster):
                 for node in self.redis.get_primaries():
                     listed = await self.redis.execute_command(
@@ -400,6 +401,12 @@ class EventStore:
             raise ValueError("an append needs at least one event")
         if self._identity is None:
             await self.identity()
+        if isinstance(self.redis, RedisCluster) and (split := self._split(append)) is not None:
+            home, grouped = split
+            result = await self.append(home)
+            if not result.duplicate:
+                await apply_effects(self, (home.event_ids or [""])[0], grouped)
+            return result
         keys, request, partitions, _ = self._request(append)
         raw = await self.fcall(APPEND_FUNCTION, keys, request)
         reply = msgspec.json.decode(raw)
@@ -420,6 +427,45 @@ class EventStore:
             value = next((r.value for r in append.reserve if r.kind == reply["kind"]), "")
             raise UniquenessViolation(reply["kind"], value, reply["owner"])
         raise EventStoreError(f"unexpected reply from {APPEND_FUNCTION}: {raw!r}")
+
+    def _split(self, append: Append) -> tuple[Append, dict[int, dict[str, dict[str, int]]]] | None:
+        """On a cluster, an append of one :data:`events.effects.SPLITTABLE` event whose
+        only writes outside its own slot are counters: the part in its slot, and the
+        counter effects on the other slots by partition (:mod:`events.effects`). ``None``
+        for any other append (it is one call, or it spans slots and is refused)."""
+        if len(append.events) != 1 or not isinstance(append.events[0], SPLITTABLE):
+            return None
+        slot_of = self.redis.keyslot
+        home_slot = slot_of(self.keys.state(append.events[0].aggregate()))
+        at_home = [a for a in append.state if slot_of(self.keys.state(a)) == home_slot]
+        away = {a: ch for a, ch in append.state.items() if a not in at_home}
+        conditions = [*append.expect, *append.exists, *(a for a, _ in append.absent)]
+        if (
+            not away
+            or any(ch.set for ch in away.values())
+            or append.reserve
+            or append.release
+            or any(slot_of(self.keys.state(a)) != home_slot for a in conditions)
+        ):
+            return None
+        grouped: dict[int, dict[str, dict[str, int]]] = {}
+        for aggregate, change in away.items():
+            grouped.setdefault(self.keys.partition_of(aggregate), {})[aggregate] = change.incr
+        home = Append(
+            events=append.events,
+            meta=append.meta,
+            expect=append.expect,
+            exists=append.exists,
+            absent=append.absent,
+            guards=[g for g in append.guards if g.aggregate in at_home],
+            state={a: append.state[a] for a in at_home},
+            idempotency_key=append.idempotency_key,
+            idempotency_home=append.idempotency_home,
+            result=append.result,
+            event_ids=append.event_ids or [uuid7()],
+            at=append.at,
+        )
+        return home, grouped
 
     async def recorded(self, idempotency_key: str, home: str | None = None) -> AppendResult | None:
         """The outcome stored by an earlier append under ``idempotency_key``, if any.

@@ -23,14 +23,19 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 import structlog
+from redis.asyncio.cluster import RedisCluster
 
-from events.codec import decode_entry
+from events.codec import RecordedEvent, decode_entry
+from events.effects import SPLITTABLE, apply_effects, counter_effects, foreign
 from events.errors import MalformedEvent
 from events.keys import Keys
 from events.store import EventStore
 from events.types import OrderPlaced, StockReserved
 
 log = structlog.get_logger("workers.expiry")
+
+_FOLLOWED = {b"OrderPlaced", b"StockReserved", *(t.__name__.encode() for t in SPLITTABLE)}
+"""Entry types the worker reads: due orders, saga reservations, cross-slot effects."""
 
 Expire = Callable[[str, int], Awaitable[bool]]
 """``expire(order_id, at)``: True when this call expired the order, False when it was refused
@@ -69,7 +74,9 @@ class ExpiryWorker:
         return f"{self.keys.prefix}:expiry:{{p{partition}}}:checkpoint"
 
     async def index(self) -> int:
-        """Add every ``OrderPlaced`` past each partition's checkpoint to its due-set."""
+        """Add every ``OrderPlaced`` (and saga ``StockReserved``) past each partition's
+        checkpoint to its due-set; on a cluster, finish the cross-slot effects of the
+        payments, expiries and cancellations on the way (before the checkpoint moves)."""
         added = 0
         redis = self.store.redis
         for p in range(self.keys.partitions):
@@ -82,20 +89,23 @@ class ExpiryWorker:
                 due: dict[str, int] = {}
                 held: dict[str, int] = {}
                 for entry_id, fields in rows:
-                    if fields.get(b"type") not in (b"OrderPlaced", b"StockReserved"):
+                    if fields.get(b"type") not in _FOLLOWED:
                         continue
                     try:
-                        event = decode_entry(entry_id, fields, p).event
+                        recorded = decode_entry(entry_id, fields, p)
                     except MalformedEvent as exc:
                         # Never stall on one entry; the projections dead-letter it, and a
                         # payment of that order (if any) expires it lazily.
                         log.error("expiry_entry_undecodable", entry_id=entry_id, error=str(exc))
                         continue
+                    event = recorded.event
                     if isinstance(event, OrderPlaced):
                         due[event.order_id] = event.reserved_until
                     elif isinstance(event, StockReserved):
                         member = [event.order_id, event.product_id, event.quantity]
                         held[msgspec.json.encode(member).decode()] = event.reserved_until
+                    elif isinstance(redis, RedisCluster):
+                        await self._finish_effects(recorded)
                 after = rows[-1][0]
                 async with redis.pipeline(transaction=True) as pipe:
                     if due:
@@ -125,6 +135,13 @@ class ExpiryWorker:
             if self.settle is not None:
                 expired += await self._settle_due(p, now)
         return expired
+
+    async def _finish_effects(self, recorded: RecordedEvent) -> None:
+        """Apply what a payment, expiry or cancellation does to its products in other
+        slots, if the append's own call did not get to it (:mod:`events.effects`)."""
+        effects = foreign(self.store, recorded.event, counter_effects(recorded.event))
+        if effects and await apply_effects(self.store, recorded.id, effects):
+            log.info("effects_finished", event_id=recorded.id, partitions=len(effects))
 
     async def _settle_due(self, partition: int, now: int) -> int:
         """Settle the saga reservations of one partition whose deadline passed."""

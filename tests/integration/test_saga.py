@@ -13,6 +13,7 @@ import pytest
 from app.commands import execute
 from app.commands.billing import BillLine, BillOrder, idempotency_scope, receipt_of
 from app.commands.errors import IdempotencyKeyReused, InsufficientStock
+from app.commands.orders import CANCEL_ORDER, CancelOrder
 from app.commands.saga import BillingAbandoned, BillingSaga, claim
 from events.ids import uuid7
 from events.states import OrderState, initial
@@ -327,4 +328,49 @@ async def test_expiry_takes_the_stock_of_an_order_billed_before_the_crash(
     assert (await order(store, command.order_id or "")).status == "billed"
     assert await stock(store, first) == (3, 0)
     assert await stock(store, second) == (2, 0)
+    assert (await verify_state(store)).ok
+
+
+async def billed_order(store: EventStore, account_id: str, lines: list[BillLine]) -> str:
+    result = await execute(store, BillOrder(account_id=account_id, lines=lines), META)
+    return receipt_of(result).order_id
+
+
+@on_the_cluster
+async def test_cancelling_an_order_billed_by_the_saga_returns_its_stock(store: EventStore) -> None:
+    account_id = await an_account(store)
+    first, second = await products(store, 5, 3)
+    order_id = await billed_order(store, account_id, two_lines(first, second))
+
+    await execute(store, CancelOrder(order_id=order_id, account_id=account_id), META)
+
+    assert (await order(store, order_id)).status == "cancelled"
+    assert await stock(store, first) == (5, 0)
+    assert await stock(store, second) == (3, 0)
+    assert (await verify_state(store)).ok
+
+
+@on_the_cluster
+async def test_the_worker_finishes_a_cancellation_whose_effects_a_crash_cut_off(
+    store: EventStore,
+) -> None:
+    account_id = await an_account(store)
+    first, second = await products(store, 5, 3)
+    order_id = await billed_order(store, account_id, two_lines(first, second))
+    cancel = CancelOrder(order_id=order_id, account_id=account_id)
+    append = CANCEL_ORDER.decide(cancel, await store.load(CANCEL_ORDER.reads(cancel)))
+    split = store._split(append)
+    assert split is not None
+    home, effects = split
+    away = [a.removeprefix("product:") for group in effects.values() for a in group]
+    before = {p: await stock(store, p) for p in away}
+    await store.append(home)  # the order's slot only: the process dies before the effects
+    assert away and {p: await stock(store, p) for p in away} == before
+    worker = ExpiryWorker(store, expirer(store), settle=settler(store))
+
+    await worker.run_once()
+    await worker.run_once()
+
+    assert await stock(store, first) == (5, 0)
+    assert await stock(store, second) == (3, 0)
     assert (await verify_state(store)).ok
