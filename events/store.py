@@ -513,6 +513,11 @@ class EventStore:
             {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)} for raw in replies
         ]
 
+    @property
+    def clustered(self) -> bool:
+        """Whether the log is on a Redis Cluster (the client is :class:`RedisCluster`)."""
+        return isinstance(self.redis, RedisCluster)
+
     def slots(self, keys: Iterable[str]) -> set[int] | None:
         """The hash slots of ``keys`` on a Redis Cluster when they are more than one;
         ``None`` on one node or when they share a slot (then one atomic call serves)."""

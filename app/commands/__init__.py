@@ -32,6 +32,7 @@ from app.commands.categories import (
     RenameCategory,
 )
 from app.commands.checkout import CHECKOUT, Checkout
+from app.commands.colocation import colocate
 from app.commands.login import RECORD_LOGIN, RecordLogin
 from app.commands.orders import (
     CANCEL_ORDER,
@@ -112,6 +113,8 @@ async def execute(
     if isinstance(command, BillOrder) and event_id is None:
         # On a Redis Cluster, an order whose keys span slots is billed by a saga.
         return await bill(store, command, meta, idempotency_key=idempotency_key)
+    if store.clustered:
+        command = colocate(store, command)
     decider = DECIDERS.get(type(command))
     if decider is None:
         raise TypeError(f"no decider for {type(command).__name__}")
