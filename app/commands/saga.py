@@ -99,13 +99,14 @@ def _step_key(order_id: str, step: str, product_id: str) -> str:
 def single_slot(store: EventStore, command: BillOrder, scope: str | None) -> bool:
     """Whether the one atomic append of ``command`` would touch one hash slot only."""
     keys = store.keys
+    order = order_aggregate(command.order_id or "")
     names = [
-        keys.state(order_aggregate(command.order_id or "")),
+        keys.state(order),
         keys.state(account_aggregate(command.account_id)),
         *(keys.state(product_aggregate(line.product_id)) for line in command.lines),
     ]
     if scope is not None:
-        names.append(keys.idem(scope))
+        names.append(keys.idem(scope, order))
     return store.slots(names) is None
 
 
@@ -122,8 +123,7 @@ async def bill(
         return await run(BILL_ORDER, store, command, meta, idempotency_key=idempotency_key)
     scope = idempotency_scope(command.account_id, idempotency_key) if idempotency_key else None
     if scope is not None:
-        if (previous := await store.recorded(scope)) is not None:
-            return BILL_ORDER.replayed(command, previous)  # billed by a single append
+        # The record, by a single append or by the saga's confirm, lives in the order's slot.
         command = msgspec.structs.replace(command, order_id=await claim(store, scope, command))
     if single_slot(store, command, scope):
         return await run(BILL_ORDER, store, command, meta, idempotency_key=idempotency_key)
