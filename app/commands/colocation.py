@@ -20,15 +20,15 @@ import msgspec
 from app.commands.accounts import SignUp, account_aggregate, normalize_email
 from app.commands.catalog import CreateProduct, product_aggregate
 from events.ids import uuid7
+from events.keys import Keys
 from events.store import EventStore
 
 MAX_DRAWS = 10_000
 """A bound that is never reached in practice (each draw hits with probability 1/partitions)."""
 
 
-def colocated_id(store: EventStore, aggregate_of: Any, reservation: str) -> str:
+def colocated_id(keys: Keys, aggregate_of: Any, reservation: str) -> str:
     """An id whose aggregate (``aggregate_of(id)``) has the partition tag of ``reservation``."""
-    keys = store.keys
     target = reservation.split(":uniq:", 1)[1].split(":", 1)[0]  # its "{pN}"
     for _ in range(MAX_DRAWS):
         new_id = uuid7()
@@ -43,9 +43,9 @@ def colocate(store: EventStore, command: Any) -> Any:
     match command:
         case SignUp(account_id=None):
             digest = store.personal.email_digest(normalize_email(command.email))
-            new_id = colocated_id(store, account_aggregate, keys.uniq("email", digest))
+            new_id = colocated_id(keys, account_aggregate, keys.uniq("email", digest))
             return msgspec.structs.replace(command, account_id=new_id)
         case CreateProduct(product_id=None):
-            new_id = colocated_id(store, product_aggregate, keys.uniq("sku", command.sku))
+            new_id = colocated_id(keys, product_aggregate, keys.uniq("sku", command.sku))
             return msgspec.structs.replace(command, product_id=new_id)
     return command
