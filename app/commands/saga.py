@@ -75,6 +75,12 @@ COUNTERS_ONLY = ProductState(v=1)
 step reads the product first; the append checks that it exists and is not deleted."""
 
 
+UNBILLED = frozenset({"abandoned", ""})
+"""Statuses of a saga's order whose reservations go back: abandoned (or, defensively, no
+order at all). Any other status after ``reserving`` means the confirm was written, and the
+reservations are taken whatever happened to the order since."""
+
+
 class BillingAbandoned(DomainError):
     """A retry found its saga abandoned (a product ran out, or it passed its deadline);
     nothing was billed, and a new Idempotency-Key starts a new order."""
@@ -305,7 +311,7 @@ class BillingSaga:
         """Steps 4 and 5: confirm (or find it confirmed), take every reservation, answer."""
         result = await self.confirm(order_id, scope)
         order = await self.order(order_id)
-        if order.status == "abandoned":
+        if order.status in UNBILLED:
             await self.release_all(order_id, order)
             raise BillingAbandoned(
                 f"order {order_id} was abandoned ({order.abandoned}); nothing was billed",
@@ -368,10 +374,10 @@ class BillingSaga:
         """Step 6 after a refused reservation (or a retry past the deadline): abandon, then
         release what is held; if another attempt confirmed first, take instead."""
         after = await self.abandon(order_id, reason)
-        if after.status == "billed":
-            await self.take_all(order_id, after)
-        else:
+        if after.status in UNBILLED:
             await self.release_all(order_id, order)
+        else:
+            await self.take_all(order_id, after)
 
     async def release_all(self, order_id: str, order: OrderState) -> None:
         for product_id, quantity in _wanted(order).items():
@@ -406,13 +412,14 @@ class BillingSaga:
             if now < order.reserved_until:
                 return "waiting"
             order = await self.abandon(order_id, "expired")
-        if order.status == "billed":
-            await self._counter_step(
-                StockTaken(product_id=product_id, order_id=order_id, quantity=quantity), "take"
-            )
-            return "taken"
-        await self.release(order_id, product_id, quantity)
-        return "released"
+        if order.status in UNBILLED:
+            await self.release(order_id, product_id, quantity)
+            return "released"
+        # Billed, whatever happened since (a cancellation returns the stock on its own).
+        await self._counter_step(
+            StockTaken(product_id=product_id, order_id=order_id, quantity=quantity), "take"
+        )
+        return "taken"
 
 
 def _as_command(order_id: str, order: OrderState) -> BillOrder:

@@ -374,3 +374,27 @@ async def test_the_worker_finishes_a_cancellation_whose_effects_a_crash_cut_off(
     assert await stock(store, first) == (5, 0)
     assert await stock(store, second) == (3, 0)
     assert (await verify_state(store)).ok
+
+
+@on_the_cluster
+async def test_an_order_cancelled_before_its_takes_were_finished_gets_its_stock_back_once(
+    store: EventStore,
+) -> None:
+    account_id = await an_account(store)
+    first, second = await products(store, 5, 3)
+    command = BillOrder(account_id=account_id, lines=two_lines(first, second), order_id=uuid7())
+    saga = BillingSaga(store, META)
+    started = await saga.start(command)
+    order_id = command.order_id or ""
+    await saga.reserve_all(order_id, started)
+    await saga.confirm(order_id, None)  # crash before the takes, then the customer cancels
+    await execute(store, CancelOrder(order_id=order_id, account_id=account_id), META)
+    worker = ExpiryWorker(
+        store, expirer(store), settle=settler(store), clock=lambda: started.reserved_until
+    )
+
+    await worker.run_once()
+
+    assert await stock(store, first) == (5, 0)
+    assert await stock(store, second) == (3, 0)
+    assert (await verify_state(store)).ok
