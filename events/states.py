@@ -173,6 +173,9 @@ class OrderState(AggregateState, frozen=True, kw_only=True):
     the status became (a refund changes it)."""
     abandoned: str = ""
     """Why a billing saga was abandoned (``OrderBillingAbandoned.reason``)."""
+    placing: bool = False
+    """A checkout's saga (``OrderBillingStarted.place``): it confirms with ``OrderPlaced``,
+    and its reservations then belong to the order's payment, expiry or cancellation."""
 
     @property
     def takings(self) -> int:
@@ -292,8 +295,8 @@ def evolve_product(state: ProductState, event: Event, ctx: Context) -> ProductSt
             return msgspec.structs.replace(state, deleted=True)
         case StockAdjusted():
             return msgspec.structs.replace(state, stock=state.stock + event.delta)
-        case OrderBilled(reserved=True):
-            return state  # the saga's StockReserved and StockTaken moved the stock
+        case OrderBilled(reserved=True) | OrderPlaced(reserved=True):
+            return state  # the saga's StockReserved (and StockTaken) moved the stock
         case StockReserved(quantity=q):
             return msgspec.structs.replace(
                 state, stock=state.stock - q, reserved=state.reserved + q
@@ -354,6 +357,7 @@ def evolve_order(state: OrderState, event: Event, ctx: Context) -> OrderState:
             return msgspec.structs.replace(
                 state,
                 status="reserving",
+                placing=event.place,
                 account_id=event.account_id,
                 lines=tuple(event.lines),
                 total=event.total,
@@ -457,7 +461,7 @@ def affected(event: Event) -> list[str]:
     """Every aggregate whose decision state ``event`` changes: its own, plus cross-aggregate
     effects (an order takes stock from each of its products)."""
     own = event.aggregate()
-    if isinstance(event, OrderBilled) and event.reserved:
+    if isinstance(event, OrderBilled | OrderPlaced) and event.reserved:
         return [own]
     if isinstance(event, OrderBilled | OrderCancelled | OrderPlaced | OrderPaid | OrderExpired):
         return [own, *dict.fromkeys(f"product:{ln.product_id}" for ln in event.lines)]

@@ -216,6 +216,9 @@ class OrderPlaced(BaseEvent, frozen=True, kw_only=True, tag=True):
     total: Money
     currency: Currency = "BRL"
     reserved_until: int
+    reserved: bool = False
+    """``True``: placed by the checkout saga of a Redis Cluster; its products' own
+    ``StockReserved`` moved the stock, so this event changes no product's state."""
 
     def aggregate(self) -> str:
         return f"order:{self.order_id}"
@@ -273,6 +276,9 @@ class OrderBillingStarted(BaseEvent, frozen=True, kw_only=True, tag=True):
     total: Money
     currency: Currency = "BRL"
     reserved_until: int
+    place: bool = False
+    """``True``: a checkout's saga; it ends with ``OrderPlaced(reserved=True)`` (the order
+    then awaits payment) instead of ``OrderBilled``."""
 
     def aggregate(self) -> str:
         return f"order:{self.order_id}"

@@ -32,6 +32,7 @@ from app.commands.categories import (
     RenameCategory,
 )
 from app.commands.checkout import CHECKOUT, Checkout
+from app.commands.checkout_saga import check_out
 from app.commands.colocation import colocate
 from app.commands.login import RECORD_LOGIN, RecordLogin
 from app.commands.orders import (
@@ -113,6 +114,8 @@ async def execute(
     if isinstance(command, BillOrder) and event_id is None:
         # On a Redis Cluster, an order whose keys span slots is billed by a saga.
         return await bill(store, command, meta, idempotency_key=idempotency_key)
+    if isinstance(command, Checkout) and store.clustered and event_id is None:
+        return await check_out(store, command, meta, idempotency_key=idempotency_key)
     if store.clustered:
         command = colocate(store, command)
     decider = DECIDERS.get(type(command))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import msgspec
 import structlog
@@ -55,6 +56,7 @@ from events.errors import AggregateMissing, GuardFailed, VersionConflict
 from events.states import AccountState, OrderState, ProductState
 from events.store import IDEMPOTENCY_TTL, Append, AppendResult, EventStore, Metadata
 from events.types import (
+    Event,
     OrderBilled,
     OrderBillingAbandoned,
     OrderBillingStarted,
@@ -160,7 +162,7 @@ class BillingSaga:
         aggregate = order_aggregate(order_id)
         return state_of(await self.store.load([aggregate]), aggregate, OrderState)
 
-    async def run(self, command: BillOrder, scope: str | None) -> AppendResult:
+    async def run(self, command: Any, scope: str | None) -> AppendResult:
         """Start (or find) the saga of ``command`` and drive it to billed or abandoned."""
         order_id = command.order_id or ""
         order = await self.order(order_id)
@@ -184,14 +186,14 @@ class BillingSaga:
                 await self.abandon_and_release(order_id, order, reason)
                 raise
             return await self.finish(order_id, scope)
-        if order.status == "billed":
-            return await self.finish(order_id, scope)
         if order.status == "abandoned":
             raise BillingAbandoned(
                 f"order {order_id} was abandoned ({order.abandoned}); nothing was billed",
                 field="Idempotency-Key",
             )
-        raise OrderAlreadyExists(f"order {order_id} already exists", field="order_id")
+        if order.reserved_until == 0:  # not a saga's order: another command made it
+            raise OrderAlreadyExists(f"order {order_id} already exists", field="order_id")
+        return await self.finish(order_id, scope)  # confirmed earlier: finish and answer
 
     async def start(self, command: BillOrder) -> OrderState:
         """Step 2: decide as the single append would (on the states as read), then record
@@ -281,15 +283,7 @@ class BillingSaga:
             order = await self.order(order_id)
             if order.status != "reserving":
                 return None
-            event = OrderBilled(
-                order_id=order_id,
-                account_id=order.account_id,
-                lines=list(order.lines),
-                total=order.total,
-                currency=order.currency,
-                reserved=True,
-            )
-            request = fingerprint(_as_command(order_id, order))
+            event, body = self.confirmation(order_id, order)
             try:
                 result = await self.store.append(
                     Append(
@@ -299,13 +293,30 @@ class BillingSaga:
                         meta=self.meta,
                         idempotency_key=scope,
                         idempotency_home=aggregate,
-                        result=msgspec.json.encode({"request": request, "receipt": event}).decode(),
+                        result=body,
                     )
                 )
             except VersionConflict:
                 continue
-            return result if result.duplicate else _filled(result, request, event)
+            return result if result.duplicate else dataclasses.replace(result, result=body)
         raise ConcurrentModification(f"order {order_id} kept changing while billing")
+
+    def confirmation(self, order_id: str, order: OrderState) -> tuple[Event, str]:
+        """The confirm's event and the answer it records: the billing receipt."""
+        event = OrderBilled(
+            order_id=order_id,
+            account_id=order.account_id,
+            lines=list(order.lines),
+            total=order.total,
+            currency=order.currency,
+            reserved=True,
+        )
+        request = fingerprint(_as_command(order_id, order))
+        return event, msgspec.json.encode({"request": request, "receipt": event}).decode()
+
+    async def after_confirm(self, order_id: str, order: OrderState) -> None:
+        """Step 5 of a bill-now order: take every reservation."""
+        await self.take_all(order_id, order)
 
     async def finish(self, order_id: str, scope: str | None) -> AppendResult:
         """Steps 4 and 5: confirm (or find it confirmed), take every reservation, answer."""
@@ -317,26 +328,19 @@ class BillingSaga:
                 f"order {order_id} was abandoned ({order.abandoned}); nothing was billed",
                 field="Idempotency-Key",
             )
-        await self.take_all(order_id, order)
+        await self.after_confirm(order_id, order)
         if result is None:
             result = await self._recorded(order_id, order, scope)
         return result
 
     async def _recorded(self, order_id: str, order: OrderState, scope: str | None) -> AppendResult:
-        """The answer of an order billed earlier (by another attempt of this key)."""
+        """The answer of an order confirmed earlier (by another attempt of this key)."""
         if scope is not None:
             recorded = await self.store.recorded(scope, order_aggregate(order_id))
             if recorded is not None:
                 return recorded
-        event = OrderBilled(
-            order_id=order_id,
-            account_id=order.account_id,
-            lines=list(order.lines),
-            total=order.total,
-            currency=order.currency,
-            reserved=True,
-        )
-        return _filled(AppendResult(entry_ids=[]), fingerprint(_as_command(order_id, order)), event)
+        _, body = self.confirmation(order_id, order)
+        return AppendResult(entry_ids=[], result=body)
 
     async def take_all(self, order_id: str, order: OrderState) -> None:
         """Step 5, every product: their reserved units leave for good."""
@@ -412,6 +416,9 @@ class BillingSaga:
             if now < order.reserved_until:
                 return "waiting"
             order = await self.abandon(order_id, "expired")
+        if order.placing and order.status not in UNBILLED:
+            # A checkout's order: its payment, expiry or cancellation moves these units.
+            return "waiting" if order.status == "awaiting_payment" else "placed"
         if order.status in UNBILLED:
             await self.release(order_id, product_id, quantity)
             return "released"
@@ -428,9 +435,3 @@ def _as_command(order_id: str, order: OrderState) -> BillOrder:
         order_id=order_id,
         lines=[BillLine(product_id=ln.product_id, quantity=ln.quantity) for ln in order.lines],
     )
-
-
-def _filled(result: AppendResult, request: str, event: OrderBilled) -> AppendResult:
-    """A confirm's result with the receipt JSON a replay would return."""
-    body = msgspec.json.encode({"request": request, "receipt": event}).decode()
-    return dataclasses.replace(result, result=body)

@@ -12,8 +12,10 @@ import pytest
 
 from app.commands import execute
 from app.commands.billing import BillLine, BillOrder, idempotency_scope, receipt_of
+from app.commands.cart import SetCartItem
+from app.commands.checkout import Checkout, Placed, placed_of
 from app.commands.errors import IdempotencyKeyReused, InsufficientStock
-from app.commands.orders import CANCEL_ORDER, CancelOrder
+from app.commands.orders import CANCEL_ORDER, CancelOrder, RecordPayment
 from app.commands.saga import BillingAbandoned, BillingSaga, claim
 from events.ids import uuid7
 from events.states import OrderState, initial
@@ -395,6 +397,70 @@ async def test_an_order_cancelled_before_its_takes_were_finished_gets_its_stock_
 
     await worker.run_once()
 
+    assert await stock(store, first) == (5, 0)
+    assert await stock(store, second) == (3, 0)
+    assert (await verify_state(store)).ok
+
+
+async def checked_out(
+    store: EventStore, account_id: str, lines: list[BillLine], key: str
+) -> Placed:
+    for line in lines:
+        await execute(
+            store,
+            SetCartItem(account_id=account_id, product_id=line.product_id, quantity=line.quantity),
+            META,
+        )
+    result = await execute(
+        store, Checkout(account_id=account_id, lines=lines), META, idempotency_key=key
+    )
+    return placed_of(result)
+
+
+@on_the_cluster
+async def test_a_checkout_spanning_slots_reserves_its_stock_and_payment_takes_it(
+    store: EventStore,
+) -> None:
+    account_id = await an_account(store)
+    first, second = await products(store, 5, 3)
+    lines = two_lines(first, second)
+
+    placed = await checked_out(store, account_id, lines, "c-1")
+    again = placed_of(
+        await execute(
+            store, Checkout(account_id=account_id, lines=lines), META, idempotency_key="c-1"
+        )
+    )
+
+    assert placed.status == "awaiting_payment" and again.order_id == placed.order_id
+    assert await stock(store, first) == (3, 2)
+    assert await stock(store, second) == (2, 1)
+    assert (await store.state(f"cart:{account_id}")).get("items", "") in ("", "[]")
+    assert "OrderBillingStarted" in await types_in_log(store)
+    paid = RecordPayment(
+        order_id=placed.order_id, attempt=1, payment_id="pay-1", amount=placed.total, at=0
+    )
+    await execute(store, paid, META)
+    assert await stock(store, first) == (3, 0)
+    assert await stock(store, second) == (2, 0)
+    assert (await verify_state(store)).ok
+
+
+@on_the_cluster
+async def test_an_unpaid_checkout_spanning_slots_expires_and_its_stock_returns_once(
+    store: EventStore,
+) -> None:
+    account_id = await an_account(store)
+    first, second = await products(store, 5, 3)
+    placed = await checked_out(store, account_id, two_lines(first, second), "c-2")
+    worker = ExpiryWorker(
+        store, expirer(store), settle=settler(store), clock=lambda: placed.reserved_until
+    )
+
+    await worker.run_once()
+    await worker.run_once()
+
+    assert (await order(store, placed.order_id)).status == "expired"
     assert await stock(store, first) == (5, 0)
     assert await stock(store, second) == (3, 0)
     assert (await verify_state(store)).ok
