@@ -32,11 +32,13 @@ async def check_out(
     scope = CHECKOUT.scope(command, idempotency_key) if idempotency_key else None
     if scope is not None:
         command = msgspec.structs.replace(command, order_id=await claim(store, scope, command))
-    order = order_aggregate(command.order_id or "")
     saga = CheckoutSaga(store, meta)
-    if not (await saga.order(command.order_id or "")).exists:
+    existing = await saga.order(command.order_id or "")
+    if existing.exists and not existing.placing:  # placed by a single append: replay it
+        return await run(CHECKOUT, store, command, meta, idempotency_key=idempotency_key)
+    if not existing.exists:
         append = CHECKOUT.decide(command, await store.load(CHECKOUT.reads(command)))
-        append.idempotency_key, append.idempotency_home = scope, order
+        append.idempotency_key, append.idempotency_home = scope, CHECKOUT.reads(command)[0]
         if store.append_slots(append) is None:
             return await run(CHECKOUT, store, command, meta, idempotency_key=idempotency_key)
     return await saga.run(command, scope)
@@ -70,6 +72,11 @@ class CheckoutSaga(BillingSaga):
         except VersionConflict:
             pass  # a concurrent retry started it first
         return await self.order(order_id)
+
+    def same_request(self, command: object, order_id: str, order: OrderState) -> bool:
+        """A retried checkout is answered from its record whatever the cart holds now (it
+        was emptied by the first attempt), as on one node."""
+        return True
 
     def confirmation(self, order_id: str, order: OrderState) -> tuple[Event, str]:
         event = OrderPlaced(

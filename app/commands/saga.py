@@ -168,7 +168,7 @@ class BillingSaga:
         order = await self.order(order_id)
         if not order.exists:
             order = await self.start(command)
-        elif fingerprint(_as_command(order_id, order)) != fingerprint(command):
+        elif not self.same_request(command, order_id, order):
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used for a different order", field="Idempotency-Key"
             )
@@ -194,6 +194,10 @@ class BillingSaga:
         if order.reserved_until == 0:  # not a saga's order: another command made it
             raise OrderAlreadyExists(f"order {order_id} already exists", field="order_id")
         return await self.finish(order_id, scope)  # confirmed earlier: finish and answer
+
+    def same_request(self, command: Any, order_id: str, order: OrderState) -> bool:
+        """Whether a retry under the saga's key asks for the order the saga bills."""
+        return fingerprint(_as_command(order_id, order)) == fingerprint(command)
 
     async def start(self, command: BillOrder) -> OrderState:
         """Step 2: decide as the single append would (on the states as read), then record
