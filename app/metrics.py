@@ -9,7 +9,7 @@
   request layer) and append conflicts, measured in this process;
 * a snapshot of Redis taken at scrape time (:func:`snapshot`) and rendered by
   :class:`SnapshotCollector`: projection lag, dead letters, the runners' counters
-  (``{prefix}:metrics:{projection}``) and rejected ingress entries. Every API replica
+  (``{prefix}:metrics:{<projection>}``) and rejected ingress entries. Every API replica
   reports the same shop-wide values; a dashboard takes ``max`` over instances.
 """
 
@@ -45,8 +45,6 @@ from events.positions import parse_stream_id
 
 log = structlog.get_logger("app.metrics")
 
-INGEST_DLQ = "ingest:"
-"""Dead-letter streams named ``{prefix}:dlq:ingest:<source>`` belong to the ingress gateway."""
 
 COUNTERS = {
     "dead_letters": "Entries the projection dead-lettered (heads of parked sequences)",
@@ -185,18 +183,19 @@ async def snapshot(redis: Any, keys: Keys) -> Snapshot:
     async with redis.pipeline(transaction=False) as pipe:
         for name in projections:
             pipe.xlen(keys.dlq(name))
-            pipe.hgetall(f"{keys.prefix}:metrics:{name}")
+            pipe.hgetall(keys.metrics(name))
         replies = await pipe.execute()
     dlq = {name: int(replies[2 * i]) for i, name in enumerate(projections)}
     counters = {
         name: {_text(k): float(v) for k, v in replies[2 * i + 1].items()}
         for i, name in enumerate(projections)
     }
-    ingest_prefix = keys.dlq(INGEST_DLQ)
     ingest: dict[str, int] = {}
-    async for raw in redis.scan_iter(match=f"{ingest_prefix}*", count=10_000, _type="stream"):
+    pattern = f"{keys.prefix}:dlq:ingest:*"
+    async for raw in redis.scan_iter(match=pattern, count=10_000, _type="stream"):
         key = _text(raw)
-        ingest[key[len(ingest_prefix) :]] = int(await redis.xlen(key))
+        if (source := keys.ingest_source_of(key)) is not None:
+            ingest[source] = int(await redis.xlen(key))
     return Snapshot(
         lags=lags,
         now_ms=int(time.time() * 1000),

@@ -89,6 +89,11 @@ AGGREGATE_ID_FIELDS: dict[str, tuple[str, str]] = {
     "OrderShipped": ("order:", "order_id"),
     "OrderDelivered": ("order:", "order_id"),
     "EmailDigestUpgraded": ("account:", "account_id"),
+    "OrderBillingStarted": ("order:", "order_id"),
+    "OrderBillingAbandoned": ("order:", "order_id"),
+    "StockReserved": ("product:", "product_id"),
+    "StockReleased": ("product:", "product_id"),
+    "StockTaken": ("product:", "product_id"),
 }
 """Type → (``"<kind>:"``, field) for the types whose compact ``data`` leaves out the field
 that ``aggregate`` (``<kind>:<field>``) already holds, always the type's first field.

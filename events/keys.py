@@ -69,14 +69,45 @@ class Keys:
         """The dev key store of personal data (:class:`events.personal.RedisKeyStore`)."""
         return f"{self.prefix}:pii:keys"
 
-    def idem(self, key: str) -> str:
-        return f"{self.prefix}:idem:{self.tag(key)}:{key}"
+    def idem(self, key: str, home: str | None = None) -> str:
+        """An idempotency record, in the partition of the key itself or, with ``home``, of
+        that aggregate: a saga step records itself in the slot it writes (Redis Cluster)."""
+        return f"{self.prefix}:idem:{self.tag(home or key)}:{key}"
+
+    def saga(self, scope: str) -> str:
+        """Which order a billing saga started under an idempotency key (its scope) runs
+        for, in the key's own partition: a retry finds the order it must finish or undo."""
+        return f"{self.prefix}:saga:{self.tag(scope)}:{scope}"
 
     def ingest(self, source: str) -> str:
         return f"{self.prefix}:ingest:{source}"
 
-    def dlq(self, consumer: str) -> str:
-        return f"{self.prefix}:dlq:{consumer}"
+    def dlq(self, projection: str) -> str:
+        """A projection's dead-letter stream. Tagged by the projection's name: its
+        bookkeeping keys extend this name and :meth:`metrics` shares the tag, so the park
+        and remove scripts touch one slot on a Redis Cluster."""
+        return f"{self.prefix}:dlq:{{{projection}}}"
+
+    def metrics(self, name: str) -> str:
+        """A projection's counters (hash), in the slot of its :meth:`dlq`."""
+        return f"{self.prefix}:metrics:{{{name}}}"
+
+    def ingest_dlq(self, source: str) -> str:
+        """An ingress source's dead letters. The ingress stream's name is the contract with
+        producers and carries no tag, so this key takes that whole name as its tag: the
+        gateway's ``MULTI`` (dead letter, ``XACK``, counter) then touches one slot."""
+        return f"{self.prefix}:dlq:ingest:{{{self.ingest(source)}}}"
+
+    def ingest_metrics(self, source: str) -> str:
+        """An ingress source's counters, in the slot of its stream (see :meth:`ingest_dlq`)."""
+        return f"{self.prefix}:metrics:ingest:{{{self.ingest(source)}}}"
+
+    def ingest_source_of(self, dlq_key: str) -> str | None:
+        """The source an :meth:`ingest_dlq` key belongs to (``None``: not one)."""
+        head, tail = f"{self.prefix}:dlq:ingest:{{{self.prefix}:ingest:", "}"
+        if dlq_key.startswith(head) and dlq_key.endswith(tail):
+            return dlq_key[len(head) : -len(tail)]
+        return None
 
     def view(self, name: str, suffix: str = "") -> str:
         """The pointer naming a view's live version (``suffix``: its pause, lock, …).

@@ -39,6 +39,8 @@ from events.types import (
     LoginFailed,
     LoginSucceeded,
     OrderBilled,
+    OrderBillingAbandoned,
+    OrderBillingStarted,
     OrderCancelled,
     OrderDelivered,
     OrderExpired,
@@ -54,6 +56,9 @@ from events.types import (
     RefundIssued,
     Role,
     StockAdjusted,
+    StockReleased,
+    StockReserved,
+    StockTaken,
 )
 
 
@@ -155,9 +160,13 @@ OrderStatus = Literal[
     "refunded",
     "cancelled",
     "expired",
+    "reserving",
+    "abandoned",
 ]
 """``billed`` is a bill-now order (``OrderBilled``): placed and paid in one step, it behaves
-as ``paid`` everywhere and the API shows it as ``paid``."""
+as ``paid`` everywhere and the API shows it as ``paid``. ``reserving`` and ``abandoned``
+belong to the billing saga of a Redis Cluster (:mod:`app.commands.saga`): its stock is
+being reserved, or it stopped before billing."""
 
 
 class OrderState(AggregateState, frozen=True, kw_only=True):
@@ -179,6 +188,11 @@ class OrderState(AggregateState, frozen=True, kw_only=True):
     was_shipped: bool = False
     """Set once shipped and never cleared: an owner may not cancel after shipment, whatever
     the status became (a refund changes it)."""
+    abandoned: str = ""
+    """Why a billing saga was abandoned (``OrderBillingAbandoned.reason``)."""
+    placing: bool = False
+    """A checkout's saga (``OrderBillingStarted.place``): it confirms with ``OrderPlaced``,
+    and its reservations then belong to the order's payment, expiry or cancellation."""
 
     @property
     def takings(self) -> int:
@@ -302,6 +316,18 @@ def evolve_product(state: ProductState, event: Event, ctx: Context) -> ProductSt
             return msgspec.structs.replace(state, deleted=True)
         case StockAdjusted():
             return msgspec.structs.replace(state, stock=state.stock + event.delta)
+        case OrderBilled(reserved=True) | OrderPlaced(reserved=True):
+            return state  # the saga's StockReserved (and StockTaken) moved the stock
+        case StockReserved(quantity=q):
+            return msgspec.structs.replace(
+                state, stock=state.stock - q, reserved=state.reserved + q
+            )
+        case StockReleased(quantity=q):
+            return msgspec.structs.replace(
+                state, stock=state.stock + q, reserved=state.reserved - q
+            )
+        case StockTaken(quantity=q):
+            return msgspec.structs.replace(state, reserved=state.reserved - q)
         case OrderBilled():
             product_id = ctx.aggregate.removeprefix("product:")
             taken = sum(ln.quantity for ln in event.lines if ln.product_id == product_id)
@@ -348,6 +374,19 @@ def evolve_order(state: OrderState, event: Event, ctx: Context) -> OrderState:
             return msgspec.structs.replace(
                 state, status="cancelled", refunded=state.refunded + event.refunded
             )
+        case OrderBillingStarted():
+            return msgspec.structs.replace(
+                state,
+                status="reserving",
+                placing=event.place,
+                account_id=event.account_id,
+                lines=tuple(event.lines),
+                total=event.total,
+                currency=event.currency,
+                reserved_until=event.reserved_until,
+            )
+        case OrderBillingAbandoned():
+            return msgspec.structs.replace(state, status="abandoned", abandoned=event.reason)
         case OrderPlaced():
             return msgspec.structs.replace(
                 state,
@@ -471,6 +510,8 @@ def affected(event: Event) -> list[str]:
     effects (an order takes stock from each of its products, a product counts in its
     category, a category in its parent)."""
     own = event.aggregate()
+    if isinstance(event, OrderBilled | OrderPlaced) and event.reserved:
+        return [own]
     if isinstance(event, OrderBilled | OrderCancelled | OrderPlaced | OrderPaid | OrderExpired):
         return [own, *dict.fromkeys(f"product:{ln.product_id}" for ln in event.lines)]
     return [own, *_categories(event)]

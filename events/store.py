@@ -21,7 +21,14 @@ import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
 
-from events.codec import RecordedEvent, compact_values, decode_entry, encode, full_values
+from events.codec import (
+    RecordedEvent,
+    compact_values,
+    decode_entry,
+    encode,
+    full_values,
+)
+from events.effects import EFFECTS_LIBRARY, SPLITTABLE, apply_effects
 from events.errors import (
     AggregateMissing,
     ArchiveError,
@@ -124,6 +131,9 @@ class Append:
     release: list[tuple[str, str]] = field(default_factory=list)
     state: dict[str, StateChange] = field(default_factory=dict)
     idempotency_key: str | None = None
+    idempotency_home: str | None = None
+    """The aggregate whose partition keeps the idempotency record (default: the key's own);
+    a saga step keeps it in the slot it writes, see :meth:`events.keys.Keys.idem`."""
     result: str = ""
     event_ids: list[str] | None = None
     seen: dict[str, AggregateState] | None = None
@@ -279,7 +289,7 @@ class EventStore:
         slot. :meth:`fcall` loads them again on a node that lacks them (one added by a
         resharding, or emptied by a restart without its AOF).
         """
-        for name in ("append.lua", "append_v3.lua", "read.lua"):
+        for name in ("append.lua", "append_v3.lua", "read.lua", "effects.lua"):
             code = resources.files("events").joinpath(name).read_text()
             if isinstance(self.redis, RedisCluster):
                 await self.redis.execute_command(
@@ -324,7 +334,7 @@ class EventStore:
 
     async def functions_loaded(self) -> bool:
         """Whether the libraries are loaded (on a cluster: on every primary)."""
-        for library in (LIBRARY, APPEND_LIBRARY, READ_LIBRARY):
+        for library in (LIBRARY, APPEND_LIBRARY, READ_LIBRARY, EFFECTS_LIBRARY):
             if isinstance(self.redis, RedisCluster):
                 for node in self.redis.get_primaries():
                     listed = await self.redis.execute_command(
@@ -344,7 +354,7 @@ class EventStore:
         req: dict[str, Any] = {}
         if append.idempotency_key is not None:
             req["idem"] = {
-                "k": k(keys.idem(append.idempotency_key)),
+                "k": k(keys.idem(append.idempotency_key, append.idempotency_home)),
                 "ttl": IDEMPOTENCY_TTL,
                 "result": append.result,
             }
@@ -425,6 +435,12 @@ class EventStore:
             raise ValueError("an append needs at least one event")
         if self._identity is None:
             await self.identity()
+        if isinstance(self.redis, RedisCluster) and (split := self._split(append)) is not None:
+            home, grouped = split
+            result = await self.append(home)
+            if not result.duplicate:
+                await apply_effects(self, (home.event_ids or [""])[0], grouped)
+            return result
         keys, request, partitions, _ = self._request(append)
         raw = await self.fcall(APPEND_FUNCTION, keys, request)
         reply = msgspec.json.decode(raw)
@@ -446,14 +462,53 @@ class EventStore:
             raise UniquenessViolation(reply["kind"], value, reply["owner"])
         raise EventStoreError(f"unexpected reply from {APPEND_FUNCTION}: {raw!r}")
 
-    async def recorded(self, idempotency_key: str) -> AppendResult | None:
+    def _split(self, append: Append) -> tuple[Append, dict[int, dict[str, dict[str, int]]]] | None:
+        """On a cluster, an append of one :data:`events.effects.SPLITTABLE` event whose
+        only writes outside its own slot are counters: the part in its slot, and the
+        counter effects on the other slots by partition (:mod:`events.effects`). ``None``
+        for any other append (it is one call, or it spans slots and is refused)."""
+        if len(append.events) != 1 or not isinstance(append.events[0], SPLITTABLE):
+            return None
+        slot_of = self.redis.keyslot
+        home_slot = slot_of(self.keys.state(append.events[0].aggregate()))
+        at_home = [a for a in append.state if slot_of(self.keys.state(a)) == home_slot]
+        away = {a: ch for a, ch in append.state.items() if a not in at_home}
+        conditions = [*append.expect, *append.exists, *(a for a, _ in append.absent)]
+        if (
+            not away
+            or any(ch.set for ch in away.values())
+            or append.reserve
+            or append.release
+            or any(slot_of(self.keys.state(a)) != home_slot for a in conditions)
+        ):
+            return None
+        grouped: dict[int, dict[str, dict[str, int]]] = {}
+        for aggregate, change in away.items():
+            grouped.setdefault(self.keys.partition_of(aggregate), {})[aggregate] = change.incr
+        home = Append(
+            events=append.events,
+            meta=append.meta,
+            expect=append.expect,
+            exists=append.exists,
+            absent=append.absent,
+            guards=[g for g in append.guards if g.aggregate in at_home],
+            state={a: append.state[a] for a in at_home},
+            idempotency_key=append.idempotency_key,
+            idempotency_home=append.idempotency_home,
+            result=append.result,
+            event_ids=append.event_ids or [uuid7()],
+            at=append.at,
+        )
+        return home, grouped
+
+    async def recorded(self, idempotency_key: str, home: str | None = None) -> AppendResult | None:
         """The outcome stored by an earlier append under ``idempotency_key``, if any.
 
         Lets a handler answer a retried command without deciding again (a decision re-run
         now could be refused, e.g. stock since sold out); the append re-checks the record
         atomically anyway, so this read is an optimisation, never the guard.
         """
-        raw = await self.redis.get(self.keys.idem(idempotency_key))
+        raw = await self.redis.get(self.keys.idem(idempotency_key, home))
         return None if raw is None else _replayed(msgspec.json.decode(raw))
 
     # -- decision state ------------------------------------------------------------------
@@ -465,17 +520,54 @@ class EventStore:
 
     async def states(self, aggregates: Iterable[str]) -> list[dict[str, str]]:
         """The decision states of ``aggregates``, in order, in one round trip (one
-        ``FCALL_RO`` of the library's read function, cheaper on the client than a pipeline)."""
+        ``FCALL_RO`` of the library's read function, cheaper on the client than a pipeline).
+
+        On a Redis Cluster, one ``FCALL_RO`` per hash slot, concurrently: a read is not a
+        decision, so states of several slots may be read apart (the append re-checks)."""
         keys = [self.keys.state(a) for a in aggregates]
         if not keys:
             return []
-        if self.calls is not None:
+        if self.calls is not None and self.slots(keys) is None:
             replies = await self.calls.call("FCALL_RO", STATES_FUNCTION, len(keys), *keys)
-        else:
+        elif self.slots(keys) is None:
             replies = await self.redis.fcall_ro(STATES_FUNCTION, len(keys), *keys)
+        else:
+            groups: dict[int, list[int]] = {}
+            for i, key in enumerate(keys):
+                groups.setdefault(self.redis.keyslot(key), []).append(i)
+            answers = await asyncio.gather(
+                *(
+                    self.redis.fcall_ro(STATES_FUNCTION, len(idx), *(keys[i] for i in idx))
+                    for idx in groups.values()
+                )
+            )
+            replies: list[Any] = [None] * len(keys)
+            for idx, answer in zip(groups.values(), answers, strict=True):
+                for i, raw in zip(idx, answer, strict=True):
+                    replies[i] = raw
         return [
             {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)} for raw in replies
         ]
+
+    @property
+    def clustered(self) -> bool:
+        """Whether the log is on a Redis Cluster (the client is :class:`RedisCluster`)."""
+        return isinstance(self.redis, RedisCluster)
+
+    def slots(self, keys: Iterable[str]) -> set[int] | None:
+        """The hash slots of ``keys`` on a Redis Cluster when they are more than one;
+        ``None`` on one node or when they share a slot (then one atomic call serves)."""
+        if not isinstance(self.redis, RedisCluster):
+            return None
+        slots = {self.redis.keyslot(key) for key in keys}
+        return slots if len(slots) > 1 else None
+
+    def append_slots(self, append: Append) -> set[int] | None:
+        """:meth:`slots` of every key ``append`` would touch."""
+        if not self.clustered:
+            return None  # one node: no need to build the request twice
+        keys, _, _, _ = self._request(append)
+        return self.slots(keys)
 
     async def load(self, aggregates: Iterable[str]) -> dict[str, AggregateState]:
         """The typed decision states of ``aggregates`` (see :mod:`events.states`), in one

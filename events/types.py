@@ -154,6 +154,10 @@ class OrderBilled(BaseEvent, frozen=True, kw_only=True, tag=True):
     lines: list[OrderLine]
     total: Money
     currency: Currency = "BRL"
+    reserved: bool = False
+    """``True``: billed by the saga of a Redis Cluster (``OrderBillingStarted``); the stock
+    was reserved by its products' ``StockReserved`` and leaves ``reserved`` by
+    ``StockTaken``, so this event changes no product's decision state."""
 
     def aggregate(self) -> str:
         return f"order:{self.order_id}"
@@ -219,6 +223,9 @@ class OrderPlaced(BaseEvent, frozen=True, kw_only=True, tag=True):
     total: Money
     currency: Currency = "BRL"
     reserved_until: int
+    reserved: bool = False
+    """``True``: placed by the checkout saga of a Redis Cluster; its products' own
+    ``StockReserved`` moved the stock, so this event changes no product's state."""
 
     def aggregate(self) -> str:
         return f"order:{self.order_id}"
@@ -262,6 +269,88 @@ class OrderExpired(BaseEvent, frozen=True, kw_only=True, tag=True):
 
     def aggregate(self) -> str:
         return f"order:{self.order_id}"
+
+
+class OrderBillingStarted(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A bill-now order whose products live in other hash slots than the order began its
+    saga (Redis Cluster only, :mod:`app.commands.saga`): lines, prices and total are fixed;
+    each product's stock is reserved by its own ``StockReserved`` until ``reserved_until``
+    (epoch seconds). It ends billed (``OrderBilled`` with ``reserved``) or abandoned."""
+
+    order_id: str
+    account_id: str
+    lines: list[OrderLine]
+    total: Money
+    currency: Currency = "BRL"
+    reserved_until: int
+    place: bool = False
+    """``True``: a checkout's saga; it ends with ``OrderPlaced(reserved=True)`` (the order
+    then awaits payment) instead of ``OrderBilled``."""
+
+    def aggregate(self) -> str:
+        return f"order:{self.order_id}"
+
+
+class OrderBillingAbandoned(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A billing saga stopped before the order was billed: a product could not be reserved
+    (``insufficient_stock``, ``unknown_product``) or the saga ran past its deadline
+    (``expired``). The reservations it holds are released by ``StockReleased``."""
+
+    order_id: str
+    reason: str
+    product_id: str = ""
+    detail: str = ""
+
+    def aggregate(self) -> str:
+        return f"order:{self.order_id}"
+
+
+class StockReserved(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A saga step: ``quantity`` units of the product left ``stock`` for ``reserved``, held
+    for order ``order_id`` until ``reserved_until`` (epoch seconds)."""
+
+    product_id: str
+    order_id: str
+    quantity: Annotated[int, msgspec.Meta(ge=1)]
+    reserved_until: int
+
+    def aggregate(self) -> str:
+        return f"product:{self.product_id}"
+
+
+class StockReleased(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A saga's compensation: the units ``StockReserved`` held for ``order_id`` are back in
+    ``stock``."""
+
+    product_id: str
+    order_id: str
+    quantity: Annotated[int, msgspec.Meta(ge=1)]
+
+    def aggregate(self) -> str:
+        return f"product:{self.product_id}"
+
+
+class StockTaken(BaseEvent, frozen=True, kw_only=True, tag=True):
+    """A saga's last step: order ``order_id`` is billed, so the units held for it leave
+    ``reserved`` for good."""
+
+    product_id: str
+    order_id: str
+    quantity: Annotated[int, msgspec.Meta(ge=1)]
+
+    def aggregate(self) -> str:
+        return f"product:{self.product_id}"
+
+
+SAGA_EVENTS: tuple[type[BaseEvent], ...] = (
+    OrderBillingStarted,
+    OrderBillingAbandoned,
+    StockReserved,
+    StockReleased,
+    StockTaken,
+)
+"""The events of the billing saga on a Redis Cluster; projections ignore them (the order
+and its stock show through the ``OrderBilled`` that ends a saga)."""
 
 
 class RefundIssued(BaseEvent, frozen=True, kw_only=True, tag=True):
@@ -468,6 +557,11 @@ Event = (
     | RefundIssued
     | OrderShipped
     | OrderDelivered
+    | OrderBillingStarted
+    | OrderBillingAbandoned
+    | StockReserved
+    | StockReleased
+    | StockTaken
 )
 """The one tagged union every stored, ingested or replayed event decodes into."""
 
@@ -495,6 +589,7 @@ EVENT_TYPES: dict[str, type[BaseEvent]] = {
         RefundIssued,
         OrderShipped,
         OrderDelivered,
+        *SAGA_EVENTS,
     )
 }
 

@@ -54,7 +54,52 @@ of the log puts it."""
 
 
 def metrics_key(keys: Keys, projection: str) -> str:
-    return f"{keys.prefix}:metrics:{projection}"
+    return keys.metrics(projection)
+
+
+_OLD_SUFFIXES = ("", ":parked", ":parked:count", ":parked:last", ":parked:first")
+
+
+async def migrate_key_names(redis: aioredis.Redis, keys: Keys) -> int:
+    """Rename dead-letter and metrics keys written before they carried a hash tag
+    (``{prefix}:dlq:<view>``, ``:parked…``, ``{prefix}:metrics:<view>``, the ingress
+    ``dlq:ingest:<source>`` and ``metrics:ingest:<source>``) to their tagged names; returns
+    how many it renamed. Idempotent; a name already taken is left alone and logged.
+
+    Run on one node before moving to a Redis Cluster (a cluster refuses a ``RENAME``
+    across slots, and a new cluster has no old keys); workers run it at start.
+    """
+    renamed = 0
+    for kind in ("dlq", "metrics"):
+        base = f"{keys.prefix}:{kind}:"
+        async for raw in redis.scan_iter(match=f"{base}*", count=1000):
+            old = raw.decode() if isinstance(raw, bytes) else str(raw)
+            new = _tagged(keys, kind, old[len(base) :])
+            if new is None or new == old:
+                continue
+            if await redis.renamenx(old, new):
+                renamed += 1
+            else:
+                log.warning("key_migration_skipped", key=old, target=new)
+    if renamed:
+        log.info("keys_migrated", renamed=renamed)
+    return renamed
+
+
+def _tagged(keys: Keys, kind: str, rest: str) -> str | None:
+    """The tagged name of an untagged ``dlq``/``metrics`` key's ``rest`` (``None``: it is
+    tagged already)."""
+    if "{" in rest:
+        return None
+    if rest.startswith("ingest:"):
+        source = rest.removeprefix("ingest:")
+        return keys.ingest_dlq(source) if kind == "dlq" else keys.ingest_metrics(source)
+    if kind == "metrics":
+        return keys.metrics(rest)
+    for suffix in sorted(_OLD_SUFFIXES, key=len, reverse=True):
+        if suffix and rest.endswith(suffix):
+            return keys.dlq(rest.removesuffix(suffix)) + suffix
+    return keys.dlq(rest)
 
 
 def sequence_of(
@@ -432,10 +477,10 @@ class DeadLetters:
 
     async def projections(self) -> list[str]:
         """Names of the projections that have a dead-letter stream."""
-        prefix = self.keys.dlq("")
+        head = f"{self.keys.prefix}:dlq:{{"
         names = [
-            _text(key)[len(prefix) :]
-            async for key in self.redis.scan_iter(match=f"{prefix}*", _type="stream")
+            _text(key)[len(head) : -1]
+            async for key in self.redis.scan_iter(match=f"{head}*}}", _type="stream")
         ]
         return sorted(names)
 

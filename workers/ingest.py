@@ -12,7 +12,7 @@ reason the contract refuses text holding NUL with ``app.validation``'s check, as
 does).
 
 Every entry ends in exactly one of: appended (or recognised as a duplicate by its
-producer event id), or dead-lettered to ``{prefix}:dlq:ingest:<source>`` with the reason.
+producer event id), or dead-lettered to ``{prefix}:dlq:ingest:{<stream>}`` with the reason.
 Only then is it acknowledged. Redis being unreachable is neither: the gateway backs off
 and retries the same entry, so nothing is skipped and order within a stream is kept.
 """
@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -42,7 +43,7 @@ from events.states import AggregateState, ProductState
 from events.store import AppendResult, EventStore, Metadata
 from events.types import ProductCreated, ProductDeleted, ProductUpdated, StockAdjusted
 from workers import legacy_feed
-from workers.dlq import META, metrics_key
+from workers.dlq import META
 from workers.ingest_contract import (
     MAX_ENTRY_BYTES,
     CatalogEvent,
@@ -283,20 +284,53 @@ class IngestGateway:
         if not self._grouped:
             await asyncio.sleep(min(self.block_ms / 1000, 0.5))
             return 0
-        assert self._reader is not None
         streams = {self.stream_of(source): after for source in sorted(self._grouped)}
-        reply = await self._reader.xreadgroup(
-            self.group,
-            self.consumer,
-            streams,
-            count=self.batch,
-            block=self.block_ms if block else None,
-        )
+        reply = await self._read(streams, block)
         handled = 0
         for stream, entries in reply or []:
             name = stream.decode() if isinstance(stream, bytes) else stream
             handled += await self._handle_entries(self.source_of(name), entries)
         return handled
+
+    async def _read(self, streams: dict[str, str], block: bool) -> list[Any]:
+        """One ``XREADGROUP`` over the ingress streams. On a Redis Cluster the streams live
+        in several slots: one read per slot, first without blocking, then (all were empty)
+        each blocking for its share of ``block_ms``, so an entry waits no longer than on
+        one node."""
+        reader = self._reader
+        assert reader is not None
+        by_slot: dict[int, dict[str, str]] = {}
+        if isinstance(reader, RedisCluster):
+            for stream, after in streams.items():
+                by_slot.setdefault(reader.keyslot(stream), {})[stream] = after
+        groups = list(by_slot.values()) or [streams]
+        if len(groups) == 1:
+            return (
+                await reader.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    streams,
+                    count=self.batch,
+                    block=self.block_ms if block else None,
+                )
+                or []
+            )
+        reply = await self._read_each(groups, None)
+        if reply or not block:
+            return reply
+        return await self._read_each(groups, max(1, self.block_ms // len(groups)))
+
+    async def _read_each(self, groups: list[dict[str, str]], block: int | None) -> list[Any]:
+        assert self._reader is not None
+        reply: list[Any] = []
+        for group in groups:
+            reply += (
+                await self._reader.xreadgroup(
+                    self.group, self.consumer, group, count=self.batch, block=block
+                )
+                or []
+            )
+        return reply
 
     async def _handle_entries(self, source: str, entries: list[Any]) -> int:
         """Handle a batch in order; a stop request is honoured only between batches."""
@@ -475,7 +509,7 @@ class IngestGateway:
             }
         )
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.keys.dlq(f"ingest:{source}"), record)  # type: ignore[arg-type]
+            pipe.xadd(self.keys.ingest_dlq(source), record)  # type: ignore[arg-type]
             pipe.xack(self.stream_of(source), self.group, entry_id)
             pipe.hincrby(self.metrics_key(source), "dead_letters", 1)
             await pipe.execute()
@@ -491,8 +525,9 @@ class IngestGateway:
         )
 
     def metrics_key(self, source: str) -> str:
-        """``{prefix}:metrics:ingest:<source>``: ``appended``, ``duplicates``, ``dead_letters``."""
-        return metrics_key(self.keys, f"ingest:{source}")
+        """``{prefix}:metrics:ingest:{<stream>}``: ``appended``, ``duplicates``,
+        ``dead_letters``; in the slot of the source's stream."""
+        return self.keys.ingest_metrics(source)
 
 
 # -- translation: events → catalog commands ----------------------------------------------

@@ -32,6 +32,8 @@ from app.commands.categories import (
     RenameCategory,
 )
 from app.commands.checkout import CHECKOUT, Checkout
+from app.commands.checkout_saga import check_out
+from app.commands.colocation import colocate
 from app.commands.email_digest import UPGRADE_EMAIL_DIGEST, UpgradeEmailDigest
 from app.commands.login import RECORD_LOGIN, RecordLogin
 from app.commands.orders import (
@@ -63,6 +65,7 @@ from app.commands.profile import (
     ReactivateAccount,
 )
 from app.commands.runner import Decider, run
+from app.commands.saga import bill
 from events.store import AppendResult, EventStore, Metadata
 
 DECIDERS: dict[type[Any], Decider[Any]] = {
@@ -110,6 +113,13 @@ async def execute(
     replay alike. ``event_id`` becomes the id of the (single) event appended, so an ingested
     message keeps its producer's id.
     """
+    if isinstance(command, BillOrder) and event_id is None:
+        # On a Redis Cluster, an order whose keys span slots is billed by a saga.
+        return await bill(store, command, meta, idempotency_key=idempotency_key)
+    if isinstance(command, Checkout) and store.clustered and event_id is None:
+        return await check_out(store, command, meta, idempotency_key=idempotency_key)
+    if store.clustered:
+        command = colocate(store, command)
     decider = DECIDERS.get(type(command))
     if decider is None:
         raise TypeError(f"no decider for {type(command).__name__}")

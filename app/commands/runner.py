@@ -94,7 +94,10 @@ async def run(
     """
     command = decider.prepare(command)
     key = decider.scope(command, idempotency_key) if idempotency_key is not None else None
-    if key is not None and (previous := await store.recorded(key)) is not None:
+    # On a Redis Cluster the record lives with the command's first aggregate, so that the
+    # append that writes it touches one slot (see Keys.idem).
+    home = decider.reads(command)[0] if key is not None and store.clustered else None
+    if key is not None and (previous := await store.recorded(key, home)) is not None:
         return decider.replayed(command, previous)
     if decider.seal is not None:
         command = await decider.seal(command, store)
@@ -103,6 +106,8 @@ async def run(
         append = decider.decide(command, states)
         append.meta = meta
         append.idempotency_key = key
+        if home is not None and append.idempotency_home is None:
+            append.idempotency_home = home
         if event_id is not None:
             append.event_ids = [event_id]
         try:

@@ -32,10 +32,17 @@ TEST_AUTH = AuthSettings(
 """argon2id with the cheapest parameters: the tests check behaviour, not hashing cost."""
 
 
-def api_settings(prefix: str) -> Settings:
-    """Real Redis under the test's prefix (4 partitions, like the ``store`` fixture)."""
+def api_settings(prefix: str, store: EventStore | None = None) -> Settings:
+    """Real Redis under the test's prefix (4 partitions, like the ``store`` fixture); the
+    Redis Cluster when ``store`` is on one (a module parametrised ``single_and_cluster``)."""
+    redis = RedisSettings(url=REDIS_URL, prefix=prefix, partitions=4)
+    if store is not None and store.clustered:
+        node = store.redis.get_nodes()[0]
+        redis = RedisSettings(
+            url=f"redis://{node.host}:{node.port}/0", prefix=prefix, partitions=4, cluster=True
+        )
     return Settings(
-        redis=RedisSettings(url=REDIS_URL, prefix=prefix, partitions=4),
+        redis=redis,
         auth=TEST_AUTH,
         log_format="json",
     )
@@ -49,7 +56,7 @@ def settings_fixture(prefix: str) -> Settings:
 @pytest.fixture(name="api")
 async def api_fixture(prefix: str, store: EventStore) -> AsyncIterator[AsyncTestClient[Any]]:
     """The app over ASGI, lifespan included. ``store`` (same prefix) cleans the keys after."""
-    async with AsyncTestClient(app=create_app(api_settings(prefix))) as client:
+    async with AsyncTestClient(app=create_app(api_settings(prefix, store))) as client:
         yield client
 
 

@@ -18,6 +18,9 @@ from tests.e2e import (
     new_email,
     sign_up,
 )
+from tests.support.cluster import single_and_cluster
+
+pytestmark = single_and_cluster
 
 
 async def test_sign_up_returns_the_account_id_and_a_position(

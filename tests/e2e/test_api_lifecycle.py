@@ -20,14 +20,17 @@ from app.payments.sandbox import SandboxAcquirer
 from app.payments.service import pay
 from events.store import AppendResult, EventStore, Metadata
 from tests.e2e import admin, api_settings, assert_problem, create_product, customer
+from tests.support.cluster import single_and_cluster
 from workers.commands.expire import expirer
 from workers.expiry import ExpiryWorker
 from workers.state import verify_state
 
+pytestmark = single_and_cluster
+
 
 @pytest.fixture(name="api")
 async def lifecycle_api(prefix: str, store: EventStore) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=create_app(api_settings(prefix))) as client:
+    async with AsyncTestClient(app=create_app(api_settings(prefix, store))) as client:
         yield client
 
 
@@ -291,7 +294,7 @@ async def test_every_illegal_transition_is_409_naming_the_status_and_changes_not
 async def test_an_unpaid_order_expires_its_stock_returns_and_paying_it_is_409(
     prefix: str, store: EventStore
 ) -> None:
-    settings = dataclasses.replace(api_settings(prefix), reservation_ttl_seconds=1)
+    settings = dataclasses.replace(api_settings(prefix, store), reservation_ttl_seconds=1)
     async with AsyncTestClient(app=create_app(settings)) as api:
         boss = await admin(api, store)
         mug = await create_product(api, boss, stock=5)
@@ -439,7 +442,7 @@ async def test_an_undecodable_checkout_entry_does_not_stall_the_expiry_worker(
 async def test_a_signed_webhook_confirms_a_payment_once_and_a_forged_one_is_refused(
     prefix: str, store: EventStore
 ) -> None:
-    settings = dataclasses.replace(api_settings(prefix), payment_webhook_secret="whsec-test")
+    settings = dataclasses.replace(api_settings(prefix, store), payment_webhook_secret="whsec-test")
     async with AsyncTestClient(app=create_app(settings)) as api:
         boss = await admin(api, store)
         mug = await create_product(api, boss, price=1000, stock=5)

@@ -16,6 +16,9 @@ from tests.e2e import (
     customer,
     events_of_type,
 )
+from tests.support.cluster import single_and_cluster
+
+pytestmark = single_and_cluster
 
 
 async def test_billing_prices_lines_from_the_catalog(

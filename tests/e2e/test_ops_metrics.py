@@ -88,7 +88,7 @@ async def test_metrics_count_dead_letters_and_rejected_ingress_entries(ops: Ops)
     await letters.put("read_models", 0, "1-0", fields, "MalformedEvent: bad", 1)
     await letters.put("read_models", 1, "1-1", {b"type": b"Nope"}, "MalformedEvent: bad", 1)
     assert await letters.park("read_models", 0, "1-2", fields) is not None
-    await ops.store.redis.xadd(keys.dlq("ingest:produtos"), {"dlq.error": "not JSON"})
+    await ops.store.redis.xadd(keys.ingest_dlq("produtos"), {"dlq.error": "not JSON"})
 
     samples = await ops.scrape()
     assert value(samples, "streamshop_dlq_entries", projection="audit") == 2

@@ -312,7 +312,7 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
         for name in VIEWS:
             observed.versions[name] = await redis.get(keys.view(name)) or ""
         await _archive(store, observed)
-        async for key in redis.scan_iter(match=keys.dlq("*")):
+        async for key in redis.scan_iter(match=f"{keys.prefix}:dlq:*", _type="stream"):
             observed.dlq_streams[key] = await redis.xlen(key)
     finally:
         await redis.aclose()

@@ -16,7 +16,10 @@ from app.commands.catalog import CreateProduct
 from app.commands.checkout import Checkout
 from app.commands.errors import InsufficientStock
 from events.store import EventStore, Metadata
+from tests.support.cluster import single_and_cluster
 from workers.state import verify_state
+
+pytestmark = single_and_cluster
 
 META = Metadata(actor="test")
 

@@ -8,10 +8,14 @@ import uuid
 import redis.asyncio as aioredis
 
 from events.store import EventStore
+from tests.support.cluster import single_and_cluster
 from tests.support.memory_projection import RecordingProjection
 from tests.support.projectors import append_adjustments
 from workers.dlq import DeadLetters, metrics_key
 from workers.rebuild import _withdraw
+
+pytestmark = single_and_cluster
+"""The park and remove scripts touch one view's keys: one slot on the cluster too."""
 
 
 def entry(aggregate: str, seq: int) -> dict[bytes, bytes]:

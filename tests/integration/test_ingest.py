@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from events.store import EventStore
+from tests.support.cluster import single_and_cluster
 from workers.ingest import IngestGateway
 from workers.legacy_feed import product_id_for
 
@@ -96,7 +97,7 @@ class Producer:
     async def dead_letters(self, source: str = SOURCE) -> list[dict[str, Any]]:
         """Each dead letter's ``dlq.*`` fields (without the prefix), and under ``original``
         the entry's own fields, as bytes."""
-        rows = await self.redis.xrange(self.keys.dlq(f"ingest:{source}"))
+        rows = await self.redis.xrange(self.keys.ingest_dlq(source))
         letters = []
         for _, fields in rows:
             letter: dict[str, Any] = {
@@ -297,6 +298,7 @@ async def test_garbage_is_dead_lettered_with_its_reason_and_the_gateway_keeps_go
     assert not gateway.stopping
 
 
+@single_and_cluster
 async def test_the_dead_letter_keeps_the_original_fields(
     gateway: IngestGateway, producer: Producer
 ) -> None:
@@ -311,6 +313,7 @@ async def test_the_dead_letter_keeps_the_original_fields(
     assert letter["stream"] == producer.stream()
 
 
+@single_and_cluster
 async def test_bytes_that_are_not_utf8_are_kept_as_they_were(
     gateway: IngestGateway, producer: Producer
 ) -> None:

@@ -170,13 +170,13 @@ async def test_the_examples_invalid_message_is_dead_lettered_naming_the_price(
 ) -> None:
     await run_producer(java_classes, prefix)
     await processed(redis_client, store)
-    rows = await redis_client.xrange(store.keys.dlq(f"ingest:{SOURCE}"))
+    rows = await redis_client.xrange(store.keys.ingest_dlq(SOURCE))
     [letter] = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in rows]
     assert letter["dlq.field"] == "data.price"
     assert "$.price" in letter["dlq.error"]
     assert letter["dlq.event_id"] == INVALID_EVENT_ID
     assert letter["id"] == INVALID_EVENT_ID  # the original entry, field for field
-    assert await redis_client.xlen(store.keys.dlq("ingest:produtos")) == 0
+    assert await redis_client.xlen(store.keys.ingest_dlq("produtos")) == 0
     assert not gateway.stopping
 
 

@@ -24,6 +24,9 @@ from events.types import (
     StockAdjusted,
 )
 from projections.read_models import ReadModelsProjection
+from tests.support.cluster import single_and_cluster
+
+pytestmark = single_and_cluster
 
 
 @pytest.fixture
@@ -103,14 +106,11 @@ async def shop(store: EventStore) -> dict[str, str]:
         Append(events=[LoginSucceeded(account_id=ids["account"], email_digest="d1")])
     )
     await store.append(Append(events=[LoginFailed(email_digest="d2", reason="unknown_email")]))
-    await store.append(
-        Append(
-            events=[
-                ProductCreated(product_id=ids["p1"], sku="A1", name="Açaí", price=1000, stock=10),
-                ProductCreated(product_id=ids["p2"], sku="B1", name="Bolo", price=500, stock=3),
-            ]
-        )
-    )
+    for created in (  # one append each: on the cluster the two live in different slots
+        ProductCreated(product_id=ids["p1"], sku="A1", name="Açaí", price=1000, stock=10),
+        ProductCreated(product_id=ids["p2"], sku="B1", name="Bolo", price=500, stock=3),
+    ):
+        await store.append(Append(events=[created]))
     await store.append(Append(events=[ProductUpdated(product_id=ids["p1"], price=1200)]))
     await store.append(Append(events=[StockAdjusted(product_id=ids["p2"], delta=2)]))
     await store.append(

@@ -32,7 +32,10 @@ from app.commands.catalog import CreateProduct
 from app.commands.errors import OrderNotCancellable
 from app.commands.orders import CancelOrder
 from events.store import EventStore, Metadata
+from tests.support.cluster import single_and_cluster
 from workers.state import rebuild_state, verify_state
+
+pytestmark = single_and_cluster
 
 META = Metadata(actor="test")
 

@@ -30,7 +30,7 @@ def test_compose_runs_the_topology_on_a_durable_redis() -> None:
     assert _options(services["redis"]["command"]).items() >= DURABLE_REDIS.items()
     for name in ("api", "projector", "ingest"):
         env = services[name]["environment"]
-        assert env["REDIS_URL"].startswith("redis://redis:")
+        assert env["REDIS_URL"] == "${REDIS_URL:-redis://redis:6379/0}"  # the cluster's: set it
         assert {"MONGO_URL", "DATABASE_URL", "JWT_SECRET", "EMAIL_DIGEST_SECRET"} <= env.keys()
 
 
@@ -51,3 +51,20 @@ def test_procfile_lists_the_datastores_the_api_and_the_workers() -> None:
         if line and not line.startswith("#")
     ]
     assert names == ["redis", "mongo", "api", "projector", "ingest", "expire"]
+
+
+def test_the_cluster_profile_runs_six_durable_nodes_joined_with_one_replica_each() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    nodes = {n: s for n, s in services.items() if n.startswith("redis-node-")}
+    assert len(nodes) == 6
+    for node in nodes.values():
+        assert node["profiles"] == ["cluster"]
+        options = _options(node["command"])
+        assert options.items() >= DURABLE_REDIS.items()
+        assert options["cluster-enabled"] == "yes"
+        assert options["min-replicas-to-write"] == "1"
+    init = services["redis-cluster-init"]
+    assert init["profiles"] == ["cluster"]
+    assert "--cluster-replicas 1" in init["command"][0]
+    assert set(init["depends_on"]) == set(nodes)
+    assert services["api"]["environment"]["REDIS_CLUSTER"] == "${REDIS_CLUSTER:-0}"

@@ -151,9 +151,10 @@ CASES = [
         "order:o1",
         b'{"type":"OrderBilled","order_id":"o1","account_id":"a1","lines":[{"product_id":"p1",'
         b'"name":"Caf\xc3\xa9","quantity":2,"unit_price":5,"line_total":10}],"total":10,'
-        b'"currency":"BRL"}',
+        b'"currency":"BRL","reserved":false}',
         b'{"account_id":"a1","lines":[{"product_id":"p1","name":"Caf\xc3\xa9","quantity":2,'
-        b'"unit_price":5,"line_total":10}],"total":10,"currency":"BRL"}',
+        b'"unit_price":5,"line_total":10}],"total":10,"currency":"BRL",'
+        b'"reserved":false}',
     ),
     # the aggregate is not the first field: the field stays in the data
     (

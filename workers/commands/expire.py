@@ -9,9 +9,10 @@ import signal
 from app.commands import execute
 from app.commands.errors import DomainError
 from app.commands.orders import ExpireOrder
+from app.commands.saga import BillingSaga
 from app.settings import Settings
 from events.store import EventStore, Metadata
-from workers.expiry import Expire, ExpiryWorker
+from workers.expiry import Expire, ExpiryWorker, Settle
 
 META = Metadata(actor="system:expiry", source="worker")
 
@@ -34,12 +35,23 @@ def expirer(store: EventStore) -> Expire:
     return expire
 
 
+def settler(store: EventStore) -> Settle:
+    """The ``settle`` callback: a billing saga's reservation past its deadline is taken
+    (order billed) or released (abandoned, or abandoned now)."""
+    saga = BillingSaga(store, META)
+
+    async def settle(order_id: str, product_id: str, quantity: int, at: int) -> bool:
+        return await saga.settle(order_id, product_id, quantity, at) != "waiting"
+
+    return settle
+
+
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     redis = settings.redis.connect()
     try:
         store = EventStore(redis, settings.redis.keys)
         await store.load_functions()
-        worker = ExpiryWorker(store, expirer(store))
+        worker = ExpiryWorker(store, expirer(store), settle=settler(store))
         if args.once:
             print(f"expired {await worker.run_once()}")
             return 0

@@ -10,6 +10,7 @@ import prometheus_client
 
 from app.settings import Settings
 from events.store import EventStore, check_redis
+from workers.dlq import migrate_key_names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     redis = settings.redis.connect()
     try:
         await check_redis(redis)
+        await migrate_key_names(redis, keys)
         store = EventStore(redis, keys)
         if not await store.functions_loaded():
             await store.load_functions()

@@ -24,7 +24,7 @@ from events.codec import RecordedEvent
 from events.keys import Keys
 from projections.base import Projection
 from projections.identity import ForeignView, ViewVersionMismatch
-from workers.dlq import metrics_key
+from workers.dlq import metrics_key, migrate_key_names
 from workers.rebuild import RebuildAborted
 from workers.registry import PROJECTIONS, open_projections
 from workers.runner import ProjectorRunner
@@ -114,6 +114,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         prometheus_client.start_http_server(settings.metrics_port)
     redis = settings.redis.connect()
     try:
+        await migrate_key_names(redis, settings.redis.keys)
         async with open_projections(settings, args.names) as projections:
             timed: list[Any] = [TimedProjection(p, redis, settings.redis.keys) for p in projections]
             runner = ProjectorRunner(
