@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from app.commands import execute
+from app.commands.accounts import SignUp
 from app.commands.billing import BillLine, BillOrder, idempotency_scope, receipt_of
 from app.commands.cart import SetCartItem
 from app.commands.checkout import Checkout, Placed, placed_of
@@ -20,7 +21,7 @@ from app.commands.saga import BillingAbandoned, BillingSaga, claim
 from events.ids import uuid7
 from events.states import OrderState, initial
 from events.store import Append, EventStore, Metadata
-from events.types import AccountCreated, ProductCreated, StockAdjusted
+from events.types import ProductCreated, StockAdjusted
 from tests.support.cluster import single_and_cluster
 from workers.commands.expire import expirer, settler
 from workers.expiry import ExpiryWorker
@@ -32,18 +33,11 @@ on_the_cluster = pytest.mark.parametrize("redis_client", ["cluster"], indirect=T
 
 
 async def an_account(store: EventStore) -> str:
-    """An account, appended directly: sign-up reserves the email in another slot."""
-    event = AccountCreated(
-        account_id=uuid7(), email=f"{uuid7()}@example.com", name="Ana", password_hash="h"
+    """An account signed up through its command (co-located with its email reservation)."""
+    signed = await execute(
+        store, SignUp(email=f"{uuid.uuid4().hex[:8]}@x.co", name="Ana", password_hash="h"), META
     )
-    await store.append(
-        Append(
-            events=[event],
-            expect={event.aggregate(): 0},
-            seen={event.aggregate(): initial(event.aggregate())},
-        )
-    )
-    return event.account_id
+    return str(msgspec.json.decode(signed.result)["account_id"])
 
 
 async def products(store: EventStore, *stocks: int) -> list[str]:
