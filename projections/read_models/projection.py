@@ -43,6 +43,7 @@ and the runtime re-feeds from the older checkpoint.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +52,8 @@ import structlog
 from pymongo import IndexModel, UpdateOne, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, ConnectionFailure
+from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure
+from pymongo.results import BulkWriteResult
 from redis.exceptions import RedisError
 
 from events.codec import RecordedEvent
@@ -142,6 +144,27 @@ async def write_folds(collection: AsyncCollection, folds: list[Fold]) -> None:
     singles = [w.op() for i in sorted(missed) for w in folds[i].writes]
     if singles:
         await bulk_apply(collection, singles)
+
+
+class _Missed(Exception):
+    """Internal: a write of the transaction did not apply whole (see ``_write_at_once``)."""
+
+
+def _took(result: BulkWriteResult) -> int:
+    return result.matched_count + result.upserted_count + result.inserted_count
+
+
+def _checkpoint(partition: int, entry_id: str, token: str | None = None) -> UpdateOne:
+    """Move ``partition``'s checkpoint to ``entry_id``, never back (``token``: see
+    ``ReadModelsProjection._write_at_once``)."""
+    fields: dict[str, str] = {"entry_id": entry_id, "mark": mark(entry_id)}
+    if token is not None:
+        fields["commit"] = token
+    return UpdateOne(
+        {"_id": partition, "mark": {"$not": {"$gte": mark(entry_id)}}},
+        {"$set": fields},
+        upsert=True,
+    )
 
 
 def _duplicate_at(exc: BulkWriteError) -> int:
@@ -281,28 +304,102 @@ class ReadModelsProjection:
                     last = fresh.get(batch.partition, rec.entry_id)
                     fresh[batch.partition] = max(last, rec.entry_id, key=mark)
         grouped = fold(writes)
-        checkpoints = [
-            UpdateOne(
-                {"_id": partition, "mark": {"$not": {"$gte": mark(last)}}},
-                {"$set": {"entry_id": last, "mark": mark(last)}},
-                upsert=True,
-            )
-            for partition, last in fresh.items()
-        ]
-        if not checkpoints:
+        if not fresh:
             return
         try:
-            outcomes = await asyncio.gather(
-                *(write_folds(self._collection(role), folds) for role, folds in grouped.items()),
-                return_exceptions=True,
-            )
-            if failed := next((o for o in outcomes if isinstance(o, BaseException)), None):
-                raise failed  # only once every collection's write has settled
-            await bulk_apply(self._collection("checkpoints"), checkpoints)
+            if not await self._write_at_once(grouped, fresh):
+                await self._write_by_parts(grouped, fresh)
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
         for partition, last in fresh.items():
             self._written[partition] = max(self._written.get(partition, ""), mark(last))
+
+    async def _write_by_parts(self, grouped: dict[str, list[Fold]], fresh: dict[int, str]) -> None:
+        """Each collection's folds as one bulk write (a fold that misses replayed write by
+        write), then the checkpoints: every write journaled on its own."""
+        outcomes = await asyncio.gather(
+            *(write_folds(self._collection(role), folds) for role, folds in grouped.items()),
+            return_exceptions=True,
+        )
+        if failed := next((o for o in outcomes if isinstance(o, BaseException)), None):
+            raise failed  # only once every collection's write has settled
+        await bulk_apply(
+            self._collection("checkpoints"), [_checkpoint(p, last) for p, last in fresh.items()]
+        )
+
+    async def _write_at_once(self, grouped: dict[str, list[Fold]], fresh: dict[int, str]) -> bool:
+        """The batch's folds and checkpoints in one transaction, journaled once; ``False``
+        (nothing written) when it must go by parts instead.
+
+        The common case: every fold applies whole (nothing of it was applied before) and
+        every checkpoint moves, which the counts of the writes show. Anything else (a fold
+        that meets a partly applied document, a duplicate key, a rejected write, a conflict
+        with another process) aborts the transaction and :meth:`_write_by_parts` settles it
+        write by write. A fold that creates a document known to be absent is an insert.
+
+        SecantusDB commits a user transaction without syncing its journal (only a single
+        write with ``j: true`` syncs, and the sync covers every commit before it), so the
+        checkpoints carry a token and a journaled write that must find the token on every
+        one of them follows the commit: only when it does are the batch's effects and
+        checkpoints durable, and a server that lost the transaction (killed before the
+        sync) matches fewer and fails as :class:`SinkUnavailable`.
+        """
+        missing = await self._missing(grouped)
+        token = uuid.uuid4().hex
+        client = self.db.client
+        try:
+            async with client.start_session() as session:
+                async with await session.start_transaction(write_concern=DURABLE):
+                    for role, folds in grouped.items():
+                        absent = missing.get(role, set())
+                        ops = [f.op(f.doc_id in absent) for f in folds]
+                        result = await self._collection(role).bulk_write(
+                            ops, ordered=True, session=session
+                        )
+                        if _took(result) < len(ops):
+                            raise _Missed(role)
+                    stamps = [_checkpoint(p, last, token) for p, last in fresh.items()]
+                    result = await self._collection("checkpoints").bulk_write(
+                        stamps, ordered=True, session=session
+                    )
+                    if _took(result) < len(stamps):
+                        raise _Missed("checkpoints")
+        except (_Missed, BulkWriteError):
+            return False
+        except OperationFailure as exc:
+            if exc.has_error_label("TransientTransactionError"):
+                return False
+            raise
+        synced = await self._collection("checkpoints").update_many(
+            {"_id": {"$in": list(fresh)}, "commit": token}, {"$unset": {"commit": ""}}
+        )
+        if synced.matched_count != len(fresh):
+            raise SinkUnavailable(
+                f"the store lost a committed batch ({synced.matched_count} of {len(fresh)}"
+                " checkpoints found after the commit)"
+            )
+        return True
+
+    async def _missing(self, grouped: dict[str, list[Fold]]) -> dict[str, set[str]]:
+        """Per role, the documents that a fold would create and that are not there (one
+        query per collection); a document with several folds is left to the updates."""
+        missing: dict[str, set[str]] = {}
+        for role, folds in grouped.items():
+            count: dict[str, int] = defaultdict(int)
+            for f in folds:
+                count[f.doc_id] += 1
+            wanted = [
+                f.doc_id for f in folds if f.creates and not f.insert and count[f.doc_id] == 1
+            ]
+            if not wanted:
+                continue
+            found = (
+                await self._collection(role)
+                .find({"_id": {"$in": wanted}}, {"_id": 1})
+                .to_list(None)
+            )
+            missing[role] = set(wanted) - {d["_id"] for d in found}
+        return missing
 
     def _check_not_behind(self, done: dict[int, str], batches: list[_Batch]) -> None:
         """Refuse a batch that would build on a store that lost checkpoints it acknowledged.
@@ -330,13 +427,8 @@ class ReadModelsProjection:
     async def advance(self, partition: int, entry_id: str) -> None:
         """Move the checkpoint forward to ``entry_id`` (never back): the runtime calls it
         once every entry up to there is applied or parked."""
-        checkpoint = UpdateOne(
-            {"_id": partition, "mark": {"$not": {"$gte": mark(entry_id)}}},
-            {"$set": {"entry_id": entry_id, "mark": mark(entry_id)}},
-            upsert=True,
-        )
         try:
-            await bulk_apply(self._collection("checkpoints"), [checkpoint])
+            await bulk_apply(self._collection("checkpoints"), [_checkpoint(partition, entry_id)])
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
 
