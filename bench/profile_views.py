@@ -103,12 +103,23 @@ async def _profile(redis_url: str, view: str, orders: int) -> None:
             await asyncio.sleep(1.0)
             database = demo.dsn.rsplit("/", 1)[1]
             before = {name: sum(map(cpu_seconds, pids)) for name, pids in servers.items()}
-            pg_before = {p: cpu_seconds(p) for p in postgres_backends(database)}
+            pg_first = {p: cpu_seconds(p) for p in postgres_backends(database)}
+            pg_last = dict(pg_first)
+
+            async def sample_postgres() -> None:
+                """The backends come and go with the view's pool: poll their CPU."""
+                while True:
+                    for pid in postgres_backends(database):
+                        pg_last[pid] = cpu_seconds(pid) or pg_last.get(pid, 0.0)
+                    await asyncio.sleep(0.05)
+
+            sampler = asyncio.create_task(sample_postgres())
             own_before = time.process_time()
             seconds = await time_runner(demo.stack, demo.store.redis, view, 500, heads)
             own = time.process_time() - own_before
+            sampler.cancel()
             after = {name: sum(map(cpu_seconds, pids)) for name, pids in servers.items()}
-            pg = sum(cpu_seconds(p) - pg_before.get(p, 0.0) for p in postgres_backends(database))
+            pg = sum(v - pg_first.get(p, 0.0) for p, v in pg_last.items())
             for spy in spies:
                 spy.send_signal(2)
                 spy.wait(timeout=30)

@@ -364,12 +364,11 @@ class ReadModelsProjection:
                     )
                     if _took(result) < len(stamps):
                         raise _Missed("checkpoints")
-        except (_Missed, BulkWriteError):
+        except (_Missed, OperationFailure):
+            # A write the store refused (a duplicate key, a rejected update), a conflict, a
+            # commit it does not know (a restart): nothing of the transaction applied, or,
+            # for a commit whose outcome is unknown, all of it, which the guards then skip.
             return False
-        except OperationFailure as exc:
-            if exc.has_error_label("TransientTransactionError"):
-                return False
-            raise
         synced = await self._collection("checkpoints").update_many(
             {"_id": {"$in": list(fresh)}, "commit": token}, {"$unset": {"commit": ""}}
         )
