@@ -19,7 +19,11 @@ Exactly once, without transactions:
   when their target is not there yet, so partitions may be applied in any relative order
   (a rebuild replays them concurrently); the creation event then fills the stub in.
 
-The checkpoint is written after the batch; replaying a batch is a no-op by the above.
+A batch is written at once where it can be: its folds and checkpoints in one transaction,
+new documents as inserts, made durable by one journaled write that finds the commit's
+token on the checkpoints (``ReadModelsProjection._write_at_once``). Otherwise (a fold that
+meets a partly applied document, a duplicate, a conflict) it is written by parts, the
+checkpoints after the effects; replaying a batch is a no-op either way, by the above.
 
 A re-driven dead letter lies below the watermarks (later orders of its partition moved
 them), so :meth:`ReadModelsProjection.redrive` guards its cross writes by a marker of the
@@ -27,8 +31,9 @@ event on the target document instead, removed once every write landed. An event 
 fails alone records which of its writes had landed (``redrives``), so a re-drive applies
 exactly the rest.
 
-Every write waits for the journal (``j: true``, with ``w: "majority"``), the effects as much
-as the checkpoint (``checkpoints``, one document per partition, written after them): an
+Written by parts, every write waits for the journal (``j: true``, with ``w: "majority"``), the
+effects as much as the checkpoint (``checkpoints``, one document per partition, written
+after them): an
 acknowledged write must survive a crash of the server, because the runtime acknowledges
 the log entries once ``apply`` returns and resumes from this checkpoint. Measured on
 SecantusDB (``make run``'s server): ``kill -9`` loses up to a few dozen ``w: 1`` writes it
