@@ -49,6 +49,24 @@ def pids_matching(*needles: str) -> list[int]:
     return found
 
 
+def with_children(pids: list[int]) -> list[int]:
+    """``pids`` and their descendants (uvicorn's workers are children of its supervisor)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except OSError:
+                continue
+    found, frontier = set(pids), set(pids)
+    while frontier:
+        frontier = {child for child, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return sorted(found)
+
+
 def spy_on(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """``py-spy record`` of ``pid`` (all threads, idle ones left out) until interrupted."""
     return subprocess.Popen(
