@@ -69,6 +69,8 @@ from projections.read_models.folding import Cross, Fold, Own, Write, fold, mark
 from projections.read_models.handlers import PERSONAL_EVENTS, writes_for
 
 DUPLICATE_KEY = 11000
+PRESENT_MAX = 200_000
+"""Documents remembered as existing, per role, before the memory starts over."""
 
 DURABLE = WriteConcern(w="majority", j=True)
 """The write concern of every write: acknowledged only once journaled (and, on a replica
@@ -212,6 +214,9 @@ class ReadModelsProjection:
         self._writing = asyncio.Lock()
         self._written: dict[int, str] = {}
         """Per partition, the mark of the last checkpoint this instance wrote durably."""
+        self._present: dict[str, set[str]] = defaultdict(set)
+        """Per role, documents known to exist (read models never delete one): their folds
+        are updates without asking the store first (see :meth:`_missing`)."""
 
     def _collection(self, role: str) -> AsyncCollection:
         return self.db.get_collection(getattr(self.collections, role), write_concern=DURABLE)
@@ -374,6 +379,8 @@ class ReadModelsProjection:
             # commit it does not know (a restart): nothing of the transaction applied, or,
             # for a commit whose outcome is unknown, all of it, which the guards then skip.
             return False
+        for role, folds in grouped.items():  # each document is there now
+            self._present[role].update(f.doc_id for f in folds)
         synced = await self._collection("checkpoints").update_many(
             {"_id": {"$in": list(fresh)}, "commit": token}, {"$unset": {"commit": ""}}
         )
@@ -392,8 +399,11 @@ class ReadModelsProjection:
             count: dict[str, int] = defaultdict(int)
             for f in folds:
                 count[f.doc_id] += 1
+            present = self._present[role]
             wanted = [
-                f.doc_id for f in folds if f.creates and not f.insert and count[f.doc_id] == 1
+                f.doc_id
+                for f in folds
+                if f.creates and not f.insert and count[f.doc_id] == 1 and f.doc_id not in present
             ]
             if not wanted:
                 continue
@@ -402,7 +412,11 @@ class ReadModelsProjection:
                 .find({"_id": {"$in": wanted}}, {"_id": 1})
                 .to_list(None)
             )
-            missing[role] = set(wanted) - {d["_id"] for d in found}
+            there = {d["_id"] for d in found}
+            missing[role] = set(wanted) - there
+            if len(present) > PRESENT_MAX:
+                present.clear()
+            present.update(there)
         return missing
 
     def _check_not_behind(self, done: dict[int, str], batches: list[_Batch]) -> None:
