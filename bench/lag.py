@@ -35,6 +35,7 @@ from app.auth import build_jwt_auth, issue_token
 from app.passwords import Passwords
 from app.settings import AuthSettings
 from bench.loadgen import Request, open_loop
+from bench.profile_views import cpu_seconds, pids_matching, with_children
 from bench.servers import Stack, api_server, drop_prefix, mongo_server, postgres_database, projector
 from events.connection import connect
 from events.positions import parse_position, parse_stream_id
@@ -251,12 +252,24 @@ async def run(
             "audit": AuditProjection(pool).checkpoints,
             "warehouse": WarehouseProjection(pool).checkpoints,
         }
-        resources.enter_context(projector(stack, logs / "projector.log"))
+        projector_proc = resources.enter_context(projector(stack, logs / "projector.log"))
         base = resources.enter_context(api_server(stack, workers, logs / "api.log"))
         if not await caught_up(views, await store.heads()):
             raise RuntimeError("the projector did not fold the setup events in time")
         load_args = (tokens, products, rate_per_s, duration, warmup, connections)
+        watched = {
+            "mongo_server": pids_matching("secantusd", f"--port {mongo_url.rsplit(':', 1)[1]}"),
+            "projector": [projector_proc.pid],
+            "api": with_children(pids_matching("uvicorn", f"--port {base.rsplit(':', 1)[1]}")),
+        }
+        cpu_before = {k: sum(map(cpu_seconds, v)) for k, v in watched.items()}
+        wall_before = time.monotonic()
         samples, load, drained = await measure(views, store, base, load_args, poll_ms)
+        wall = time.monotonic() - wall_before
+        cpu_share = {
+            k: round((sum(map(cpu_seconds, v)) - cpu_before[k]) / wall, 2)
+            for k, v in watched.items()
+        }
     done: list[tuple[float, float, str]] = load["done"]
     result: dict[str, Any] = {
         "target_commands_per_s": rate_per_s,
@@ -298,5 +311,9 @@ async def run(
             "redis": "private redis-server, appendonly yes, appendfsync always",
             "mongodb": "SecantusDB (secantusd-py) on a temporary on-disk store",
             "ratio": "worst view's p99 ÷ 250 ms",
+            "cpu_cores_used": cpu_share,
+            "cpu_cores_used_meaning": "CPU seconds ÷ wall seconds over the measurement, per"
+            " process group (mongo_server: SecantusDB; api: the uvicorn processes; 1.0 = one"
+            " core busy all the time)",
         },
     }

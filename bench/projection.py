@@ -40,6 +40,7 @@ from bench.servers import Stack, drop_prefix, mongo_server, postgres_database
 from events.codec import RecordedEvent
 from events.connection import connect
 from events.keys import digest
+from events.personal import PersonalData, RedisKeyStore
 from events.store import EventStore
 from events.types import AccountCreated, OrderBilled, ProductCreated
 from projections.audit import COLUMNS as AUDIT_COLUMNS
@@ -61,6 +62,8 @@ from workers.registry import factory_for
 from workers.runner import ProjectorRunner
 
 VIEWS = ("read_models", "audit", "warehouse")
+ACCOUNT_COLUMNS = ("account_id", "email_digest", "role", "created_at", "created_date_key")
+"""The ``dim_account`` columns an ``AccountCreated`` fills (``forgotten`` keeps its default)."""
 CHEAP_AUTH = AuthSettings(argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1)
 """Password hashing is not what this section measures; the log's events are the same."""
 
@@ -265,7 +268,7 @@ async def raw_copy_warehouse(pool: asyncpg.Pool, batches: Batches) -> float:
     tag = uuid.uuid4().hex[:6]
     names = {
         "dates": ("dim_date", None),
-        "accounts": ("dim_account", None),
+        "accounts": ("dim_account", ACCOUNT_COLUMNS),
         "products": ("dim_product", PRODUCT_COLUMNS),
         "lines": ("fact_order_line", LINE_COLUMNS),
     }
@@ -382,10 +385,14 @@ async def run(
         events = sum(len(c) for chunks in batches.values() for c in chunks)
         raw = await raw_writes(demo, batches)
         mongo: AsyncMongoClient[Any] = AsyncMongoClient(demo.mongo_url)
+        keys = stack.settings().redis.keys
+        personal = PersonalData(RedisKeyStore(store.redis, keys.prefix), keys.digest_secret)
         try:
             async with postgres_pool(demo.dsn, max_size=stack.partitions + 2) as pool:
                 direct: dict[str, Projection] = {
-                    "read_models": ReadModelsProjection(mongo[f"{stack.mongo_db}_apply"]),
+                    "read_models": ReadModelsProjection(
+                        mongo[f"{stack.mongo_db}_apply"], personal=personal
+                    ),
                     "audit": AuditProjection(pool, schema="audit_apply"),
                     "warehouse": WarehouseProjection(pool, schema="dw_apply"),
                 }

@@ -7,7 +7,8 @@ closes the current version (``valid_to``) and opens the next; a category change 
 time, resolved by time, not by arrival: products and orders live in different partitions,
 so when a version arrives after orders billed under it (a rebuild applies partitions
 concurrently) the lines billed since its ``valid_from`` are re-pointed. Per-product
-advisory locks serialise that against concurrent fact inserts.
+advisory locks serialise that against concurrent fact inserts: exclusive where a batch
+changes the product, shared where it only sells it (sales do not exclude each other).
 
 Exactly once: the partition checkpoint is committed with the batch, and events whose
 effects are not idempotent by themselves (product and login events) are also guarded by
@@ -304,6 +305,11 @@ class Batch:
                 pass
 
     @property
+    def changed_product_ids(self) -> list[str]:
+        """The products whose versions the batch may open, close or recategorise."""
+        return sorted({rec.event.product_id for rec in self.product_events})  # type: ignore[union-attr]
+
+    @property
     def product_ids(self) -> list[str]:
         ids = {rec.event.product_id for rec in self.product_events}  # type: ignore[union-attr]
         ids.update(line[5] for line in self.lines)
@@ -487,11 +493,18 @@ class WarehouseProjection(CheckpointedSchema):
         s = self._s
         product_ids = batch.product_ids
         if product_ids:
+            # Exclusive for a product whose versions this batch changes (it re-points lines),
+            # shared for one it only sells: line inserts of several partitions go side by
+            # side, and each waits for, or is waited for by, any change of its products.
+            # One statement, in sorted order, so two batches never wait on each other.
             await conn.execute(
-                "SELECT count(pg_advisory_xact_lock(hashtextextended($2 || x, 0)))"
+                "SELECT count(CASE WHEN x = ANY($3::text[])"
+                " THEN pg_advisory_xact_lock(hashtextextended($2 || x, 0))::text"
+                " ELSE pg_advisory_xact_lock_shared(hashtextextended($2 || x, 0))::text END)"
                 " FROM unnest($1::text[]) AS x",
                 product_ids,
                 f"{self.schema}:product:",
+                batch.changed_product_ids,
             )
         if batch.product_events:
             await self._write_products(conn, batch.product_events)
