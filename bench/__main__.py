@@ -21,6 +21,7 @@ from app.logging import configure_logging
 from bench.common import durable_redis, machine
 
 SECTIONS = ["append", "http", "projection", "rebuild", "lag", "memory", "peer", "archive"]
+SECTIONS += ["cluster"]  # issue #19: appends on a three-primary cluster beside one node
 RESULTS = Path(__file__).parent / "results"
 
 QUICK: dict[str, dict[str, Any]] = {
@@ -32,6 +33,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "memory": {"events": 2000},
     "peer": {"events": 300},
     "archive": {"orders": 3000, "keep": 100, "rebuild_events": 3000},
+    "cluster": {"events": 1000},
 }
 """``BENCH_QUICK=1``: smaller runs of every section, to iterate; the figures are noisier."""
 
