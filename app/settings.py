@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from events.connection import cluster_from_env, connect
+from events.durability import ReplicaWait
 from events.keys import Keys
 from events.personal import DEV_DIGEST_SECRET
 
@@ -35,6 +36,19 @@ class RedisSettings:
     log: a new one orphans every email reservation."""
     cluster: bool = False
     """``url`` names a node of a Redis Cluster (``REDIS_CLUSTER=1``): use the cluster client."""
+    wait_replicas: int = 0
+    """``REDIS_WAIT_REPLICAS``: acknowledge an append only once this many replicas hold it
+    (``WAIT``, :mod:`events.durability`); 0: answer when the primary has it (the default)."""
+    wait_timeout_ms: int = 1000
+    """``REDIS_WAIT_TIMEOUT_MS``: how long an append waits for those replicas before it is
+    reported as not confirmed (it may still be durable; the client retries with its key)."""
+
+    @property
+    def replica_wait(self) -> ReplicaWait | None:
+        """The wait the append path makes after its ``FCALL``; ``None`` when off."""
+        if self.wait_replicas <= 0:
+            return None
+        return ReplicaWait(replicas=self.wait_replicas, timeout_ms=self.wait_timeout_ms)
 
     def connect(self, **options: Any) -> Any:
         """A client for this Redis, single node or cluster (:func:`events.connection.connect`)."""
@@ -137,6 +151,8 @@ class Settings:
                 prefix=env.get("STREAM_PREFIX", r.prefix),
                 partitions=int(env.get("STREAM_PARTITIONS", r.partitions)),
                 cluster=cluster_from_env(env),
+                wait_replicas=int(env.get("REDIS_WAIT_REPLICAS", r.wait_replicas)),
+                wait_timeout_ms=int(env.get("REDIS_WAIT_TIMEOUT_MS", r.wait_timeout_ms)),
                 email_digest_secret=env.get("EMAIL_DIGEST_SECRET", "")
                 or (r.email_digest_secret if dev else ""),
             ),
