@@ -60,7 +60,9 @@ async def event_store_lifespan(app: Litestar) -> AsyncIterator[None]:
     calls = Multiplexed.serving(redis)
     try:
         await check_redis(redis)
-        store = EventStore(redis, settings.redis.keys, calls=calls)
+        store = EventStore(
+            redis, settings.redis.keys, calls=calls, replica_wait=settings.redis.replica_wait
+        )
         await store.load_functions()
         if (tracer := tracer_of(app.state)) is not None:
             trace_appends(store, tracer)

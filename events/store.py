@@ -28,6 +28,7 @@ from events.codec import (
     encode,
     full_values,
 )
+from events.durability import ReplicaWait, fcall_acknowledged
 from events.effects import EFFECTS_LIBRARY, SPLITTABLE, apply_effects
 from events.errors import (
     AggregateMissing,
@@ -261,9 +262,13 @@ class EventStore:
         calls: Multiplexed | None = None,
         *,
         compact: bool = True,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
+        self.replica_wait = replica_wait
+        """``REDIS_WAIT_REPLICAS``: every write through :meth:`fcall` is acknowledged only once
+        that many replicas hold it (:mod:`events.durability`); ``None``: no wait."""
         self.calls = calls
         """Where :meth:`fcall` sends the command path's calls, when given (the API gives one:
         :mod:`events.multiplexed`); else through ``redis``. Its owner closes it."""
@@ -322,6 +327,11 @@ class EventStore:
             return await self._fcall(function, keys, args)
 
     async def _fcall(self, function: str, keys: list[str], args: tuple[str | bytes, ...]) -> Any:
+        if self.replica_wait is not None:
+            # FCALL and WAIT on one connection of the owning primary (WAIT counts the writes
+            # of its own connection only), so neither the multiplexed client nor redis-py's
+            # pool serves this call
+            return await fcall_acknowledged(self.redis, self.replica_wait, function, keys, *args)
         if self.calls is not None:
             return await self.calls.call("FCALL", function, len(keys), *keys, *args)
         return await self.redis.fcall(function, len(keys), *keys, *args)

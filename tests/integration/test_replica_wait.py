@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from app.settings import Settings
 from events.connection import connect
-from events.durability import ReplicasBehind, ReplicaWait, fcall_acknowledged, supports_waitaof
+from events.durability import ReplicasBehind, ReplicaWait, supports_waitaof
 from events.ids import uuid7
 from events.keys import Keys
 from events.store import Append, EventStore
@@ -30,15 +30,9 @@ from tests.support.cluster import RedisClusterNodes
 WAIT = ReplicaWait(replicas=1, timeout_ms=300)
 
 
-class AcknowledgedStore(EventStore):
-    """The store with its ``FCALL`` replaced by the wrapper, as the append path will call it."""
-
-    def __init__(self, client: Any, keys: Keys, wait: ReplicaWait) -> None:
-        super().__init__(client, keys)
-        self.wait = wait
-
-    async def fcall(self, function: str, keys: list[str], *args: str | bytes) -> Any:
-        return await fcall_acknowledged(self.redis, self.wait, function, keys, *args)
+def AcknowledgedStore(client: Any, keys: Keys, wait: ReplicaWait) -> EventStore:
+    """The store as the API builds it with ``REDIS_WAIT_REPLICAS`` set."""
+    return EventStore(client, keys, replica_wait=wait)
 
 
 @dataclass

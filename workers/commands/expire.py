@@ -49,7 +49,7 @@ def settler(store: EventStore) -> Settle:
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     redis = settings.redis.connect()
     try:
-        store = EventStore(redis, settings.redis.keys)
+        store = EventStore(redis, settings.redis.keys, replica_wait=settings.redis.replica_wait)
         await store.load_functions()
         worker = ExpiryWorker(store, expirer(store), settle=settler(store))
         if args.once:

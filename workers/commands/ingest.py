@@ -40,7 +40,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         await check_redis(redis)
         await migrate_key_names(redis, keys)
-        store = EventStore(redis, keys)
+        store = EventStore(redis, keys, replica_wait=settings.redis.replica_wait)
         if not await store.functions_loaded():
             await store.load_functions()
         gateway = IngestGateway(
