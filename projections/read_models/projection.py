@@ -19,11 +19,7 @@ Exactly once, without transactions:
   when their target is not there yet, so partitions may be applied in any relative order
   (a rebuild replays them concurrently); the creation event then fills the stub in.
 
-A batch is written at once where it can be: its folds and checkpoints in one transaction,
-new documents as inserts, made durable by one journaled write that finds the commit's
-token on the checkpoints (``ReadModelsProjection._write_at_once``). Otherwise (a fold that
-meets a partly applied document, a duplicate, a conflict) it is written by parts, the
-checkpoints after the effects; replaying a batch is a no-op either way, by the above.
+The checkpoint is written after the batch; replaying a batch is a no-op by the above.
 
 A re-driven dead letter lies below the watermarks (later orders of its partition moved
 them), so :meth:`ReadModelsProjection.redrive` guards its cross writes by a marker of the
@@ -31,9 +27,8 @@ event on the target document instead, removed once every write landed. An event 
 fails alone records which of its writes had landed (``redrives``), so a re-drive applies
 exactly the rest.
 
-Written by parts, every write waits for the journal (``j: true``, with ``w: "majority"``), the
-effects as much as the checkpoint (``checkpoints``, one document per partition, written
-after them): an
+Every write waits for the journal (``j: true``, with ``w: "majority"``), the effects as much
+as the checkpoint (``checkpoints``, one document per partition, written after them): an
 acknowledged write must survive a crash of the server, because the runtime acknowledges
 the log entries once ``apply`` returns and resumes from this checkpoint. Measured on
 SecantusDB (``make run``'s server): ``kill -9`` loses up to a few dozen ``w: 1`` writes it
@@ -48,7 +43,6 @@ and the runtime re-feeds from the older checkpoint.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,8 +51,7 @@ import structlog
 from pymongo import IndexModel, UpdateOne, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure
-from pymongo.results import BulkWriteResult
+from pymongo.errors import BulkWriteError, ConnectionFailure
 from redis.exceptions import RedisError
 
 from events.codec import RecordedEvent
@@ -69,8 +62,6 @@ from projections.read_models.folding import Cross, Fold, Own, Write, fold, mark
 from projections.read_models.handlers import PERSONAL_EVENTS, writes_for
 
 DUPLICATE_KEY = 11000
-PRESENT_MAX = 200_000
-"""Documents remembered as existing, per role, before the memory starts over."""
 
 DURABLE = WriteConcern(w="majority", j=True)
 """The write concern of every write: acknowledged only once journaled (and, on a replica
@@ -153,27 +144,6 @@ async def write_folds(collection: AsyncCollection, folds: list[Fold]) -> None:
         await bulk_apply(collection, singles)
 
 
-class _Missed(Exception):
-    """Internal: a write of the transaction did not apply whole (see ``_write_at_once``)."""
-
-
-def _took(result: BulkWriteResult) -> int:
-    return result.matched_count + result.upserted_count + result.inserted_count
-
-
-def _checkpoint(partition: int, entry_id: str, token: str | None = None) -> UpdateOne:
-    """Move ``partition``'s checkpoint to ``entry_id``, never back (``token``: see
-    ``ReadModelsProjection._write_at_once``)."""
-    fields: dict[str, str] = {"entry_id": entry_id, "mark": mark(entry_id)}
-    if token is not None:
-        fields["commit"] = token
-    return UpdateOne(
-        {"_id": partition, "mark": {"$not": {"$gte": mark(entry_id)}}},
-        {"$set": fields},
-        upsert=True,
-    )
-
-
 def _duplicate_at(exc: BulkWriteError) -> int:
     """Index (in the failed bulk) of its first error, re-raising unless a duplicate key."""
     errors = exc.details.get("writeErrors") or []
@@ -214,9 +184,6 @@ class ReadModelsProjection:
         self._writing = asyncio.Lock()
         self._written: dict[int, str] = {}
         """Per partition, the mark of the last checkpoint this instance wrote durably."""
-        self._present: dict[str, set[str]] = defaultdict(set)
-        """Per role, documents known to exist (read models never delete one): their folds
-        are updates without asking the store first (see :meth:`_missing`)."""
 
     def _collection(self, role: str) -> AsyncCollection:
         return self.db.get_collection(getattr(self.collections, role), write_concern=DURABLE)
@@ -314,110 +281,28 @@ class ReadModelsProjection:
                     last = fresh.get(batch.partition, rec.entry_id)
                     fresh[batch.partition] = max(last, rec.entry_id, key=mark)
         grouped = fold(writes)
-        if not fresh:
+        checkpoints = [
+            UpdateOne(
+                {"_id": partition, "mark": {"$not": {"$gte": mark(last)}}},
+                {"$set": {"entry_id": last, "mark": mark(last)}},
+                upsert=True,
+            )
+            for partition, last in fresh.items()
+        ]
+        if not checkpoints:
             return
         try:
-            if not await self._write_at_once(grouped, fresh):
-                await self._write_by_parts(grouped, fresh)
+            outcomes = await asyncio.gather(
+                *(write_folds(self._collection(role), folds) for role, folds in grouped.items()),
+                return_exceptions=True,
+            )
+            if failed := next((o for o in outcomes if isinstance(o, BaseException)), None):
+                raise failed  # only once every collection's write has settled
+            await bulk_apply(self._collection("checkpoints"), checkpoints)
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
         for partition, last in fresh.items():
             self._written[partition] = max(self._written.get(partition, ""), mark(last))
-
-    async def _write_by_parts(self, grouped: dict[str, list[Fold]], fresh: dict[int, str]) -> None:
-        """Each collection's folds as one bulk write (a fold that misses replayed write by
-        write), then the checkpoints: every write journaled on its own."""
-        outcomes = await asyncio.gather(
-            *(write_folds(self._collection(role), folds) for role, folds in grouped.items()),
-            return_exceptions=True,
-        )
-        if failed := next((o for o in outcomes if isinstance(o, BaseException)), None):
-            raise failed  # only once every collection's write has settled
-        await bulk_apply(
-            self._collection("checkpoints"), [_checkpoint(p, last) for p, last in fresh.items()]
-        )
-
-    async def _write_at_once(self, grouped: dict[str, list[Fold]], fresh: dict[int, str]) -> bool:
-        """The batch's folds and checkpoints in one transaction, journaled once; ``False``
-        (nothing written) when it must go by parts instead.
-
-        The common case: every fold applies whole (nothing of it was applied before) and
-        every checkpoint moves, which the counts of the writes show. Anything else (a fold
-        that meets a partly applied document, a duplicate key, a rejected write, a conflict
-        with another process) aborts the transaction and :meth:`_write_by_parts` settles it
-        write by write. A fold that creates a document known to be absent is an insert.
-
-        SecantusDB commits a user transaction without syncing its journal (only a single
-        write with ``j: true`` syncs, and the sync covers every commit before it), so the
-        checkpoints carry a token and a journaled write that must find the token on every
-        one of them follows the commit: only when it does are the batch's effects and
-        checkpoints durable, and a server that lost the transaction (killed before the
-        sync) matches fewer and fails as :class:`SinkUnavailable`.
-        """
-        missing = await self._missing(grouped)
-        token = uuid.uuid4().hex
-        client = self.db.client
-        try:
-            async with client.start_session() as session:
-                async with await session.start_transaction(write_concern=DURABLE):
-                    for role, folds in grouped.items():
-                        absent = missing.get(role, set())
-                        ops = [f.op(f.doc_id in absent) for f in folds]
-                        result = await self._collection(role).bulk_write(
-                            ops, ordered=True, session=session
-                        )
-                        if _took(result) < len(ops):
-                            raise _Missed(role)
-                    stamps = [_checkpoint(p, last, token) for p, last in fresh.items()]
-                    result = await self._collection("checkpoints").bulk_write(
-                        stamps, ordered=True, session=session
-                    )
-                    if _took(result) < len(stamps):
-                        raise _Missed("checkpoints")
-        except (_Missed, OperationFailure):
-            # A write the store refused (a duplicate key, a rejected update), a conflict, a
-            # commit it does not know (a restart): nothing of the transaction applied, or,
-            # for a commit whose outcome is unknown, all of it, which the guards then skip.
-            return False
-        for role, folds in grouped.items():  # each document is there now
-            self._present[role].update(f.doc_id for f in folds)
-        synced = await self._collection("checkpoints").update_many(
-            {"_id": {"$in": list(fresh)}, "commit": token}, {"$unset": {"commit": ""}}
-        )
-        if synced.matched_count != len(fresh):
-            raise SinkUnavailable(
-                f"the store lost a committed batch ({synced.matched_count} of {len(fresh)}"
-                " checkpoints found after the commit)"
-            )
-        return True
-
-    async def _missing(self, grouped: dict[str, list[Fold]]) -> dict[str, set[str]]:
-        """Per role, the documents that a fold would create and that are not there (one
-        query per collection); a document with several folds is left to the updates."""
-        missing: dict[str, set[str]] = {}
-        for role, folds in grouped.items():
-            count: dict[str, int] = defaultdict(int)
-            for f in folds:
-                count[f.doc_id] += 1
-            present = self._present[role]
-            wanted = [
-                f.doc_id
-                for f in folds
-                if f.creates and not f.insert and count[f.doc_id] == 1 and f.doc_id not in present
-            ]
-            if not wanted:
-                continue
-            found = (
-                await self._collection(role)
-                .find({"_id": {"$in": wanted}}, {"_id": 1})
-                .to_list(None)
-            )
-            there = {d["_id"] for d in found}
-            missing[role] = set(wanted) - there
-            if len(present) > PRESENT_MAX:
-                present.clear()
-            present.update(there)
-        return missing
 
     def _check_not_behind(self, done: dict[int, str], batches: list[_Batch]) -> None:
         """Refuse a batch that would build on a store that lost checkpoints it acknowledged.
@@ -445,8 +330,13 @@ class ReadModelsProjection:
     async def advance(self, partition: int, entry_id: str) -> None:
         """Move the checkpoint forward to ``entry_id`` (never back): the runtime calls it
         once every entry up to there is applied or parked."""
+        checkpoint = UpdateOne(
+            {"_id": partition, "mark": {"$not": {"$gte": mark(entry_id)}}},
+            {"$set": {"entry_id": entry_id, "mark": mark(entry_id)}},
+            upsert=True,
+        )
         try:
-            await bulk_apply(self._collection("checkpoints"), [_checkpoint(partition, entry_id)])
+            await bulk_apply(self._collection("checkpoints"), [checkpoint])
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
 
