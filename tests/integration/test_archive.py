@@ -17,6 +17,7 @@ from app.settings import RedisSettings, Settings
 from events.archive import read_manifest, segment_table
 from events.errors import ArchiveError
 from events.files import FileRoot
+from events.positions import parse_stream_id
 from events.store import Append, EventStore
 from events.types import StockAdjusted
 from tests.conftest import REDIS_URL
@@ -202,15 +203,27 @@ async def test_a_run_killed_anywhere_then_run_again_loses_and_duplicates_nothing
     )
 
 
+def next_id(entry_id: str) -> str:
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
 async def test_a_range_that_ends_inside_the_archive_is_read_up_to_its_bound(
     store: EventStore, tmp_path: Path
 ) -> None:
     await fill(store, 80)
     before = await store.redis.xrange(store.keys.log(0))
     await archive(store_settings(store), ArchiveOptions(to=str(tmp_path), keep=2, segment_rows=3))
-    ms, _, seq = before[4][0].decode().partition("-")
-    between = f"{ms}-{int(seq) + 1}"  # after entry 4, before entry 5: no entry has this id
+    # a bound no entry has, between entries i and i + 1: entry i's id with its sequence + 1,
+    # where entry i + 1 is not that very id (two entries of one millisecond may be)
+    ids = [e.decode() for e, _ in before]
+    i = next(
+        i
+        for i in range(4, len(ids) - 1)
+        if parse_stream_id(next_id(ids[i])) < parse_stream_id(ids[i + 1])
+    )
+    between = next_id(ids[i])
 
-    rows = await store.read_raw(0, before[1][0].decode(), 100, through=between)
+    rows = await store.read_raw(0, ids[1], 100, through=between)
 
-    assert [r[0] for r in rows] == [e.decode() for e, _ in before[2:5]]
+    assert [r[0] for r in rows] == ids[2 : i + 1]
