@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -138,6 +139,7 @@ async def chromium(executable: str, width: int = 1280, height: int = 1000) -> As
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # its helpers (renderer, crashpad) share its group
         )
         try:
             port = await asyncio.to_thread(_devtools_port, proc)
@@ -152,12 +154,38 @@ async def chromium(executable: str, width: int = 1280, height: int = 1000) -> As
                 finally:
                     page.reader.cancel()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            await asyncio.to_thread(_stop_group, proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop Chromium and every helper process it started, and wait until all are gone.
+
+    Waiting for the main process alone is not enough: a helper still writing into the
+    profile made the profile's removal fail (``Directory not empty: 'Default'``)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    # A helper gone to a zombie has closed its files, and kill(…, 0) still finds it, so
+    # the wait is bounded: SIGKILL at 10 s, then 5 s more at most.
+    killed_at: float | None = None
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break  # the group is empty
+        now = time.monotonic()
+        if killed_at is None and now >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            killed_at = now
+        elif killed_at is not None and now >= killed_at + 5:
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=10)
 
 
 def _write(path: Path, data: bytes) -> None:
