@@ -454,7 +454,7 @@ class AuditProjection(CheckpointedSchema):
         super().__init__(pool, schema)
 
     async def setup(self) -> None:
-        await run_setup(self.pool, sql_file("audit.sql", self.schema), f"setup:{self.schema}")
+        await run_setup(self.pool, sql_file("audit.sql", self.schema), self.schema)
 
     records_raw = True
     """The runtime hands this view undecodable entries too (as :class:`UndecodableEntry`),

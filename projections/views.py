@@ -5,6 +5,7 @@ transaction that makes a replayed entry a no-op."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from importlib import resources
@@ -30,12 +31,50 @@ def sql_file(name: str, schema: str) -> str:
     return text.replace("{schema}", f'"{schema_name(schema)}"')
 
 
-async def run_setup(pool: asyncpg.Pool, sql: str, lock_name: str) -> None:
-    """Run idempotent DDL under an advisory lock, so concurrent starts do not race."""
+SETUP_TABLE = "setup_applied"
+"""A table inside each view schema naming the digest of the DDL last applied to it. It goes
+when the schema is dropped, so a dropped view is set up again."""
+
+
+async def run_setup(pool: asyncpg.Pool, sql: str, schema: str) -> None:
+    """Run idempotent DDL once per version of it, under an advisory lock.
+
+    The DDL is skipped when the schema already records its digest. Re-running it is not free:
+    ``ALTER TABLE … ADD COLUMN IF NOT EXISTS`` takes an ACCESS EXCLUSIVE lock on its table
+    even when the column exists, and ``CREATE INDEX IF NOT EXISTS`` a SHARE lock, so a second
+    projector starting beside a live one (a restart, a rolling deploy) queued behind the live
+    writer's transactions, blocked every later one, and could deadlock with it. Concurrent
+    first set-ups are serialised by the advisory lock and the digest is checked again under it.
+    """
+    digest = hashlib.sha256(sql.encode()).hexdigest()
+    table = f'"{schema_name(schema)}".{SETUP_TABLE}'
     with sink_errors():
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_name)
-            await conn.execute(sql)
+        async with pool.acquire() as conn:
+            if await _applied(conn, schema, table) == digest:
+                return
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"setup:{schema}")
+                if await _applied(conn, schema, table) == digest:
+                    return
+                await conn.execute(sql)
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {table} (one boolean PRIMARY KEY DEFAULT true"
+                    " CHECK (one), digest text NOT NULL, applied_at timestamptz NOT NULL)"
+                )
+                await conn.execute(
+                    f"INSERT INTO {table} (digest, applied_at) VALUES ($1, now())"
+                    " ON CONFLICT (one) DO UPDATE SET digest = EXCLUDED.digest,"
+                    " applied_at = EXCLUDED.applied_at",
+                    digest,
+                )
+
+
+async def _applied(conn: asyncpg.Connection, schema: str, table: str) -> str | None:
+    """The digest of the DDL last applied to ``schema``, if any (no lock taken on its tables)."""
+    exists = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".{SETUP_TABLE}')
+    if exists is None:
+        return None
+    return await conn.fetchval(f"SELECT digest FROM {table}")  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager

@@ -422,7 +422,7 @@ class WarehouseProjection(CheckpointedSchema):
         return sql_file(self.SCHEMA_FILE, self.schema)
 
     async def setup(self) -> None:
-        await run_setup(self.pool, self.schema_sql(), f"setup:{self.schema}")
+        await run_setup(self.pool, self.schema_sql(), self.schema)
 
     async def apply(self, partition: int, events: Sequence[RecordedEvent]) -> None:
         await self.apply_checkpointed(partition, events, self._apply_fresh)

@@ -66,6 +66,7 @@ from events.positions import format_position, parse_stream_id
 from events.store import EventStore
 from events.types import EVENT_TYPES
 from projections.audit import SECRET_FIELDS
+from projections.views import SETUP_TABLE
 from workers.progress import Progress
 from workers.views import ViewPointers, pg_schema
 
@@ -423,7 +424,7 @@ async def _table_columns(conn: asyncpg.Connection, schema: str) -> dict[str, pa.
     )
     tables: dict[str, list[pa.Field]] = defaultdict(list)
     for r in rows:
-        if r["table_name"] == "checkpoints":
+        if r["table_name"] in ("checkpoints", SETUP_TABLE):
             continue
         kind = _PG_TYPES.get(r["data_type"], pa.string())
         tables[r["table_name"]].append(

@@ -72,9 +72,13 @@ SINK_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.TransactionRollbackError,
     pymongo.errors.ConnectionFailure,
 )
-"""Errors that mean "the view's store is unreachable", not "this event is bad"."""
+"""Errors that mean "the view's store is unreachable", not "this event is bad". A deadlock or a
+serialization failure (``TransactionRollbackError``) is the server undoing a transaction
+because of other transactions: retrying the same batch is the cure, so it counts as the
+sink's, and the partition re-feeds from the checkpoint the rollback left."""
 
 REDIS_TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 

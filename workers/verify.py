@@ -25,6 +25,7 @@ from pymongo import AsyncMongoClient
 from events.positions import format_position
 from events.store import EventStore
 from projections.base import Projection
+from projections.views import SETUP_TABLE
 from workers.progress import Progress
 from workers.rebuild import RebuildOptions, locked
 from workers.registry import factory_for
@@ -47,9 +48,9 @@ log = structlog.get_logger("workers.verify")
 EXCLUDED_COLUMNS = frozenset({"recorded_at"})
 """Columns that record when a row was built, not what the log says: never compared."""
 
-EXCLUDED_TABLES = frozenset({"meta"})
+EXCLUDED_TABLES = frozenset({"meta", SETUP_TABLE})
 """Tables that record which log a view belongs to (checked by :func:`check_identity` and
-on opening a view), not a fold of it: never compared."""
+on opening a view) and which DDL built it, not a fold of the log: never compared."""
 
 Snapshot = dict[str, dict[str, str]]
 """Table or collection role → key (JSON) → digest of the document or row."""
