@@ -262,6 +262,7 @@ class EventStore:
         calls: Multiplexed | None = None,
         *,
         compact: bool = True,
+        short: bool = True,
         replica_wait: ReplicaWait | None = None,
     ) -> None:
         self.redis = redis
@@ -276,6 +277,10 @@ class EventStore:
         """Write compact entries where the id can carry ``at`` (:mod:`events.codec`);
         ``False`` writes every entry in the full form, which readers of the release
         before the compact form can still decode."""
+        self.short = short
+        """Give a compact entry short ``data`` where its type has a short form
+        (:data:`events.codec.SHORT_KEYS`); ``False`` keeps the compact form's first
+        ``data``, which readers of the release before short data can still decode."""
         self.personal = personal or PersonalData(
             RedisKeyStore(redis, keys.prefix), keys.digest_secret
         )
@@ -416,7 +421,14 @@ class EventStore:
             if compact and (append.event_ids is None or uuid7_ms(event_id) == ms):
                 entry["c"] = True
                 entry["f"] = compact_values(
-                    event_id, event, aggregate, meta.actor, correlation, meta.causation, meta.source
+                    event_id,
+                    event,
+                    aggregate,
+                    meta.actor,
+                    correlation,
+                    meta.causation,
+                    meta.source,
+                    short=self.short,
                 )
             else:
                 entry["f"] = full_values(

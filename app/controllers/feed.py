@@ -238,7 +238,7 @@ OPENING_EVENTS = (b"OrderBilled", b"OrderPlaced")
 def _owner(history: list[tuple[str, dict[bytes, bytes]]]) -> str | None:
     for _, fields in history:
         if fields.get(b"type") in OPENING_EVENTS:
-            data = msgspec.json.decode(fields.get(b"data", b"{}"))
+            data = msgspec.json.decode(full_fields(fields).get(b"data", b"{}"))
             return str(data.get("account_id", "")) or None
     return None
 

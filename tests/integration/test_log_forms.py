@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 
 from app.settings import Settings
-from events.codec import COMPACT_FIELDS, FIELDS, RecordedEvent, full_fields
+from events.codec import COMPACT_FIELDS, FIELDS, RecordedEvent, full_fields, short_keys
 from events.ids import at_ms, parse_at, uuid7
 from events.store import Append, EventStore, Metadata
 from events.types import OrderBilled, OrderLine
@@ -50,7 +50,10 @@ async def forms(store: EventStore) -> Counter[str]:
     for p in range(store.keys.partitions):
         for _, fields in await store.read_raw(p, count=100_000):
             names = tuple(k.decode() for k in fields)
-            seen["compact" if names == COMPACT_FIELDS else "full" if names == FIELDS else "?"] += 1
+            form = "compact" if names == COMPACT_FIELDS else "full" if names == FIELDS else "?"
+            if form == "compact" and short_keys(fields[b"type"].decode(), fields[b"data"]):
+                form = "short"
+            seen[form] += 1
     return seen
 
 
@@ -66,28 +69,35 @@ async def test_the_same_event_reads_the_same_from_a_full_and_a_compact_entry(
     meta = Metadata(actor="account:" + order.account_id, source="api")
     # the same id (carrying the millisecond of ``at``), once in each form
     event_id = uuid7(at_ms(parse_at(at)))
+    first = EventStore(store.redis, store.keys, store.personal, short=False)
     await full.append(Append(events=[order], meta=meta, at=at, event_ids=[event_id]))
+    await first.append(Append(events=[order], meta=meta, at=at, event_ids=[event_id]))
     await store.append(Append(events=[order], meta=meta, at=at, event_ids=[event_id]))
-    [old, new] = await store.read_partition(store.keys.partition_of(order.aggregate()))
+    [old, mid, new] = await store.read_partition(store.keys.partition_of(order.aggregate()))
 
     assert [k.decode() for k in old.fields or {}] == list(FIELDS)
+    assert [k.decode() for k in mid.fields or {}] == list(COMPACT_FIELDS)
     assert [k.decode() for k in new.fields or {}] == list(COMPACT_FIELDS)
-    assert envelope(old) == envelope(new)
+    assert (mid.fields or {})[b"data"].startswith(b'{"account_id":')
+    assert (new.fields or {})[b"data"].startswith(b'{"a":')  # short data
+    assert envelope(old) == envelope(mid) == envelope(new)
     assert new.at == parse_at(at) and new.correlation == event_id
-    assert (old.seq, new.seq) == (1, 2)
-    # readers that show the stored fields (the feed, the lake) see the full form
-    as_full = full_fields(new.fields)  # type: ignore[arg-type]
-    assert {k: v for k, v in as_full.items() if k != b"seq"} == {
-        k: v
-        for k, v in old.fields.items()  # type: ignore[union-attr]
-        if k != b"seq"
-    }
-    # the audit: the same columns and payload, each row hashing its own stored fields
-    old_row, new_row = row_of(old, 1, "0" * 64), row_of(new, 2, "0" * 64)
-    same = ("event_id", "type", "schema_version", "aggregate", "actor", "source")
-    for column in (*same, "correlation", "causation", "occurred_at", "payload"):
-        assert old_row[column] == new_row[column], column
-    assert b"2:at," in old_row["stored"] and b"2:at," not in new_row["stored"]
+    assert (old.seq, mid.seq, new.seq) == (1, 2, 3)
+    old_row = row_of(old, 1, "0" * 64)
+    for rec in (mid, new):
+        # readers that show the stored fields (the feed, the lake) see the full form
+        as_full = full_fields(rec.fields)  # type: ignore[arg-type]
+        assert {k: v for k, v in as_full.items() if k != b"seq"} == {
+            k: v
+            for k, v in old.fields.items()  # type: ignore[union-attr]
+            if k != b"seq"
+        }
+        # the audit: the same columns and payload, each row hashing its own stored fields
+        new_row = row_of(rec, 2, "0" * 64)
+        same = ("event_id", "type", "schema_version", "aggregate", "actor", "source")
+        for column in (*same, "correlation", "causation", "occurred_at", "payload"):
+            assert old_row[column] == new_row[column], column
+        assert b"2:at," in old_row["stored"] and b"2:at," not in new_row["stored"]
 
 
 async def test_an_ingested_id_that_does_not_carry_at_gets_a_full_entry(store: EventStore) -> None:
@@ -114,12 +124,16 @@ async def test_a_mixed_log_rebuilds_every_view_and_the_audit_verifies(
     await before.seed(accounts=3, products=3)
     await before.run(25)
     await append_v1_order(full, before.accounts[0], before.products[0])
+    first = EventStore(store.redis, store.keys, store.personal, short=False)
+    middle = Shop(first, accounts=before.accounts, products=before.products)
+    await middle.run(15)
     after = Shop(store, accounts=before.accounts, products=before.products)
     await after.run(25)
     await after.sign_up()
     await after.create_product()
     seen = await forms(store)
     assert seen["full"] > 10 and seen["compact"] > 10 and not seen["?"], seen
+    assert seen["short"] > 5, seen  # OrderBilled of the last part
 
     # every entry decodes, and to the envelope of its full form
     async for rec in store.read_all():
@@ -151,7 +165,7 @@ async def test_a_mixed_log_rebuilds_every_view_and_the_audit_verifies(
     finally:
         await pool.close()
     compact_rows = [r for r in rows if b"2:at," not in bytes(r["stored"])]
-    assert len(compact_rows) == seen["compact"]
+    assert len(compact_rows) == seen["compact"] + seen["short"]
     for row in compact_rows:  # the columns show the full envelope, the payload its type
         assert row["correlation"]
         assert msgspec.json.decode(row["payload"])["type"]

@@ -198,7 +198,7 @@ def test_the_writer_stores_the_compact_form_and_full_fields_gives_the_full_one_b
     event = decode_entry("1-0", full, partition=0).event
     assert encode_data(event) == full_data
     assert encode_compact(event, aggregate) == compact_data
-    values = compact_values(ID, event, aggregate, "account:a1", ID, "e0", "api")
+    values = compact_values(ID, event, aggregate, "account:a1", ID, "e0", "api", short=False)
     values.insert(4, "3")  # seq: the append function puts it after aggregate
     assert as_bytes(dict(zip((k.decode() for k in compact), values, strict=True))) == compact
     assert full_fields(compact) == full
