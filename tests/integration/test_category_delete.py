@@ -21,7 +21,10 @@ from app.commands.runner import rejection
 from events.errors import AppendRejected
 from events.states import CategoryState
 from events.store import EventStore, Metadata
+from tests.support.cluster import single_and_cluster
 from workers.state import rebuild_state, verify_state
+
+pytestmark = single_and_cluster
 
 META = Metadata(actor="test")
 
