@@ -186,3 +186,26 @@ async def test_a_category_deleted_while_products_are_created_in_it_holds_none_of
     assert state.products == len(created)
     assert not (state.deleted and created)
     assert (await verify_state(store)).ok
+
+
+async def test_a_refused_product_leaves_its_category_count_as_it_was(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    """On the cluster the category is counted before the product's append: a creation
+    refused after that (SKU or legacy id taken) takes its count back."""
+    boss = await admin(api, store)
+    home = _slug()
+    assert (
+        await api.post("/categories", json={"slug": home, "name": "Casa"}, headers=boss)
+    ).status_code == 201
+    await create_product(api, boss, sku="TAKEN", category=home, legacy_id=77)
+    same_sku = {"sku": "TAKEN", "name": "y", "price": 1, "category": home}
+    assert_problem(await api.post("/products", json=same_sku, headers=boss), 409, "duplicate-sku")
+    same_legacy = {"sku": "FREE", "name": "y", "price": 1, "category": home, "legacy_id": 77}
+    refused = await api.post("/products", json=same_legacy, headers=boss)
+    assert_problem(refused, 409, "duplicate-legacy-id")
+
+    state = (await store.load([f"category:{home}"]))[f"category:{home}"]
+    assert isinstance(state, CategoryState) and state.products == 1
+    assert await store.owner_of("sku", "FREE") is None
+    assert (await verify_state(store)).ok

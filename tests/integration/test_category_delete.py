@@ -81,3 +81,22 @@ async def test_a_category_empties_as_its_products_move_or_go_and_its_children_go
 
     assert (await verify_state(store)).ok
     assert (await rebuild_state(store)).written == []
+
+
+async def test_a_count_taken_by_a_creation_that_never_appended_is_found_and_repaired(
+    store: EventStore,
+) -> None:
+    """The crash point of the cluster's count-first step: the category counts a product
+    the log does not have. It refuses its delete (the safe side), ``verify state`` names
+    it, ``rebuild state`` folds it back."""
+    from app.commands.slots import _count  # the step alone, as a crash after it leaves it
+
+    books = slug()
+    await execute(store, CreateCategory(slug=books, name="Books"), META)
+    await _count(store, "no-such-event", "first", f"category:{books}", {"products": 1}, live=True)
+
+    with pytest.raises(CategoryInUse, match="has 1 product"):
+        await execute(store, DeleteCategory(slug=books), META)
+    assert [d.aggregate for d in (await verify_state(store)).differences] == [f"category:{books}"]
+    assert (await rebuild_state(store)).written == [f"category:{books}"]
+    await execute(store, DeleteCategory(slug=books), META)
