@@ -208,3 +208,24 @@ async def test_concurrent_first_logins_upgrade_the_reservation_once(store: Event
     )
     assert await store.owner_of("email", email) is None
     assert (await verify_state(store)).reservations == []
+
+
+async def test_an_upgrade_cut_off_after_taking_the_keyed_name_is_finished_by_the_next_login(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    """The cluster's crash point between reserving the keyed name and the account's append:
+    both names are the account's, the email stays taken, and the next login moves on."""
+    account_id, email = await legacy_account(store)
+    await rebuild_state(store)  # the newer state fields, as the other tests here
+    aggregate = f"account:{account_id}"
+    keyed = store.personal.email_digest(email)
+    await store.redis.set(store.keys.uniq("email", keyed), aggregate)  # what the step left
+
+    assert_problem(await sign_up_again(api, email), 409, "duplicate-email")
+    assert await log_in(api, email)
+
+    assert len(await events_of_type(store, "EmailDigestUpgraded")) == 1
+    assert await store.owner_of("email", keyed) == aggregate
+    assert await store.owner_of("email", email) is None
+    report = await verify_state(store)
+    assert report.ok, (report.differences, report.reservations, report.busy)
