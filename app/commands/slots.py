@@ -35,7 +35,13 @@ import dataclasses
 import msgspec
 
 from events.effects import EFFECT_MARKER_TTL, counted_first
-from events.errors import AggregateMissing, AppendRejected, UniquenessViolation, VersionConflict
+from events.errors import (
+    AggregateMissing,
+    AppendRejected,
+    SlotsDiffer,
+    UniquenessViolation,
+    VersionConflict,
+)
 from events.ids import at_ms, parse_at, uuid7
 from events.store import Append, AppendResult, EventStore, Reservation
 
@@ -80,7 +86,7 @@ async def append_across_slots(store: EventStore, append: Append) -> AppendResult
             if await _reserve(store, reservation):
                 taken.append(reservation)
         result = await store.append(stripped)
-    except AppendRejected as exc:
+    except (AppendRejected, SlotsDiffer) as exc:  # refused, or never sent: nothing written
         if counted is not None:
             await _count(store, ids[0], "undo", counted, {f: -d for f, d in incr.items()})
         if not (isinstance(exc, VersionConflict) and exc.aggregate == owner):
