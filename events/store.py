@@ -29,7 +29,7 @@ from events.codec import (
     full_values,
 )
 from events.durability import ReplicaWait, fcall_acknowledged
-from events.effects import EFFECTS_LIBRARY, SPLITTABLE, apply_effects
+from events.effects import EFFECTS_LIBRARY, SLOTS_LIBRARY, SPLITTABLE, apply_effects
 from events.errors import (
     AggregateMissing,
     ArchiveError,
@@ -299,7 +299,7 @@ class EventStore:
         slot. :meth:`fcall` loads them again on a node that lacks them (one added by a
         resharding, or emptied by a restart without its AOF).
         """
-        for name in ("append.lua", "append_v3.lua", "read.lua", "effects.lua"):
+        for name in ("append.lua", "append_v3.lua", "read.lua", "effects.lua", "slots.lua"):
             code = resources.files("events").joinpath(name).read_text()
             if isinstance(self.redis, RedisCluster):
                 await self.redis.execute_command(
@@ -349,7 +349,7 @@ class EventStore:
 
     async def functions_loaded(self) -> bool:
         """Whether the libraries are loaded (on a cluster: on every primary)."""
-        for library in (LIBRARY, APPEND_LIBRARY, READ_LIBRARY, EFFECTS_LIBRARY):
+        for library in (LIBRARY, APPEND_LIBRARY, READ_LIBRARY, EFFECTS_LIBRARY, SLOTS_LIBRARY):
             if isinstance(self.redis, RedisCluster):
                 for node in self.redis.get_primaries():
                     listed = await self.redis.execute_command(
@@ -496,11 +496,14 @@ class EventStore:
         at_home = [a for a in append.state if slot_of(self.keys.state(a)) == home_slot]
         away = {a: ch for a, ch in append.state.items() if a not in at_home}
         conditions = [*append.expect, *append.exists, *(a for a, _ in append.absent)]
+        names = [
+            *(self.keys.uniq(r.kind, r.value) for r in append.reserve),
+            *(self.keys.uniq(kind, value) for kind, value in append.release),
+        ]
         if (
             not away
             or any(ch.set for ch in away.values())
-            or append.reserve
-            or append.release
+            or any(slot_of(name) != home_slot for name in names)
             or any(slot_of(self.keys.state(a)) != home_slot for a in conditions)
         ):
             return None
@@ -514,6 +517,8 @@ class EventStore:
             exists=append.exists,
             absent=append.absent,
             guards=[g for g in append.guards if g.aggregate in at_home],
+            reserve=append.reserve,
+            release=append.release,
             state={a: append.state[a] for a in at_home},
             idempotency_key=append.idempotency_key,
             idempotency_home=append.idempotency_home,

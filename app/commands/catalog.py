@@ -185,6 +185,10 @@ def decide_update_product(
     exists, absent = _check_category(cmd.category, category)
     if cmd.category is not None and cmd.category != state.category:
         changes["previous_category"] = state.category  # both categories' counts move
+    else:
+        # Its own category: the product counts in it, so it cannot be deleted while the
+        # append (which expects the product's version) lands; nothing to re-check there.
+        exists, absent = [], []
     aggregate = product_aggregate(cmd.product_id)
     return Append(
         events=[ProductUpdated(product_id=cmd.product_id, **changes)],

@@ -7,8 +7,9 @@ product creation the SKU (``uniq:{pS}:sku:…``). The new id is ours to choose, 
 UUIDv7s until ``partition_of(aggregate) == partition_of(reservation)`` (about
 ``partitions`` draws of a CRC32, microseconds) puts every key of the append in one slot:
 the command stays one atomic call and the value stays unique, with no compensation to get
-wrong. A product with a category or a legacy id has a second key elsewhere and still
-spans slots. On one node nothing changes: the id is drawn once, as before.
+wrong. A product with a category or a legacy id has a second key elsewhere: the runner
+takes those in steps of their own (:mod:`app.commands.slots`). On one node nothing
+changes: the id is drawn once, as before.
 """
 
 from __future__ import annotations

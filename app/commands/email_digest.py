@@ -103,8 +103,9 @@ async def upgrade_email_digest(
     """Upgrade, for a login that already succeeded: whether this call moved the reservation.
 
     A refusal (a concurrent login upgraded it first, the account changed meanwhile past the
-    retries, a cluster whose slots the append would span) leaves the login as it was; the
-    next login tries again. Nothing personal is logged.
+    retries) leaves the login as it was; the next login tries again. On a Redis Cluster the
+    keyed name is taken before the account's append and the old one freed after it
+    (:mod:`app.commands.slots`). Nothing personal is logged.
     """
     from app.commands import execute
 
@@ -114,8 +115,9 @@ async def upgrade_email_digest(
         log.info("email_digest_upgrade_skipped", account_id=command.account_id, reason=exc.slug)
         return False
     except SlotsDiffer:
-        # On a Redis Cluster the account and both reservations sit in different slots (the
-        # saga of issue #19); the login stands and the reservation stays where it was.
+        # Not expected any more: on a Redis Cluster the upgrade runs as single-slot steps
+        # (app.commands.slots). Should an append still span slots, the login stands and the
+        # reservation stays where it was.
         log.warning("email_digest_upgrade_skipped", account_id=command.account_id, reason="slots")
         return False
     log.info("email_digest_upgraded", account_id=command.account_id)

@@ -13,7 +13,12 @@ from typing import Literal
 
 import msgspec
 
-from app.commands.accounts import email_owner, normalize_email, password_fingerprint
+from app.commands.accounts import (
+    email_owner,
+    email_reservation,
+    normalize_email,
+    password_fingerprint,
+)
 from app.commands.base import Command, result_json
 from app.commands.errors import InvalidCredentials, RateLimited
 from app.commands.profile import AccountInactive
@@ -181,8 +186,12 @@ async def log_in(
     legacy = False
     login = (await store.load([aggregate]))[aggregate]
     if isinstance(login, LoginState) and not blocked_for(login, int(clock()), limits):
-        owner, legacy = await email_owner(store, email)
+        owner, _ = await email_owner(store, email)
         account = state_of(await store.load([owner]), owner, AccountState) if owner else None
+        # The account's state says where its email is reserved: still under the old name,
+        # its login moves it, even when the keyed name was already taken for it by an
+        # upgrade cut off on a cluster before its append (app.commands.slots).
+        legacy = account is not None and email_reservation(account) == ("email", email)
         if account is not None and account.password_hash:
             account_id = (owner or "").removeprefix("account:")
             role = account.role

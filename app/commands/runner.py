@@ -24,6 +24,7 @@ from app.commands.errors import (
     ProductNotFound,
     UnknownCategory,
 )
+from app.commands.slots import append_across_slots
 from events.errors import (
     AggregateMissing,
     AppendRejected,
@@ -111,7 +112,10 @@ async def run(
         if event_id is not None:
             append.event_ids = [event_id]
         try:
-            result = await store.append(append)
+            if store.clustered:
+                result = await append_across_slots(store, append)
+            else:
+                result = await store.append(append)
         except VersionConflict:
             await asyncio.sleep(random.uniform(0, 0.001 * 2 ** min(n, 6)))
             continue

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 from litestar.testing import AsyncTestClient
 
+from events.states import CategoryState
 from events.store import EventStore
 from tests.e2e import (
     admin,
@@ -15,6 +18,10 @@ from tests.e2e import (
     customer,
     events_of_type,
 )
+from tests.support.cluster import single_and_cluster
+from workers.state import verify_state
+
+pytestmark = single_and_cluster
 
 
 async def test_admin_creates_updates_restocks_and_deletes_a_product(
@@ -107,3 +114,98 @@ async def test_a_legacy_id_is_reserved_for_the_product(
     assert_problem(resp, 409, "duplicate-legacy-id")
     [created] = await events_of_type(store, "ProductCreated")
     assert created.event.legacy_id == 4242
+
+
+def _slug() -> str:
+    return f"c-{uuid.uuid4().hex[:8]}"
+
+
+async def test_categories_nest_and_products_name_only_live_ones(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    boss = await admin(api, store)
+    home, kitchen = _slug(), _slug()
+    made = await api.post("/categories", json={"slug": home, "name": "Casa"}, headers=boss)
+    assert made.status_code == 201, made.text
+    child = {"slug": kitchen, "name": "Cozinha", "parent": home}
+    assert (await api.post("/categories", json=child, headers=boss)).status_code == 201
+    orphan = {"slug": _slug(), "name": "x", "parent": "no-such-parent"}
+    refused = await api.post("/categories", json=orphan, headers=boss)
+    assert assert_problem(refused, 422, "unknown-category")["field"] == "parent"
+    unknown = {"sku": "S-1", "name": "y", "price": 1, "category": "no-such-category"}
+    refused = await api.post("/products", json=unknown, headers=boss)
+    assert assert_problem(refused, 422, "unknown-category")["field"] == "category"
+
+    mug = await create_product(api, boss, category=home)
+    renamed = await api.patch(f"/categories/{home}", json={"name": "Lar"}, headers=boss)
+    assert renamed.status_code == 200, renamed.text
+    in_use = await api.delete(f"/categories/{home}", headers=boss)
+    assert "has 1 product and 1 child category" in assert_problem(in_use, 409)["detail"]
+    moved = await api.patch(f"/products/{mug}", json={"category": kitchen}, headers=boss)
+    assert moved.status_code == 200, moved.text
+    same = await api.patch(f"/products/{mug}", json={"category": kitchen, "price": 3}, headers=boss)
+    assert same.status_code == 200, same.text
+    in_use = await api.delete(f"/categories/{kitchen}", headers=boss)
+    assert "has 1 product and 0 child categories" in assert_problem(in_use, 409)["detail"]
+    assert (await api.delete(f"/products/{mug}", headers=boss)).status_code == 200
+    assert (await api.delete(f"/categories/{kitchen}", headers=boss)).status_code == 200
+    assert (await api.delete(f"/categories/{home}", headers=boss)).status_code == 200
+    gone = {"sku": "S-2", "name": "y", "price": 1, "category": home}
+    assert_problem(await api.post("/products", json=gone, headers=boss), 422, "unknown-category")
+
+    states = await store.load([f"category:{home}", f"category:{kitchen}"])
+    assert all(s.deleted and s.products == 0 and s.children == 0 for s in states.values())
+    assert (await verify_state(store)).ok
+
+
+async def test_a_category_deleted_while_products_are_created_in_it_holds_none_of_them(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    """The race of a delete against creations that name the category: every product that
+    was created counts in it, so the delete either is refused or came before them all."""
+    boss = await admin(api, store)
+    books = _slug()
+    assert (
+        await api.post("/categories", json={"slug": books, "name": "Livros"}, headers=boss)
+    ).status_code == 201
+
+    async def create(i: int) -> int:
+        body = {"sku": f"B-{uuid.uuid4().hex[:8]}", "name": f"L{i}", "price": 1, "category": books}
+        return (await api.post("/products", json=body, headers=boss)).status_code
+
+    async def delete() -> int:
+        return (await api.delete(f"/categories/{books}", headers=boss)).status_code
+
+    codes = await asyncio.gather(
+        *(create(i) for i in range(6)), delete(), *(create(i) for i in range(6))
+    )
+    created = [c for c in codes[:6] + codes[7:] if c == 201]
+    assert set(codes[:6] + codes[7:]) <= {201, 422} and codes[6] in (200, 409)
+    state = (await store.load([f"category:{books}"]))[f"category:{books}"]
+    assert isinstance(state, CategoryState)
+    assert state.products == len(created)
+    assert not (state.deleted and created)
+    assert (await verify_state(store)).ok
+
+
+async def test_a_refused_product_leaves_its_category_count_as_it_was(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    """On the cluster the category is counted before the product's append: a creation
+    refused after that (SKU or legacy id taken) takes its count back."""
+    boss = await admin(api, store)
+    home = _slug()
+    assert (
+        await api.post("/categories", json={"slug": home, "name": "Casa"}, headers=boss)
+    ).status_code == 201
+    await create_product(api, boss, sku="TAKEN", category=home, legacy_id=77)
+    same_sku = {"sku": "TAKEN", "name": "y", "price": 1, "category": home}
+    assert_problem(await api.post("/products", json=same_sku, headers=boss), 409, "duplicate-sku")
+    same_legacy = {"sku": "FREE", "name": "y", "price": 1, "category": home, "legacy_id": 77}
+    refused = await api.post("/products", json=same_legacy, headers=boss)
+    assert_problem(refused, 409, "duplicate-legacy-id")
+
+    state = (await store.load([f"category:{home}"]))[f"category:{home}"]
+    assert isinstance(state, CategoryState) and state.products == 1
+    assert await store.owner_of("sku", "FREE") is None
+    assert (await verify_state(store)).ok

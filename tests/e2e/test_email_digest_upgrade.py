@@ -22,6 +22,7 @@ from app.commands.accounts import email_reservation
 from app.commands.login import LogIn, LoginLimits
 from app.commands.login import log_in as log_in_command
 from app.passwords import Passwords
+from events.keys import digest
 from events.states import AccountState
 from events.store import Append, EventStore, Metadata, Reservation, StateChange
 from tests.e2e import (
@@ -34,7 +35,10 @@ from tests.e2e import (
     events_of_type,
     log_in,
 )
+from tests.support.cluster import single_and_cluster
 from workers.state import fold_log, rebuild_state, verify_state
+
+pytestmark = single_and_cluster
 
 
 class AccountCreated(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
@@ -56,8 +60,14 @@ class AccountCreated(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"
 
 async def legacy_account(store: EventStore) -> tuple[str, str]:
     """An account as the sign-up of before keyed digests appended it: (account id, email)."""
-    account_id = str(uuid.uuid4())
     email = f"antiga.{uuid.uuid4().hex[:10]}@example.com"
+    # The account, its old name and its keyed name in three partitions, so that on the
+    # cluster the upgrade spans three slots (the case a node moved to a cluster leaves).
+    names = {"email:" + digest(email), "email:" + digest(store.personal.email_digest(email))}
+    taken = {store.keys.partition_of(n) for n in names}
+    account_id = str(uuid.uuid4())
+    while store.keys.partition_of(f"account:{account_id}") in taken:
+        account_id = str(uuid.uuid4())
     aggregate = f"account:{account_id}"
     password_hash = await Passwords(TEST_AUTH).hash(PASSWORD)
     event = AccountCreated(
@@ -65,11 +75,15 @@ async def legacy_account(store: EventStore) -> tuple[str, str]:
     )
     old_hash = {"email": email, "name": "Conta Antiga", "role": "customer"}
     old_hash |= {"password_hash": password_hash, "active": 1}
+    reserve = [Reservation("email", email, aggregate)]
+    if store.clustered:  # one node wrote both; on the cluster they are two slots' keys
+        await store.redis.set(store.keys.uniq("email", email), aggregate)
+        reserve = []
     await store.append(
         Append(
             events=[event],  # type: ignore[list-item]
             expect={aggregate: 0},
-            reserve=[Reservation("email", email, aggregate)],
+            reserve=reserve,
             state={aggregate: StateChange(set=old_hash)},
         )
     )
@@ -194,3 +208,24 @@ async def test_concurrent_first_logins_upgrade_the_reservation_once(store: Event
     )
     assert await store.owner_of("email", email) is None
     assert (await verify_state(store)).reservations == []
+
+
+async def test_an_upgrade_cut_off_after_taking_the_keyed_name_is_finished_by_the_next_login(
+    api: AsyncTestClient[Any], store: EventStore
+) -> None:
+    """The cluster's crash point between reserving the keyed name and the account's append:
+    both names are the account's, the email stays taken, and the next login moves on."""
+    account_id, email = await legacy_account(store)
+    await rebuild_state(store)  # the newer state fields, as the other tests here
+    aggregate = f"account:{account_id}"
+    keyed = store.personal.email_digest(email)
+    await store.redis.set(store.keys.uniq("email", keyed), aggregate)  # what the step left
+
+    assert_problem(await sign_up_again(api, email), 409, "duplicate-email")
+    assert await log_in(api, email)
+
+    assert len(await events_of_type(store, "EmailDigestUpgraded")) == 1
+    assert await store.owner_of("email", keyed) == aggregate
+    assert await store.owner_of("email", email) is None
+    report = await verify_state(store)
+    assert report.ok, (report.differences, report.reservations, report.busy)
