@@ -108,7 +108,7 @@ async def test_rebuild_all_under_load_keeps_the_api_serving_and_views_equal_the_
             and len(audit.json()["items"]) == logged
         )
 
-    await eventually(settled, within=60, what="the live views to show the first orders")
+    await eventually(settled, within=180, what="the live views to show the first orders")
     await read_everything()
 
     proc = await asyncio.create_subprocess_exec(
@@ -142,6 +142,6 @@ async def test_rebuild_all_under_load_keeps_the_api_serving_and_views_equal_the_
         await read_everything()
         return seen["orders"].size == i and seen["account"].size == i
 
-    await eventually(all_orders_shown, within=60, what="every order in the rebuilt views")
+    await eventually(all_orders_shown, within=180, what="every order in the rebuilt views")
     results: list[Any] = [await verify_view(shop.settings, name) for name in VIEWS]
     assert [(r.view, r.ok, r.differences) for r in results] == [(name, True, []) for name in VIEWS]
