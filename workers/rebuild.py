@@ -56,6 +56,8 @@ from events.store import EventStore
 from projections.base import Projection
 from projections.read_models.bulk import BulkFold
 from projections.read_models.projection import ReadModelsProjection
+from projections.warehouse import WarehouseProjection
+from projections.warehouse_bulk import GroupCommit
 from workers.dlq import DeadLetters
 from workers.progress import Progress
 from workers.registry import factory_for
@@ -443,9 +445,13 @@ async def rebuild_view(
 def rebuild_target(projection: Projection) -> Projection:
     """What a rebuild replays into: the read models fold the replay in memory and insert
     the final documents at :func:`flush` (:mod:`projections.read_models.bulk`: a fresh
-    version has no other writer); the other views are replayed into as they are."""
+    version has no other writer); the warehouse writes the batches of all partitions handed
+    in together as one transaction (:mod:`projections.warehouse_bulk`); the audit is
+    replayed into as it is."""
     if isinstance(projection, ReadModelsProjection):
         return BulkFold(projection)  # type: ignore[return-value]
+    if isinstance(projection, WarehouseProjection):
+        return GroupCommit(projection)  # type: ignore[return-value]
     return projection
 
 
