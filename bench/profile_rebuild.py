@@ -48,7 +48,14 @@ async def _profile(redis_url: str, events: int, views: list[str]) -> None:
             phases: dict[str, float] = {}
             patched = {
                 name: getattr(rebuild_module, name)
-                for name in ("drop_leftovers", "replay", "catch_up", "_switch", "hand_over")
+                for name in (
+                    "drop_leftovers",
+                    "replay",
+                    "catch_up",
+                    "flush",
+                    "_switch",
+                    "hand_over",
+                )
             }
             for name, fn in patched.items():
                 setattr(rebuild_module, name, _timed(phases, name, fn))
