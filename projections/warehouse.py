@@ -430,8 +430,14 @@ class WarehouseProjection(CheckpointedSchema):
     async def _apply_fresh(
         self, conn: asyncpg.Connection, events: list[RecordedEvent], head: asyncpg.Record
     ) -> dict[str, Any]:
-        await self._write(conn, Batch.of(await self._unapplied(conn, events)))
+        await self.write_entries(conn, events)
         return {}
+
+    async def write_entries(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+        """Write the rows of ``events`` (past their checkpoints; of one partition or several,
+        each partition's in log order) in the caller's transaction; the checkpoints are the
+        caller's (:mod:`projections.warehouse_bulk` writes several partitions at once)."""
+        await self._write(conn, Batch.of(await self._unapplied(conn, events)))
 
     async def redrive(self, partition: int, events: Sequence[RecordedEvent]) -> None:
         """Apply re-driven dead letters of ``partition``, guarded per aggregate, not by the

@@ -54,6 +54,10 @@ import structlog
 from events.connection import RedisClient
 from events.store import EventStore
 from projections.base import Projection
+from projections.read_models.bulk import BulkFold
+from projections.read_models.projection import ReadModelsProjection
+from projections.warehouse import WarehouseProjection
+from projections.warehouse_bulk import GroupCommit
 from workers.dlq import DeadLetters
 from workers.progress import Progress
 from workers.registry import factory_for
@@ -65,6 +69,7 @@ from workers.replay import (
     error_text,
     replay,
 )
+from workers.runner import is_sink_error
 from workers.views import (
     BASE,
     VIEWS,
@@ -350,8 +355,9 @@ async def rebuild_view(
             log.info("rebuild_started", view=name, version=version, on_failure=stats.on_failure)
             positions = {p: "0-0" for p in range(store.keys.partitions)}
             try:
-                async with open_view(factory_for(name), settings, version) as projection:
-                    await projection.setup()
+                async with open_view(factory_for(name), settings, version) as view:
+                    await view.setup()
+                    projection = rebuild_target(view)
                     progress.start(await store.count())
                     await replay(
                         store,
@@ -375,6 +381,7 @@ async def rebuild_view(
                         retries=retries,
                         fence=keeper,
                     )
+                    await flush(projection, progress, retries, keeper)
                     previous, dead_letters = await _switch(
                         store,
                         pointers,
@@ -433,6 +440,40 @@ async def rebuild_view(
         handed_over=handed_over,
     )
     return report
+
+
+def rebuild_target(projection: Projection) -> Projection:
+    """What a rebuild replays into: the read models fold the replay in memory and insert
+    the final documents at :func:`flush` (:mod:`projections.read_models.bulk`: a fresh
+    version has no other writer); the warehouse writes the batches of all partitions handed
+    in together as one transaction (:mod:`projections.warehouse_bulk`); the audit is
+    replayed into as it is."""
+    if isinstance(projection, ReadModelsProjection):
+        return BulkFold(projection)  # type: ignore[return-value]
+    if isinstance(projection, WarehouseProjection):
+        return GroupCommit(projection)  # type: ignore[return-value]
+    return projection
+
+
+async def flush(projection: Any, progress: Progress, retries: int, fence: KeepAlive) -> None:
+    """Write what a rebuild target holds in memory (before the pause, so the switch only
+    waits for the last entries), waiting out a sink that is down as the replay does."""
+    write = getattr(projection, "flush", None)
+    if write is None:
+        return
+    progress.set_phase("writing")
+    attempt = 0
+    while True:
+        fence.check()
+        try:
+            await write()
+            return
+        except Exception as exc:
+            if not is_sink_error(exc) or attempt >= retries:
+                raise
+            attempt += 1
+            log.warning("rebuild_sink_unavailable", error=str(exc), attempt=attempt)
+            await asyncio.sleep(min(0.2 * 2 ** min(attempt, 6), 5.0))
 
 
 async def _aborted(
