@@ -21,6 +21,7 @@ from projections.warehouse import WarehouseProjection
 from projections.warehouse_bulk import GroupCommit
 from tests.integration.test_read_models import by_partition, log_of, new_id
 from tests.integration.test_warehouse_concurrency import prices_changing_under_orders
+from workers.verify import EXCLUDED_TABLES
 
 
 @pytest.fixture
@@ -53,8 +54,9 @@ async def tables(pool: asyncpg.Pool, schema: str) -> dict[str, list[Any]]:
         r["relname"]
         for r in await pool.fetch(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname <> 'meta'",
+            " WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname <> ALL($2::text[])",
             schema,
+            list(EXCLUDED_TABLES),
         )
     ]
     out: dict[str, list[Any]] = {}
