@@ -254,7 +254,8 @@ class ProjectorRunner:
                 await self.leases.leave(projection.name)
         if self._own_reader and self._reader is not None:
             await self._reader.aclose()
-            await self._reader.connection_pool.disconnect()
+            if not isinstance(self._reader, RedisCluster):  # a cluster's aclose closes its nodes
+                await self._reader.connection_pool.disconnect()
             self._reader = None
         log.info("runner_stopped", consumer=self.consumer)
 
