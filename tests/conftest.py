@@ -86,13 +86,18 @@ class RedisTarget:
         return {"REDIS_URL": self.url, "REDIS_CLUSTER": "1" if self.cluster else "0"}
 
 
-@pytest.fixture
-def redis_target(redis_client: aioredis.Redis, request: pytest.FixtureRequest) -> RedisTarget:
-    """The URL and kind of ``redis_client``'s Redis (one node, or a node of the cluster)."""
-    if isinstance(redis_client, RedisCluster):
-        nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
-        return RedisTarget(nodes.url, cluster=True)
+def target_of(client: aioredis.Redis) -> RedisTarget:
+    """Where ``client`` (the test Redis, or the cluster client on the test cluster) points."""
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()
+        return RedisTarget(f"redis://{node.host}:{node.port}/0", cluster=True)
     return RedisTarget(REDIS_URL, cluster=False)
+
+
+@pytest.fixture
+def redis_target(redis_client: aioredis.Redis) -> RedisTarget:
+    """The URL and kind of ``redis_client``'s Redis (one node, or a node of the cluster)."""
+    return target_of(redis_client)
 
 
 @pytest.fixture

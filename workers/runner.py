@@ -114,7 +114,8 @@ def _error(exc: BaseException) -> str:
 def blocking_client(redis: aioredis.Redis, block_ms: int) -> aioredis.Redis:
     """A client on its own pool for blocking reads, whose socket timeout outlasts ``BLOCK``."""
     if isinstance(redis, RedisCluster):
-        node = redis.get_default_node()
+        # A client that has not sent a command yet knows no default node: its startup node.
+        node = redis.get_default_node() or redis.startup_nodes[0]
         return RedisCluster(  # type: ignore[return-value]
             host=node.host, port=node.port, socket_timeout=block_ms / 1000 + 5.0
         )

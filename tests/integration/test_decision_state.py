@@ -22,7 +22,7 @@ from app.commands.catalog import AdjustStock, CreateProduct, UpdateProduct
 from app.commands.errors import InsufficientStock
 from events.states import encode_state
 from events.store import EventStore, Metadata
-from tests.conftest import REDIS_URL
+from tests.conftest import target_of
 from workers.state import put_state, read_hashes, rebuild_state, verify_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def streamshop(store: EventStore, *args: str) -> subprocess.CompletedProcess[str
         [sys.executable, "-m", "workers.cli", *args],
         env={
             **os.environ,
-            "REDIS_URL": REDIS_URL,
+            **target_of(store.redis).env(),
             "STREAM_PREFIX": store.keys.prefix,
             "STREAM_PARTITIONS": str(store.keys.partitions),
             "LOG_FORMAT": "json",
