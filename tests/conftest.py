@@ -11,12 +11,14 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio.cluster import RedisCluster
 
 from events.connection import connect
 from events.keys import Keys
@@ -42,8 +44,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("EMAIL_DIGEST_SECRET", DEV_DIGEST_SECRET.decode())
     config.addinivalue_line(
         "markers",
-        "cross_slot(keys): on the Redis Cluster this test's append spans hash slots "
-        "(names the keys); skipped there until the saga of issue #19",
+        "cross_slot(keys): the test checks the single node's atomic multi-key append, whose "
+        "keys (named) span hash slots on the Redis Cluster; the test reads "
+        "`redis_target.cluster` and asserts SlotsDiffer there",
     )
 
 
@@ -63,14 +66,38 @@ async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis
     """The test Redis: one node, or (parametrised ``"cluster"``, see
     :data:`tests.support.cluster.single_and_cluster`) the cluster client on a real cluster."""
     if getattr(request, "param", "single") == "cluster":
-        if marker := request.node.get_closest_marker("cross_slot"):
-            pytest.skip(f"spans hash slots on the cluster ({marker.args[0]}): needs the saga, #19")
         nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
         client = connect(nodes.url, cluster=True)
     else:
         client = connect(REDIS_URL, cluster=False)
     yield client
     await client.aclose()
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where the test's Redis is, for processes the test starts and settings it builds."""
+
+    url: str
+    cluster: bool
+
+    def env(self) -> dict[str, str]:
+        """``REDIS_URL`` and ``REDIS_CLUSTER`` for a ``streamshop`` subprocess."""
+        return {"REDIS_URL": self.url, "REDIS_CLUSTER": "1" if self.cluster else "0"}
+
+
+def target_of(client: aioredis.Redis) -> RedisTarget:
+    """Where ``client`` (the test Redis, or the cluster client on the test cluster) points."""
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()
+        return RedisTarget(f"redis://{node.host}:{node.port}/0", cluster=True)
+    return RedisTarget(REDIS_URL, cluster=False)
+
+
+@pytest.fixture
+def redis_target(redis_client: aioredis.Redis) -> RedisTarget:
+    """The URL and kind of ``redis_client``'s Redis (one node, or a node of the cluster)."""
+    return target_of(redis_client)
 
 
 @pytest.fixture

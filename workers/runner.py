@@ -118,7 +118,8 @@ def _error(exc: BaseException) -> str:
 def blocking_client(redis: aioredis.Redis, block_ms: int) -> aioredis.Redis:
     """A client on its own pool for blocking reads, whose socket timeout outlasts ``BLOCK``."""
     if isinstance(redis, RedisCluster):
-        node = redis.get_default_node()
+        # A client that has not sent a command yet knows no default node: its startup node.
+        node = redis.get_default_node() or redis.startup_nodes[0]
         return RedisCluster(  # type: ignore[return-value]
             host=node.host, port=node.port, socket_timeout=block_ms / 1000 + 5.0
         )
@@ -258,7 +259,8 @@ class ProjectorRunner:
                 await self.leases.leave(projection.name)
         if self._own_reader and self._reader is not None:
             await self._reader.aclose()
-            await self._reader.connection_pool.disconnect()
+            if not isinstance(self._reader, RedisCluster):  # a cluster's aclose closes its nodes
+                await self._reader.connection_pool.disconnect()
             self._reader = None
         log.info("runner_stopped", consumer=self.consumer)
 

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
 from events.personal import PersonalData, RedisKeyStore
@@ -23,7 +22,7 @@ async def read_models(
     The accounts' keys are read from the key store (:mod:`events.personal`).
     """
     client: AsyncMongoClient = AsyncMongoClient(settings.mongo.url)
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     keys = settings.redis.keys
     personal = PersonalData(RedisKeyStore(redis, keys.prefix), keys.digest_secret)
     collections = Collections.suffixed(f"_{version}") if version else Collections()

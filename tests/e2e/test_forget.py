@@ -26,6 +26,7 @@ from tests.e2e.test_views_support import (  # noqa: F401
     pg_database_fixture,
     shop_fixture,
 )
+from tests.support.cluster import single_and_cluster
 from tests.support.personal_scan import leaks, mongo_dump, pg_dump, redis_dump
 from workers.rebuild import RebuildOptions, rebuild_views
 from workers.verify import verify_view
@@ -158,6 +159,7 @@ async def test_an_admin_forgets_a_customer_and_cannot_forget_an_admin(shop: Shop
     assert (view["forgotten"], view["name"]) == (True, "")
 
 
+@single_and_cluster
 async def test_streamshop_forget_takes_an_email_and_frees_it(shop: Shop) -> None:
     api, person = shop.api, _someone()
     signed = await api.post(
@@ -168,6 +170,7 @@ async def test_streamshop_forget_takes_an_email_and_frees_it(shop: Shop) -> None
     env = {
         **os.environ,
         "REDIS_URL": s.redis.url,
+        "REDIS_CLUSTER": "1" if s.redis.cluster else "0",
         "STREAM_PREFIX": s.redis.prefix,
         "STREAM_PARTITIONS": str(s.redis.partitions),
         "LOG_FORMAT": "json",

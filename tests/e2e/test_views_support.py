@@ -16,7 +16,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 from pymongo import AsyncMongoClient
 
@@ -24,7 +23,7 @@ from app.main import create_app
 from app.settings import MongoSettings, PostgresSettings, Settings
 from events.codec import RecordedEvent
 from events.store import EventStore
-from tests.conftest import PG_ADMIN_DSN, REDIS_URL
+from tests.conftest import PG_ADMIN_DSN
 from tests.e2e import admin, api_settings
 from workers.registry import open_projections
 from workers.runner import ProjectorRunner
@@ -89,7 +88,7 @@ class ProjectorThread:
 
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
-        redis = aioredis.Redis.from_url(REDIS_URL)
+        redis = self.settings.redis.connect()
         try:
             async with open_projections(self.settings, VIEWS) as projections:
                 self.runner = ProjectorRunner(
@@ -125,7 +124,7 @@ async def shop_fixture(
 ) -> AsyncIterator[Shop]:
     """App + projector on real Redis, MongoDB-protocol server and PostgreSQL."""
     settings = dataclasses.replace(
-        api_settings(prefix),
+        api_settings(prefix, store),
         mongo=MongoSettings(url=mongo_url, database=mongo_db_name),
         postgres=PostgresSettings(url=pg_database),
     )

@@ -6,24 +6,31 @@ import asyncio
 
 import pytest
 
+from app.commands.colocation import colocated_id
 from events.codec import COMPACT_FIELDS, FIELDS
 from events.errors import (
     AggregateMissing,
     GuardFailed,
     MalformedEvent,
+    SlotsDiffer,
     UniquenessViolation,
     VersionConflict,
 )
 from events.ids import uuid7
 from events.store import Append, EventStore, Guard, Reservation, StateChange
 from events.types import AccountCreated, OrderBilled, OrderLine, ProductCreated
+from tests.conftest import RedisTarget
 from tests.support.cluster import single_and_cluster
 
 pytestmark = single_and_cluster
 
 
-def account(email: str = "ana@example.com", name: str = "Ana") -> AccountCreated:
-    return AccountCreated(account_id=uuid7(), email=email, name=name, password_hash="h")
+def account(
+    email: str = "ana@example.com", name: str = "Ana", account_id: str | None = None
+) -> AccountCreated:
+    return AccountCreated(
+        account_id=account_id or uuid7(), email=email, name=name, password_hash="h"
+    )
 
 
 def product(stock: int = 10) -> ProductCreated:
@@ -50,12 +57,17 @@ async def test_stale_expected_version_is_rejected_and_appends_nothing(store: Eve
     assert await store.count() == 1
 
 
-@pytest.mark.cross_slot("the account state and the email reservation uniq:{pE}")
 async def test_fifty_concurrent_reservations_of_one_key_let_exactly_one_win(
     store: EventStore,
 ) -> None:
+    """Each account id is drawn into the reservation's partition, as sign-up does
+    (:mod:`app.commands.colocation`), so on the cluster too each attempt is one call."""
+    email = "same@example.com"
+    reservation = store.keys.uniq("email", email)
+
     async def sign_up() -> bool:
-        event = account(email="same@example.com")
+        new_id = colocated_id(store.keys, lambda i: f"account:{i}", reservation)
+        event = account(email=email, account_id=new_id)
         try:
             await store.append(
                 Append(
@@ -74,9 +86,15 @@ async def test_fifty_concurrent_reservations_of_one_key_let_exactly_one_win(
 
 
 @pytest.mark.cross_slot("an order, its account and its product, each in its own {pN}")
-async def test_failed_check_in_multi_aggregate_append_changes_nothing(store: EventStore) -> None:
+async def test_failed_check_in_multi_aggregate_append_changes_nothing(
+    store: EventStore, redis_target: RedisTarget
+) -> None:
+    """One node: the guard fails inside the one atomic call. Cluster: the call would span
+    slots, so the store refuses it with SlotsDiffer before sending anything (the billing
+    saga replaces it there, ``test_saga.py``). Either way nothing is written."""
     buyer, item = account(), product(stock=1)
-    await store.append(Append(events=[buyer, item]))
+    for created in (buyer, item):
+        await store.append(Append(events=[created]))
     before_item = await store.state(item.aggregate())
     before_count = await store.count()
     order = OrderBilled(
@@ -93,7 +111,7 @@ async def test_failed_check_in_multi_aggregate_append_changes_nothing(store: Eve
         ],
         total=3980,
     )
-    with pytest.raises(GuardFailed):
+    with pytest.raises(SlotsDiffer if redis_target.cluster else GuardFailed):
         await store.append(
             Append(
                 events=[order],
@@ -108,23 +126,32 @@ async def test_failed_check_in_multi_aggregate_append_changes_nothing(store: Eve
     assert await store.count() == before_count
 
 
-@pytest.mark.cross_slot("the order state and the account it requires")
 async def test_missing_aggregate_is_a_named_rejection(store: EventStore) -> None:
-    order = OrderBilled(order_id=uuid7(), account_id="nobody", lines=[], total=0)
+    # The order id is drawn into the account's partition: one slot on the cluster too.
+    order_id = next(
+        i
+        for i in iter(uuid7, None)
+        if store.keys.tag(f"order:{i}") == store.keys.tag("account:nobody")
+    )
+    order = OrderBilled(order_id=order_id, account_id="nobody", lines=[], total=0)
     with pytest.raises(AggregateMissing):
         await store.append(Append(events=[order], exists=["account:nobody"]))
     assert await store.count() == 0
 
 
-@pytest.mark.cross_slot("idem:{pK} is tagged by the key, not by the aggregate")
 async def test_same_idempotency_key_twice_returns_first_result_and_appends_once(
-    store: EventStore,
+    store: EventStore, redis_target: RedisTarget
 ) -> None:
+    """One node: the record is tagged by the key. Cluster: by the command's aggregate
+    (``idempotency_home``, as the runner sets it), so the append stays in one slot."""
+    owner = account()
+    home = owner.aggregate() if redis_target.cluster else None
     first = await store.append(
-        Append(events=[account()], idempotency_key="k1", result='{"order":1}')
+        Append(events=[owner], idempotency_key="k1", idempotency_home=home, result='{"order":1}')
     )
+    again = account(account_id=owner.account_id)
     second = await store.append(
-        Append(events=[account()], idempotency_key="k1", result='{"order":2}')
+        Append(events=[again], idempotency_key="k1", idempotency_home=home, result='{"order":2}')
     )
     assert second.duplicate and not first.duplicate
     assert second.result == '{"order":1}'
@@ -132,11 +159,16 @@ async def test_same_idempotency_key_twice_returns_first_result_and_appends_once(
     assert await store.count() == 1
 
 
-@pytest.mark.cross_slot("idem:{pK} is tagged by the key, not by the aggregate")
-async def test_recorded_outcome_is_readable_before_deciding_again(store: EventStore) -> None:
-    assert await store.recorded("k2") is None
-    first = await store.append(Append(events=[account()], idempotency_key="k2", result="r"))
-    replay = await store.recorded("k2")
+async def test_recorded_outcome_is_readable_before_deciding_again(
+    store: EventStore, redis_target: RedisTarget
+) -> None:
+    owner = account()
+    home = owner.aggregate() if redis_target.cluster else None
+    assert await store.recorded("k2", home) is None
+    first = await store.append(
+        Append(events=[owner], idempotency_key="k2", idempotency_home=home, result="r")
+    )
+    replay = await store.recorded("k2", home)
     assert replay is not None and replay.duplicate
     assert (replay.result, replay.position) == ("r", first.position)
 

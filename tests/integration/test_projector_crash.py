@@ -8,6 +8,7 @@ import uuid
 import redis.asyncio as aioredis
 
 from events.store import EventStore
+from tests.support.cluster import single_and_cluster
 from tests.support.projectors import (
     Cli,
     Projector,
@@ -20,6 +21,7 @@ from tests.support.projectors import (
 )
 
 pytest_plugins = ["tests.support.fixtures"]
+pytestmark = single_and_cluster
 
 FAST = ("--lease-ms", "1500", "--block-ms", "300")
 

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from events.codec import FIELDS
 from events.ids import now_at, uuid7
 from events.store import EventStore
+from tests.support.cluster import single_and_cluster
 from tests.support.projectors import (
     Cli,
     SumView,
@@ -22,6 +23,7 @@ from tests.support.projectors import (
 from workers.dlq import DeadLetters, metrics_key
 
 pytest_plugins = ["tests.support.fixtures"]
+pytestmark = single_and_cluster
 
 
 async def append_malformed(store: EventStore, product: str) -> str:

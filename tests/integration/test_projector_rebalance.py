@@ -9,9 +9,12 @@ import uuid
 import redis.asyncio as aioredis
 
 from events.store import EventStore
+from tests.support.cluster import single_and_cluster
 from tests.support.memory_projection import RecordingProjection
 from tests.support.projectors import append_adjustments, eventually, group_state
 from workers.runner import ProjectorRunner
+
+pytestmark = single_and_cluster
 
 
 def runner(

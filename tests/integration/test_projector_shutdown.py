@@ -9,6 +9,7 @@ import uuid
 import redis.asyncio as aioredis
 
 from events.store import EventStore
+from tests.support.cluster import single_and_cluster
 from tests.support.projectors import (
     Cli,
     SumView,
@@ -20,6 +21,7 @@ from tests.support.projectors import (
 )
 
 pytest_plugins = ["tests.support.fixtures"]
+pytestmark = single_and_cluster
 
 
 async def test_sigterm_finishes_the_batch_in_hand_and_releases_every_lease(

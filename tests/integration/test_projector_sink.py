@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 
 from events.store import EventStore
+from tests.support.cluster import single_and_cluster
 from tests.support.projectors import (
     Cli,
     SumView,
@@ -21,6 +22,7 @@ from tests.support.projectors import (
 from tests.support.tcp_proxy import TcpProxy
 
 pytest_plugins = ["tests.support.fixtures"]
+pytestmark = single_and_cluster
 
 
 async def test_projector_waits_out_a_sink_outage_then_catches_up(

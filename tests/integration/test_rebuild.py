@@ -22,6 +22,7 @@ from tests.integration.test_rebuild_support import (  # noqa: F401
     settings_fixture,
     view_size,
 )
+from tests.support.cluster import single_and_cluster
 from workers.dlq import metrics_key
 from workers.rebuild import RebuildOptions, rebuild_view, rebuild_views
 from workers.registry import factory_for
@@ -36,6 +37,8 @@ from workers.views import (
     pg_schema,
     versioned,
 )
+
+pytestmark = single_and_cluster
 
 
 async def test_rebuild_under_load_switches_every_view_and_verify_passes(

@@ -30,9 +30,12 @@ from tests.integration.test_rebuild_support import (  # noqa: F401
     live_projector,
     settings_fixture,
 )
+from tests.support.cluster import single_and_cluster
 from workers.dlq import DeadLetters
 from workers.rebuild import Progress, RebuildOptions, rebuild_view
 from workers.views import ViewPointers, mongo_collections, pg_schema
+
+pytestmark = single_and_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,8 +21,11 @@ from tests.integration.test_rebuild_support import (  # noqa: F401
     live_projector,
     settings_fixture,
 )
+from tests.support.cluster import single_and_cluster
 from workers.verify import verify_view
 from workers.views import ViewPointers, pg_schema
+
+pytestmark = single_and_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +34,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
         "REDIS_URL": settings.redis.url,
+        "REDIS_CLUSTER": "1" if settings.redis.cluster else "0",
         "STREAM_PREFIX": settings.redis.prefix,
         "STREAM_PARTITIONS": str(settings.redis.partitions),
         "MONGO_URL": settings.mongo.url,

@@ -17,7 +17,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
 from app.commands import execute
@@ -32,7 +31,7 @@ from events.ids import now_at, uuid7
 from events.keys import digest
 from events.store import Append, EventStore, Metadata
 from events.types import LoginFailed, LoginSucceeded
-from tests.conftest import REDIS_URL
+from tests.conftest import RedisTarget
 from workers.registry import open_projections
 from workers.runner import ProjectorRunner
 from workers.views import BASE, VIEWS, ViewPointers, drop_version, mongo_collections, pg_schema
@@ -42,13 +41,23 @@ META = Metadata(actor="test", source="api")
 
 @pytest.fixture(name="settings")
 async def settings_fixture(
-    prefix: str, store: EventStore, mongo_url: str, mongo_db_name: str, pg_dsn: str
+    prefix: str,
+    store: EventStore,
+    redis_target: RedisTarget,
+    mongo_url: str,
+    mongo_db_name: str,
+    pg_dsn: str,
 ) -> AsyncIterator[Settings]:
     """The test's settings. The PostgreSQL views start on a version of their own (the
     database is shared by the run); read models on the base names (the database is ours).
     Every version left at the end is dropped."""
     settings = Settings(
-        redis=RedisSettings(url=REDIS_URL, prefix=prefix, partitions=store.keys.partitions),
+        redis=RedisSettings(
+            url=redis_target.url,
+            cluster=redis_target.cluster,
+            prefix=prefix,
+            partitions=store.keys.partitions,
+        ),
         mongo=MongoSettings(url=mongo_url, database=mongo_db_name),
         postgres=PostgresSettings(url=pg_dsn),
         log_format="json",
@@ -87,7 +96,7 @@ async def live_projector(
     settings: Settings, names: Sequence[str] = VIEWS
 ) -> AsyncIterator[ProjectorRunner]:
     """The real runner over registered views (wrapped to follow their pointers)."""
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     try:
         async with open_projections(settings, list(names)) as projections:
             runner = ProjectorRunner(
@@ -125,7 +134,6 @@ async def caught_up(store: EventStore, runner: ProjectorRunner) -> bool:
 
 CATEGORIES = ["cafe", "pao", "doce"]
 
-
 @dataclass
 class Shop:
     """Drives the real command handlers (and appends logins directly)."""
@@ -149,12 +157,13 @@ class Shop:
         self.accounts.append(json.loads(result.result)["account_id"])
 
     async def create_product(self) -> None:
+        category = self.rng.choice(CATEGORIES)
         result = await execute(
             self.store,
             CreateProduct(
                 sku=f"SKU-{uuid.uuid4().hex[:8]}",
                 name=f"Produto {len(self.products)}",
-                category=self.rng.choice(CATEGORIES),
+                category=category,
                 price=self.rng.randint(100, 5000),
                 stock=1000,
             ),

@@ -19,7 +19,10 @@ from tests.integration.test_rebuild_support import (  # noqa: F401
     live_projector,
     settings_fixture,
 )
+from tests.support.cluster import single_and_cluster
 from workers.views import ViewPointers, pg_schema
+
+pytestmark = single_and_cluster
 
 
 def verify_cli(settings: Settings, view: str) -> subprocess.CompletedProcess[str]:

@@ -24,6 +24,9 @@ from tests.integration.test_rebuild_support import (  # noqa: F401
     settings_fixture,
 )
 from tests.integration.test_verify import verify_cli
+from tests.support.cluster import single_and_cluster
+
+pytestmark = single_and_cluster
 
 META = Metadata(actor="test")
 ADDRESS = ShippingAddress(line1="Rua A, 1", city="Recife", postal_code="50000-000")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from events.store import EventStore
-from tests.conftest import REDIS_URL
+from tests.conftest import RedisTarget
 from tests.support.projectors import Cli, SumView
 
 
@@ -21,10 +21,16 @@ def sum_table() -> str:
 
 @pytest.fixture
 def cli(
-    tmp_path: Path, store: EventStore, prefix: str, pg_dsn: str, sum_table: str
+    tmp_path: Path,
+    store: EventStore,
+    redis_target: RedisTarget,
+    prefix: str,
+    pg_dsn: str,
+    sum_table: str,
 ) -> Iterator[Cli]:
-    """The real CLI on this test's prefix; kills leftover processes before keys are cleaned."""
-    runner = Cli(tmp_path, REDIS_URL, prefix, store.keys.partitions, pg_dsn, sum_table)
+    """The real CLI on this test's prefix and Redis (one node or the cluster); kills leftover
+    processes before keys are cleaned."""
+    runner = Cli(tmp_path, redis_target.env(), prefix, store.keys.partitions, pg_dsn, sum_table)
     yield runner
     runner.close()
 

@@ -95,12 +95,18 @@ class Cli:
     """Runs the real CLI with one test's environment."""
 
     def __init__(
-        self, tmp: Path, redis_url: str, prefix: str, partitions: int, pg_dsn: str, table: str
+        self,
+        tmp: Path,
+        redis_env: dict[str, str],
+        prefix: str,
+        partitions: int,
+        pg_dsn: str,
+        table: str,
     ) -> None:
         self.tmp = tmp
         self.env = {
             **os.environ,
-            "REDIS_URL": redis_url,
+            **redis_env,
             "STREAM_PREFIX": prefix,
             "STREAM_PARTITIONS": str(partitions),
             "DATABASE_URL": pg_dsn,
@@ -161,20 +167,25 @@ async def append_adjustments(
     per_append: int = 10,
     reason: str = "count",
 ) -> None:
-    """Append ``count`` StockAdjusted events spread over ``products``, several per append."""
+    """Append ``count`` StockAdjusted events spread over ``products``, several per append.
+
+    One append holds the events of one partition only (each product's events in their
+    order), so every append is one slot on a Redis Cluster too.
+    """
     rng = random.Random()
-    pending: list[StockAdjusted] = []
+    pending: dict[int, list[StockAdjusted]] = defaultdict(list)
     for i in range(count):
-        pending.append(
-            StockAdjusted(
-                product_id=products[i % len(products)], delta=rng.randint(-50, 100), reason=reason
-            )
+        event = StockAdjusted(
+            product_id=products[i % len(products)], delta=rng.randint(-50, 100), reason=reason
         )
-        if len(pending) == per_append:
-            await store.append(Append(events=pending))
-            pending = []
-    if pending:
-        await store.append(Append(events=pending))
+        batch = pending[store.keys.partition_of(event.aggregate())]
+        batch.append(event)
+        if len(batch) == per_append:
+            await store.append(Append(events=batch))
+            batch.clear()
+    for batch in pending.values():
+        if batch:
+            await store.append(Append(events=batch))
 
 
 async def fold_log(store: EventStore, skip_reason: str | None = None) -> dict[str, int]:

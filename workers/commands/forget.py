@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import redis.asyncio as aioredis
-
 from app.commands.accounts import email_owner, normalize_email
 from app.commands.errors import DomainError
 from app.commands.profile import ForgetCustomer, forget_customer
@@ -33,7 +31,7 @@ async def account_id_of(store: EventStore, account: str) -> str | None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = settings.redis.connect()
     try:
         store = EventStore(redis, settings.redis.keys)
         await store.load_functions()
