@@ -134,6 +134,7 @@ async def caught_up(store: EventStore, runner: ProjectorRunner) -> bool:
 
 CATEGORIES = ["cafe", "pao", "doce"]
 
+
 @dataclass
 class Shop:
     """Drives the real command handlers (and appends logins directly)."""
