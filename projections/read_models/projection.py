@@ -306,6 +306,9 @@ class ReadModelsProjection:
                 await self.db.client.admin.command(
                     "killSessions", [{"id": doc["_id"]} for doc in others]
                 )
+                structlog.get_logger("projections.read_models").info(
+                    "sessions_ended", sessions=len(others), collection=sessions.name
+                )
                 stale = datetime.now(UTC) - timedelta(seconds=SESSION_STALE_S)
                 await sessions.delete_many(
                     {"_id": {"$in": [doc["_id"] for doc in others]}, "at": {"$lt": stale}}

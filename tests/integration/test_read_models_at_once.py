@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from events.store import EventStore
 from projections.read_models.folding import Write
 from projections.read_models.handlers import writes_for
-from projections.read_models.projection import bulk_apply
+from projections.read_models.projection import ReadModelsProjection, bulk_apply
 from tests.integration.test_read_models_folding import (
     busy_shop,
     by_partition,
@@ -116,3 +116,37 @@ async def test_a_batch_commits_its_documents_and_checkpoints_in_one_transaction(
     stored = await db[checkpoints].find({}).to_list(None)
     assert len(stored) == len(partitions)
     assert all("commit" not in doc for doc in stored)
+
+
+async def test_a_writer_whose_session_a_newcomer_killed_goes_on(
+    store: EventStore, db: AsyncDatabase
+) -> None:
+    """Two writers share a view (partitions split by their leases): each newcomer's first
+    write for a partition kills the other's session, and the other's next transactions,
+    in the same session, still apply. The view equals every write applied on its own."""
+    events = await busy_shop(store)
+    expected = await write_by_write(db, events)
+    first = await view(db, "peers")
+    second = ReadModelsProjection(first.db, first.collections)
+    partitions = list(by_partition(events).items())
+    for i, (partition, batch) in enumerate(partitions):
+        half = len(batch) // 2
+        await first.apply(partition, batch[:half])
+        writer = second if i % 2 else first  # the second takes every other partition over
+        await writer.apply(partition, batch[half:])
+    recorded = await db[first.collections.sessions].find({}).to_list(None)
+    assert len(recorded) == 2
+    assert await documents(first) == expected
+
+
+async def test_a_writer_that_stops_cleanly_leaves_no_session_to_kill(
+    store: EventStore, db: AsyncDatabase
+) -> None:
+    events = await busy_shop(store)
+    projection = await view(db, "closed")
+    for partition, batch in by_partition(events).items():
+        await projection.apply(partition, batch)
+    sessions = db[projection.collections.sessions]
+    assert await sessions.count_documents({}) == 1
+    await projection.close()
+    assert await sessions.count_documents({}) == 0
