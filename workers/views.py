@@ -130,6 +130,7 @@ async def drop_version(settings: Any, name: str, version: str) -> None:
                     names.checkpoints,
                     names.meta,
                     names.redrives,
+                    names.sessions,
                 ):
                     await db.drop_collection(collection)
             finally:

@@ -26,8 +26,10 @@ async def read_models(
     keys = settings.redis.keys
     personal = PersonalData(RedisKeyStore(redis, keys.prefix), keys.digest_secret)
     collections = Collections.suffixed(f"_{version}") if version else Collections()
+    projection = ReadModelsProjection(client[settings.mongo.database], collections, personal)
     try:
-        yield ReadModelsProjection(client[settings.mongo.database], collections, personal)
+        yield projection
     finally:
+        await projection.close()
         await client.close()
         await redis.aclose()

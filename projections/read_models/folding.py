@@ -113,6 +113,11 @@ class Fold:
         """A creation nothing else writes: an insert (duplicate key = already there)."""
         return all(w.sole_writer for w in self.writes) and self.writes[0].upsert
 
+    @property
+    def creates(self) -> bool:
+        """Whether the fold begins with an upsert: on a missing document it inserts it."""
+        return self.writes[0].upsert
+
     def guarded(self) -> tuple[dict[str, Any], Update]:
         if len(self.writes) == 1:
             return self.writes[0].guarded()
@@ -138,9 +143,14 @@ class Fold:
             raise ValueError(f"guard fields of {self.doc_id} conflict")
         return query, normalised
 
-    def op(self) -> UpdateOne | InsertOne[dict[str, Any]]:
+    def op(self, missing: bool = False) -> UpdateOne | InsertOne[dict[str, Any]]:
+        """The fold as one operation. ``missing`` says the document is known to be absent:
+        a fold that creates it is then the insert of what its upsert would insert, which
+        SecantusDB writes far more cheaply than an upsert (no query, no update path)."""
         query, update = self.guarded()
-        if self.insert and (doc := _inserted(self.doc_id, update)) is not None:
+        if (self.insert or (missing and self.creates)) and (
+            doc := _inserted(self.doc_id, update)
+        ) is not None:
             return InsertOne(doc)
         return UpdateOne(query, update, upsert=self.upsert)
 
@@ -225,13 +235,28 @@ def _normalise(update: Update) -> Update | None:
 
 
 def _inserted(doc_id: str, update: Update) -> dict[str, Any] | None:
-    """The document an upsert of ``update`` would insert, when its paths are plain fields."""
+    """The document an upsert of ``update`` would insert into an empty slot (the filter
+    adds only ``_id``: its guards are ranges, not equalities): every ``$set``, ``$inc``
+    (from 0), ``$max`` and ``$setOnInsert`` value at its path, dotted paths as embedded
+    documents. ``None`` for any other operator or paths that overlap."""
     doc: dict[str, Any] = {"_id": doc_id}
-    for fields in update.values():
+    made = {id(doc)}  # embedded documents built here (a value is never written into)
+    for op, fields in update.items():
+        if op not in OPERATORS:
+            return None
         for path, value in fields.items():
-            if "." in path:
+            *parents, leaf = path.split(".")
+            target = doc
+            for part in parents:
+                if part not in target:
+                    target[part] = {}
+                    made.add(id(target[part]))
+                target = target[part]
+                if id(target) not in made:
+                    return None
+            if leaf in target:
                 return None
-            doc[path] = value
+            target[leaf] = value
     return doc
 
 

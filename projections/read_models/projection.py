@@ -3,7 +3,7 @@
 ``carts`` and ``categories`` collections as idempotent, version-guarded bulk writes, with the
 checkpoint.
 
-Exactly once, without transactions:
+Exactly once, with or without transactions:
 
 * An event changes its own aggregate's document only where ``version < seq`` and sets
   ``version = seq``; an older or duplicate event matches nothing. Creation events upsert;
@@ -19,7 +19,15 @@ Exactly once, without transactions:
   when their target is not there yet, so partitions may be applied in any relative order
   (a rebuild replays them concurrently); the creation event then fills the stub in.
 
-The checkpoint is written after the batch; replaying a batch is a no-op by the above.
+A batch is written at once where it can be: its folds and checkpoints in one transaction,
+new documents as inserts, made durable by one journaled write that finds the commit's
+token on the checkpoints (``ReadModelsProjection._write_at_once``). Otherwise (a fold that
+meets a partly applied document, a duplicate, a conflict) it is written by parts, the
+checkpoints after the effects; replaying a batch is a no-op either way, by the above.
+A writer's transactions run in one server session it records (``sessions``); whoever
+writes a partition next kills the other recorded sessions first, so the transaction a
+killed writer left open (holding the checkpoints) ends at once instead of stalling the
+view until the server reaps it (``ReadModelsProjection._end_others``).
 
 A re-driven dead letter lies below the watermarks (later orders of its partition moved
 them), so :meth:`ReadModelsProjection.redrive` guards its cross writes by a marker of the
@@ -27,8 +35,9 @@ event on the target document instead, removed once every write landed. An event 
 fails alone records which of its writes had landed (``redrives``), so a re-drive applies
 exactly the rest.
 
-Every write waits for the journal (``j: true``, with ``w: "majority"``), the effects as much
-as the checkpoint (``checkpoints``, one document per partition, written after them): an
+Written by parts, every write waits for the journal (``j: true``, with ``w: "majority"``), the
+effects as much as the checkpoint (``checkpoints``, one document per partition, written
+after them): an
 acknowledged write must survive a crash of the server, because the runtime acknowledges
 the log entries once ``apply`` returns and resumes from this checkpoint. Measured on
 SecantusDB (``make run``'s server): ``kill -9`` loses up to a few dozen ``w: 1`` writes it
@@ -43,15 +52,21 @@ and the runtime re-feeds from the older checkpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from pymongo import IndexModel, UpdateOne, WriteConcern
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, ConnectionFailure
+from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.results import BulkWriteResult
 from redis.exceptions import RedisError
 
 from events.codec import RecordedEvent
@@ -62,6 +77,12 @@ from projections.read_models.folding import Cross, Fold, Own, Write, fold, mark
 from projections.read_models.handlers import PERSONAL_EVENTS, writes_for
 
 DUPLICATE_KEY = 11000
+PRESENT_MAX = 200_000
+"""Documents remembered as existing, per role, before the memory starts over."""
+SESSION_REFRESH_S = 600.0
+"""How often a writer renews the record of its session (see ``_own_session``)."""
+SESSION_STALE_S = 86_400.0
+"""A session record this old is a dead writer's: killed, then forgotten."""
 
 DURABLE = WriteConcern(w="majority", j=True)
 """The write concern of every write: acknowledged only once journaled (and, on a replica
@@ -84,6 +105,9 @@ class Collections:
     """The log this version was built from (:mod:`projections.identity`)."""
     redrives: str = "redrives"
     """Bookkeeping of dead letters (what a failed event left undone), not a view."""
+    sessions: str = "sessions"
+    """The server sessions this view's writers run their transactions in, so that a
+    successor can end the open transaction of one that died (see ``_end_others``)."""
 
     @classmethod
     def suffixed(cls, suffix: str) -> Collections:
@@ -97,6 +121,7 @@ class Collections:
             checkpoints=f"{base.checkpoints}{suffix}",
             meta=f"{base.meta}{suffix}",
             redrives=f"{base.redrives}{suffix}",
+            sessions=f"{base.sessions}{suffix}",
         )
 
 
@@ -144,6 +169,27 @@ async def write_folds(collection: AsyncCollection, folds: list[Fold]) -> None:
         await bulk_apply(collection, singles)
 
 
+class _Missed(Exception):
+    """Internal: a write of the transaction did not apply whole (see ``_write_at_once``)."""
+
+
+def _took(result: BulkWriteResult) -> int:
+    return result.matched_count + result.upserted_count + result.inserted_count
+
+
+def _checkpoint(partition: int, entry_id: str, token: str | None = None) -> UpdateOne:
+    """Move ``partition``'s checkpoint to ``entry_id``, never back (``token``: see
+    ``ReadModelsProjection._write_at_once``)."""
+    fields: dict[str, str] = {"entry_id": entry_id, "mark": mark(entry_id)}
+    if token is not None:
+        fields["commit"] = token
+    return UpdateOne(
+        {"_id": partition, "mark": {"$not": {"$gte": mark(entry_id)}}},
+        {"$set": fields},
+        upsert=True,
+    )
+
+
 def _duplicate_at(exc: BulkWriteError) -> int:
     """Index (in the failed bulk) of its first error, re-raising unless a duplicate key."""
     errors = exc.details.get("writeErrors") or []
@@ -184,6 +230,95 @@ class ReadModelsProjection:
         self._writing = asyncio.Lock()
         self._written: dict[int, str] = {}
         """Per partition, the mark of the last checkpoint this instance wrote durably."""
+        self._present: dict[str, set[str]] = defaultdict(set)
+        """Per role, documents known to exist (read models never delete one): their folds
+        are updates without asking the store first (see :meth:`_missing`)."""
+        self._session: AsyncClientSession | None = None
+        """The one server session of this instance's transactions (they are serialised by
+        ``_writing``), recorded in ``sessions`` before its first transaction."""
+        self._recorded_at = 0.0
+        self._fenced: set[int] = set()
+        """Partitions for which the transactions other sessions left open were ended."""
+        self._fence: asyncio.Future[None] | None = None
+
+    async def close(self) -> None:
+        """End this instance's session and drop its record (a clean stop leaves no open
+        transaction: nobody needs to end it)."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        with contextlib.suppress(PyMongoError):
+            await self._collection("sessions").delete_one({"_id": session.session_id["id"]})
+        with contextlib.suppress(PyMongoError):
+            await session.end_session()
+
+    async def _own_session(self) -> AsyncClientSession:
+        """This instance's session, recorded (``j: true``) before any transaction runs in
+        it, and its record refreshed every :data:`SESSION_REFRESH_S` so that it is never
+        taken for a dead one's (see :meth:`_end_others`)."""
+        if self._session is None:
+            self._session = self.db.client.start_session()
+            self._recorded_at = 0.0
+        now = time.monotonic()
+        if now - self._recorded_at > SESSION_REFRESH_S or not self._recorded_at:
+            await self._collection("sessions").update_one(
+                {"_id": self._session.session_id["id"]},
+                {"$set": {"at": datetime.now(UTC)}},
+                upsert=True,
+            )
+            self._recorded_at = now
+        return self._session
+
+    async def _end_others(self, partitions: Iterable[int]) -> None:
+        """End the transactions that the other recorded sessions hold open, before this
+        instance first writes for a partition.
+
+        A writer killed in the middle of a transaction (``kill -9`` of the projector)
+        leaves it open on the server, holding every document it wrote, the checkpoints
+        included: each later write to them waits on a write conflict until the server
+        reaps the transaction (MongoDB after ``transactionLifetimeLimitSeconds``, 60 s;
+        SecantusDB only when a transaction command happens to run, measured ~155 s), so
+        the view would stall that long. Whoever writes a partition next took it over
+        (a restart, or a peer whose lease it was), so it kills the other sessions first
+        (``killSessions``): the dead one's transaction aborts, nothing of it applied. A
+        live peer's session may be among them; its transaction in flight then aborts and
+        that batch goes by parts, which is safe (the guards) and rare (once per partition
+        an instance takes). Records older than :data:`SESSION_STALE_S` are dropped: they
+        are killed here and a live session refreshes its record long before.
+        """
+        new = set(partitions) - self._fenced
+        if not new:
+            return
+        if self._fence is None or self._fence.done():
+            self._fence = asyncio.ensure_future(self._kill_others())
+        # One fence for all who arrive while it runs: partitions handed in together still
+        # go on together, into one group commit; shielded, so that a cancelled caller does
+        # not cancel it for the others.
+        await asyncio.shield(self._fence)
+        self._fenced |= new
+
+    async def _kill_others(self) -> None:
+        try:
+            mine = (await self._own_session()).session_id["id"]
+            sessions = self._collection("sessions")
+            others = await sessions.find({"_id": {"$ne": mine}}).to_list(None)
+            if others:
+                await self.db.client.admin.command(
+                    "killSessions", [{"id": doc["_id"]} for doc in others]
+                )
+                structlog.get_logger("projections.read_models").info(
+                    "sessions_ended", sessions=len(others), collection=sessions.name
+                )
+                stale = datetime.now(UTC) - timedelta(seconds=SESSION_STALE_S)
+                await sessions.delete_many(
+                    {"_id": {"$in": [doc["_id"] for doc in others]}, "at": {"$lt": stale}}
+                )
+        except ConnectionFailure as exc:
+            raise SinkUnavailable(str(exc)) from exc
+        except OperationFailure as exc:  # a server without killSessions: write anyway
+            structlog.get_logger("projections.read_models").warning(
+                "sessions_not_ended", error=str(exc)
+            )
 
     def _collection(self, role: str) -> AsyncCollection:
         return self.db.get_collection(getattr(self.collections, role), write_concern=DURABLE)
@@ -219,6 +354,7 @@ class ReadModelsProjection:
         partitions costs one update instead of eight."""
         if not events:
             return
+        await self._end_others([partition])  # not behind ``_writing``: see _end_others
         batch = _Batch(partition, list(events), asyncio.get_running_loop().create_future())
         self._queue.append(batch)
         try:
@@ -281,28 +417,109 @@ class ReadModelsProjection:
                     last = fresh.get(batch.partition, rec.entry_id)
                     fresh[batch.partition] = max(last, rec.entry_id, key=mark)
         grouped = fold(writes)
-        checkpoints = [
-            UpdateOne(
-                {"_id": partition, "mark": {"$not": {"$gte": mark(last)}}},
-                {"$set": {"entry_id": last, "mark": mark(last)}},
-                upsert=True,
-            )
-            for partition, last in fresh.items()
-        ]
-        if not checkpoints:
+        if not fresh:
             return
         try:
-            outcomes = await asyncio.gather(
-                *(write_folds(self._collection(role), folds) for role, folds in grouped.items()),
-                return_exceptions=True,
-            )
-            if failed := next((o for o in outcomes if isinstance(o, BaseException)), None):
-                raise failed  # only once every collection's write has settled
-            await bulk_apply(self._collection("checkpoints"), checkpoints)
+            if not await self._write_at_once(grouped, fresh):
+                await self._write_by_parts(grouped, fresh)
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
         for partition, last in fresh.items():
             self._written[partition] = max(self._written.get(partition, ""), mark(last))
+
+    async def _write_by_parts(self, grouped: dict[str, list[Fold]], fresh: dict[int, str]) -> None:
+        """Each collection's folds as one bulk write (a fold that misses replayed write by
+        write), then the checkpoints: every write journaled on its own."""
+        outcomes = await asyncio.gather(
+            *(write_folds(self._collection(role), folds) for role, folds in grouped.items()),
+            return_exceptions=True,
+        )
+        if failed := next((o for o in outcomes if isinstance(o, BaseException)), None):
+            raise failed  # only once every collection's write has settled
+        await bulk_apply(
+            self._collection("checkpoints"), [_checkpoint(p, last) for p, last in fresh.items()]
+        )
+
+    async def _write_at_once(self, grouped: dict[str, list[Fold]], fresh: dict[int, str]) -> bool:
+        """The batch's folds and checkpoints in one transaction, journaled once; ``False``
+        (nothing written) when it must go by parts instead.
+
+        The common case: every fold applies whole (nothing of it was applied before) and
+        every checkpoint moves, which the counts of the writes show. Anything else (a fold
+        that meets a partly applied document, a duplicate key, a rejected write, a conflict
+        with another process) aborts the transaction and :meth:`_write_by_parts` settles it
+        write by write. A fold that creates a document known to be absent is an insert.
+
+        SecantusDB commits a user transaction without syncing its journal (only a single
+        write with ``j: true`` syncs, and the sync covers every commit before it), so the
+        checkpoints carry a token and a journaled write that must find the token on every
+        one of them follows the commit: only when it does are the batch's effects and
+        checkpoints durable, and a server that lost the transaction (killed before the
+        sync) matches fewer and fails as :class:`SinkUnavailable`.
+        """
+        missing = await self._missing(grouped)
+        token = uuid.uuid4().hex
+        session = await self._own_session()
+        try:
+            async with await session.start_transaction(write_concern=DURABLE):
+                for role, folds in grouped.items():
+                    absent = missing.get(role, set())
+                    ops = [f.op(f.doc_id in absent) for f in folds]
+                    result = await self._collection(role).bulk_write(
+                        ops, ordered=True, session=session
+                    )
+                    if _took(result) < len(ops):
+                        raise _Missed(role)
+                stamps = [_checkpoint(p, last, token) for p, last in fresh.items()]
+                result = await self._collection("checkpoints").bulk_write(
+                    stamps, ordered=True, session=session
+                )
+                if _took(result) < len(stamps):
+                    raise _Missed("checkpoints")
+        except (_Missed, OperationFailure):
+            # A write the store refused (a duplicate key, a rejected update), a conflict, a
+            # commit it does not know (a restart): nothing of the transaction applied, or,
+            # for a commit whose outcome is unknown, all of it, which the guards then skip.
+            return False
+        for role, folds in grouped.items():  # each document is there now
+            self._present[role].update(f.doc_id for f in folds)
+        synced = await self._collection("checkpoints").update_many(
+            {"_id": {"$in": list(fresh)}, "commit": token}, {"$unset": {"commit": ""}}
+        )
+        if synced.matched_count != len(fresh):
+            raise SinkUnavailable(
+                f"the store lost a committed batch ({synced.matched_count} of {len(fresh)}"
+                " checkpoints found after the commit)"
+            )
+        return True
+
+    async def _missing(self, grouped: dict[str, list[Fold]]) -> dict[str, set[str]]:
+        """Per role, the documents that a fold would create and that are not there (one
+        query per collection); a document with several folds is left to the updates."""
+        missing: dict[str, set[str]] = {}
+        for role, folds in grouped.items():
+            count: dict[str, int] = defaultdict(int)
+            for f in folds:
+                count[f.doc_id] += 1
+            present = self._present[role]
+            wanted = [
+                f.doc_id
+                for f in folds
+                if f.creates and not f.insert and count[f.doc_id] == 1 and f.doc_id not in present
+            ]
+            if not wanted:
+                continue
+            found = (
+                await self._collection(role)
+                .find({"_id": {"$in": wanted}}, {"_id": 1})
+                .to_list(None)
+            )
+            there = {d["_id"] for d in found}
+            missing[role] = set(wanted) - there
+            if len(present) > PRESENT_MAX:
+                present.clear()
+            present.update(there)
+        return missing
 
     def _check_not_behind(self, done: dict[int, str], batches: list[_Batch]) -> None:
         """Refuse a batch that would build on a store that lost checkpoints it acknowledged.
@@ -330,13 +547,9 @@ class ReadModelsProjection:
     async def advance(self, partition: int, entry_id: str) -> None:
         """Move the checkpoint forward to ``entry_id`` (never back): the runtime calls it
         once every entry up to there is applied or parked."""
-        checkpoint = UpdateOne(
-            {"_id": partition, "mark": {"$not": {"$gte": mark(entry_id)}}},
-            {"$set": {"entry_id": entry_id, "mark": mark(entry_id)}},
-            upsert=True,
-        )
+        await self._end_others([partition])
         try:
-            await bulk_apply(self._collection("checkpoints"), [checkpoint])
+            await bulk_apply(self._collection("checkpoints"), [_checkpoint(partition, entry_id)])
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
 
@@ -376,6 +589,7 @@ class ReadModelsProjection:
     async def redrive(self, partition: int, events: Sequence[RecordedEvent]) -> None:
         """Apply re-driven dead letters exactly once, in order, whatever the checkpoint
         and the watermarks say (see the module docstring)."""
+        await self._end_others([partition])
         try:
             for rec in events:
                 await self._redrive_one(rec)

@@ -105,3 +105,33 @@ def test_a_sole_writer_creation_is_an_insert_of_the_upserted_document() -> None:
     assert isinstance(op, InsertOne)
     assert op._doc == {"_id": "o", "total": 5, "version": 1}
     assert isinstance(write.op(), UpdateOne)
+
+
+def test_a_creation_known_missing_is_an_insert_with_its_watermarks_as_embedded_fields() -> None:
+    """A product created in the batch that also sells it from two partitions: the insert
+    holds what the folded upsert would insert, dotted guard paths as embedded documents."""
+    writes = [
+        Write("products", "p", {"$set": {"name": "Chá"}, "$inc": {"stock": 10}}, Own(1), True),
+        Write("products", "p", {"$inc": {"stock": -2}}, Cross(0, "m0"), upsert=True),
+        Write("products", "p", {"$inc": {"stock": -1}}, Cross(3, "m3"), upsert=True),
+    ]
+    (only,) = fold(writes)["products"]
+    assert isinstance(only.op(), UpdateOne)  # not known to be missing: an upsert
+    op = only.op(missing=True)
+    assert isinstance(op, InsertOne)
+    assert op._doc == {
+        "_id": "p",
+        "name": "Chá",
+        "stock": 7,
+        "version": 1,
+        "applied": {"p0": "m0", "p3": "m3"},
+    }
+
+
+def test_a_fold_that_updates_more_than_fields_is_never_an_insert() -> None:
+    unset = Write("carts", "c", {"$unset": {"items.x": ""}}, Own(2), upsert=True)
+    (only,) = fold([unset])["carts"]
+    assert isinstance(only.op(missing=True), UpdateOne)
+    plain = Write("products", "p", {"$inc": {"stock": 1}}, Own(2))
+    (update,) = fold([plain])["products"]
+    assert isinstance(update.op(missing=True), UpdateOne)  # no upsert: nothing to create
