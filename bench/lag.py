@@ -8,9 +8,7 @@ carries its read-your-writes ``position``. Meanwhile this process polls every vi
 checkpoints (the same ones read-your-writes queries wait on) every ``poll_ms``; an event is
 visible at the first poll, finished after the response, whose checkpoint covers it. The
 poll's finish time is used, so a lag is over-stated by at most one poll interval plus a
-query time. The processes run at the priorities ``make run`` gives them
-(``scripts.servers.NICE``): the API's workers and the load generator at ``nice`` +5, the
-projector and SecantusDB at the default.
+query time.
 """
 
 from __future__ import annotations
@@ -47,7 +45,6 @@ from projections.base import SinkUnavailable
 from projections.read_models import ReadModelsProjection
 from projections.views import postgres_pool
 from projections.warehouse import WarehouseProjection
-from scripts.servers import NICE, lower_priority
 from workers.commands.demo import populate
 from workers.demo import make_shop
 
@@ -195,12 +192,7 @@ async def run_load(base: str, *args: Any) -> dict[str, Any]:
     """The load process (spawned: a fresh interpreter, not a fork of this event loop)."""
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=1,
-        mp_context=context,
-        initializer=lower_priority,
-        initargs=(NICE["load"],),
-    ) as pool:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return await loop.run_in_executor(pool, _load, base, *args)  # type: ignore[no-any-return]
 
 
@@ -261,9 +253,7 @@ async def run(
             "warehouse": WarehouseProjection(pool).checkpoints,
         }
         projector_proc = resources.enter_context(projector(stack, logs / "projector.log"))
-        base = resources.enter_context(
-            api_server(stack, workers, logs / "api.log", nice=NICE["api"])
-        )
+        base = resources.enter_context(api_server(stack, workers, logs / "api.log"))
         if not await caught_up(views, await store.heads()):
             raise RuntimeError("the projector did not fold the setup events in time")
         load_args = (tokens, products, rate_per_s, duration, warmup, connections)
@@ -313,7 +303,6 @@ async def run(
             " behind a second of backlog is skipped and counted (skipped_overrun)",
             "command_latency": "from the time a request was due to its response",
             "server": f"uvicorn --factory app.main:create_app --workers {workers}",
-            "nice": {"api": NICE["api"], "load": NICE["load"], "projector": 0, "mongo_server": 0},
             "projector": "one `streamshop project` process, all three views, default batch 500",
             "poll_ms": poll_ms,
             "visibility": "first checkpoint poll after the response that covers the event"

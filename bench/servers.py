@@ -27,7 +27,7 @@ import asyncpg
 from app.settings import AuthSettings, MongoSettings, PostgresSettings, RedisSettings, Settings
 from events.connection import connect
 from scripts import servers
-from scripts.servers import executable, free_port, http_ok, lower_priority, stop
+from scripts.servers import executable, free_port, http_ok, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -156,12 +156,8 @@ def api_server(
     logs: Path,
     factory: str = "app.main:create_app",
     ready_path: str | None = "/ready",
-    nice: int = 0,
 ) -> Iterator[str]:
     """The real API: ``uvicorn --factory app.main:create_app`` with ``workers`` processes.
-
-    ``nice``: the priority increment, as ``make run`` starts it (``scripts.servers.NICE``)
-    where the API shares the CPU with the views (the lag section).
 
     uvicorn's own access log is off (the app writes its JSON access line per request, as in
     production); all output goes to ``logs``. Yields the base URL once ``ready_path`` answers
@@ -184,14 +180,7 @@ def api_server(
         "warning",
     ]
     with logs.open("ab") as out:
-        proc = subprocess.Popen(
-            command,
-            env=stack.env(),
-            cwd=ROOT,
-            stdout=out,
-            stderr=out,
-            preexec_fn=(lambda: lower_priority(nice)) if nice else None,
-        )
+        proc = subprocess.Popen(command, env=stack.env(), cwd=ROOT, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180  # a loaded 2-core machine starts workers slowly

@@ -14,7 +14,6 @@ repository root). ``tests`` never import ``bench`` and ``bench`` never imports `
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -26,27 +25,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
-
-# -- priorities ---------------------------------------------------------------------------
-
-NICE: dict[str, int] = {"api": 5, "ingest": 5, "expire": 5, "load": 5}
-"""The ``nice`` increment each role starts with (absent: 0). The datastores and the
-projector keep the default priority; what produces commands (the API's workers, the ingest
-gateway, the expiry sweep, a bench's load generator) runs at +5. On a machine short of
-CPU, the moment orders arrive is the moment the API wants every core, and SecantusDB (one
-Python process that applies every read-model write) then waits runnable while the view
-falls behind: measured (bench/PROFILE.md) SecantusDB at ``nice -5`` against the rest
-halved the read models' lag. Lowering our own processes' priority needs no privilege,
-where raising the server's needs ``CAP_SYS_NICE``; on an idle machine it changes nothing."""
-
-
-def lower_priority(increment: int) -> None:
-    """Add ``increment`` to this process's ``nice`` (a ``preexec_fn`` or a pool
-    initializer); a platform without ``os.nice`` runs at its priority as it is."""
-    if increment:
-        with contextlib.suppress(AttributeError, OSError):
-            os.nice(increment)
-
 
 # -- ports --------------------------------------------------------------------------------
 

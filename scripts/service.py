@@ -19,11 +19,6 @@ started again after a capped exponential backoff (``RESTART_BASE_SECONDS`` doubl
 over). Every exit and restart is logged (structlog, ``LOG_FORMAT``). On SIGTERM/SIGINT the
 wrapper stops the child and exits with it; it never restarts once asked to stop.
 
-``NAME`` also sets the priority: the wrapper adds ``servers.NICE[NAME]`` to its ``nice``
-before it starts the command, which inherits it (the API, ingest and expiry at +5, the
-datastores and the projector at 0), so that SecantusDB and the projector get the CPU first
-when the machine is short of it. Lowering a priority needs no privilege.
-
 ``--outlive`` is for the datastores. honcho stops every process at once, but the API and
 the workers still write (in-flight commands, checkpoints, lease releases) while they stop.
 So the server waits until the named processes are gone (at most ``OUTLIVE_SECONDS``,
@@ -49,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from servers import NICE, lower_priority, mongo_ready, redis_ready, tcp_ready  # scripts/ on path
+from servers import mongo_ready, redis_ready, tcp_ready  # scripts/ is on sys.path
 
 WAIT_SECONDS = float(os.environ.get("STREAMSHOP_WAIT_SECONDS", "120"))
 OUTLIVE_SECONDS = 3.5
@@ -221,7 +216,6 @@ def main() -> None:
         (run_dir / f"{args.name}.pid").write_text(f"{os.getpid()}\n")
     if args.wait:
         wait_for_datastores(dict(os.environ))
-    lower_priority(NICE.get(args.name, 0))  # inherited by the child (see servers.NICE)
     if args.outlive or args.restart:
         outlive = args.outlive.split(",") if args.outlive else []
         sys.exit(Supervisor(args.name, command, run_dir, outlive, args.restart).run())
