@@ -44,7 +44,7 @@ import asyncpg
 import pymongo.errors
 import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -114,9 +114,11 @@ def _error(exc: BaseException) -> str:
 def blocking_client(redis: aioredis.Redis, block_ms: int) -> aioredis.Redis:
     """A client on its own pool for blocking reads, whose socket timeout outlasts ``BLOCK``."""
     if isinstance(redis, RedisCluster):
-        node = redis.get_default_node()
+        # Every node the client knows, not only its default one: a worker (re)started
+        # while that node is down (a primary's restart) still finds the cluster.
+        nodes = [ClusterNode(n.host, n.port) for n in redis.get_nodes()]
         return RedisCluster(  # type: ignore[return-value]
-            host=node.host, port=node.port, socket_timeout=block_ms / 1000 + 5.0
+            startup_nodes=nodes, socket_timeout=block_ms / 1000 + 5.0
         )
     pool = redis.connection_pool
     kwargs = dict(pool.connection_kwargs)
@@ -254,7 +256,8 @@ class ProjectorRunner:
                 await self.leases.leave(projection.name)
         if self._own_reader and self._reader is not None:
             await self._reader.aclose()
-            await self._reader.connection_pool.disconnect()
+            if not isinstance(self._reader, RedisCluster):  # it closed every node's pool
+                await self._reader.connection_pool.disconnect()
             self._reader = None
         log.info("runner_stopped", consumer=self.consumer)
 
