@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
 from events.personal import PersonalData, RedisKeyStore
@@ -23,7 +22,9 @@ async def read_models(
     The accounts' keys are read from the key store (:mod:`events.personal`).
     """
     client: AsyncMongoClient = AsyncMongoClient(settings.mongo.url)
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    # The settings' own client: on a Redis Cluster a plain client reaches the key hash only
+    # while its node owns that slot (else MOVED, the view stalls as "sink unavailable").
+    redis = settings.redis.connect()
     keys = settings.redis.keys
     personal = PersonalData(RedisKeyStore(redis, keys.prefix), keys.digest_secret)
     collections = Collections.suffixed(f"_{version}") if version else Collections()

@@ -169,3 +169,32 @@ async def test_the_blocking_reader_knows_every_node_not_only_the_default_one(
         assert {(n.host, n.port) for n in reader.nodes_manager.startup_nodes.values()} == known
     finally:
         await reader.aclose()
+
+
+async def test_the_read_models_find_account_keys_whatever_node_their_url_names(
+    store: EventStore, prefix: str
+) -> None:
+    """The read models' key store on a cluster whose ``REDIS_URL`` node does not own the
+    key hash's slot: a plain client got MOVED there and the view stalled (fault run)."""
+    from app.settings import RedisSettings, Settings
+    from projections.read_models.factory import read_models
+
+    url_node = store.redis.get_nodes()[0]
+    n = 0
+    while True:
+        scoped = f"{prefix}:k{n}"
+        slot = store.redis.keyslot(f"{scoped}:pii:keys")
+        if store.redis.nodes_manager.get_node_from_slot(slot).name != url_node.name:
+            break
+        n += 1
+    url = f"redis://{url_node.host}:{url_node.port}/0"
+    settings = Settings(redis=RedisSettings(url=url, prefix=scoped, partitions=4, cluster=True))
+    subject = f"account:{uuid7()}"
+    await store.redis.hset(f"{scoped}:pii:keys", subject, b"k" * 32)
+    try:
+        async with read_models(settings) as projection:
+            assert projection.personal is not None
+            opener = await projection.personal.opener([subject])
+            assert opener.keys[subject] == b"k" * 32
+    finally:
+        await store.redis.delete(f"{scoped}:pii:keys")
