@@ -555,6 +555,19 @@ class Shop:
                 return False
         return True
 
+    async def empty_cart(self, checkout: Checkout, token: str, deadline_s: float) -> bool:
+        """After a refused checkout (e.g. ``409 billing-abandoned``: its saga passed its
+        deadline during an outage) the cart still holds its lines: remove them, so the next
+        checkout is of its own lines only. False if one got no answer."""
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        auth = {"Authorization": f"Bearer {token}"}
+        for pid, _ in checkout.lines:
+            resp, _ = await self._send("DELETE", f"/cart/items/{pid}", None, auth, deadline)
+            if resp is None or resp.status_code != 200:
+                checkout.errors.append(f"empty cart {pid}: {resp and resp.status_code}")
+                return False
+        return True
+
     async def check_out(self, checkout: Checkout, token: str, deadline_s: float) -> None:
         """``POST /checkout`` with the same ``Idempotency-Key`` until a definite answer."""
         deadline = asyncio.get_running_loop().time() + deadline_s
@@ -621,6 +634,10 @@ class Shop:
             self.ledger.checkouts.append(checkout)
             await self.check_out(checkout, shopper.token, deadline_s)
             if checkout.status is None:
+                return
+            if not checkout.acknowledged and not await self.empty_cart(
+                checkout, shopper.token, deadline_s
+            ):
                 return
             if checkout.acknowledged and checkout.pay:
                 await self.pay(checkout, shopper.token, deadline_s)

@@ -88,6 +88,9 @@ class Size:
     """After the load: how long the last archive run may take to get through (refusals)."""
     cluster_acks_between_faults: int = 25
     """The cluster run's ``acks_between_faults`` (a shorter run: it adds to ``make faults``)."""
+    cluster_catch_up_s: float = 90.0
+    """The cluster run's bound on the projector catching up (two primaries restarted: every
+    view re-feeds, on 2 cores shared with the single-node run's leftovers)."""
     saga_settle_s: float = 75.0
     """Cluster run, after the load: how long every saga may take to settle (a half-done one
     settles at its deadline, ``SAGA_TTL_SECONDS`` after it started, by the expiry worker)."""
@@ -326,7 +329,11 @@ async def run(base: Path, size: Size | None = None, *, cluster: bool = False) ->
     without the catalogue, forget and archive load (not on the cluster yet)."""
     size = size or Size.from_env()
     if cluster:
-        size = dataclasses.replace(size, acks_between_faults=size.cluster_acks_between_faults)
+        size = dataclasses.replace(
+            size,
+            acks_between_faults=size.cluster_acks_between_faults,
+            catch_up_s=max(size.catch_up_s, size.cluster_catch_up_s),
+        )
     schedule = CLUSTER_SCHEDULE if cluster else SCHEDULE
     ledger = Ledger()
     started = time.monotonic()
