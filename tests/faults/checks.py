@@ -371,8 +371,10 @@ def saga_step(sagas: dict[str, SagaLog], rec: RecordedEvent) -> None:
     """Fold one log entry into ``sagas`` if it is a saga's event."""
     match rec.event:
         case OrderBillingStarted() as e:
-            where = f"p{rec.partition}/{rec.entry_id}"
-            sagas.setdefault(e.order_id, SagaLog(e.order_id, e.place, where))
+            # The log is read partition by partition: a product's StockReserved may come
+            # before its order's start.
+            saga = _saga(sagas, e.order_id)
+            saga.entry, saga.place = f"p{rec.partition}/{rec.entry_id}", e.place
             return
         case OrderBilled(reserved=True) as e:
             oid, end = e.order_id, "billed"
