@@ -201,6 +201,11 @@ class IngestGateway:
                     await self._read_and_handle(">")
                     self._backoff = 0.0
                 except _TRANSIENT as exc:
+                    # A read whose reply was lost left its entries delivered to this very
+                    # consumer (Redis records the delivery before it answers, in its AOF
+                    # too): drain them first, not after ``claim_idle_ms`` (measured: a
+                    # restock held a minute after a primary's ``kill -9`` on the cluster).
+                    first = True
                     await self._transient(exc)
                 except ResponseError as exc:
                     if "NOGROUP" not in str(exc):

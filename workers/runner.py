@@ -44,7 +44,7 @@ import asyncpg
 import pymongo.errors
 import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -118,10 +118,13 @@ def _error(exc: BaseException) -> str:
 def blocking_client(redis: aioredis.Redis, block_ms: int) -> aioredis.Redis:
     """A client on its own pool for blocking reads, whose socket timeout outlasts ``BLOCK``."""
     if isinstance(redis, RedisCluster):
-        # A client that has not sent a command yet knows no default node: its startup node.
-        node = redis.get_default_node() or redis.startup_nodes[0]
+        # Every node the client knows, not only its default one: a worker (re)started
+        # while that node is down (a primary's restart) still finds the cluster. A client
+        # that has not sent a command yet knows only its startup nodes.
+        known = redis.get_nodes() or redis.startup_nodes
+        nodes = [ClusterNode(n.host, n.port) for n in known]
         return RedisCluster(  # type: ignore[return-value]
-            host=node.host, port=node.port, socket_timeout=block_ms / 1000 + 5.0
+            startup_nodes=nodes, socket_timeout=block_ms / 1000 + 5.0
         )
     pool = redis.connection_pool
     kwargs = dict(pool.connection_kwargs)

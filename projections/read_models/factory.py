@@ -22,6 +22,8 @@ async def read_models(
     The accounts' keys are read from the key store (:mod:`events.personal`).
     """
     client: AsyncMongoClient = AsyncMongoClient(settings.mongo.url)
+    # The settings' own client: on a Redis Cluster a plain client reaches the key hash only
+    # while its node owns that slot (else MOVED, the view stalls as "sink unavailable").
     redis = settings.redis.connect()
     keys = settings.redis.keys
     personal = PersonalData(RedisKeyStore(redis, keys.prefix), keys.digest_secret)

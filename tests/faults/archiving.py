@@ -86,7 +86,7 @@ async def _landed(system: System, archive_dir: Path) -> str:
         manifest = read_manifest(FileRoot(str(archive_dir)))
     except (ArchiveError, OSError) as exc:  # reported; the checks read the archive again
         return f"manifest unreadable: {exc}"
-    client = aioredis.Redis.from_url(system.env["REDIS_URL"], socket_timeout=5)
+    client = system.redis(socket_timeout=5)
     keys = system.settings.redis.keys
     try:
         for p, part in sorted(manifest["partitions"].items()):

@@ -31,11 +31,16 @@ from events.types import (
     CategoryCreated,
     CustomerForgotten,
     OrderBilled,
+    OrderBillingAbandoned,
+    OrderBillingStarted,
     OrderExpired,
     OrderPaid,
     OrderPlaced,
     ProductCreated,
     StockAdjusted,
+    StockReleased,
+    StockReserved,
+    StockTaken,
 )
 from tests.faults.harness import System
 from tests.faults.load import Checkout, Ledger, Write
@@ -73,6 +78,34 @@ class LoggedWrite:
     entry: str
     event_id: str
     detail: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SagaLog:
+    """One saga of a Redis Cluster (billing or checkout) as the log has it."""
+
+    order_id: str
+    place: bool
+    """A checkout's saga (ends ``OrderPlaced``), else a bill-now one (ends ``OrderBilled``)."""
+    entry: str
+    ends: list[str] = field(default_factory=list)
+    """``billed`` / ``placed`` / ``abandoned``, each time the log has one."""
+    reserved: Counter[str] = field(default_factory=Counter)
+    """Product → units reserved (``StockReserved``), and likewise taken and released."""
+    taken: Counter[str] = field(default_factory=Counter)
+    released: Counter[str] = field(default_factory=Counter)
+
+    def settled(self) -> bool:
+        """Ended once, and every reservation went where that end sends it: taken (billed),
+        released (abandoned), or handed to the order's lifecycle (placed)."""
+        if len(self.ends) != 1:
+            return False
+        end = self.ends[0]
+        if end == "billed":
+            return self.taken == self.reserved and not self.released
+        if end == "abandoned":
+            return self.released == self.reserved and not self.taken
+        return not self.taken and not self.released
 
 
 @dataclass
@@ -121,6 +154,8 @@ class Observed:
     """Correlation → the categories, sellers, products and forgets it appended."""
     forgets_in_log: Counter[str] = field(default_factory=Counter)
     """Account id → ``CustomerForgotten`` entries for it."""
+    sagas: dict[str, SagaLog] = field(default_factory=dict)
+    """Order id → its saga (Redis Cluster: orders whose keys span slots)."""
     leaks: dict[str, list[str]] = field(default_factory=dict)
     """Forgotten account id → ``<store>: <what>`` of its personal data found in clear."""
     """Files in the archive that its manifest does not list (an interrupted run's)."""
@@ -158,7 +193,7 @@ async def wait_caught_up(system: System, observed: Observed, timeout_s: float) -
     not through the projections: opening those runs their set-up DDL, which can deadlock
     with a projector writing the same tables.
     """
-    redis = aioredis.Redis.from_url(system.env["REDIS_URL"])
+    redis = system.redis()
     store = EventStore(redis, system.settings.redis.keys)
     started = time.monotonic()
     try:
@@ -239,7 +274,7 @@ class Checkpoints:
 
 
 async def view_version(system: System, view: str) -> str:
-    client = aioredis.Redis.from_url(system.env["REDIS_URL"], decode_responses=True)
+    client = system.redis(decode_responses=True)
     try:
         return str(await client.get(system.settings.redis.keys.view(view)) or "")
     finally:
@@ -253,12 +288,13 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
     observed = Observed()
     await wait_caught_up(system, observed, catch_up_s)
     keys = system.settings.redis.keys
-    raw = aioredis.Redis.from_url(system.env["REDIS_URL"])
-    redis = aioredis.Redis.from_url(system.env["REDIS_URL"], decode_responses=True)
+    raw = system.redis()
+    redis = system.redis(decode_responses=True)
     try:
         store = EventStore(raw, keys)
         async for rec in store.read_all():
             observed.log_ids.setdefault(rec.partition, []).append(rec.entry_id)
+            saga_step(observed.sagas, rec)
             match rec.event:
                 case OrderBilled() as e:
                     observed.orders_in_log.append(
@@ -311,7 +347,8 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
             observed.write_reserved[pid] = 0 if value is None else int(value)
         for name in VIEWS:
             observed.versions[name] = await redis.get(keys.view(name)) or ""
-        await _archive(store, observed)
+        if not system.cluster:  # no archive on the cluster run
+            await _archive(store, observed)
         async for key in redis.scan_iter(match=f"{keys.prefix}:dlq:*", _type="stream"):
             observed.dlq_streams[key] = await redis.xlen(key)
     finally:
@@ -328,6 +365,99 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
     )
     observed.verify = dict(zip((*VIEWS, "state"), verified, strict=True))
     return observed
+
+
+def saga_step(sagas: dict[str, SagaLog], rec: RecordedEvent) -> None:
+    """Fold one log entry into ``sagas`` if it is a saga's event."""
+    match rec.event:
+        case OrderBillingStarted() as e:
+            # The log is read partition by partition: a product's StockReserved may come
+            # before its order's start.
+            saga = _saga(sagas, e.order_id)
+            saga.entry, saga.place = f"p{rec.partition}/{rec.entry_id}", e.place
+            return
+        case OrderBilled(reserved=True) as e:
+            oid, end = e.order_id, "billed"
+        case OrderPlaced(reserved=True) as e:
+            oid, end = e.order_id, "placed"
+        case OrderBillingAbandoned() as e:
+            oid, end = e.order_id, "abandoned"
+        case StockReserved() as e:
+            _saga(sagas, e.order_id).reserved[e.product_id] += e.quantity
+            return
+        case StockTaken() as e:
+            _saga(sagas, e.order_id).taken[e.product_id] += e.quantity
+            return
+        case StockReleased() as e:
+            _saga(sagas, e.order_id).released[e.product_id] += e.quantity
+            return
+        case _:
+            return
+    _saga(sagas, oid).ends.append(end)
+
+
+def _saga(sagas: dict[str, SagaLog], order_id: str) -> SagaLog:
+    """The saga of ``order_id``; one the log has no start for is kept with entry ``?`` (a
+    finding of :func:`check_sagas`)."""
+    return sagas.setdefault(order_id, SagaLog(order_id, False, "?"))
+
+
+async def sagas_settled(system: System, timeout_s: float) -> tuple[bool, float]:
+    """Until every saga in the log is settled (:meth:`SagaLog.settled`), bounded: whether
+    they are, and the seconds it took. A saga a crash left half done settles by a client's
+    retry or, at its deadline, by the expiry worker."""
+    client = system.redis()
+    store = EventStore(client, system.settings.redis.keys)
+    started = time.monotonic()
+    try:
+        while True:
+            sagas: dict[str, SagaLog] = {}
+            async for rec in store.read_all():
+                saga_step(sagas, rec)
+            if all(s.settled() for s in sagas.values()):
+                return True, round(time.monotonic() - started, 2)
+            if time.monotonic() - started > timeout_s:
+                return False, round(time.monotonic() - started, 2)
+            await asyncio.sleep(1.0)
+    finally:
+        await client.aclose()
+
+
+SAGA_CHECK = (
+    "sagas: each ended once (billed, placed or abandoned); billed took, abandoned released, "
+    "every reservation it made"
+)
+
+
+def check_sagas(ledger: Ledger, observed: Observed) -> Check:
+    """After the deadline: no saga is half done. Each started saga ended exactly once; a
+    billed one took exactly what it reserved, an abandoned one released exactly that, a
+    placed one neither (its reservations belong to the order's payment or expiry, which the
+    stock check follows); no reservation belongs to an order no saga started. And every
+    acknowledged order billed by a saga is one the log says billed."""
+    check = Check(SAGA_CHECK)
+    for s in observed.sagas.values():
+        if s.entry == "?":
+            check.problems.append(f"order {s.order_id}: saga events without OrderBillingStarted")
+        if s.settled():
+            continue
+        check.problems.append(
+            f"HALF DONE: {'checkout' if s.place else 'billing'} saga of order {s.order_id} "
+            f"(started {s.entry}): ends {s.ends or 'none'}, reserved {dict(s.reserved)}, "
+            f"taken {dict(s.taken)}, released {dict(s.released)}"
+        )
+    for o in ledger.acknowledged():
+        s = observed.sagas.get(o.order_id or "")
+        if s is not None and s.ends[:1] != ["billed"]:
+            check.problems.append(f"{_order(o)} was acknowledged, its saga ended {s.ends}")
+    for c in ledger.acknowledged_checkouts():
+        s = observed.sagas.get(c.order_id or "")
+        if s is not None and s.ends[:1] != ["placed"]:
+            check.problems.append(f"{_checkout(c)} was acknowledged, its saga ended {s.ends}")
+    ends = Counter(s.ends[0] if s.ends else "none" for s in observed.sagas.values())
+    kinds = Counter("checkout" if s.place else "billing" for s in observed.sagas.values())
+    check.note = f"{len(observed.sagas)} sagas ({dict(kinds)}), ended {dict(ends)}"
+    return check
 
 
 def _logged_write(
@@ -348,7 +478,7 @@ async def _scan_for_forgotten(system: System, ledger: Ledger, observed: Observed
     forgotten = ledger.forgotten()
     if not forgotten:
         return
-    redis = aioredis.Redis.from_url(system.env["REDIS_URL"])
+    redis = system.redis()
     try:
         dumps = {
             "redis": await redis_dump(redis, system.prefix),
@@ -1031,9 +1161,20 @@ def check_archive(ledger: Ledger, observed: Observed) -> Check:
     return check
 
 
+CLUSTER_SKIPS = frozenset({WRITES_CHECK, FORGET_CHECK, ARCHIVE_CHECK})
+"""Checks of load the cluster run does not drive (categories, forgets, the archive)."""
+
+
 def judge(
-    ledger: Ledger, observed: Observed, catch_up_s: float, ttl_s: int = 3
+    ledger: Ledger,
+    observed: Observed,
+    catch_up_s: float,
+    ttl_s: int = 3,
+    *,
+    cluster: bool = False,
 ) -> tuple[list[Check], dict[str, int]]:
+    """Every check of the run; on the cluster run without :data:`CLUSTER_SKIPS` and with
+    :func:`check_sagas`."""
     log_check, lost, duplicated = check_log(ledger, observed)
     checkout_check, lost_c, duplicated_c = check_checkouts_log(ledger, observed)
     writes_check, lost_w, duplicated_w = check_writes(ledger, observed)
@@ -1054,6 +1195,9 @@ def judge(
         check_audit_verify(observed),
         check_dead_letters(observed),
     ]
+    if cluster:
+        checks = [c for c in checks if c.name not in CLUSTER_SKIPS]
+        checks.insert(checks.index(checkout_check) + 1, check_sagas(ledger, observed))
     return checks, {
         "lost": lost + lost_c + lost_w,
         "duplicated": duplicated + duplicated_c + duplicated_w,

@@ -12,7 +12,8 @@ import pytest
 
 from tests.faults.scenario import RESULTS, format_figures
 
-_RAN: list[bool] = []
+_RAN: list[str] = []
+"""The runs made (``single``, ``cluster``)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,10 +33,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The figures of the run that just finished (``.data/faults/latest.json``)."""
-    if not _RAN:
-        return
-    path = RESULTS / "latest.json"
-    if path.exists():
-        terminalreporter.section("fault run figures")
-        terminalreporter.write_line(format_figures(json.loads(path.read_text())))
-        terminalreporter.write_line(f"  figures: {path}; process logs: {RESULTS / 'logs'}")
+    for run in _RAN:
+        path = RESULTS / ("cluster.json" if run == "cluster" else "latest.json")
+        logs = RESULTS / ("logs-cluster" if run == "cluster" else "logs")
+        if path.exists():
+            terminalreporter.section(f"fault run figures ({run})")
+            terminalreporter.write_line(format_figures(json.loads(path.read_text())))
+            terminalreporter.write_line(f"  figures: {path}; process logs: {logs}")

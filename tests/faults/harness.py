@@ -41,8 +41,10 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from app.settings import Settings
+from events.connection import connect
 from scripts.servers import free_port
 from tests.conftest import PG_ADMIN_DSN
+from tests.support import cluster as redis_cluster
 from tests.support.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,9 +228,11 @@ class Fault:
 class System:
     """The whole system on private ports under ``base``; ``async with System(base) as s``."""
 
-    SERVICES = ("redis", "mongo", "api", "projector", "ingest", "expire")
+    SERVICES: tuple[str, ...] = ("redis", "mongo", "api", "projector", "ingest", "expire")
     """Start order; stop order is the reverse."""
-    DATASTORES = ("redis", "mongo")
+    DATASTORES: tuple[str, ...] = ("redis", "mongo")
+    PRIMARIES = 3
+    """Nodes of the Redis Cluster (``cluster=True``): ``redis-0`` … ``redis-2``."""
 
     def __init__(
         self,
@@ -237,8 +241,18 @@ class System:
         partitions: int = 4,
         extra_args: dict[str, list[str]] | None = None,
         reservation_ttl_s: int = 3,
+        cluster: bool = False,
     ) -> None:
         self.base = base
+        self.cluster = cluster
+        """Redis is a three-primary Redis Cluster (each node ``appendonly yes``,
+        ``appendfsync always``) instead of ``make run``'s single node; every process gets
+        ``REDIS_CLUSTER=1`` and the URL of ``redis-0``."""
+        if cluster:
+            nodes = tuple(f"redis-{i}" for i in range(self.PRIMARIES))
+            self.DATASTORES = (*nodes, "mongo")
+            self.SERVICES = (*self.DATASTORES, "api", "projector", "ingest", "expire")
+        self.redis_ports: list[int] = []
         self.reservation_ttl_s = reservation_ttl_s
         """``RESERVATION_TTL_SECONDS`` of the API and the expiry worker: short, so unpaid
         checkouts expire during the run."""
@@ -255,6 +269,7 @@ class System:
         self.proxy: TcpProxy | None = None
         self.services: dict[str, Service] = {}
         self._supervisor: asyncio.Task[None] | None = None
+        self._cluster_created = False
         self.unexpected_exits: list[tuple[float, str, int]] = []
         """(seconds since start, service, return code) of exits the harness did not cause."""
 
@@ -267,8 +282,18 @@ class System:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    def redis(self, **options: Any) -> Any:
+        """A client of this run's Redis: the cluster client on the cluster (it follows the
+        slots to every primary), a plain one on the single node."""
+        return connect(self.env["REDIS_URL"], cluster=self.cluster, **options)
+
     def _layout(self) -> None:
         self.redis_port, self.mongo_port, self.api_port = free_port(), free_port(), free_port()
+        if self.cluster:
+            self.redis_ports = redis_cluster.free_ports(self.PRIMARIES)
+            self.redis_port = self.redis_ports[0]
+        else:
+            self.redis_ports = [self.redis_port]
         for sub in ("redis", "mongo", "logs"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         template = string.Template((ROOT / "scripts" / "redis.conf.template").read_text())
@@ -305,11 +330,14 @@ class System:
             "RESERVATION_TTL_SECONDS": str(self.reservation_ttl_s),
         }
         self.env.pop("STREAMSHOP_DEV", None)
+        self.env["REDIS_CLUSTER"] = "1" if self.cluster else "0"
         self.settings = Settings.from_env(self.env)
 
     def _build_services(self) -> None:
         commands = procfile_commands()
-        missing = [name for name in self.SERVICES if name not in commands]
+        missing = [
+            name for name in self.SERVICES if name not in commands and not name.startswith("redis-")
+        ]
         if missing:
             raise HarnessError(f"the Procfile has no line for {', '.join(missing)}")
         ready: dict[str, Ready] = {
@@ -318,9 +346,22 @@ class System:
             "api": self._api_ready,
             "projector": self._logged("projector", "runner_started"),
             "ingest": self._logged("ingest", "gateway_started"),
-            "expire": self._connected("expire", lambda: self.redis_port),
+            "expire": self._connected("expire", lambda: self.redis_ports),
         }
+        for i, port in enumerate(self.redis_ports if self.cluster else ()):
+            name = f"redis-{i}"
+            self.services[name] = Service(
+                name=name,
+                argv=redis_cluster.node_argv(
+                    port, self.base / "redis" / str(port), "--appendfsync", "always"
+                ),
+                env=self.env,
+                log_path=self.base / "logs" / f"{name}.log",
+                ready=self._node_ready(port),
+            )
         for name in self.SERVICES:
+            if name.startswith("redis-"):
+                continue
             self.services[name] = Service(
                 name=name,
                 argv=expand(commands[name], self.env) + self.extra_args.get(name, []),
@@ -339,6 +380,29 @@ class System:
             return False
         finally:
             await client.aclose()
+
+    def _node_ready(self, port: int) -> Ready:
+        """A cluster node is up once it answers and, after the cluster was created, every
+        node reports ``cluster_state:ok`` again (the restarted one has rejoined from its
+        ``nodes.conf`` and the others see it)."""
+
+        async def ready() -> bool:
+            client = aioredis.Redis(port=port, socket_connect_timeout=1)
+            try:
+                if not await client.ping():
+                    return False
+            except (RedisError, OSError):  # refused, or LOADING while the AOF replays
+                return False
+            finally:
+                await client.aclose()
+            if not self._cluster_created:
+                return True
+            try:
+                return await asyncio.to_thread(redis_cluster.cluster_ok, self.redis_ports)
+            except (RedisError, OSError):
+                return False
+
+        return ready
 
     async def _mongo_ready(self) -> bool:
         client: AsyncMongoClient[Any] = AsyncMongoClient(
@@ -374,15 +438,15 @@ class System:
 
         return ready
 
-    def _connected(self, name: str, port: Callable[[], int]) -> Ready:
+    def _connected(self, name: str, ports: Callable[[], list[int]]) -> Ready:
         """A worker that logs no start event (``streamshop expire``) is up once it holds an
-        established TCP connection to ``port`` (Redis): it connects for its first round
-        (``load_functions``, then ``index``), after the slow imports."""
+        established TCP connection to one of ``ports`` (Redis): it connects for its first
+        round (``load_functions``, then ``index``), after the slow imports."""
 
         async def ready() -> bool:
             await asyncio.sleep(0.2)
             pid = self.services[name].pid
-            return pid is not None and _has_connection(pid, port())
+            return pid is not None and any(_has_connection(pid, p) for p in ports())
 
         return ready
 
@@ -398,6 +462,9 @@ class System:
             # The datastores first; the API and the workers (slow Python start-ups) together.
             for name in self.DATASTORES:
                 await self.services[name].start()
+            if self.cluster:
+                await asyncio.to_thread(redis_cluster.create_cluster, self.redis_ports)
+                self._cluster_created = True
             await asyncio.gather(
                 *(self.services[n].start() for n in self.SERVICES if n not in self.DATASTORES)
             )

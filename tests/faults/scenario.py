@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
@@ -28,7 +27,15 @@ from events.positions import parse_stream_id
 from events.states import OrderState
 from events.store import EventStore
 from tests.faults.archiving import archive_loop, final_archive
-from tests.faults.checks import Check, Checkpoints, Observed, judge, observe, wait_caught_up
+from tests.faults.checks import (
+    Check,
+    Checkpoints,
+    Observed,
+    judge,
+    observe,
+    sagas_settled,
+    wait_caught_up,
+)
 from tests.faults.harness import ROOT, System
 from tests.faults.load import Ledger, Shop
 
@@ -79,6 +86,14 @@ class Size:
     """``--lock-ttl``: how long a killed run's lock keeps the next run out."""
     archive_deadline_s: float = 40.0
     """After the load: how long the last archive run may take to get through (refusals)."""
+    cluster_acks_between_faults: int = 25
+    """The cluster run's ``acks_between_faults`` (a shorter run: it adds to ``make faults``)."""
+    cluster_catch_up_s: float = 90.0
+    """The cluster run's bound on the projector catching up (two primaries restarted: every
+    view re-feeds, on 2 cores shared with the single-node run's leftovers)."""
+    saga_settle_s: float = 75.0
+    """Cluster run, after the load: how long every saga may take to settle (a half-done one
+    settles at its deadline, ``SAGA_TTL_SECONDS`` after it started, by the expiry worker)."""
     mongo_sync_on_commit: bool = False
     """Start the MongoDB server with ``--sync-on-commit`` (``make run`` does not): tells a
     loss from the server's durability apart from one in our runtime."""
@@ -118,6 +133,17 @@ same for a category, seller, product or forget request (routes without an
 checkpoints move again after the previous fault, i.e. while the projector is writing the
 backlog the outage left (a kill then lands in the middle of bulk writes, and the
 PostgreSQL views have live sessions to terminate)."""
+
+
+CLUSTER_SCHEDULE: tuple[tuple[str, str, str], ...] = (
+    ("kill", "redis-1", "load"),
+    ("kill", "api", "load"),
+    ("kill", "projector", "load"),
+    ("kill", "redis-0", "load"),
+)
+"""The cluster run's faults: ``kill -9`` a primary (restarted from its AOF, same port,
+directory and ``nodes.conf``), the API, the projector, then the primary every process was
+given as ``REDIS_URL`` (a client must find the cluster through the others)."""
 
 
 @dataclass
@@ -278,7 +304,7 @@ async def _wait_settled(system: System, ledger: Ledger, max_wait_s: float) -> fl
     """Until every acknowledged checkout's order is no longer ``awaiting_payment`` on the
     write side (paid, or expired by the worker once its reservation ran out), bounded;
     seconds it took, ``None`` if some still wait (the checks then say which)."""
-    client = aioredis.Redis.from_url(system.env["REDIS_URL"])
+    client = system.redis()
     store = EventStore(client, system.settings.redis.keys)
     started = time.monotonic()
     try:
@@ -297,17 +323,31 @@ async def _wait_settled(system: System, ledger: Ledger, max_wait_s: float) -> fl
         await client.aclose()
 
 
-async def run(base: Path, size: Size | None = None) -> Outcome:
+async def run(base: Path, size: Size | None = None, *, cluster: bool = False) -> Outcome:
+    """One fault run. ``cluster``: on a three-primary Redis Cluster, with bill-now orders
+    of two or three products (sagas) and checkouts, restocks, the :data:`CLUSTER_SCHEDULE`;
+    without the catalogue, forget and archive load (not on the cluster yet)."""
     size = size or Size.from_env()
+    if cluster:
+        size = dataclasses.replace(
+            size,
+            acks_between_faults=size.cluster_acks_between_faults,
+            catch_up_s=max(size.catch_up_s, size.cluster_catch_up_s),
+        )
+    schedule = CLUSTER_SCHEDULE if cluster else SCHEDULE
     ledger = Ledger()
     started = time.monotonic()
     extra = {"mongo": ["--sync-on-commit"]} if size.mongo_sync_on_commit else {}
-    async with System(base, extra_args=extra, reservation_ttl_s=size.reservation_ttl_s) as system:
-        shop = Shop(system, ledger, size.seed)
+    async with System(
+        base, extra_args=extra, reservation_ttl_s=size.reservation_ttl_s, cluster=cluster
+    ) as system:
+        shop = Shop(system, ledger, size.seed, min_lines=2 if cluster else 1)
         load: list[asyncio.Task[None]] = []
+        sagas_s: float | None = None
         try:
             await shop.setup(size.customers, size.products, size.stock, size.shoppers)
-            await shop.add_forgettable(size.forgettable)
+            if not cluster:
+                await shop.add_forgettable(size.forgettable)
             load += [
                 asyncio.create_task(
                     shop.customer_loop(c, size.order_pause_s, size.order_deadline_s)
@@ -326,42 +366,9 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
             load.append(
                 asyncio.create_task(shop.restock_loop(size.restock_every_s, size.order_deadline_s))
             )
-            load.append(
-                asyncio.create_task(
-                    shop.catalog_loop(
-                        size.catalog_rounds,
-                        size.catalog_categories,
-                        size.catalog_stock,
-                        size.catalog_pause_s,
-                        size.order_deadline_s,
-                    )
-                )
-            )
-            load.append(
-                asyncio.create_task(
-                    shop.forget_loop(
-                        size.forget_orders_each, size.forget_pause_s, size.order_deadline_s
-                    )
-                )
-            )
-            archive_dir = base / "archive"
-            ledger.archive.keep = size.archive_keep
-            load.append(
-                asyncio.create_task(
-                    archive_loop(
-                        system,
-                        ledger.archive,
-                        shop.stop,
-                        archive_dir,
-                        keep=size.archive_keep,
-                        segment_rows=size.archive_segment_rows,
-                        every_s=size.archive_every_s,
-                        lock_ttl_s=size.archive_lock_ttl_s,
-                        seed=size.seed,
-                    )
-                )
-            )
-            for kind, target, when in SCHEDULE:
+            if not cluster:
+                load += _single_node_load(system, shop, ledger, size, base / "archive")
+            for kind, target, when in schedule:
                 await _inject(system, shop, kind, target, when, size)
             await _wait_for_acks(ledger, size.acks_between_faults, size.max_wait_between_s)
             shop.stop.set()
@@ -369,16 +376,20 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
             load_s = round(time.monotonic() - started, 1)
             await shop.resolve(size.resolve_deadline_s)
             settled_s = await _wait_settled(system, ledger, size.settle_s)
+            if cluster:
+                done, took = await sagas_settled(system, size.saga_settle_s)
+                sagas_s = took if done else None
             await wait_caught_up(system, Observed(), size.catch_up_s)
-            await final_archive(
-                system,
-                ledger.archive,
-                archive_dir,
-                keep=size.archive_keep,
-                segment_rows=size.archive_segment_rows,
-                lock_ttl_s=size.archive_lock_ttl_s,
-                deadline_s=size.archive_deadline_s,
-            )
+            if not cluster:
+                await final_archive(
+                    system,
+                    ledger.archive,
+                    base / "archive",
+                    keep=size.archive_keep,
+                    segment_rows=size.archive_segment_rows,
+                    lock_ttl_s=size.archive_lock_ttl_s,
+                    deadline_s=size.archive_deadline_s,
+                )
             observed = await observe(system, ledger, size.catch_up_s)
         finally:
             shop.stop.set()
@@ -386,16 +397,66 @@ async def run(base: Path, size: Size | None = None) -> Outcome:
                 task.cancel()
             await asyncio.gather(*load, return_exceptions=True)
             await shop.aclose()
-        checks, counts = judge(ledger, observed, size.catch_up_s, size.reservation_ttl_s)
+        checks, counts = judge(
+            ledger, observed, size.catch_up_s, size.reservation_ttl_s, cluster=cluster
+        )
         tails = {name: s.tail(15) for name, s in system.services.items()}
         figures = _figures(system, ledger, checks, counts, size, load_s, started)
         figures["checkouts_settled_s"] = settled_s
-    logs = RESULTS / "logs"
+        figures["cluster"] = cluster
+        if cluster:
+            figures["sagas_settled_s"] = sagas_s
+            figures["sagas"] = _saga_figures(observed)
+    name = "cluster" if cluster else "latest"
+    logs = RESULTS / ("logs-cluster" if cluster else "logs")
     shutil.rmtree(logs, ignore_errors=True)
     shutil.copytree(base / "logs", logs)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
     return Outcome(ledger, observed, {c.name: c for c in checks}, figures, logs, tails)
+
+
+def _saga_figures(observed: Observed) -> dict[str, int]:
+    """Sagas in the log by kind and end (``billing billed``, ``checkout abandoned`` …)."""
+    return _count(
+        f"{'checkout' if s.place else 'billing'} {s.ends[0] if s.ends else 'unended'}"
+        for s in observed.sagas.values()
+    )
+
+
+def _single_node_load(
+    system: System, shop: Shop, ledger: Ledger, size: Size, archive_dir: Path
+) -> list[asyncio.Task[None]]:
+    """The load only the single-node run drives: categories, sellers and their products,
+    forgets, and the operator's archive runs."""
+    ledger.archive.keep = size.archive_keep
+    return [
+        asyncio.create_task(
+            shop.catalog_loop(
+                size.catalog_rounds,
+                size.catalog_categories,
+                size.catalog_stock,
+                size.catalog_pause_s,
+                size.order_deadline_s,
+            )
+        ),
+        asyncio.create_task(
+            shop.forget_loop(size.forget_orders_each, size.forget_pause_s, size.order_deadline_s)
+        ),
+        asyncio.create_task(
+            archive_loop(
+                system,
+                ledger.archive,
+                shop.stop,
+                archive_dir,
+                keep=size.archive_keep,
+                segment_rows=size.archive_segment_rows,
+                every_s=size.archive_every_s,
+                lock_ttl_s=size.archive_lock_ttl_s,
+                seed=size.seed,
+            )
+        ),
+    ]
 
 
 def _figures(
@@ -524,6 +585,12 @@ def format_figures(figures: dict[str, Any]) -> str:
         *(f"  archive kill -9 {k}" for k in figures.get("archive_kills", [])),
         f"  lost {figures['lost']}, duplicated {figures['duplicated']}",
     ]
+    if figures.get("cluster"):
+        lines.insert(
+            1,
+            f"  on a 3-primary Redis Cluster: sagas {figures.get('sagas')}, all settled in "
+            f"{figures.get('sagas_settled_s')}s",
+        )
     lines += [
         f"  fault at {f['at']}s: {f['kind']} ({f['detail']})"
         for f in figures["faults"]

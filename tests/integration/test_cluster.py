@@ -3,6 +3,8 @@ what it does with an append that spans hash slots (issue #19)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
@@ -11,7 +13,7 @@ from events.ids import uuid7
 from events.store import LIBRARY, Append, EventStore, check_redis
 from events.types import AccountCreated
 from workers.leases import Leases
-from workers.runner import blocking_client
+from workers.runner import ProjectorRunner, blocking_client
 from workers.views import ViewPointers
 
 pytestmark = pytest.mark.parametrize("redis_client", ["cluster"], indirect=True)
@@ -144,3 +146,55 @@ async def test_the_blocking_reader_of_a_worker_is_a_cluster_client_too(store: Ev
         assert await reader.xread({log: entries[0][0]}, block=100) == []
     finally:
         await reader.aclose()
+
+
+async def test_a_projection_runner_on_the_cluster_shuts_down_cleanly(store: EventStore) -> None:
+    """Its own blocking reader is a cluster client, which has no single connection pool:
+    the shutdown closed it and then crashed on ``connection_pool`` (exit 1 instead of 0)."""
+    runner = ProjectorRunner(store.redis, store.keys, [], consumer=f"c-{uuid7()}", lease_ms=300)
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.3)
+    runner.stop()
+    await asyncio.wait_for(task, timeout=10)
+
+
+async def test_the_blocking_reader_knows_every_node_not_only_the_default_one(
+    store: EventStore,
+) -> None:
+    """A worker starting while its default node is down (a primary's restart) must still
+    reach the cluster through the others."""
+    reader = blocking_client(store.redis, block_ms=100)
+    try:
+        known = {(n.host, n.port) for n in store.redis.get_nodes()}
+        assert {(n.host, n.port) for n in reader.nodes_manager.startup_nodes.values()} == known
+    finally:
+        await reader.aclose()
+
+
+async def test_the_read_models_find_account_keys_whatever_node_their_url_names(
+    store: EventStore, prefix: str
+) -> None:
+    """The read models' key store on a cluster whose ``REDIS_URL`` node does not own the
+    key hash's slot: a plain client got MOVED there and the view stalled (fault run)."""
+    from app.settings import RedisSettings, Settings
+    from projections.read_models.factory import read_models
+
+    url_node = store.redis.get_nodes()[0]
+    n = 0
+    while True:
+        scoped = f"{prefix}:k{n}"
+        slot = store.redis.keyslot(f"{scoped}:pii:keys")
+        if store.redis.nodes_manager.get_node_from_slot(slot).name != url_node.name:
+            break
+        n += 1
+    url = f"redis://{url_node.host}:{url_node.port}/0"
+    settings = Settings(redis=RedisSettings(url=url, prefix=scoped, partitions=4, cluster=True))
+    subject = f"account:{uuid7()}"
+    await store.redis.hset(f"{scoped}:pii:keys", subject, b"k" * 32)
+    try:
+        async with read_models(settings) as projection:
+            assert projection.personal is not None
+            opener = await projection.personal.opener([subject])
+            assert opener.keys[subject] == b"k" * 32
+    finally:
+        await store.redis.delete(f"{scoped}:pii:keys")

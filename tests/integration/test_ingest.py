@@ -433,6 +433,45 @@ async def test_entries_left_pending_by_a_dead_gateway_are_taken_over(
     assert (await store.state(f"product:{data['product_id']}"))["v"] == "1"
 
 
+async def test_entries_whose_read_reply_was_lost_are_handled_at_once_not_after_claim_idle(
+    redis_client: aioredis.Redis, store: EventStore, producer: Producer
+) -> None:
+    """Redis delivered the entries (they are pending for this consumer) but the reply was
+    lost (the node was killed): the gateway re-reads its own pending entries on its next
+    round; ``claim_idle_ms`` is an hour here, so only that can get them through."""
+    data = product()
+    await producer.event("ProductCreated", data)
+    gw = IngestGateway(
+        redis_client,
+        store,
+        store.keys,
+        [SOURCE],
+        discover=False,
+        block_ms=100,
+        claim_idle_ms=3_600_000,
+        consumer="unlucky",
+    )
+    real_read = gw._read
+    lost: list[int] = []
+
+    async def read_then_lose_the_reply(streams: dict[str, str], block: bool) -> list[Any]:
+        reply = await real_read(streams, block)
+        if reply and not lost and ">" in streams.values():
+            lost.append(1)
+            raise ConnectionError("the reply was lost")
+        return reply
+
+    gw._read = read_then_lose_the_reply  # type: ignore[method-assign]
+    task = asyncio.create_task(gw.run())
+    try:
+        await producer.wait(within=5)
+    finally:
+        gw.stop()
+        await asyncio.wait_for(task, timeout=10)
+    assert lost, "the read never delivered the entry"
+    assert (await store.state(f"product:{data['product_id']}"))["v"] == "1"
+
+
 # -- the legacy feed ---------------------------------------------------------------------
 
 

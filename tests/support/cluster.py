@@ -23,7 +23,7 @@ single_and_cluster = pytest.mark.parametrize("redis_client", ["single", "cluster
 """Run a test once on one Redis node and once on the three-primary cluster."""
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """``count`` distinct free ports whose cluster-bus ports (+10000) are free as well."""
     ports: list[int] = []
     while len(ports) < count:
@@ -39,6 +39,72 @@ def _free_ports(count: int) -> list[int]:
                 continue
         ports.append(port)
     return ports
+
+
+def node_argv(port: int, workdir: Path, *extra: str) -> list[str]:
+    """The ``redis-server`` command of one cluster node in ``workdir`` (created): AOF on,
+    ``nodes.conf`` there, so a restart with the same command rejoins with its slots and
+    data. ``extra`` options are appended (``--appendfsync always`` for the fault run)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(workdir),
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--logfile",
+        str(workdir / "redis.log"),
+        *extra,
+    ]
+
+
+def cluster_ok(ports: list[int]) -> bool:
+    """Whether every node at ``ports`` reports ``cluster_state:ok``."""
+    for port in ports:
+        with redis.Redis(port=port, socket_connect_timeout=0.5) as client:
+            info = client.cluster("info")
+            state = info.get("cluster_state") if isinstance(info, dict) else None
+            if state is None:
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                state = "ok" if "cluster_state:ok" in text else "fail"
+            if state != "ok":
+                return False
+    return True
+
+
+def create_cluster(ports: list[int], timeout: float = 30) -> None:
+    """Join the running nodes at ``ports`` into one cluster of primaries (the 16384 slots
+    split among them) and wait for ``cluster_state:ok`` on each."""
+    subprocess.run(
+        [
+            "redis-cli",
+            "--cluster",
+            "create",
+            *(f"127.0.0.1:{port}" for port in ports),
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=60,
+    )
+    _wait(lambda: cluster_ok(ports), "the cluster is not in cluster_state:ok", timeout)
 
 
 def _wait(predicate: object, what: str, timeout: float) -> None:
@@ -69,32 +135,8 @@ class RedisClusterNodes:
     def start_node(self, index: int) -> subprocess.Popen[bytes]:
         """Start (or restart, from its AOF and nodes.conf) the node at ``index``."""
         port = self.ports[index]
-        workdir = self.root / str(port)
-        workdir.mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(workdir),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-                "--maxmemory-policy",
-                "noeviction",
-                "--logfile",
-                str(workdir / "redis.log"),
-            ],
+            node_argv(port, self.root / str(port)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -107,16 +149,7 @@ class RedisClusterNodes:
         return proc
 
     def cluster_ok(self) -> bool:
-        for port in self.ports:
-            with redis.Redis(port=port, socket_connect_timeout=0.5) as client:
-                info = client.cluster("info")
-                state = info.get("cluster_state") if isinstance(info, dict) else None
-                if state is None:
-                    text = info.decode() if isinstance(info, bytes) else str(info)
-                    state = "ok" if "cluster_state:ok" in text else "fail"
-                if state != "ok":
-                    return False
-        return True
+        return cluster_ok(self.ports)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -138,28 +171,13 @@ def start_cluster(primaries: int = 3, root: Path | None = None) -> RedisClusterN
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         raise RuntimeError("redis-server and redis-cli are needed to start a Redis Cluster")
     nodes = RedisClusterNodes(
-        ports=_free_ports(primaries),
+        ports=free_ports(primaries),
         root=root or Path(tempfile.mkdtemp(prefix="sstest-cluster-")),
     )
     try:
         for index in range(primaries):
             nodes.start_node(index)
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{port}" for port in nodes.ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=60,
-        )
-        _wait(nodes.cluster_ok, "the cluster is not in cluster_state:ok", 30)
+        create_cluster(nodes.ports)
     except BaseException:
         nodes.stop()
         raise
