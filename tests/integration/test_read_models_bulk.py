@@ -23,10 +23,10 @@ from events.types import (
     CategoryCreated,
     CategoryRenamed,
 )
-from projections.read_models import Collections, ReadModelsProjection
+from projections.read_models import ReadModelsProjection
 from projections.read_models.bulk import BulkFold, Documents, Unsupported
 from projections.read_models.folding import Own, Write
-from tests.integration.test_read_models_folding import busy_shop, by_partition, cuts
+from tests.integration.test_read_models_folding import busy_shop, by_partition, cuts, view
 
 ROLES = ("accounts", "products", "orders", "carts", "categories", "checkpoints")
 
@@ -55,12 +55,6 @@ async def rich_shop(store: EventStore) -> list[RecordedEvent]:
     await store.append(Append(events=[CategoryCreated(slug="tea", name="Tea")]))
     await store.append(Append(events=[CategoryRenamed(slug="tea", name="Teas")]))
     return [event async for event in store.read_all()]
-
-
-async def view(db: AsyncDatabase, name: str) -> ReadModelsProjection:
-    projection = ReadModelsProjection(db, Collections.suffixed(f"_{name}"))
-    await projection.setup()
-    return projection
 
 
 async def documents(projection: ReadModelsProjection) -> dict[str, list[dict[str, Any]]]:

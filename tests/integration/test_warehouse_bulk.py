@@ -6,35 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import msgspec
-import pytest
 
 from events.codec import RecordedEvent
 from events.store import Append, EventStore
 from events.types import CartItemSet, CategoryCreated, LoginSucceeded, OrderBilled, OrderLine
-from projections.warehouse import WarehouseProjection
 from projections.warehouse_bulk import GroupCommit
 from tests.integration.test_read_models import by_partition, log_of, new_id
-from tests.integration.test_warehouse_concurrency import prices_changing_under_orders
+from tests.integration.test_warehouse_concurrency import (  # noqa: F401 (pool_fixture: pool)
+    pool_fixture,
+    prices_changing_under_orders,
+    warehouse,
+)
 from workers.verify import EXCLUDED_TABLES
-
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=8)
-    yield pool
-    await pool.close()
-
-
-async def warehouse(pool: asyncpg.Pool) -> WarehouseProjection:
-    projection = WarehouseProjection(pool, schema=f"dw_{uuid.uuid4().hex[:10]}")
-    await projection.setup()
-    return projection
 
 
 async def shop(store: EventStore) -> list[RecordedEvent]:

@@ -19,8 +19,8 @@ from projections.warehouse import WarehouseProjection
 from tests.integration.test_read_models import by_partition, log_of, new_id
 
 
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+@pytest.fixture(name="pool")
+async def pool_fixture(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=8)
     yield pool
     await pool.close()
