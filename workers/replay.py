@@ -222,16 +222,55 @@ async def replay_partition(
     fence: Fence | None = None,
 ) -> str:
     """Apply the entries of ``partition`` in ``(after, until]`` (``until=None``: to the end as
-    read); returns the last entry id applied (or ``after``). Reads the next batch while the
-    current one is applied. An entry that fails goes to ``stats`` (which may raise)."""
+    read); returns the last entry id applied (or ``after``). An entry that fails goes to
+    ``stats`` (which may raise).
+
+    Three batches are in hand at once: the next one is read while the current one is
+    decoded, and the current one is decoded while the previous one is applied. Decoding is
+    this process's CPU and applying is mostly the store's, so on a machine with two cores
+    they overlap instead of taking turns. Applies stay one at a time and in order, and
+    whether an entry is parked is decided when its batch is applied, after everything
+    before it.
+    """
     limit = parse_stream_id(until) if until is not None else None
 
     async def read(start: str) -> list[tuple[str, dict[bytes, bytes]]]:
         return await store.read_raw(partition, start, batch)
 
+    async def dispatch(rows: list[tuple[str, dict[bytes, bytes]]], decoded: list[Decoded]) -> None:
+        events: list[RecordedEvent] = []
+        raw: dict[str, dict[bytes, bytes]] = {}
+        for (entry_id, fields), (aggregate, event) in zip(rows, decoded, strict=True):
+            raw[entry_id] = fields
+            if (head := stats.behind(aggregate)) is not None:
+                stats.record(
+                    FailedEntry.of(partition, entry_id, fields, f"parked behind {head}", head)
+                )
+                continue
+            if not isinstance(event, MalformedEvent):
+                events.append(event)
+                continue
+            # What came before it is applied first, so failures stay in log order (and if
+            # one of those fails, this entry is parked behind it).
+            await _apply(projection, partition, events, raw, stats, retries, fence)
+            events = []
+            if (head := stats.behind(aggregate)) is not None:
+                error = f"parked behind {head}"
+            else:
+                stats.malformed += 1
+                error = error_text(event)
+            stats.record(FailedEntry.of(partition, entry_id, fields, error, head))
+        await _apply(projection, partition, events, raw, stats, retries, fence)
+        stats.events += len(rows)
+        stats.read[partition] = stats.read.get(partition, 0) + len(rows)
+        if progress is not None:
+            progress.add(len(rows))
+
+    keep_raw = bool(getattr(projection, "records_raw", False))  # as the live runner does
     pending: asyncio.Task[list[tuple[str, dict[bytes, bytes]]]] | None = asyncio.ensure_future(
         read(after)
     )
+    applying: asyncio.Task[None] | None = None
     try:
         while pending is not None:
             rows = await pending
@@ -243,48 +282,53 @@ async def replay_partition(
                 rows = kept
             if not rows:
                 break
-            if fence is not None:
-                fence.check()
             if more:
                 pending = asyncio.ensure_future(read(rows[-1][0]))
-            events: list[RecordedEvent] = []
-            raw: dict[str, dict[bytes, bytes]] = {}
-            for entry_id, fields in rows:
-                raw[entry_id] = fields
-                aggregate = fields.get(b"aggregate", b"").decode(errors="replace")
-                if (head := stats.behind(aggregate)) is not None:
-                    stats.record(
-                        FailedEntry.of(partition, entry_id, fields, f"parked behind {head}", head)
-                    )
-                    continue
-                try:
-                    events.append(decode_entry(entry_id, fields, partition))
-                except MalformedEvent as exc:
-                    if getattr(projection, "records_raw", False):  # as the live runner does
-                        events.append(undecodable(entry_id, fields, partition, exc))  # type: ignore[arg-type]
-                        continue
-                    # What came before it is applied first, so failures stay in log order
-                    # (and if one of those fails, this entry is parked behind it).
-                    await _apply(projection, partition, events, raw, stats, retries, fence)
-                    events = []
-                    if (head := stats.behind(aggregate)) is not None:
-                        error = f"parked behind {head}"
-                    else:
-                        stats.malformed += 1
-                        error = error_text(exc)
-                    stats.record(FailedEntry.of(partition, entry_id, fields, error, head))
-            await _apply(projection, partition, events, raw, stats, retries, fence)
+            decoded: list[Decoded] = []
+            for start in range(0, len(rows), STEP):
+                if start:
+                    await asyncio.sleep(0)  # see STEP
+                chunk = rows[start : start + STEP]
+                decoded.extend(
+                    _decode(entry_id, fields, partition, keep_raw) for entry_id, fields in chunk
+                )
+            if applying is not None:
+                await applying
+                applying = None
+            if fence is not None:
+                fence.check()
+            applying = asyncio.ensure_future(dispatch(rows, decoded))
             after = rows[-1][0]
-            stats.events += len(rows)
-            stats.read[partition] = stats.read.get(partition, 0) + len(rows)
-            if progress is not None:
-                progress.add(len(rows))
+        if applying is not None:
+            await applying
+            applying = None
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
+        for task in (pending, applying):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
     return after
+
+
+STEP = 250
+"""Entries decoded per step of the event loop. Decoding has no I/O, so every partition
+decoding a 2 000-entry batch in one step held the loop for about a second, and the
+rebuild's lock and pause keep-alive, whose refresh takes a few loop turns, came close to
+their TTL (see ``KeepAlive``)."""
+
+Decoded = tuple[str, RecordedEvent | MalformedEvent]
+"""An entry's aggregate and its event, or why it cannot be decoded."""
+
+
+def _decode(entry_id: str, fields: dict[bytes, bytes], partition: int, keep_raw: bool) -> Decoded:
+    aggregate = fields.get(b"aggregate", b"").decode(errors="replace")
+    try:
+        return aggregate, decode_entry(entry_id, fields, partition)
+    except MalformedEvent as exc:
+        if keep_raw:
+            return aggregate, undecodable(entry_id, fields, partition, exc)  # type: ignore[return-value]
+        return aggregate, exc
 
 
 async def replay(

@@ -24,6 +24,7 @@ from events.types import (
     CategoryRenamed,
 )
 from projections.read_models import ReadModelsProjection
+from projections.read_models import bulk as bulk_module
 from projections.read_models.bulk import BulkFold, Documents, Unsupported
 from projections.read_models.folding import Own, Write
 from tests.integration.test_read_models_folding import busy_shop, by_partition, cuts, view
@@ -132,3 +133,37 @@ def test_a_batch_the_memory_cannot_apply_exactly_is_undone_whole() -> None:
         memory.apply(0, batch)
     assert memory.docs["products"] == {"p": before}
     assert memory.checkpoints == {0: "1-0"}
+
+
+async def test_a_batch_folded_in_chunks_and_cut_by_the_memory_ends_as_the_live_path(
+    store: EventStore, db: AsyncDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is folded a few events per step (the loop runs between steps); when the memory
+    gives up in a later chunk, the chunks before it are flushed and the rest of the batch,
+    and every later one, takes the live path."""
+    events = await rich_shop(store)
+    expected = await reference(db, events)
+    monkeypatch.setattr(bulk_module, "FOLD_CHUNK", 3)
+    calls = 0
+    apply = Documents.apply
+
+    def gives_up_on_the_fifth_chunk(self: Documents, partition: int, writes: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise Unsupported("a write the memory cannot do")
+        apply(self, partition, writes)
+
+    monkeypatch.setattr(Documents, "apply", gives_up_on_the_fifth_chunk)
+    target = await view(db, "chunked")
+    bulk = BulkFold(target)
+    partitions = by_partition(events)
+    longest = max(partitions, key=lambda p: len(partitions[p]))
+    assert len(partitions[longest]) > 5 * 3  # the memory gives up inside this first batch
+    await bulk.apply(longest, partitions[longest])
+    assert not bulk.folding
+    assert calls == 5
+    for partition, batch in partitions.items():
+        if partition != longest:
+            await bulk.apply(partition, batch)
+    assert await documents(target) == expected
