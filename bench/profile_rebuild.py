@@ -1,4 +1,5 @@
-"""Profile ``streamshop rebuild``: ``python -m bench.profile_rebuild [events] [view …]``.
+"""Profile ``streamshop rebuild``: ``python -m bench.profile_rebuild [events] [view …]
+[--no-profile]``.
 
 Fills a demo shop's log as the rebuild section does, then rebuilds each view once under
 ``cProfile``, timing the rebuild's phases (setup, replay, catch-up, switch, hand-over) and
@@ -38,7 +39,7 @@ def _timed(phases: dict[str, float], name: str, fn: Callable[..., Awaitable[Any]
     return wrapper
 
 
-async def _profile(redis_url: str, events: int, views: list[str]) -> None:
+async def _profile(redis_url: str, events: int, views: list[str], profile: bool = True) -> None:
     accounts, products = max(events // 50, 10), max(events // 100, 10)
     async with demo_log(redis_url, accounts, products, events - accounts - products, 91) as demo:
         logged = await demo.store.count()
@@ -76,7 +77,8 @@ async def _profile(redis_url: str, events: int, views: list[str]) -> None:
             sampler = asyncio.create_task(sample_postgres())
             profiler = cProfile.Profile()
             own = time.process_time()
-            profiler.enable()
+            if profile:
+                profiler.enable()
             try:
                 report = await rebuild_view(
                     demo.stack.settings(), view, RebuildOptions(), Progress(view, enabled=False)
@@ -90,29 +92,31 @@ async def _profile(redis_url: str, events: int, views: list[str]) -> None:
             after = {k: sum(map(cpu_seconds, v)) for k, v in servers.items()}
             pg = sum(v - pg_first.get(p, 0.0) for p, v in pg_last.items())
             print(f"\n=== {view}: {logged} events in {report.seconds:.3f} s", end="")
-            print(f" = {report.events_per_s} events/s (under cProfile)")
+            print(f" = {report.events_per_s} events/s", "(under cProfile)" if profile else "")
             print("phases (s): " + ", ".join(f"{k} {v:.3f}" for k, v in phases.items()))
             print(f"CPU s: rebuild process {own:.2f}, postgres backends {pg:.2f}, ", end="")
             print(", ".join(f"{k} {after[k] - before[k]:.2f}" for k in servers))
-            for order in ("tottime", "cumulative"):
+            for order in ("tottime", "cumulative") if profile else ():
                 out = io.StringIO()
                 pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(22)
                 text = out.getvalue()
                 print(text[text.find("   ncalls") :])
 
 
-async def main(events: int, views: list[str]) -> None:
+async def main(events: int, views: list[str], profile: bool) -> None:
     redis_url = os.environ.get("BENCH_REDIS_URL")
     if redis_url is None:
         from bench.common import durable_redis
 
         with durable_redis() as url:
-            await _profile(url, events, views)
+            await _profile(url, events, views, profile)
     else:
-        await _profile(redis_url, events, views)
+        await _profile(redis_url, events, views, profile)
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    profile = "--no-profile" not in args  # phases and CPU only, at full speed
+    args = [a for a in args if a != "--no-profile"]
     count = int(args.pop(0)) if args and args[0].isdigit() else 5000
-    asyncio.run(main(count, args or list(VIEWS)))
+    asyncio.run(main(count, args or list(VIEWS), profile))

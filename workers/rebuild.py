@@ -356,8 +356,8 @@ async def rebuild_view(
             positions = {p: "0-0" for p in range(store.keys.partitions)}
             try:
                 async with open_view(factory_for(name), settings, version) as view:
-                    await view.setup()
                     projection = rebuild_target(view)
+                    await projection.setup()
                     progress.start(await store.count())
                     await replay(
                         store,

@@ -14,9 +14,10 @@ documents need not be built write by write on the server (a guarded update costs
 * :meth:`BulkFold.flush` (the rebuild calls it after its catch-up, before pausing the live
   projector for the switch) inserts every document once, unordered, in chunks written
   concurrently, journaled as every read-model write (``DURABLE``), then the checkpoints
-  (after the documents, as on the live path). A flush cut by a sink error is retried by
-  inserting again: a document inserted already is the same final document (duplicate keys
-  are ignored).
+  (after the documents, as on the live path), then builds the query indexes (a load then
+  an index build is faster than inserting into indexed collections). A flush cut by a sink
+  error is retried by inserting again: a document inserted already is the same final
+  document (duplicate keys are ignored), and creating an index is idempotent.
 * From the flush on, ``apply`` is the projection's own (guarded bulk writes on the inserted
   documents): the entries replayed under the pause and anything after.
 
@@ -187,6 +188,23 @@ def _update(doc: dict[str, Any], update: dict[str, dict[str, Any]], inserting: b
                 raise Unsupported(f"operator {op}")
 
 
+_IMMUTABLE = (str, int, float, bool, datetime, bytes, type(None))
+
+
+def _clone(value: Any) -> Any:
+    """A copy of a document deep enough to undo writes to it: dicts and lists are copied,
+    immutable leaves shared. ``copy.deepcopy`` did the same at several times the cost (its
+    memo, and a reduce round trip per datetime), and a batch saves every document it touches
+    once."""
+    if type(value) is dict:
+        return {k: v if type(v) in _IMMUTABLE else _clone(v) for k, v in value.items()}
+    if type(value) is list:
+        return [v if type(v) in _IMMUTABLE else _clone(v) for v in value]
+    if isinstance(value, _IMMUTABLE):
+        return value
+    return copy.deepcopy(value)
+
+
 class Documents:
     """The read models' documents in memory, per role, written as the server would."""
 
@@ -199,7 +217,7 @@ class Documents:
     def _save(self, role: str, doc_id: str) -> None:
         if self._undo is not None and (role, doc_id) not in self._undo:
             doc = self.docs.get(role, {}).get(doc_id)
-            self._undo[(role, doc_id)] = copy.deepcopy(doc)
+            self._undo[(role, doc_id)] = None if doc is None else _clone(doc)
 
     def write(self, write: Write) -> None:
         """One guarded write (:meth:`Write.guarded`), as one ``UpdateOne`` of the live path
@@ -280,7 +298,10 @@ class BulkFold:
         return self._memory is not None
 
     async def setup(self) -> None:
-        await self.projection.setup()
+        """Nothing yet: the version's query indexes are built by :meth:`flush`, after its
+        inserts. Nobody queries a version before it is switched to, and SecantusDB inserts
+        20 000 orders into an indexed collection in 3.0 s, against 1.3 s unindexed plus
+        0.6 s to build the index afterwards (measured on this machine)."""
 
     async def apply(self, partition: int, events: Sequence[RecordedEvent]) -> None:
         for start in range(0, len(events), FOLD_CHUNK):
@@ -322,6 +343,7 @@ class BulkFold:
                 await self._insert(self._pending)
             except ConnectionFailure as exc:
                 raise SinkUnavailable(str(exc)) from exc
+            await self.projection.setup()  # the indexes, before any live-path write or query
             self._pending = None
 
     async def _insert(self, memory: Documents) -> None:

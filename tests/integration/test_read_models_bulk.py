@@ -24,6 +24,7 @@ from events.types import (
     CategoryRenamed,
 )
 from projections.read_models import ReadModelsProjection
+from projections.read_models.projection import Collections
 from projections.read_models import bulk as bulk_module
 from projections.read_models.bulk import BulkFold, Documents, Unsupported
 from projections.read_models.folding import Own, Write
@@ -167,3 +168,30 @@ async def test_a_batch_folded_in_chunks_and_cut_by_the_memory_ends_as_the_live_p
         if partition != longest:
             await bulk.apply(partition, batch)
     assert await documents(target) == expected
+
+
+async def indexes(projection: ReadModelsProjection) -> dict[str, dict[str, Any]]:
+    found = {}
+    for role in ("accounts", "products", "orders"):
+        info = await projection.db[getattr(projection.collections, role)].index_information()
+        found[role] = {name: spec["key"] for name, spec in info.items()}
+    return found
+
+
+async def test_the_query_indexes_are_built_by_the_flush_after_the_inserts(
+    store: EventStore, db: AsyncDatabase
+) -> None:
+    """A rebuilt version is loaded unindexed (nobody queries it before the switch) and gets
+    the live path's indexes when its documents are in, before any live-path write."""
+    events = await rich_shop(store)
+    live = await view(db, "indexed")
+    target = ReadModelsProjection(db, Collections.suffixed("_loaded"))
+    bulk = BulkFold(target)
+    await bulk.setup()
+    for partition, batch in by_partition(events).items():
+        await bulk.apply(partition, batch)
+    assert all(len(found) <= 1 for found in (await indexes(target)).values())  # _id at most
+    await bulk.flush()
+    expected = await indexes(live)
+    assert all(len(found) > 1 for found in expected.values())
+    assert await indexes(target) == expected
