@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import queue
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -69,11 +70,25 @@ def _in_processes(
     ]
     for proc in procs:
         proc.start()
-    spans = [results.get(timeout=600) for _ in procs]
-    for proc in procs:
-        proc.join()
-        if proc.exitcode:
-            raise RuntimeError(f"a bench client process failed ({proc.exitcode})")
+    spans: list[Span] = []
+    deadline = time.monotonic() + 600
+    try:
+        # A client that dies before the barrier leaves the others waiting at it for good:
+        # watch the exit codes while the results come in, and break the barrier.
+        while len(spans) < len(procs):
+            try:
+                spans.append(results.get(timeout=1))
+            except queue.Empty:
+                if failed := [p.exitcode for p in procs if p.exitcode]:
+                    raise RuntimeError(f"a bench client process failed ({failed})") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the bench client processes did not finish") from None
+    finally:
+        barrier.abort()
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
     return _spans_rate(events, spans)
 
 
