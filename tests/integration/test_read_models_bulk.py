@@ -24,10 +24,10 @@ from events.types import (
     CategoryRenamed,
 )
 from projections.read_models import ReadModelsProjection
-from projections.read_models.projection import Collections
 from projections.read_models import bulk as bulk_module
 from projections.read_models.bulk import BulkFold, Documents, Unsupported
 from projections.read_models.folding import Own, Write
+from projections.read_models.projection import Collections
 from tests.integration.test_read_models_folding import busy_shop, by_partition, cuts, view
 
 ROLES = ("accounts", "products", "orders", "carts", "categories", "checkpoints")
