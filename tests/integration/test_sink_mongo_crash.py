@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import signal
 import subprocess
@@ -20,18 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from app.settings import MongoSettings, PostgresSettings, RedisSettings, Settings
 from events.store import EventStore
+from projections.read_models.documents import AccountView, OrderView, ProductView
 from projections.read_models.projection import DURABLE
 from scripts.servers import free_port, secantusd_command, wait_for_port
 from tests.conftest import REDIS_URL
 from tests.integration.test_rebuild_interrupted import ROOT, cli_env
 from tests.integration.test_rebuild_support import Shop, eventually
 from tests.support.projectors import Projector
+from workers.progress import Progress
+from workers.rebuild import RebuildOptions, rebuild_view
 from workers.verify import verify_view
+from workers.views import mongo_collections
 
 KILLS = 4
 
@@ -238,6 +244,66 @@ async def test_a_server_back_with_older_data_is_refed_from_the_views_own_checkpo
         assert sum(line["replayed"] for line in projector.logs("partition_resynced")) > 0
     finally:
         _kill(projector)
+
+
+class DownAtTheFlush(Progress):
+    """Kills the server when the rebuild starts writing what it folded in memory, and starts
+    it again ``down_for`` seconds later (in a thread: the rebuild's loop and its lock
+    keep-alive go on)."""
+
+    def __init__(self, server: MongoServer, down_for: float) -> None:
+        super().__init__("read_models", enabled=False)
+        self.server = server
+        self.down_for = down_for
+        self.restarted: asyncio.Future[None] | None = None
+
+    def set_phase(self, phase: str, total: int | None = None) -> None:
+        super().set_phase(phase, total)
+        if phase == "writing" and self.restarted is None:
+            self.server.kill9()
+
+            async def restart() -> None:
+                await asyncio.sleep(self.down_for)
+                await asyncio.to_thread(self.server.start)
+
+            self.restarted = asyncio.ensure_future(restart())
+
+
+async def test_a_rebuild_whose_server_is_down_when_it_writes_ends_whole_and_indexed(
+    settings: Settings, store: EventStore, mongo_server: MongoServer
+) -> None:
+    """The read models' rebuild folds the log in memory, then inserts the documents and
+    builds the version's indexes. With the server killed at that moment and back 2 s later
+    (the client gives up on finding a server after 0.3 s, so the flush fails and is retried
+    as a sink outage), the rebuild waits it out, switches, and the view is the fold of the
+    log, with the live path's indexes."""
+    shop = Shop(store)
+    await shop.seed(accounts=6, products=8)
+    await shop.run(150)
+    impatient = f"{mongo_server.url}/?serverSelectionTimeoutMS=300"
+    settings = dataclasses.replace(
+        settings, mongo=dataclasses.replace(settings.mongo, url=impatient)
+    )
+    progress = DownAtTheFlush(mongo_server, down_for=2.0)
+    with structlog.testing.capture_logs() as logs:
+        report = await rebuild_view(settings, "read_models", RebuildOptions(batch=50), progress)
+    assert progress.restarted is not None and progress.restarted.done()
+    assert any(line["event"] == "rebuild_sink_unavailable" for line in logs)
+    verified = await verify_view(settings, "read_models", show=5)
+    assert verified.ok, "\n".join(str(d) for d in verified.differences)
+    collections = mongo_collections(report.version)
+    client: AsyncMongoClient[Any] = AsyncMongoClient(settings.mongo.url)
+    try:
+        db = client[settings.mongo.database]
+        for name, indexes in (
+            (collections.orders, OrderView.Settings.indexes),
+            (collections.products, ProductView.Settings.indexes),
+            (collections.accounts, AccountView.Settings.indexes),
+        ):
+            found = set(await db[name].index_information())
+            assert found == {"_id_"} | {i.document["name"] for i in indexes}, name
+    finally:
+        await client.close()
 
 
 async def at_heads(settings: Settings, store: EventStore, within: float = 240) -> None:
