@@ -1,8 +1,9 @@
 """Profile ``streamshop rebuild``: ``python -m bench.profile_rebuild [events] [view …]
-[--no-profile]``.
+[--no-profile] [--no-split]``.
 
 Fills a demo shop's log as the rebuild section does, then rebuilds each view once under
-``cProfile``, timing the rebuild's phases (setup, replay, catch-up, switch, hand-over) and
+``cProfile`` (``--no-profile``: at full speed; ``--no-split``: the replay in one
+process), timing the rebuild's phases (setup, replay, catch-up, switch, hand-over) and
 reading the CPU time of this process and of the store's server processes (SecantusDB, the
 PostgreSQL backends of the database) over the same span from ``/proc``. Prints, per view,
 the phases, the CPU split and the top functions by own and by cumulative time.
@@ -15,6 +16,7 @@ import cProfile
 import io
 import os
 import pstats
+import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -39,7 +41,9 @@ def _timed(phases: dict[str, float], name: str, fn: Callable[..., Awaitable[Any]
     return wrapper
 
 
-async def _profile(redis_url: str, events: int, views: list[str], profile: bool = True) -> None:
+async def _profile(
+    redis_url: str, events: int, views: list[str], profile: bool = True, split: bool = True
+) -> None:
     accounts, products = max(events // 50, 10), max(events // 100, 10)
     async with demo_log(redis_url, accounts, products, events - accounts - products, 91) as demo:
         logged = await demo.store.count()
@@ -52,6 +56,7 @@ async def _profile(redis_url: str, events: int, views: list[str], profile: bool 
                 for name in (
                     "drop_leftovers",
                     "replay",
+                    "replay_split",
                     "catch_up",
                     "flush",
                     "_switch",
@@ -77,15 +82,19 @@ async def _profile(redis_url: str, events: int, views: list[str], profile: bool 
             sampler = asyncio.create_task(sample_postgres())
             profiler = cProfile.Profile()
             own = time.process_time()
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            options = RebuildOptions() if split else RebuildOptions(split_from=None)
             if profile:
                 profiler.enable()
             try:
                 report = await rebuild_view(
-                    demo.stack.settings(), view, RebuildOptions(), Progress(view, enabled=False)
+                    demo.stack.settings(), view, options, Progress(view, enabled=False)
                 )
             finally:
                 profiler.disable()
                 own = time.process_time() - own
+                done = resource.getrusage(resource.RUSAGE_CHILDREN)
+                child = (done.ru_utime + done.ru_stime) - (children.ru_utime + children.ru_stime)
                 sampler.cancel()
                 for name, fn in patched.items():
                     setattr(rebuild_module, name, fn)
@@ -94,7 +103,8 @@ async def _profile(redis_url: str, events: int, views: list[str], profile: bool 
             print(f"\n=== {view}: {logged} events in {report.seconds:.3f} s", end="")
             print(f" = {report.events_per_s} events/s", "(under cProfile)" if profile else "")
             print("phases (s): " + ", ".join(f"{k} {v:.3f}" for k, v in phases.items()))
-            print(f"CPU s: rebuild process {own:.2f}, postgres backends {pg:.2f}, ", end="")
+            print(f"CPU s: rebuild process {own:.2f}, its child {child:.2f}, ", end="")
+            print(f"postgres backends {pg:.2f}, ", end="")
             print(", ".join(f"{k} {after[k] - before[k]:.2f}" for k in servers))
             for order in ("tottime", "cumulative") if profile else ():
                 out = io.StringIO()
@@ -103,20 +113,21 @@ async def _profile(redis_url: str, events: int, views: list[str], profile: bool 
                 print(text[text.find("   ncalls") :])
 
 
-async def main(events: int, views: list[str], profile: bool) -> None:
+async def main(events: int, views: list[str], profile: bool, split: bool) -> None:
     redis_url = os.environ.get("BENCH_REDIS_URL")
     if redis_url is None:
         from bench.common import durable_redis
 
         with durable_redis() as url:
-            await _profile(url, events, views, profile)
+            await _profile(url, events, views, profile, split)
     else:
-        await _profile(redis_url, events, views, profile)
+        await _profile(redis_url, events, views, profile, split)
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     profile = "--no-profile" not in args  # phases and CPU only, at full speed
-    args = [a for a in args if a != "--no-profile"]
+    split = "--no-split" not in args  # the replay in one process (workers.replay_split)
+    args = [a for a in args if a not in ("--no-profile", "--no-split")]
     count = int(args.pop(0)) if args and args[0].isdigit() else 5000
-    asyncio.run(main(count, args or list(VIEWS), profile))
+    asyncio.run(main(count, args or list(VIEWS), profile, split))

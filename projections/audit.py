@@ -460,6 +460,10 @@ class AuditProjection(CheckpointedSchema):
     """The runtime hands this view undecodable entries too (as :class:`UndecodableEntry`),
     in order within the batch: the chain records every entry of the log."""
 
+    replays_apart = True
+    """Each partition's chain, rows and checkpoint are its own, so a rebuild may replay
+    some partitions in another process (:mod:`workers.replay_split`)."""
+
     async def apply(self, partition: int, events: Sequence[Recorded]) -> None:
         await self.apply_checkpointed(partition, events, self._append)
 

@@ -69,6 +69,7 @@ from workers.replay import (
     error_text,
     replay,
 )
+from workers.replay_split import replay_split
 from workers.runner import is_sink_error
 from workers.views import (
     BASE,
@@ -83,6 +84,10 @@ from workers.views import (
 )
 
 log = structlog.get_logger("workers.rebuild")
+
+
+SPLIT_FROM = 20_000
+"""The log size from which a rebuild replays a ``replays_apart`` view in two processes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,11 @@ class RebuildOptions:
     sink_retries: int = 30
     park_failures: bool = False
     """Switch even if entries fail, with them parked as sequenced dead letters (else: abort)."""
+    split_from: int | None = SPLIT_FROM
+    """Replay half the partitions in a second process (:mod:`workers.replay_split`) when
+    the log holds at least this many entries and the view's partitions are independent
+    (``replays_apart``: the audit); ``None``: never. Below it, starting the process costs
+    more than it saves."""
 
 
 class RebuildAborted(RuntimeError):
@@ -358,17 +368,33 @@ async def rebuild_view(
                 async with open_view(factory_for(name), settings, version) as view:
                     projection = rebuild_target(view)
                     await projection.setup()
-                    progress.start(await store.count())
-                    await replay(
-                        store,
-                        projection,
-                        positions,
-                        opts.batch,
-                        stats,
-                        progress,
-                        retries=retries,
-                        fence=keeper,
-                    )
+                    total = await store.count()
+                    progress.start(total)
+                    if _splits(projection, opts, total, len(positions)):
+                        await replay_split(
+                            settings,
+                            name,
+                            version,
+                            store,
+                            projection,
+                            positions,
+                            opts.batch,
+                            stats,
+                            progress,
+                            retries=retries,
+                            fence=keeper,
+                        )
+                    else:
+                        await replay(
+                            store,
+                            projection,
+                            positions,
+                            opts.batch,
+                            stats,
+                            progress,
+                            retries=retries,
+                            fence=keeper,
+                        )
                     await catch_up(
                         store,
                         projection,
@@ -440,6 +466,16 @@ async def rebuild_view(
         handed_over=handed_over,
     )
     return report
+
+
+def _splits(projection: Projection, opts: RebuildOptions, total: int, partitions: int) -> bool:
+    """Whether the replay goes into two processes (see :attr:`RebuildOptions.split_from`)."""
+    return (
+        opts.split_from is not None
+        and total >= opts.split_from
+        and partitions > 1
+        and bool(getattr(projection, "replays_apart", False))
+    )
 
 
 def rebuild_target(projection: Projection) -> Projection:

@@ -13,6 +13,7 @@ import sys
 
 from app.settings import Settings
 from workers.rebuild import (
+    SPLIT_FROM,
     FailedEntry,
     RebuildAborted,
     RebuildOptions,
@@ -50,6 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
+        "--split-from",
+        type=int,
+        default=SPLIT_FROM,
+        metavar="ENTRIES",
+        help=(
+            "replay half the partitions in a second process from this log size on, for a view"
+            " whose partitions are independent (the audit); -1: never (default %(default)s)"
+        ),
+    )
+    parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar or progress lines"
     )
 
@@ -63,6 +74,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         drop_old=args.drop_old,
         catchup=args.catchup,
         park_failures=args.park_failures,
+        split_from=None if args.split_from < 0 else args.split_from,
     )
     try:
         reports = await rebuild_views(
