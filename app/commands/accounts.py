@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from app.commands.base import Command, result_json, validated
+from app.commands.base import Command, request_fingerprint, result_json, validated
 from app.commands.errors import AccountAlreadyExists, DuplicateEmail, InvalidCommand
 from app.commands.runner import Decider, state_of
 from events.ids import uuid7
@@ -92,6 +92,14 @@ class SignUp(Command, frozen=True, kw_only=True):
     """Set by :func:`seal_sign_up`: the keyed digest the email is reserved under."""
 
 
+def sign_up_request(email_digest: str, role: str) -> str:
+    """The fingerprint of a sign-up (:func:`~app.commands.base.request_fingerprint`): its
+    email's keyed digest and its role. It is kept with the idempotency record, so it holds
+    no clear or unkeyed personal data: the name is left out, and the password too, which
+    arrives hashed with a new salt on every attempt."""
+    return request_fingerprint(email_digest, role)
+
+
 def decide_sign_up(cmd: SignUp, state: AccountState) -> Append:
     """The account must be new and its email free; the reservation makes that atomic.
 
@@ -119,7 +127,9 @@ def decide_sign_up(cmd: SignUp, state: AccountState) -> Append:
         expect={aggregate: 0},
         reserve=[Reservation("email", cmd.email_digest, aggregate)],
         seen={aggregate: state},
-        result=result_json({"account_id": cmd.account_id}),
+        result=result_json(
+            {"account_id": cmd.account_id, "request": sign_up_request(cmd.email_digest, cmd.role)}
+        ),
     )
 
 
@@ -159,4 +169,5 @@ SIGN_UP: Decider[SignUp] = Decider(
     prepare=prepare_sign_up,
     seal=seal_sign_up,
 )
-"""Result JSON: ``{"account_id": ...}``. A taken email raises ``DuplicateEmail``."""
+"""Result JSON: ``{"account_id", "request"}`` (``request``: :func:`sign_up_request`). A taken
+email raises ``DuplicateEmail``."""

@@ -4,6 +4,7 @@ runner (:mod:`app.commands.runner`) uses."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -67,6 +68,13 @@ def uniqueness_error(exc: UniquenessViolation) -> DomainError:
 def result_json(obj: Any) -> str:
     """The string stored with an idempotency record and replayed to a duplicate request."""
     return msgspec.json.encode(obj).decode()
+
+
+def request_fingerprint(*fields: Any) -> str:
+    """Identifies the request behind an idempotency key. A command's result JSON stores it
+    as ``request``, so that a key reused for another request can be refused on its replay
+    (:func:`app.controllers.idempotency.execute_once`)."""
+    return hashlib.sha256(msgspec.json.encode(fields)).hexdigest()[:32]
 
 
 def with_result(result: AppendResult, append: Append) -> AppendResult:

@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
-from app.commands.base import Command, result_json, validated
+from app.commands.base import Command, request_fingerprint, result_json, validated
 from app.commands.errors import (
     EmptyUpdate,
     InsufficientStock,
@@ -123,6 +123,16 @@ def _check_owner(owner: str | None, state: ProductState, product_id: str) -> Non
         raise ProductNotFound(f"product {product_id} does not exist", field="product_id")
 
 
+def product_request(cmd: CreateProduct) -> str:
+    """The fingerprint of a creation (:func:`~app.commands.base.request_fingerprint`),
+    without the product id: a retry draws a new one."""
+    return request_fingerprint(msgspec.structs.replace(cmd, product_id=None))
+
+
+def stock_request(cmd: AdjustStock) -> str:
+    return request_fingerprint(cmd)
+
+
 # -- pure decisions ------------------------------------------------------------------------
 
 
@@ -164,7 +174,7 @@ def decide_create_product(
         absent=absent,
         reserve=reserve,
         seen={aggregate: state},
-        result=result_json({"product_id": cmd.product_id}),
+        result=result_json({"product_id": cmd.product_id, "request": product_request(cmd)}),
     )
 
 
@@ -236,7 +246,7 @@ def decide_adjust_stock(cmd: AdjustStock, state: ProductState) -> Append:
         exists=[aggregate],
         absent=[(aggregate, "deleted")],
         seen={aggregate: state},
-        result=result_json({"product_id": cmd.product_id}),
+        result=result_json({"product_id": cmd.product_id, "request": stock_request(cmd)}),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import msgspec
 
-from app.commands.base import Command, result_json
+from app.commands.base import Command, request_fingerprint, result_json
 from app.commands.catalog import Name, category_aggregate
 from app.commands.errors import (
     CategoryAlreadyExists,
@@ -50,6 +50,11 @@ class DeleteCategory(Command, frozen=True, kw_only=True):
     slug: Slug
 
 
+def category_request(cmd: CreateCategory) -> str:
+    """The fingerprint of a creation (:func:`~app.commands.base.request_fingerprint`)."""
+    return request_fingerprint(cmd)
+
+
 # -- pure decisions ------------------------------------------------------------------------
 
 
@@ -76,7 +81,7 @@ def decide_create_category(
         exists=exists,
         absent=absent,
         seen={aggregate: state},
-        result=result_json({"slug": cmd.slug}),
+        result=result_json({"slug": cmd.slug, "request": category_request(cmd)}),
     )
 
 

@@ -12,10 +12,11 @@ from litestar.params import JSONBody
 from app.auth import PUBLIC, issue_token
 from app.auth_rate_limit import auth_rate_limit
 from app.auth_sessions import InvalidRefreshToken, Rotation, password_fingerprint
-from app.commands import execute
-from app.commands.accounts import SignUp, account_aggregate
+from app.commands.accounts import SignUp, account_aggregate, normalize_email, sign_up_request
 from app.commands.login import LogIn, LoginResult, log_in
 from app.commands.runner import state_of
+from app.controllers.idempotency import execute_once
+from app.controllers.orders import IdempotencyKey
 from app.controllers.schemas import (
     AccountChanged,
     Body,
@@ -44,13 +45,30 @@ class LoginBody(Body, frozen=True, kw_only=True):
 
 
 async def sign_up_account(
-    request: Request[Any, Any, Any], state: State, *, name: str, email: str, password: str
+    request: Request[Any, Any, Any],
+    state: State,
+    *,
+    name: str,
+    email: str,
+    password: str,
+    idempotency_key: str | None = None,
 ) -> tuple[str, str]:
-    """Shared by ``/accounts`` and the legacy ``/criarConta``: (account id, position)."""
+    """Shared by ``/accounts`` and the legacy ``/criarConta``: (account id, position).
+
+    A sign-up has no actor, so its keys share one scope: a key reused by anyone for
+    another email within a day is refused."""
     svc = services(state)
     password_hash = await svc.passwords.hash(password)
     command = SignUp(email=email, name=name, password_hash=password_hash)
-    result = await execute(svc.store, command, command_meta(request))
+    digest = svc.store.personal.email_digest(normalize_email(email))
+    result = await execute_once(
+        svc.store,
+        command,
+        command_meta(request),
+        key=idempotency_key,
+        scope="signup",
+        fingerprint=sign_up_request(digest, command.role),
+    )
     return msgspec.json.decode(result.result)["account_id"], result.position
 
 
@@ -109,14 +127,22 @@ async def login_account(
     tags=["accounts"],
     operation_id="signUp",
     status_code=201,
-    responses=problem_responses(400, 409, 413),
+    responses=problem_responses(400, 409, 413, 422),
 )
 async def sign_up(
-    request: Request[Any, Any, Any], state: State, data: JSONBody[SignUpBody]
+    request: Request[Any, Any, Any],
+    state: State,
+    data: JSONBody[SignUpBody],
+    idempotency_key: IdempotencyKey = None,
 ) -> AccountChanged:
     """Open a customer account. The email is trimmed and lower-cased; a taken one is a 409."""
     account_id, position = await sign_up_account(
-        request, state, name=data.name, email=data.email, password=data.password
+        request,
+        state,
+        name=data.name,
+        email=data.email,
+        password=data.password,
+        idempotency_key=idempotency_key,
     )
     return AccountChanged(account_id=account_id, position=position)
 

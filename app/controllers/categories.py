@@ -13,7 +13,15 @@ from litestar.params import JSONBody, PathParameter
 from app.auth import Principal, admin_only
 from app.commands import execute
 from app.commands.catalog import Name
-from app.commands.categories import CreateCategory, DeleteCategory, RenameCategory, Slug
+from app.commands.categories import (
+    CreateCategory,
+    DeleteCategory,
+    RenameCategory,
+    Slug,
+    category_request,
+)
+from app.controllers.idempotency import execute_once
+from app.controllers.orders import IdempotencyKey
 from app.controllers.schemas import Body
 from app.problems import problem_responses
 from app.services import command_meta, services
@@ -58,11 +66,23 @@ class CategoryController(Controller):
         responses=problem_responses(400, 401, 403, 409, 413, 422),
     )
     async def create(
-        self, request: Request[Principal, Any, Any], state: State, data: JSONBody[CategoryBody]
+        self,
+        request: Request[Principal, Any, Any],
+        state: State,
+        data: JSONBody[CategoryBody],
+        idempotency_key: IdempotencyKey = None,
     ) -> CategoryWritten:
         """Add a category (under ``parent``, which must exist: else 422 naming ``parent``)."""
         command = CreateCategory(slug=data.slug, name=data.name, parent=data.parent)
-        return CategoryWritten(slug=data.slug, position=await self._run(request, state, command))
+        result = await execute_once(
+            services(state).store,
+            command,
+            command_meta(request, f"account:{request.user.account_id}"),
+            key=idempotency_key,
+            scope=f"category:{request.user.account_id}",
+            fingerprint=category_request(command),
+        )
+        return CategoryWritten(slug=data.slug, position=result.position)
 
     @patch(
         "/{slug:str}",

@@ -24,7 +24,10 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=200,
         pattern=r"^[\x21-\x7e]+$",
-        description="Repeat it on a retry: the first response is returned and the order billed once.",
+        description=(
+            "Repeat it on a retry: the first response is returned and the request takes "
+            "effect once. Reused for a different request: 422."
+        ),
         required=False,
     ),
 ]

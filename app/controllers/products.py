@@ -32,7 +32,11 @@ from app.commands.catalog import (
     Sku,
     Stock,
     UpdateProduct,
+    product_request,
+    stock_request,
 )
+from app.controllers.idempotency import execute_once
+from app.controllers.orders import IdempotencyKey
 from app.controllers.schemas import Body
 from app.problems import problem_responses
 from app.services import command_meta, services
@@ -89,7 +93,11 @@ class ProductController(Controller):
         responses=problem_responses(400, 401, 403, 409, 413, 422),
     )
     async def create(
-        self, request: Request[Principal, Any, Any], state: State, data: JSONBody[CreateProductBody]
+        self,
+        request: Request[Principal, Any, Any],
+        state: State,
+        data: JSONBody[CreateProductBody],
+        idempotency_key: IdempotencyKey = None,
     ) -> ProductWritten:
         """Add a product; price in integer minor units. A taken SKU is a 409."""
         svc = services(state)
@@ -99,8 +107,14 @@ class ProductController(Controller):
             if data.seller_id not in (None, seller):
                 raise PermissionDeniedException("a seller creates products for itself only")
             fields["seller_id"] = seller
-        result = await execute(
-            svc.store, CreateProduct(**fields), command_meta(request, _actor(request))
+        command = CreateProduct(**fields)
+        result = await execute_once(
+            svc.store,
+            command,
+            command_meta(request, _actor(request)),
+            key=idempotency_key,
+            scope=f"product:{request.user.account_id}",
+            fingerprint=product_request(command),
         )
         return ProductWritten(
             product_id=msgspec.json.decode(result.result)["product_id"], position=result.position
@@ -147,7 +161,7 @@ class ProductController(Controller):
         "/{product_id:str}/stock",
         operation_id="adjustStock",
         status_code=200,
-        responses=problem_responses(400, 401, 403, 404, 409, 413),
+        responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
     )
     async def adjust_stock(
         self,
@@ -155,6 +169,7 @@ class ProductController(Controller):
         state: State,
         product_id: ProductPath,
         data: JSONBody[StockBody],
+        idempotency_key: IdempotencyKey = None,
     ) -> ProductWritten:
         """Add or remove stock by hand; stock never goes below zero (409)."""
         command = AdjustStock(
@@ -163,7 +178,12 @@ class ProductController(Controller):
             reason=data.reason,
             owner=acting_seller(request.user),
         )
-        result = await execute(
-            services(state).store, command, command_meta(request, _actor(request))
+        result = await execute_once(
+            services(state).store,
+            command,
+            command_meta(request, _actor(request)),
+            key=idempotency_key,
+            scope=f"stock:{product_id}:{request.user.account_id}",
+            fingerprint=stock_request(command),
         )
         return ProductWritten(product_id=product_id, position=result.position)

@@ -111,8 +111,9 @@ ALREADY_DONE = {
     "forget": "account-not-found",
 }
 """Per kind of write, the problem type a retry hears when an earlier attempt, whose answer
-was lost, took effect: these routes take no ``Idempotency-Key``, the slug, the email, the
-SKU or the forgotten account is what makes a retry safe."""
+was lost, took effect: the load sends these writes no ``Idempotency-Key`` (the creations
+accept one now), so the slug, the email, the SKU or the forgotten account is what makes a
+retry safe."""
 
 
 @dataclass
