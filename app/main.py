@@ -25,6 +25,7 @@ from app.auth_sessions import SessionStore
 from app.commands.login import LoginLimits
 from app.controllers import CONTROLLERS
 from app.controllers.docs import local_swagger
+from app.gc_tuning import tune_gc
 from app.logging import configure_logging
 from app.metrics import ApiMetrics, metrics_lifespan
 from app.middleware import HttpMetrics, RequestObserver
@@ -103,6 +104,7 @@ def create_app(
     """The app; ``span_exporter`` turns tracing on without an OTLP endpoint (tests)."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_format)
+    tune_gc()
     jwt_auth = build_jwt_auth(settings)
     settings.email_digest_secret()  # refuses to start without one outside dev mode
     provider: TracerProvider | None = tracer_provider(settings, span_exporter)

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from app.gc_tuning import tune_gc
 from app.logging import configure_logging
 from bench.common import durable_redis, machine
 
@@ -135,6 +136,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=0, help="log size for the rebuild figure")
     args = parser.parse_args()
     configure_logging("console", logging.WARNING)
+    # The projection and rebuild sections run our workers in this process: with the
+    # collector settings of ``streamshop project`` and ``rebuild`` (app/gc_tuning.py).
+    tune_gc()
     args.sections = args.sections or SECTIONS
     args.quick = QUICK if os.environ.get("BENCH_QUICK", "") not in ("", "0") else {}
     if unknown := [s for s in args.sections if s not in SECTIONS]:

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response, post
 
+from app.gc_tuning import tune_gc
 from app.settings import Settings
 from events.multiplexed import Multiplexed
 from events.store import APPEND_FUNCTION, Append, EventStore, Metadata
@@ -55,4 +56,5 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
 
 
 def create_app() -> Litestar:
+    tune_gc()  # as the API's create_app does: same server, same process settings
     return Litestar(route_handlers=[bare_append], lifespan=[_lifespan], debug=False)

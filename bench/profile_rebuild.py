@@ -1,5 +1,5 @@
 """Profile ``streamshop rebuild``: ``python -m bench.profile_rebuild [events] [view …]
-[--no-profile] [--no-split]``.
+[--no-profile] [--no-split] [--default-gc]``.
 
 Fills a demo shop's log as the rebuild section does, then rebuilds each view once under
 ``cProfile`` (``--no-profile``: at full speed; ``--no-split``: the replay in one
@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import workers.rebuild as rebuild_module
+from app.gc_tuning import tune_gc
 from bench.profile_views import cpu_seconds, pids_matching, postgres_backends
 from bench.projection import demo_log
 from workers.rebuild import Progress, RebuildOptions, rebuild_view
@@ -130,4 +131,8 @@ if __name__ == "__main__":
     split = "--no-split" not in args  # the replay in one process (workers.replay_split)
     args = [a for a in args if a not in ("--no-profile", "--no-split")]
     count = int(args.pop(0)) if args and args[0].isdigit() else 5000
+    if "--default-gc" in args:  # CPython's collector thresholds, not streamshop rebuild's
+        args.remove("--default-gc")
+    else:
+        tune_gc()
     asyncio.run(main(count, args or list(VIEWS), profile, split))

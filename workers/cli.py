@@ -67,6 +67,7 @@ def build_parser(commands: dict[str, tuple[str, str]] = COMMANDS) -> argparse.Ar
 
 
 def main(argv: list[str] | None = None) -> int:
+    from app.gc_tuning import tune_gc
     from app.logging import configure_logging
     from app.settings import Settings
     from app.tracing import tracer_provider
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_format)
+    tune_gc()
     # Traces (OTEL_EXPORTER_OTLP_ENDPOINT): the projector's apply spans join the API's.
     provider = tracer_provider(settings, service=f"streamshop-{args.command}")
     if provider is not None:

@@ -305,11 +305,13 @@ async def _work(job: Job, settings: Any) -> Message:
 def main() -> int:
     job = msgspec.json.decode(sys.stdin.buffer.read(), type=Job)
     _die_with(job.parent)
+    from app.gc_tuning import tune_gc
     from app.logging import configure_logging
     from app.settings import Settings
 
     settings = msgspec.convert(job.settings, Settings)
     configure_logging(settings.log_format)
+    tune_gc()  # as its parent, ``streamshop rebuild``, does
     try:
         _say(asyncio.run(_work(job, settings)))
     except Exception as exc:
