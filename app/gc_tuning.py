@@ -18,6 +18,7 @@ the middle one, so a full collection still runs now and then.
 from __future__ import annotations
 
 import gc
+import os
 
 YOUNG = 50_000
 """Net container allocations between young-generation collections (CPython's default: 700)."""
@@ -26,6 +27,9 @@ MIDDLE = 20
 
 
 def tune_gc() -> None:
-    """Set the thresholds above for this process (idempotent; call once at start-up)."""
+    """Set the thresholds above for this process (idempotent; call once at start-up), unless
+    ``STREAMSHOP_GC=default`` asks for CPython's own."""
+    if os.environ.get("STREAMSHOP_GC", "") == "default":
+        return
     _, _, old = gc.get_threshold()
     gc.set_threshold(YOUNG, MIDDLE, old)
