@@ -370,31 +370,20 @@ async def rebuild_view(
                     await projection.setup()
                     total = await store.count()
                     progress.start(total)
-                    if _splits(projection, opts, total, len(positions)):
-                        await replay_split(
-                            settings,
-                            name,
-                            version,
-                            store,
-                            projection,
-                            positions,
-                            opts.batch,
-                            stats,
-                            progress,
-                            retries=retries,
-                            fence=keeper,
-                        )
-                    else:
-                        await replay(
-                            store,
-                            projection,
-                            positions,
-                            opts.batch,
-                            stats,
-                            progress,
-                            retries=retries,
-                            fence=keeper,
-                        )
+                    await replay_split(
+                        settings,
+                        name,
+                        version,
+                        store,
+                        projection,
+                        positions,
+                        opts.batch,
+                        stats,
+                        progress,
+                        retries=retries,
+                        fence=keeper,
+                        two_processes=_splits(projection, opts, total, len(positions)),
+                    )
                     await catch_up(
                         store,
                         projection,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -358,9 +358,15 @@ async def replay(
             store, projection, p, positions[p], bound, batch, stats, progress, retries, fence
         )
 
-    tasks = [asyncio.ensure_future(one(p)) for p in sorted(positions)]
+    await all_or_none([one(p) for p in sorted(positions)])
+
+
+async def all_or_none(steps: Sequence[Awaitable[Any]]) -> list[Any]:
+    """Run ``steps`` concurrently; if one raises, cancel the others and wait for them before
+    the error goes on (so nothing writes to a version its rebuild is about to drop)."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
     try:
-        await asyncio.gather(*tasks)
+        return await asyncio.gather(*tasks)
     except BaseException:
         for task in tasks:
             task.cancel()

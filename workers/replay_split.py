@@ -48,6 +48,7 @@ from workers.replay import (
     OnFailure,
     ReplayAborted,
     ReplayStats,
+    all_or_none,
     replay,
 )
 
@@ -144,10 +145,17 @@ async def replay_split(
     *,
     retries: int,
     fence: Fence | None,
+    two_processes: bool = True,
 ) -> None:
     """:func:`workers.replay.replay` of every partition from ``positions`` (updated in
-    place), half of them in a child process; raises as ``replay`` does, or
-    :class:`SplitFailed`. Either side failing stops the other before the error goes on."""
+    place), half of them in a child process (``two_processes=False``: all here); raises as
+    ``replay`` does, or :class:`SplitFailed`. Either side failing stops the other before the
+    error goes on."""
+    if not two_processes:
+        await replay(
+            store, projection, positions, batch, stats, progress, retries=retries, fence=fence
+        )
+        return
     mine, theirs = split(list(positions))
     here = {p: positions[p] for p in mine}
     job = Job(
@@ -171,25 +179,20 @@ async def replay_split(
     log.info(
         "rebuild_split", view=view, partitions_here=mine, partitions_child=theirs, pid=child.pid
     )
-    tasks = [
-        asyncio.ensure_future(
-            replay(store, projection, here, batch, stats, progress, retries=retries, fence=fence)
-        ),
-        asyncio.ensure_future(_child(child, job, stats, progress, fence)),
-    ]
     try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        _, result = await all_or_none(
+            [
+                replay(
+                    store, projection, here, batch, stats, progress, retries=retries, fence=fence
+                ),
+                _child(child, job, stats, progress, fence),
+            ]
+        )
     finally:
         if child.returncode is None:
             child.kill()
         await child.wait()
     positions.update(here)
-    result: Result = tasks[1].result()
     positions.update(result.positions)
 
 
