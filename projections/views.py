@@ -97,11 +97,19 @@ def sink_errors() -> Iterator[None]:
 @contextlib.asynccontextmanager
 async def postgres_pool(dsn: str, max_size: int = 8) -> AsyncIterator[asyncpg.Pool]:
     """A pool for one PostgreSQL view, closed on exit."""
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, reset=keep_session)
     try:
         yield pool
     finally:
         await pool.close()
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """What a released connection of a view's pool needs besides asyncpg's own rollback of
+    an open transaction: nothing. asyncpg's default reset (``pg_advisory_unlock_all(); CLOSE
+    ALL; UNLISTEN *; RESET ALL``) is a round trip on every release, and a view holds no
+    session state for it to undo: no ``SET``, ``LISTEN``, cursor or session-level lock, its
+    advisory locks are transaction-scoped (``pg_advisory_xact_lock``)."""
 
 
 class _Positioned(Protocol):
@@ -131,20 +139,27 @@ class CheckpointedSchema:
 
     async def lock_checkpoint(self, conn: asyncpg.Connection, partition: int) -> asyncpg.Record:
         """The checkpoint row of ``partition`` (created at ``0-0``), locked ``FOR UPDATE``
-        until the caller's transaction ends: applies of one partition serialise on it."""
+        until the caller's transaction ends: applies of one partition serialise on it.
+
+        The row is created only when the lock finds none, so the common case is one
+        statement, not an insert that does nothing and then the lock. Two first writers both
+        find none; the second's insert waits for the first's commit, then locks and returns
+        the row as the first left it (``DO UPDATE`` of nothing, ``RETURNING``)."""
         start = {"entry_id": "0-0", **self.CHECKPOINT_START}
         columns = ", ".join(start)
-        marks = ", ".join(f"${i}" for i in range(2, len(start) + 2))
         s = f'"{self.schema}"'
-        await conn.execute(
-            f"INSERT INTO {s}.checkpoints (partition, {columns}) VALUES ($1, {marks})"
-            " ON CONFLICT (partition) DO NOTHING",
-            partition,
-            *start.values(),
-        )
         head: asyncpg.Record = await conn.fetchrow(
             f"SELECT {columns} FROM {s}.checkpoints WHERE partition = $1 FOR UPDATE", partition
         )
+        if head is None:  # the partition's first entry: create the row, locked as well
+            marks = ", ".join(f"${i}" for i in range(2, len(start) + 2))
+            head = await conn.fetchrow(
+                f"INSERT INTO {s}.checkpoints (partition, {columns}) VALUES ($1, {marks})"
+                " ON CONFLICT (partition) DO UPDATE SET partition = excluded.partition"
+                f" RETURNING {columns}",
+                partition,
+                *start.values(),
+            )
         return head
 
     async def set_checkpoint(

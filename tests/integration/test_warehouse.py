@@ -19,6 +19,7 @@ from events.types import (
     ProductCreated,
     ProductUpdated,
 )
+from projections import warehouse
 from projections.warehouse import WarehouseProjection
 from tests.integration.test_read_models import by_partition, log_of, new_id
 
@@ -28,6 +29,15 @@ async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(params=["arrays", "staged"])
+def line_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways ``_write_lines`` writes order lines: a few as arrays in one statement, many
+    staged by COPY (here from the first line on)."""
+    if request.param == "staged":
+        monkeypatch.setattr(warehouse, "STAGE_FROM", 1)
+    return str(request.param)
 
 
 def new_schema() -> str:
@@ -95,7 +105,7 @@ async def attribution(pool: asyncpg.Pool, dw: WarehouseProjection) -> list[tuple
 
 
 async def test_each_line_points_at_the_version_valid_when_billed(
-    store: EventStore, dw: WarehouseProjection, pool: asyncpg.Pool
+    store: EventStore, dw: WarehouseProjection, pool: asyncpg.Pool, line_path: str
 ) -> None:
     ids = await price_change_between_orders(store)
     await apply_in(dw, await log_of(store))
@@ -116,7 +126,7 @@ async def test_each_line_points_at_the_version_valid_when_billed(
 
 
 async def test_orders_applied_before_the_product_versions_are_attributed_the_same(
-    store: EventStore, dw: WarehouseProjection, pool: asyncpg.Pool
+    store: EventStore, dw: WarehouseProjection, pool: asyncpg.Pool, line_path: str
 ) -> None:
     ids = await price_change_between_orders(store)
     events = await log_of(store)
@@ -135,7 +145,7 @@ async def snapshot(pool: asyncpg.Pool, schema: str) -> dict[str, list]:
 
 
 async def test_replayed_batches_change_nothing_and_a_rebuild_is_identical(
-    store: EventStore, dw: WarehouseProjection, pool: asyncpg.Pool
+    store: EventStore, dw: WarehouseProjection, pool: asyncpg.Pool, line_path: str
 ) -> None:
     await price_change_between_orders(store)
     events = await log_of(store)
@@ -152,6 +162,23 @@ async def test_replayed_batches_change_nothing_and_a_rebuild_is_identical(
         await rebuilt.apply(partition, batch)
     assert await snapshot(pool, rebuilt.schema) == first
     assert await dw.checkpoint(events[-1].partition) is not None
+
+
+async def test_lines_written_as_arrays_or_staged_are_the_same_rows(
+    store: EventStore, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await price_change_between_orders(store)
+    events = await log_of(store)
+    arrays = WarehouseProjection(pool, schema=new_schema())
+    await arrays.setup()
+    await apply_in(arrays, events)
+    monkeypatch.setattr(warehouse, "STAGE_FROM", 1)
+    staged = WarehouseProjection(pool, schema=new_schema())
+    await staged.setup()
+    await apply_in(staged, events)
+    lines = await snapshot(pool, arrays.schema)
+    assert len(lines["fact_order_line"]) == 2
+    assert await snapshot(pool, staged.schema) == lines
 
 
 async def test_logins_are_counted_per_account_and_day_and_emails_are_pseudonymised(
