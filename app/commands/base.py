@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -14,6 +15,7 @@ from app.commands.errors import (
     DuplicateEmail,
     DuplicateLegacyId,
     DuplicateSku,
+    IdempotencyKeyReused,
     InvalidCommand,
 )
 from events.errors import UniquenessViolation
@@ -23,6 +25,7 @@ MAX_ATTEMPTS = 10
 """Attempts per command before a version conflict becomes a 409; each retry re-reads state."""
 
 C = TypeVar("C", bound=msgspec.Struct)
+K = TypeVar("K")
 
 Position = Annotated[
     str,
@@ -73,8 +76,45 @@ def result_json(obj: Any) -> str:
 def request_fingerprint(*fields: Any) -> str:
     """Identifies the request behind an idempotency key. A command's result JSON stores it
     as ``request``, so that a key reused for another request can be refused on its replay
-    (:func:`app.controllers.idempotency.execute_once`)."""
+    (:func:`checked_replay`)."""
     return hashlib.sha256(msgspec.json.encode(fields)).hexdigest()[:32]
+
+
+class _Recorded(msgspec.Struct):
+    """What :func:`checked_replay` reads of a command's result JSON."""
+
+    request: str | None = None
+
+
+_recorded = msgspec.json.Decoder(_Recorded)
+
+
+def checked_replay(replay: AppendResult, fingerprint: str) -> AppendResult:
+    """``replay`` (a command answered from its idempotency record) if the record was stored
+    for the request whose fingerprint is ``fingerprint``; else the key was reused for
+    another request, and :class:`IdempotencyKeyReused` refuses it before anything is
+    appended.
+
+    The one comparison of every keyed route, in a decider's ``replayed`` (billing,
+    checkout, cancel, refund) or in :func:`app.controllers.idempotency.execute_once`. A
+    record without a fingerprint, stored before its route kept one, replays as it is: a
+    retry pending across the deploy still gets its first answer."""
+    recorded = _recorded.decode(replay.result).request
+    if recorded is not None and recorded != fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a different request", field="Idempotency-Key"
+        )
+    return replay
+
+
+def compared_by(request: Callable[[K], str]) -> Callable[[K, AppendResult], AppendResult]:
+    """A decider's ``replayed``: :func:`checked_replay` against ``request(command)``, the
+    fingerprint that the command's decision stores in its result JSON."""
+
+    def replayed(command: K, replay: AppendResult) -> AppendResult:
+        return checked_replay(replay, request(command))
+
+    return replayed
 
 
 def with_result(result: AppendResult, append: Append) -> AppendResult:

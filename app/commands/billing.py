@@ -16,11 +16,10 @@ from typing import Annotated, Any
 import msgspec
 
 from app.commands.accounts import account_aggregate
-from app.commands.base import Command, result_json, validated
+from app.commands.base import Command, compared_by, result_json, validated
 from app.commands.catalog import ProductId, product_aggregate
 from app.commands.errors import (
     AccountNotFound,
-    IdempotencyKeyReused,
     InsufficientStock,
     MixedCurrencies,
     OrderAlreadyExists,
@@ -198,17 +197,8 @@ BILL_ORDER: Decider[BillOrder] = Decider(
     decide=_decide,
     prepare=_with_order_id,
     scope=lambda c, key: idempotency_scope(c.account_id, key),
-    replayed=lambda c, result: _checked_replay(result, c),
+    replayed=compared_by(fingerprint),
 )
 """Result JSON holds the billed order (read it as a :class:`Receipt` with :func:`receipt_of`). A repeated idempotency
 key returns the first append's result before anything is decided, so a retry after success
 gets the same answer even if stock ran out since; reused for another order it is refused."""
-
-
-def _checked_replay(result: AppendResult, command: BillOrder) -> AppendResult:
-    stored = msgspec.json.decode(result.result, type=_Stored)
-    if stored.request != fingerprint(command):
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was used for a different order", field="Idempotency-Key"
-        )
-    return result

@@ -11,13 +11,20 @@ but only through counters.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated
 
 import msgspec
 
 from app.commands.accounts import account_aggregate
-from app.commands.base import Command, Position, result_json, validated
+from app.commands.base import (
+    Command,
+    Position,
+    checked_replay,
+    request_fingerprint,
+    result_json,
+    validated,
+)
 from app.commands.billing import BillLine, order_aggregate
 from app.commands.cart import cart_aggregate
 from app.commands.catalog import product_aggregate
@@ -67,6 +74,15 @@ class Placed(msgspec.Struct, frozen=True, kw_only=True):
     reserved_until: int
     """Epoch seconds: the order expires, and its stock returns, unless paid by then."""
     position: Position
+
+
+def checkout_request(lines: Iterable[BillLine | OrderLine]) -> str:
+    """The fingerprint of a checkout (:func:`~app.commands.base.request_fingerprint`): the
+    lines it checks out, product and quantity in cart order. ``POST /checkout`` has no
+    body: its account is in the key's scope, and the cart it checks out is what can differ
+    between two requests under one key. Left out: the order id and the deadline, drawn
+    again by each attempt, and the reservation's length, a server setting."""
+    return request_fingerprint([(line.product_id, line.quantity) for line in lines])
 
 
 def decide_checkout(
@@ -142,7 +158,13 @@ def decide_checkout(
         expect=expect,
         exists=[account_aggregate(cmd.account_id)],
         seen=seen,
-        result=result_json({**msgspec.to_builtins(placed), "status": "awaiting_payment"}),
+        result=result_json(
+            {
+                **msgspec.to_builtins(placed),
+                "status": "awaiting_payment",
+                "request": checkout_request(cmd.lines),
+            }
+        ),
     )
 
 
@@ -178,13 +200,23 @@ def _decide(cmd: Checkout, states: Mapping[str, AggregateState]) -> Append:
     )
 
 
+def _replayed(cmd: Checkout, replay: AppendResult) -> AppendResult:
+    """A retry that finds the cart empty gets the first answer: the first attempt emptied
+    it, and an empty cart is never checked out on its own (``empty-cart``). One that finds
+    items is compared with the record's fingerprint."""
+    return checked_replay(replay, checkout_request(cmd.lines)) if cmd.lines else replay
+
+
 CHECKOUT: Decider[Checkout] = Decider(
     reads=_reads,
     decide=_decide,
     prepare=_prepare,
     scope=lambda c, key: f"checkout:{c.account_id}:{key}",
+    replayed=_replayed,
 )
-"""Result JSON: the ``OrderPlaced`` and its status (read it with :func:`placed_of`)."""
+"""Result JSON: the ``OrderPlaced``, its status and the request's fingerprint
+(``request``: :func:`checkout_request`); read it with :func:`placed_of`. A key reused for
+the checkout of other lines is refused (``idempotency-key-reused``)."""
 
 
 def placed_of(result: AppendResult) -> Placed:

@@ -14,7 +14,7 @@ import msgspec
 from app.commands.base import result_json
 from app.commands.billing import order_aggregate
 from app.commands.cart import cart_aggregate
-from app.commands.checkout import CHECKOUT, Checkout
+from app.commands.checkout import CHECKOUT, Checkout, checkout_request
 from app.commands.runner import run, state_of
 from app.commands.saga import BillingSaga, claim
 from events.errors import VersionConflict
@@ -36,12 +36,28 @@ async def check_out(
     existing = await saga.order(command.order_id or "")
     if existing.exists and not existing.placing:  # placed by a single append: replay it
         return await run(CHECKOUT, store, command, meta, idempotency_key=idempotency_key)
+    if existing.exists and scope is not None:
+        await compare_retry(store, command, scope, existing)
     if not existing.exists:
         append = CHECKOUT.decide(command, await store.load(CHECKOUT.reads(command)))
         append.idempotency_key, append.idempotency_home = scope, CHECKOUT.reads(command)[0]
         if store.append_slots(append) is None:
             return await run(CHECKOUT, store, command, meta, idempotency_key=idempotency_key)
     return await saga.run(command, scope)
+
+
+async def compare_retry(
+    store: EventStore, command: Checkout, scope: str, order: OrderState
+) -> None:
+    """Refuse a key reused for another checkout (``idempotency-key-reused``) before its
+    saga runs again, with :data:`~app.commands.checkout.CHECKOUT`'s own ``replayed``, as
+    on one node: against the confirm's record (one stored before checkouts kept a
+    fingerprint answers as before) or, not confirmed yet, the lines the saga places."""
+    recorded = await store.recorded(scope, order_aggregate(command.order_id or ""))
+    if recorded is None:
+        pending = result_json({"request": checkout_request(order.lines)})
+        recorded = AppendResult(entry_ids=[], duplicate=True, result=pending)
+    CHECKOUT.replayed(command, recorded)
 
 
 class CheckoutSaga(BillingSaga):
@@ -74,8 +90,8 @@ class CheckoutSaga(BillingSaga):
         return await self.order(order_id)
 
     def same_request(self, command: object, order_id: str, order: OrderState) -> bool:
-        """A retried checkout is answered from its record whatever the cart holds now (it
-        was emptied by the first attempt), as on one node."""
+        """:func:`compare_retry` compared the retry already: the cart it read may be empty
+        (the first attempt emptied it) or the lines the saga places."""
         return True
 
     def confirmation(self, order_id: str, order: OrderState) -> tuple[Event, str]:
@@ -88,7 +104,9 @@ class CheckoutSaga(BillingSaga):
             reserved_until=order.reserved_until,
             reserved=True,
         )
-        return event, result_json({**msgspec.to_builtins(event), "status": "awaiting_payment"})
+        request = checkout_request(order.lines)
+        body = {**msgspec.to_builtins(event), "status": "awaiting_payment", "request": request}
+        return event, result_json(body)
 
     async def after_confirm(self, order_id: str, order: OrderState) -> None:
         """Step 5: the cart empties, once (a retry finds the step's record)."""

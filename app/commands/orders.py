@@ -12,11 +12,12 @@ shipments and deliveries touch the order's partition only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated, Protocol, TypeVar
 
 import msgspec
 
-from app.commands.base import Command, result_json
+from app.commands.base import Command, compared_by, request_fingerprint, result_json
 from app.commands.billing import order_aggregate
 from app.commands.errors import (
     ConcurrentModification,
@@ -85,12 +86,16 @@ class _OrderCommand(Protocol):
 C = TypeVar("C", bound=_OrderCommand)
 
 
-def _for_order(decide: Callable[[C, OrderState], Append]) -> Decider[C]:
-    """A decider that reads only the command's order."""
-    return Decider(
+def _for_order(
+    decide: Callable[[C, OrderState], Append], request: Callable[[C], str] | None = None
+) -> Decider[C]:
+    """A decider that reads only the command's order. With ``request``, the fingerprint
+    that the command's result JSON keeps, a key reused for another request is refused."""
+    decider: Decider[C] = Decider(
         reads=lambda c: [order_aggregate(c.order_id)],
         decide=lambda c, s: decide(c, state_of(s, order_aggregate(c.order_id), OrderState)),
     )
+    return decider if request is None else replace(decider, replayed=compared_by(request))
 
 
 # -- payment outcomes (decided after the provider answered; see app.payments) -----------
@@ -198,6 +203,14 @@ class CancelOrder(Command, frozen=True, kw_only=True):
     reason: Text = ""
 
 
+def cancel_request(cmd: CancelOrder) -> str:
+    """The fingerprint of a cancellation (:func:`~app.commands.base.request_fingerprint`):
+    who cancels and why, its account and its reason (``by_admin`` follows from the
+    account). The order is in the key's scope (``cancel:<order>:<key>``), the actor is
+    not: another account reusing the key on the order is another request."""
+    return request_fingerprint(cmd.account_id, cmd.reason)
+
+
 def decide_cancel_order(cmd: CancelOrder, order: OrderState) -> Append:
     """Reserved stock is released, taken stock returns, and whatever was taken and not yet
     refunded is refunded in full (``refunded``; app.payments pays it back)."""
@@ -226,6 +239,7 @@ def decide_cancel_order(cmd: CancelOrder, order: OrderState) -> Append:
         status="cancelled",
         refunded=event.refunded,
         payment_id=order.payment_id,
+        request=cancel_request(cmd),
     )
 
 
@@ -233,6 +247,14 @@ class IssueRefund(Command, frozen=True, kw_only=True):
     order_id: Id
     amount: Annotated[int, msgspec.Meta(ge=1)]
     reason: Text = ""
+
+
+def refund_request(cmd: IssueRefund) -> str:
+    """The fingerprint of a refund (:func:`~app.commands.base.request_fingerprint`): its
+    amount and its reason. The order is in the key's scope (``refund:<order>:<key>``); the
+    refund id is drawn from the order's state, and the admin who asks is left out: two
+    admins asking for one refund under one key ask for the same refund."""
+    return request_fingerprint(cmd.amount, cmd.reason)
 
 
 def decide_refund(cmd: IssueRefund, order: OrderState) -> Append:
@@ -263,6 +285,7 @@ def decide_refund(cmd: IssueRefund, order: OrderState) -> Append:
         refund_id=refund_id,
         amount=cmd.amount,
         payment_id=order.payment_id,
+        request=refund_request(cmd),
     )
 
 
@@ -303,8 +326,10 @@ def decide_delivered(cmd: MarkDelivered, order: OrderState) -> Append:
 RECORD_PAYMENT_DECLINED = _for_order(decide_payment_declined)
 RECORD_PAYMENT = _for_order(decide_payment)
 EXPIRE_ORDER = _for_order(decide_expire)
-CANCEL_ORDER = _for_order(decide_cancel_order)
-ISSUE_REFUND = _for_order(decide_refund)
+CANCEL_ORDER = _for_order(decide_cancel_order, cancel_request)
+ISSUE_REFUND = _for_order(decide_refund, refund_request)
 SHIP_ORDER = _for_order(decide_ship)
 MARK_DELIVERED = _for_order(decide_delivered)
-"""Each result JSON has ``order_id`` and the new ``status``, plus the step's ids."""
+"""Each result JSON has ``order_id`` and the new ``status``, plus the step's ids; a
+cancellation's and a refund's also the request's fingerprint (``request``), which a replay
+under their ``Idempotency-Key`` is compared with."""

@@ -87,7 +87,7 @@ async def pagar_pedido(
     tags=["legacy"],
     operation_id="cancelarPedido",
     status_code=200,
-    responses=problem_responses(400, 401, 404, 409),
+    responses=problem_responses(400, 401, 404, 409, 422),
 )
 async def cancelar_pedido(
     request: Request[Principal, Any, Any],

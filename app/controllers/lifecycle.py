@@ -149,7 +149,7 @@ async def pay_for(
     tags=["orders"],
     operation_id="cancelOrder",
     status_code=200,
-    responses=problem_responses(400, 401, 404, 409),
+    responses=problem_responses(400, 401, 404, 409, 422),
 )
 async def cancel_order(
     request: Request[Principal, Any, Any],
@@ -189,7 +189,7 @@ async def cancel_for(
     operation_id="refundOrder",
     status_code=201,
     guards=[admin_only],
-    responses=problem_responses(400, 401, 403, 404, 409),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def refund_order(
     request: Request[Principal, Any, Any],
