@@ -24,7 +24,7 @@ from pymongo.errors import PyMongoError
 
 from events.archive import MANIFEST
 from events.codec import RecordedEvent
-from events.positions import parse_stream_id
+from events.positions import InvalidPosition, parse_position, parse_stream_id
 from events.store import EventStore
 from events.types import (
     AccountCreated,
@@ -43,7 +43,7 @@ from events.types import (
     StockTaken,
 )
 from tests.faults.harness import System
-from tests.faults.load import Checkout, Ledger, Write
+from tests.faults.load import ALREADY_DONE, Checkout, Ledger, StockDelta, Write
 from tests.support.personal_scan import archive_dump_of, leaks, mongo_dump, pg_dump, redis_dump
 from workers.views import VIEWS, mongo_collections, pg_schema
 
@@ -78,6 +78,16 @@ class LoggedWrite:
     entry: str
     event_id: str
     detail: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoggedDelta:
+    """A ``StockAdjusted`` of a stock delta over HTTP, as the log has it."""
+
+    product_id: str
+    delta: int
+    entry: str
+    event_id: str
 
 
 @dataclass
@@ -152,6 +162,9 @@ class Observed:
     archive_leftovers: list[str] = field(default_factory=list)
     writes_in_log: dict[str, list[LoggedWrite]] = field(default_factory=dict)
     """Correlation → the categories, sellers, products and forgets it appended."""
+    deltas_in_log: dict[str, list[LoggedDelta]] = field(default_factory=dict)
+    """Correlation → its ``StockAdjusted`` (a delta over HTTP is keyed ``w-…``; an ingress
+    restock has its event id)."""
     forgets_in_log: Counter[str] = field(default_factory=Counter)
     """Account id → ``CustomerForgotten`` entries for it."""
     sagas: dict[str, SagaLog] = field(default_factory=dict)
@@ -308,14 +321,23 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
                             e.total,
                         )
                     )
-                case StockAdjusted():
+                case StockAdjusted() as e:
                     observed.restocks_in_log[rec.id] += 1
+                    observed.deltas_in_log.setdefault(rec.correlation, []).append(
+                        LoggedDelta(
+                            e.product_id, e.delta, f"p{rec.partition}/{rec.entry_id}", rec.id
+                        )
+                    )
                 case CategoryCreated() as e:
                     _logged_write(observed, rec, "category", e.slug)
                 case AccountCreated(role="seller") as e:
                     _logged_write(observed, rec, "seller", e.account_id)
                 case ProductCreated() as e:
-                    detail = {"category": e.category, "seller_id": e.seller_id or ""}
+                    detail = {
+                        "category": e.category,
+                        "seller_id": e.seller_id or "",
+                        "product_id": e.product_id,
+                    }
                     _logged_write(observed, rec, "product", e.sku, detail)
                 case CustomerForgotten() as e:
                     observed.forgets_in_log[e.account_id] += 1
@@ -659,22 +681,25 @@ def _lifecycle_units(observed: Observed) -> tuple[dict[str, int], dict[str, int]
 
 STOCK_CHECK = (
     "stock and reserved: write side and read models = "
-    "initial + restocks - bill-now - paid - still reserved"
+    "initial + restocks + stock deltas - bill-now - paid - still reserved"
 )
 
 
 def check_stock(ledger: Ledger, observed: Observed) -> Check:
-    """Write side and read models: ``stock`` = initial + restocks - bill-now orders - paid
-    checkouts - still reserved checkouts; ``reserved`` = still reserved (paid and expired
-    as the log has them: the payment check holds the log to what the clients were told)."""
+    """Write side and read models: ``stock`` = initial + restocks + acknowledged stock
+    deltas - bill-now orders - paid checkouts - still reserved checkouts; ``reserved`` =
+    still reserved (paid and expired as the log has them: the payment check holds the log
+    to what the clients were told). A delta applied twice, or lost, shows here in every
+    view that holds stock."""
     check = Check(STOCK_CHECK)
     paid, held = _lifecycle_units(observed)
-    expected, sold, added = ledger.expected_stock(paid, held), ledger.sold(), ledger.restocked()
+    expected, sold = ledger.expected_stock(paid, held), ledger.sold()
+    added, moved = ledger.restocked(), ledger.adjusted()
     for pid, want in expected.items():
         p = ledger.products[pid]
         why = (
-            f"initial {p.initial_stock} + restocked {added[pid]} - bill-now {sold[pid]}"
-            f" - paid {paid.get(pid, 0)} - reserved {held.get(pid, 0)}"
+            f"initial {p.initial_stock} + restocked {added[pid]} + adjusted {moved[pid]}"
+            f" - bill-now {sold[pid]} - paid {paid.get(pid, 0)} - reserved {held.get(pid, 0)}"
         )
         for where, have, field_, value in (
             ("write side (Redis state)", observed.write_stock.get(pid), "stock", want),
@@ -935,6 +960,13 @@ def check_audit_rows(ledger: Ledger, observed: Observed) -> Check:
         n = observed.audit_rows.get(r.event_id, 0)
         if observed.restocks_in_log.get(r.event_id) and n != 1:
             check.problems.append(f"audit events: restock {r.event_id} has {n} rows")
+    for d in ledger.acknowledged_deltas():
+        for logged in observed.deltas_in_log.get(d.key, []):
+            n = observed.audit_rows.get(logged.event_id, 0)
+            if n != 1:
+                check.problems.append(
+                    f"audit events: {_delta(d)} event {logged.event_id} has {n} rows"
+                )
     lifecycle = [(f"OrderPlaced of {lo.order_id}", lo.event_id) for lo in observed.placed_in_log]
     for oid, rows in observed.paid_in_log.items():
         lifecycle += [(f"OrderPaid of {oid}", event_id) for _, event_id, _ in rows]
@@ -998,14 +1030,39 @@ FORGET_CHECK = (
 
 def _write(w: Write) -> str:
     told = "no answer" if w.status is None else f"{w.status}{w.problem and ' ' + w.problem}"
-    return f"{w.kind} {w.subject} (request {w.key}, {w.attempts} attempt(s), told {told})"
+    keyed = ", keyed" if w.keyed else ""
+    return f"{w.kind} {w.subject} (request {w.key}{keyed}, {w.attempts} attempt(s), told {told})"
+
+
+def _names_entry(position: str, entry: str) -> bool:
+    """Whether an answer's ``position`` names exactly ``entry`` (``p<partition>/<id>``), the
+    one event its append wrote."""
+    try:
+        named = parse_position(position)
+    except InvalidPosition:
+        return False
+    return [f"p{p}/{e}" for p, e in named.items()] == [entry]
+
+
+def _same_answer(what: str, lost: str | None, answer: str) -> list[str]:
+    """A keyed request whose 2xx was lost on purpose: its retry must hear the same bytes."""
+    if lost is None or lost == answer:
+        return []
+    return [
+        f"ANSWER CHANGED: {what}: the answer lost was {lost[:200]!r}, the retry heard "
+        f"{answer[:200]!r}"
+    ]
 
 
 def check_writes(ledger: Ledger, observed: Observed) -> tuple[Check, int, int]:
-    """Each acknowledged write (a 2xx, or "already done" heard by a retry after an attempt
-    without an answer) has exactly one event, under its own request id, carrying what was
-    asked; a refused one has none (and is a finding: every write of the load is valid); one
-    never answered has at most one. No other request of the load appended any."""
+    """Each acknowledged write (a 2xx, or for an unkeyed one "already done" heard by a
+    retry after an attempt without an answer) has exactly one event, under its own request
+    id, carrying what was asked; a refused one has none (and is a finding: every write of
+    the load is valid; for a keyed one, "already done" is a retry that did not replay); one
+    never answered has at most one. A keyed write's answer is the first's: the position it
+    names is its event's entry, the product id the log's, and an answer lost on purpose is
+    heard again byte for byte. No slug or SKU is created twice, and no other request of the
+    load appended any."""
     check = Check(WRITES_CHECK)
     lost = duplicated = 0
     by_key = {k: list(v) for k, v in observed.writes_in_log.items()}
@@ -1032,8 +1089,20 @@ def check_writes(ledger: Ledger, observed: Observed) -> tuple[Check, int, int]:
                         f"{_write(w)} field {name}: the log has {logged.detail.get(name)!r}, "
                         f"expected {value!r}"
                     )
+            if w.keyed and not _names_entry(w.position, logged.entry):
+                check.problems.append(
+                    f"{_write(w)} answered position {w.position!r}, its event is at {logged.entry}"
+                )
+            if w.keyed:
+                check.problems += _same_answer(_write(w), w.lost_answer, w.answer)
         elif w.status is not None:
-            check.problems.append(f"REFUSED: {_write(w)}")
+            replayed = w.keyed and w.problem == ALREADY_DONE[w.kind]
+            check.problems.append(
+                f"NOT REPLAYED: {_write(w)}: a retry with its Idempotency-Key must get the "
+                "first answer"
+                if replayed
+                else f"REFUSED: {_write(w)}"
+            )
             if found:
                 check.problems.append(
                     f"PHANTOM: {_write(w)} was refused but is in the log ({found[0].entry})"
@@ -1048,8 +1117,91 @@ def check_writes(ledger: Ledger, observed: Observed) -> tuple[Check, int, int]:
             check.problems.append(
                 f"DUPLICATED: account {account_id} is forgotten {n} times in the log"
             )
+    created = Counter(
+        (f.kind, f.subject)
+        for found in observed.writes_in_log.values()
+        for f in found
+        if f.kind in ("category", "product")
+    )
+    for (kind, subject), n in sorted(created.items()):
+        if n > 1:
+            check.problems.append(f"DUPLICATED: the log creates {kind} {subject} {n} times")
     kinds = Counter(w.kind for w in ledger.writes if w.acknowledged)
-    check.note = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + " acknowledged"
+    keyed = sum(1 for w in ledger.writes if w.acknowledged and w.keyed)
+    replays = sum(1 for w in ledger.writes if w.acknowledged and w.keyed and w.lost_answer)
+    check.note = (
+        ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        + f" acknowledged ({keyed} keyed; {replays} answers lost and heard again)"
+    )
+    return check, lost, duplicated
+
+
+STOCK_DELTA_CHECK = (
+    "log: every acknowledged stock delta exactly once, where its answer said, heard again alike"
+)
+
+
+def _delta(d: StockDelta) -> str:
+    told = "no answer" if d.status is None else f"{d.status}{d.problem and ' ' + d.problem}"
+    return (
+        f"stock delta {d.key} ({d.delta:+d} {d.product_id} by the {d.actor}, "
+        f"{d.attempts} attempt(s), told {told})"
+    )
+
+
+def check_stock_deltas(ledger: Ledger, observed: Observed) -> tuple[Check, int, int]:
+    """Each acknowledged ``POST /products/{id}/stock`` has exactly one ``StockAdjusted``
+    under its Idempotency-Key, of its product and delta, at the entry the position in its
+    answer names; an answer lost on purpose is heard again byte for byte. One refused as
+    below zero (409 ``insufficient-stock``) or never answered has none; any other refusal
+    is a finding (every delta of the load is valid). No other key of the load moved stock.
+    (The stock check then holds every view to the acknowledged deltas.)"""
+    check = Check(STOCK_DELTA_CHECK)
+    lost = duplicated = 0
+    by_key = {k: list(v) for k, v in observed.deltas_in_log.items()}
+    for d in ledger.stock_deltas:
+        found = by_key.pop(d.key, [])
+        if len(found) > 1:
+            duplicated += len(found) - 1
+            entries = ", ".join(f.entry for f in found)
+            check.problems.append(
+                f"DUPLICATED: {_delta(d)} is in the log {len(found)} times: {entries}"
+            )
+        if d.acknowledged:
+            if not found:
+                lost += 1
+                check.problems.append(f"LOST: {_delta(d)} is not in the log")
+                continue
+            logged = found[0]
+            if (logged.product_id, logged.delta) != (d.product_id, d.delta):
+                check.problems.append(
+                    f"{_delta(d)}: the log has {logged.delta:+d} {logged.product_id}"
+                )
+            if not _names_entry(d.position, logged.entry):
+                check.problems.append(
+                    f"{_delta(d)} answered position {d.position!r}, its event is at {logged.entry}"
+                )
+            check.problems += _same_answer(_delta(d), d.lost_answer, d.answer)
+            continue
+        if d.status is not None and not d.refused:
+            check.problems.append(f"REFUSED: {_delta(d)}: {d.answer[:160]}")
+        if found:
+            what = "was never answered" if d.status is None else "was refused"
+            check.problems.append(
+                f"PHANTOM: {_delta(d)} {what} but is in the log ({found[0].entry})"
+            )
+    for key, found in sorted(by_key.items()):
+        if key.startswith("w-"):
+            check.problems.append(
+                f"UNKNOWN: the log has {[f.entry for f in found]} under request {key!r}"
+            )
+    acked = ledger.acknowledged_deltas()
+    check.note = (
+        f"{len(acked)} acknowledged ({sum(d.delta < 0 for d in acked)} down), "
+        f"{sum(d.refused for d in ledger.stock_deltas)} refused as below zero, "
+        f"{sum(d.attempts > 1 for d in acked)} retried, "
+        f"{sum(d.lost_answer is not None for d in acked)} answers lost and heard again"
+    )
     return check, lost, duplicated
 
 
@@ -1178,12 +1330,14 @@ def judge(
     log_check, lost, duplicated = check_log(ledger, observed)
     checkout_check, lost_c, duplicated_c = check_checkouts_log(ledger, observed)
     writes_check, lost_w, duplicated_w = check_writes(ledger, observed)
+    deltas_check, lost_d, duplicated_d = check_stock_deltas(ledger, observed)
     status = outcomes(observed)
     checks = [
         check_caught_up(observed, catch_up_s),
         log_check,
         checkout_check,
         writes_check,
+        deltas_check,
         check_forgotten(ledger, observed),
         check_payments(ledger, observed, ttl_s),
         check_stock(ledger, observed),
@@ -1199,8 +1353,8 @@ def judge(
         checks = [c for c in checks if c.name not in CLUSTER_SKIPS]
         checks.insert(checks.index(checkout_check) + 1, check_sagas(ledger, observed))
     return checks, {
-        "lost": lost + lost_c + lost_w,
-        "duplicated": duplicated + duplicated_c + duplicated_w,
+        "lost": lost + lost_c + lost_w + lost_d,
+        "duplicated": duplicated + duplicated_c + duplicated_w + duplicated_d,
         "paid": sum(1 for v in status.values() if v == "paid"),
         "expired": sum(1 for v in status.values() if v == "expired"),
         "archived_orders": _archived_orders(observed),

@@ -1,12 +1,17 @@
-"""The load a fault run drives: customers ordering over HTTP and a producer restocking through
-the ingress gateway, both behaving as well-mannered clients do.
+"""The load a fault run drives: customers ordering over HTTP, a producer restocking through
+the ingress gateway, an admin and sellers writing the catalogue and moving stock by hand,
+all behaving as well-mannered clients do.
 
-An order is retried with the same ``Idempotency-Key`` (and the same ``X-Request-ID``, which
-becomes the event's ``correlation``, so the log can be matched to the client's ledger)
-after a connection error, a timeout, a 5xx or a 409 *concurrent modification* — until it
-gets a definite answer: 2xx (acknowledged) or any other 4xx (refused). A restock is
-``XADD``'ed again with the same event id until Redis acknowledges it (the producer contract
-of ``docs/producers.md``). Everything acknowledged is in the :class:`Ledger`.
+An order, a checkout, a stock delta and a keyed creation are retried with the same
+``Idempotency-Key`` (and the same ``X-Request-ID``, which becomes the event's
+``correlation``, so the log can be matched to the client's ledger) after a connection
+error, a timeout, a 5xx or a 409 *concurrent modification* — until they get a definite
+answer: 2xx (acknowledged) or any other 4xx (refused). Some answers are lost on purpose: the
+client drops a 2xx it got and asks again, as after a connection cut on the way back, so a
+retry of a request that took effect happens on every run, not only when a kill lands
+between the append and the answer. A restock is ``XADD``'ed again with the same event id
+until Redis acknowledges it (the producer contract of ``docs/producers.md``). Everything
+acknowledged is in the :class:`Ledger`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import random
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,43 +116,99 @@ ALREADY_DONE = {
     "product": "duplicate-sku",
     "forget": "account-not-found",
 }
-"""Per kind of write, the problem type a retry hears when an earlier attempt, whose answer
-was lost, took effect: the load sends these writes no ``Idempotency-Key`` (the creations
-accept one now), so the slug, the email, the SKU or the forgotten account is what makes a
-retry safe."""
+"""Per kind of write, the problem type a retry *without* an ``Idempotency-Key`` hears when an
+earlier attempt, whose answer was lost, took effect: the slug, the email, the SKU or the
+forgotten account is then what makes the retry safe. The load sends the forget (which takes
+no key) and every second category unkeyed, a client that sends no key, for contrast; its
+other creations carry a key, and their retry must get the first answer (201 and the first
+id), never this."""
+
+
+LOST_ON_PURPOSE = "answer lost on purpose"
+"""What an attempt whose 2xx the client dropped (to ask again) counts as among its retries."""
 
 
 @dataclass
 class Write:
     """One admin or seller write (category, seller, product, forget), sent with one
     ``X-Request-ID`` (``key``, which becomes its event's ``correlation``) until a definite
-    answer."""
+    answer; ``keyed``: with ``Idempotency-Key: <key>`` too."""
 
     kind: str
     key: str
     subject: str
     """The slug, the seller's email, the SKU, or the account id forgotten."""
     detail: dict[str, str] = field(default_factory=dict)
-    """What the event must carry besides (a product's ``category`` and ``seller_id``)."""
+    """What the event must carry besides (a product's ``category`` and ``seller_id``, and
+    once answered its ``product_id``)."""
+    keyed: bool = False
     attempts: int = 0
     unanswered: int = 0
-    """Attempts that got no definite answer (connection error, timeout, 5xx)."""
+    """Attempts that got no definite answer (connection error, timeout, 5xx, an answer
+    lost on purpose)."""
     status: int | None = None
     problem: str = ""
     """The definite answer's problem type (its last path segment), if any."""
     result_id: str | None = None
     """The seller id or product id answered (``None`` when a retry heard "already done")."""
+    answer: str = ""
+    """The definite answer, status and body (:func:`heard`)."""
+    lost_answer: str | None = None
+    """The 2xx the client dropped on purpose before asking again: a keyed retry's answer
+    must be the same bytes."""
+    position: str = ""
+    """The position a 2xx named: the entry of the write's event."""
     errors: list[str] = field(default_factory=list)
 
     @property
+    def retried_on_fault(self) -> bool:
+        """Sent more than once besides an answer lost on purpose."""
+        return self.attempts > 1 + (self.lost_answer is not None)
+
+    @property
     def done_on_retry(self) -> bool:
-        """A retry heard "already done" after an attempt without an answer: that attempt
-        took effect."""
-        return self.unanswered > 0 and self.problem == ALREADY_DONE[self.kind]
+        """Unkeyed only: a retry heard "already done" after an attempt without an answer,
+        so that attempt took effect. A keyed retry must replay the first answer instead."""
+        return not self.keyed and self.unanswered > 0 and self.problem == ALREADY_DONE[self.kind]
 
     @property
     def acknowledged(self) -> bool:
         return self.status is not None and (200 <= self.status < 300 or self.done_on_retry)
+
+
+@dataclass
+class StockDelta:
+    """One ``POST /products/{id}/stock`` by whoever may (the admin; a seller for its own
+    products), sent with ``Idempotency-Key`` and ``X-Request-ID`` ``key`` (its
+    ``StockAdjusted``'s ``correlation``) until a definite answer."""
+
+    key: str
+    product_id: str
+    delta: int
+    actor: str
+    """``admin`` or ``seller`` (the stored key is scoped per actor)."""
+    attempts: int = 0
+    status: int | None = None
+    problem: str = ""
+    answer: str = ""
+    lost_answer: str | None = None
+    """As :attr:`Write.lost_answer`."""
+    position: str = ""
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def retried_on_fault(self) -> bool:
+        """Sent more than once besides an answer lost on purpose."""
+        return self.attempts > 1 + (self.lost_answer is not None)
+
+    @property
+    def refused(self) -> bool:
+        """A definite refusal a valid delta may get: it would take the stock below zero."""
+        return self.status == 409 and self.problem == "insufficient-stock"
 
 
 @dataclass
@@ -193,6 +255,8 @@ class Ledger:
     """Customers who order a few times, then are forgotten by an admin under the load."""
     people: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Account id → (email, name) of every customer, to scan for after a forget."""
+    stock_deltas: list[StockDelta] = field(default_factory=list)
+    """Stock moved by hand over HTTP during the load."""
 
     def acknowledged_writes(self, kind: str) -> list[Write]:
         return [w for w in self.writes if w.kind == kind and w.acknowledged]
@@ -213,21 +277,53 @@ class Ledger:
         return sold
 
     def restocked(self) -> dict[str, int]:
+        """Product → units the ingress restocks Redis acknowledged added."""
         added = dict.fromkeys(self.products, 0)
         for restock in self.restocks:
             added[restock.product_id] += restock.delta
         return added
 
+    def acknowledged_deltas(self) -> list[StockDelta]:
+        return [d for d in self.stock_deltas if d.acknowledged]
+
+    def adjusted(self) -> dict[str, int]:
+        """Product → the sum of its acknowledged stock deltas (a refused one moved nothing)."""
+        moved = dict.fromkeys(self.products, 0)
+        for d in self.acknowledged_deltas():
+            moved[d.product_id] += d.delta
+        return moved
+
     def expected_stock(
         self, paid: dict[str, int] | None = None, held: dict[str, int] | None = None
     ) -> dict[str, int]:
-        """initial + restocks - bill-now - ``paid`` - ``held`` (still reserved) per product."""
-        sold, added = self.sold(), self.restocked()
+        """initial + restocks + stock deltas - bill-now - ``paid`` - ``held`` (still
+        reserved) per product."""
+        sold, added, moved = self.sold(), self.restocked(), self.adjusted()
         paid, held = paid or {}, held or {}
         return {
-            pid: p.initial_stock + added[pid] - sold[pid] - paid.get(pid, 0) - held.get(pid, 0)
+            pid: p.initial_stock
+            + added[pid]
+            + moved[pid]
+            - sold[pid]
+            - paid.get(pid, 0)
+            - held.get(pid, 0)
             for pid, p in self.products.items()
         }
+
+    def stock_floor(self, product_id: str) -> int:
+        """The least the product's stock can be now, whatever the requests not answered yet
+        do: initial + acknowledged restocks and deltas, less every unit an order or checkout
+        asked for (answered or not) and every decrease not answered. A decrease within it
+        cannot be refused."""
+        floor = self.products[product_id].initial_stock + sum(
+            r.delta for r in self.restocks if r.product_id == product_id
+        )
+        for d in self.stock_deltas:
+            if d.product_id == product_id and (d.acknowledged or d.status is None):
+                floor += d.delta if d.acknowledged else min(d.delta, 0)
+        for request in (*self.orders, *self.checkouts):
+            floor -= sum(q for pid, q in request.lines if pid == product_id)
+        return floor
 
     def acknowledged_checkouts(self) -> list[Checkout]:
         return [c for c in self.checkouts if c.acknowledged]
@@ -246,14 +342,14 @@ class Shop:
         self.http = httpx.AsyncClient(base_url=system.api_url, timeout=httpx.Timeout(15.0))
         self.stop = asyncio.Event()
         self._checkouts = 0
-        self.paying = 0
-        self.writing = 0
-        """Category, seller, product or forget requests in flight (the schedule kills the API
-        during one)."""
+        self.in_flight: Counter[str] = Counter()
+        """Requests in flight right now by kind (``payment``; ``write``: a category, seller,
+        product or forget; ``stock``): the schedule kills the API during one."""
         self.admin_token = ""
         self._requests: dict[str, tuple[str, str, Any, str]] = {}
         """A write's key → (method, url, body, token), to send it again in :meth:`resolve`."""
-        """Payment requests in flight right now (the schedule kills the API during one)."""
+        self.stock_tokens: dict[str, tuple[str, str]] = {}
+        """Product id → (actor, token) of who moves its stock: the admin, or its seller."""
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -280,6 +376,7 @@ class Shop:
                 raise RuntimeError(f"create product {sku}: {resp.status_code} {resp.text}")
             pid = resp.json()["product_id"]
             self.ledger.products[pid] = Product(pid, sku, price, stock)
+            self.stock_tokens[pid] = ("admin", admin)
         for n in range(customers):
             email = f"c{n}-{self.system.run_id}@example.com"
             resp = await self.http.post(
@@ -375,8 +472,8 @@ class Shop:
             await asyncio.sleep(pause_s)
 
     async def resolve(self, deadline_s: float) -> None:
-        """Send every unresolved order, checkout and payment again (same key) now that
-        everything is up."""
+        """Send every unresolved order, checkout, payment, write and stock delta again (same
+        key) now that everything is up."""
         everyone = self.ledger.customers + self.ledger.shoppers + self.ledger.forgettable
         tokens = {c.account_id: c.token for c in everyone}
         pending = [o for o in self.ledger.orders if o.status is None]
@@ -391,6 +488,8 @@ class Shop:
         await asyncio.gather(*(self.pay(c, tokens[c.account_id], deadline_s) for c in unpaid))
         for w in [w for w in self.ledger.writes if w.status is None]:
             await self.write(w, *self._requests[w.key], deadline_s)
+        for d in [d for d in self.ledger.stock_deltas if d.status is None]:
+            await self.adjust(d, self.stock_tokens[d.product_id][1], deadline_s)
         client = self.system.redis(socket_timeout=5)
         stream = self.system.settings.redis.keys.ingest("faults")
         try:
@@ -404,48 +503,70 @@ class Shop:
     # -- categories, sellers, their products; forgetting customers -----------------------
 
     async def write(
-        self, w: Write, method: str, url: str, body: Any, token: str, deadline_s: float
+        self,
+        w: Write,
+        method: str,
+        url: str,
+        body: Any,
+        token: str,
+        deadline_s: float,
+        lose_answer: bool = False,
     ) -> httpx.Response | None:
-        """Send ``w`` (same ``X-Request-ID`` every time) until a definite answer or the
-        deadline; the answer (``None``: none)."""
+        """Send ``w`` (same ``X-Request-ID``, and if keyed ``Idempotency-Key``, every time)
+        until a definite answer or the deadline; the answer (``None``: none).
+        ``lose_answer``: drop a first 2xx and ask again (:meth:`_deliver`)."""
         if w not in self.ledger.writes:
             self.ledger.writes.append(w)
         self._requests[w.key] = (method, url, body, token)
         deadline = asyncio.get_running_loop().time() + deadline_s
         headers = {"Authorization": f"Bearer {token}", "X-Request-ID": w.key}
-        resp, why = await self._send(method, url, body, headers, deadline, writing=True)
+        if w.keyed:
+            headers["Idempotency-Key"] = w.key
+        resp, why, lost = await self._deliver(
+            method, url, body, headers, deadline, busy="write", lose_answer=lose_answer
+        )
+        if lost is not None:
+            w.lost_answer = lost
         w.attempts += len(why) + (resp is not None)
         w.unanswered += sum(1 for y in why if not y.startswith("409"))
         w.errors += why[: max(0, 5 - len(w.errors))]
         if resp is None:
             return None
-        w.status = resp.status_code
+        w.status, w.answer = resp.status_code, heard(resp)
         if resp.status_code >= 300:
-            with contextlib.suppress(ValueError):
-                w.problem = str(resp.json().get("type", "")).rsplit("/", 1)[-1]
+            w.problem = _problem(resp)
+        else:
+            w.position = _position(resp)
         return resp
 
     async def catalog_loop(
         self, rounds: int, categories: int, stock: int, pause_s: float, deadline_s: float
     ) -> None:
         """Per round, as the faults go on: an admin creates ``categories`` categories and a
-        seller; the seller logs in and creates one product in each category. An acknowledged
-        product whose id is known joins the catalogue the customers order from."""
+        seller; the seller logs in and creates one product in each category. Every creation
+        loses its first 2xx on purpose and asks again: a keyed one (every product and seller,
+        every first category) must hear the first answer again, the unkeyed category
+        "already done". An acknowledged product whose id is known joins the catalogue the
+        customers order from, and its seller then moves its stock too."""
         run = self.system.run_id
         for r in range(rounds):
             slugs = []
             for n in range(categories):
                 slug = f"cat-{run}-{r}-{n}"
-                w = Write("category", f"w-{run}-cat-{r}-{n}", slug)
+                w = Write("category", f"w-{run}-cat-{r}-{n}", slug, keyed=n % 2 == 0)
                 body = {"slug": slug, "name": f"Categoria {r}.{n}"}
-                await self.write(w, "POST", "/categories", body, self.admin_token, deadline_s)
+                await self.write(
+                    w, "POST", "/categories", body, self.admin_token, deadline_s, lose_answer=True
+                )
                 if w.acknowledged:
                     slugs.append(slug)
                 await self._pause(pause_s)
             email = f"seller{r}.{run}@example.com"
-            w = Write("seller", f"w-{run}-seller-{r}", email)
+            w = Write("seller", f"w-{run}-seller-{r}", email, keyed=True)
             body = {"email": email, "name": f"Vendedor {r}", "password": PASSWORD}
-            resp = await self.write(w, "POST", "/sellers", body, self.admin_token, deadline_s)
+            resp = await self.write(
+                w, "POST", "/sellers", body, self.admin_token, deadline_s, lose_answer=True
+            )
             if resp is not None and resp.status_code == 201:
                 w.result_id = resp.json()["seller_id"]
             if not w.acknowledged:
@@ -462,13 +583,17 @@ class Shop:
                     f"w-{run}-product-{r}-{n}",
                     sku,
                     detail={"category": slug, "seller_id": self._seller_id(r) or ""},
+                    keyed=True,
                 )
                 body = {"sku": sku, "name": f"Produto {sku}", "price": price, "stock": stock}
                 body["category"] = slug
-                resp = await self.write(w, "POST", "/products", body, token, deadline_s)
+                resp = await self.write(
+                    w, "POST", "/products", body, token, deadline_s, lose_answer=True
+                )
                 if resp is not None and resp.status_code == 201:
-                    pid = w.result_id = resp.json()["product_id"]
+                    pid = w.result_id = w.detail["product_id"] = resp.json()["product_id"]
                     self.ledger.products[pid] = Product(pid, sku, price, stock)
+                    self.stock_tokens[pid] = ("seller", token)
             if self.stop.is_set():
                 return
 
@@ -516,17 +641,17 @@ class Shop:
         body: Any,
         headers: dict[str, str],
         deadline: float,
-        paying: bool = False,
-        writing: bool = False,
+        busy: str | None = None,
     ) -> tuple[httpx.Response | None, list[str]]:
         """Send until a definite answer (2xx, or a 4xx other than *concurrent modification*)
-        or ``deadline`` (loop time); the answer (``None`` if none) and why it was retried."""
+        or ``deadline`` (loop time); the answer (``None`` if none) and why it was retried.
+        ``busy``: the kind counted in :attr:`in_flight` while an attempt is."""
         loop = asyncio.get_running_loop()
         why: list[str] = []
         delay = 0.05
         while True:
-            self.paying += paying
-            self.writing += writing
+            if busy:
+                self.in_flight[busy] += 1
             try:
                 resp = await self.http.request(method, url, json=body, headers=headers)
             except httpx.TransportError as exc:
@@ -536,12 +661,32 @@ class Shop:
                     return resp, why
                 why.append(f"{resp.status_code} {resp.text[:120]}")
             finally:
-                self.paying -= paying
-                self.writing -= writing
+                if busy:
+                    self.in_flight[busy] -= 1
             if loop.time() + delay > deadline:
                 return None, why
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    async def _deliver(
+        self,
+        method: str,
+        url: str,
+        body: Any,
+        headers: dict[str, str],
+        deadline: float,
+        busy: str,
+        lose_answer: bool,
+    ) -> tuple[httpx.Response | None, list[str], str | None]:
+        """:meth:`_send`; with ``lose_answer``, a 2xx it gets is dropped, as a cut connection
+        would drop it after the effect, and the same request is sent again: (the answer heard
+        last, why attempts were retried, the answer lost or ``None``)."""
+        resp, why = await self._send(method, url, body, headers, deadline, busy)
+        if not lose_answer or resp is None or resp.status_code >= 300:
+            return resp, why, None
+        lost = heard(resp)
+        resp, again = await self._send(method, url, body, headers, deadline, busy)
+        return resp, [*why, LOST_ON_PURPOSE, *again], lost
 
     async def fill_cart(self, checkout: Checkout, token: str, deadline_s: float) -> bool:
         """``PUT`` each line's quantity (idempotent by nature); False if one got no answer."""
@@ -601,7 +746,7 @@ class Shop:
             {"card_token": "tok_approved"},
             headers,
             deadline,
-            paying=True,
+            busy="payment",
         )
         checkout.pay_attempts += len(why) + (resp is not None)
         checkout.errors += why[: max(0, 5 - len(checkout.errors))]
@@ -643,6 +788,55 @@ class Shop:
             if checkout.acknowledged and checkout.pay:
                 await self.pay(checkout, shopper.token, deadline_s)
             await asyncio.sleep(pause_s)
+
+    # -- stock moved by hand over HTTP ----------------------------------------------------
+
+    async def stock_loop(self, pause_s: float, lose_every: int, deadline_s: float) -> None:
+        """Whoever may moves a catalogue product's stock (``POST /products/{id}/stock``), one
+        delta at a time under the faults: the admin the products it created, a seller its
+        own. Up by 1-20, or down by 1-10 where :meth:`Ledger.stock_floor` says that cannot
+        go below zero; every ``lose_every``-th loses its first 200 on purpose."""
+        run = self.system.run_id
+        n = 0
+        while not self.stop.is_set():
+            pid = self.rng.choice(sorted(self.stock_tokens))
+            actor, token = self.stock_tokens[pid]
+            down = self.rng.randint(1, 10)
+            lower = self.rng.random() < 0.4 and self.ledger.stock_floor(pid) >= down
+            delta = -down if lower else self.rng.randint(1, 20)
+            d = StockDelta(f"w-{run}-stock-{n}", pid, delta, actor)
+            self.ledger.stock_deltas.append(d)
+            await self.adjust(d, token, deadline_s, lose_answer=n % lose_every == lose_every - 1)
+            n += 1
+            await self._pause(pause_s)
+
+    async def adjust(
+        self, d: StockDelta, token: str, deadline_s: float, lose_answer: bool = False
+    ) -> None:
+        """Send ``d`` with the same ``Idempotency-Key`` until a definite answer or the
+        deadline (then it stays unresolved, for :meth:`resolve`)."""
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Idempotency-Key": d.key,
+            "X-Request-ID": d.key,
+        }
+        body = {"delta": d.delta, "reason": "faults"}
+        url = f"/products/{d.product_id}/stock"
+        resp, why, lost = await self._deliver(
+            "POST", url, body, headers, deadline, busy="stock", lose_answer=lose_answer
+        )
+        if lost is not None:
+            d.lost_answer = lost
+        d.attempts += len(why) + (resp is not None)
+        d.errors += why[: max(0, 5 - len(d.errors))]
+        if resp is None:
+            return
+        d.status, d.answer = resp.status_code, heard(resp)
+        if resp.status_code >= 300:
+            d.problem = _problem(resp)
+        else:
+            d.position = _position(resp)
 
     # -- restocks through the ingress gateway ---------------------------------------------
 
@@ -687,6 +881,26 @@ class Shop:
                 if loop.time() > deadline:
                     return False
                 await asyncio.sleep(0.2)
+
+
+def heard(resp: httpx.Response) -> str:
+    """An answer as compared byte for byte with another: its status and body."""
+    return f"{resp.status_code} {resp.text}"
+
+
+def _problem(resp: httpx.Response) -> str:
+    """A problem answer's type, its last path segment (``""`` if the body is no problem)."""
+    try:
+        return str(resp.json().get("type", "")).rsplit("/", 1)[-1]
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _position(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("position", ""))
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _concurrent_modification(resp: httpx.Response) -> bool:

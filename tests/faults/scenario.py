@@ -50,6 +50,10 @@ class Size:
     stock: int = 5000
     order_pause_s: float = 0.05
     restock_every_s: float = 0.3
+    stock_pause_s: float = 0.3
+    """Between two stock deltas over HTTP (one client: the admin or a seller)."""
+    stock_lose_every: int = 4
+    """Every n-th stock delta loses its first answer on purpose and is asked again."""
     acks_between_faults: int = 40
     """Orders acknowledged after a recovery before the next fault (so each hits a load)."""
     max_wait_between_s: float = 10.0
@@ -118,6 +122,7 @@ SCHEDULE: tuple[tuple[str, str, str], ...] = (
     ("kill", "mongo", "catch-up:read_models"),
     ("kill", "mongo", "catch-up:read_models"),
     ("kill", "api", "payment"),
+    ("kill", "api", "stock"),
     ("kill", "projector", "load"),
     ("kill", "ingest", "load"),
     ("kill", "expire", "load"),
@@ -128,8 +133,10 @@ SCHEDULE: tuple[tuple[str, str, str], ...] = (
 acknowledged since the last recovery. ``payment``: that, and then the moment a payment
 request is in flight (so the kill lands between the acquirer's authorization and the
 append, or on the answer, and the client's retry must not charge twice). ``write``: the
-same for a category, seller, product or forget request (routes without an
-``Idempotency-Key``: the retry must neither append twice nor be refused as if new). ``catch-up:<view>``: as soon as that view's
+same for a category, seller, product or forget request (a keyed creation's retry must get
+the first answer; an unkeyed one's must neither append twice nor be refused as if new).
+``stock``: the same for a stock delta (its retry, same ``Idempotency-Key``, must move the
+stock once). ``catch-up:<view>``: as soon as that view's
 checkpoints move again after the previous fault, i.e. while the projector is writing the
 backlog the outage left (a kill then lands in the middle of bulk writes, and the
 PostgreSQL views have live sessions to terminate)."""
@@ -137,13 +144,14 @@ PostgreSQL views have live sessions to terminate)."""
 
 CLUSTER_SCHEDULE: tuple[tuple[str, str, str], ...] = (
     ("kill", "redis-1", "load"),
-    ("kill", "api", "load"),
+    ("kill", "api", "stock"),
     ("kill", "projector", "load"),
     ("kill", "redis-0", "load"),
 )
 """The cluster run's faults: ``kill -9`` a primary (restarted from its AOF, same port,
 directory and ``nodes.conf``), the API, the projector, then the primary every process was
-given as ``REDIS_URL`` (a client must find the cluster through the others)."""
+given as ``REDIS_URL`` (a client must find the cluster through the others). The API is
+killed while a stock delta is in flight (orders always are)."""
 
 
 @dataclass
@@ -171,10 +179,9 @@ async def _when(system: System, shop: Shop, when: str, size: Size) -> None:
         await _wait_for_progress(system, view, size.max_wait_between_s)
         return
     await _wait_for_acks(shop.ledger, size.acks_between_faults, size.max_wait_between_s)
-    if when in ("payment", "write"):
+    if when in ("payment", "write", "stock"):
         deadline = time.monotonic() + size.max_wait_between_s
-        busy = (lambda: shop.paying) if when == "payment" else (lambda: shop.writing)
-        while busy() == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+        while shop.in_flight[when] == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.001)
 
 
@@ -325,8 +332,9 @@ async def _wait_settled(system: System, ledger: Ledger, max_wait_s: float) -> fl
 
 async def run(base: Path, size: Size | None = None, *, cluster: bool = False) -> Outcome:
     """One fault run. ``cluster``: on a three-primary Redis Cluster, with bill-now orders
-    of two or three products (sagas) and checkouts, restocks, the :data:`CLUSTER_SCHEDULE`;
-    without the catalogue, forget and archive load (not on the cluster yet)."""
+    of two or three products (sagas) and checkouts, restocks, stock deltas, the
+    :data:`CLUSTER_SCHEDULE`; without the catalogue, forget and archive load (not on the
+    cluster yet)."""
     size = size or Size.from_env()
     if cluster:
         size = dataclasses.replace(
@@ -365,6 +373,13 @@ async def run(base: Path, size: Size | None = None, *, cluster: bool = False) ->
             ]
             load.append(
                 asyncio.create_task(shop.restock_loop(size.restock_every_s, size.order_deadline_s))
+            )
+            load.append(
+                asyncio.create_task(
+                    shop.stock_loop(
+                        size.stock_pause_s, size.stock_lose_every, size.order_deadline_s
+                    )
+                )
             )
             if not cluster:
                 load += _single_node_load(system, shop, ledger, size, base / "archive")
@@ -505,6 +520,18 @@ def _figures(
         "restocks_acknowledged": len(ledger.restocks),
         "restocks_unacknowledged": len(ledger.unacked_restocks),
         "restock_retries": ledger.restock_retries,
+        "stock_deltas_sent": len(ledger.stock_deltas),
+        "stock_deltas_by_final_status": _count(
+            "unresolved" if d.status is None else f"{d.status}{d.problem and ' ' + d.problem}"
+            for d in ledger.stock_deltas
+        ),
+        "stock_deltas_by_actor": _count(d.actor for d in ledger.acknowledged_deltas()),
+        "stock_deltas_retried_on_fault": sum(1 for d in ledger.stock_deltas if d.retried_on_fault),
+        "stock_deltas_answers_lost": sum(1 for d in ledger.stock_deltas if d.lost_answer),
+        "stock_units_adjusted": {
+            "up": sum(d.delta for d in ledger.acknowledged_deltas() if d.delta > 0),
+            "down": sum(d.delta for d in ledger.acknowledged_deltas() if d.delta < 0),
+        },
         "faults_injected": len(system.faults),
         "faults_by_kind": by_kind,
         "faults": [asdict(f) for f in system.faults],
@@ -515,7 +542,12 @@ def _figures(
         "writes_acknowledged": _count(w.kind for w in ledger.writes if w.acknowledged),
         "writes_sent": _count(w.kind for w in ledger.writes),
         "writes_retried": sum(1 for w in ledger.writes if w.attempts > 1),
+        "writes_retried_on_fault": sum(1 for w in ledger.writes if w.retried_on_fault),
         "writes_done_on_retry": sum(1 for w in ledger.writes if w.done_on_retry),
+        "writes_keyed": _count(w.kind for w in ledger.writes if w.keyed),
+        "writes_answers_lost": _count(
+            f"{w.kind} {'keyed' if w.keyed else 'unkeyed'}" for w in ledger.writes if w.lost_answer
+        ),
         "writes_refused": [
             f"{w.kind} {w.subject}: {w.status} {w.problem}"
             for w in ledger.writes
@@ -568,14 +600,21 @@ def format_figures(figures: dict[str, Any]) -> str:
         f"{figures.get('checkouts_settled_s')}s",
         f"  restocks acknowledged {figures['restocks_acknowledged']} "
         f"({figures['restock_retries']} re-sends)",
+        f"  stock deltas         {figures.get('stock_deltas_sent')} sent, final statuses "
+        f"{figures.get('stock_deltas_by_final_status')}, by {figures.get('stock_deltas_by_actor')} "
+        f"({figures.get('stock_deltas_retried_on_fault')} retried on a fault, "
+        f"{figures.get('stock_deltas_answers_lost')} "
+        f"answers lost on purpose); units {figures.get('stock_units_adjusted')}",
         f"  faults injected      {figures['faults_injected']}: {kinds}",
         f"  unexpected exits     {exits or 'none'}",
         f"  mongo kills after which the server had lost acknowledged writes: "
         f"{figures['mongo_lost_acknowledged_writes']}",
         f"  writes acknowledged  {figures.get('writes_acknowledged')} of "
         f"{figures.get('writes_sent')} ({figures.get('writes_retried')} retried, "
-        f"{figures.get('writes_done_on_retry')} told 'already done' by a retry); "
-        f"customers forgotten {figures.get('customers_forgotten')}",
+        f"{figures.get('writes_retried_on_fault')} of them on a fault, "
+        f"{figures.get('writes_done_on_retry')} told 'already done' by a retry); keyed "
+        f"{figures.get('writes_keyed')}; answers lost on purpose {figures.get('writes_answers_lost')}"
+        f"; customers forgotten {figures.get('customers_forgotten')}",
         f"  archive runs         {figures.get('archive_runs')} ({figures.get('archive_runs_completed')} "
         f"completed, {len(figures.get('archive_kills', []))} killed, refused "
         f"{figures.get('archive_refused')}, {len(figures.get('archive_errors', []))} errors; last "

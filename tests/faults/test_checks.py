@@ -13,7 +13,9 @@ from tests.faults.checks import (
     FORGET_CHECK,
     PAYMENT_CHECK,
     STOCK_CHECK,
+    STOCK_DELTA_CHECK,
     WRITES_CHECK,
+    LoggedDelta,
     LoggedOrder,
     LoggedWrite,
     Observed,
@@ -27,10 +29,12 @@ from tests.faults.load import (
     Order,
     Product,
     Restock,
+    StockDelta,
     Write,
 )
 
 P1, P2, P3, ACCOUNT, SHOPPER, FORGOTTEN = "p-1", "p-2", "p-3", "a-1", "s-1", "f-1"
+PRODUCT_ANSWER = f'201 {{"product_id":"{P3}","position":"2-6-0"}}'
 
 
 def consistent() -> tuple[Ledger, Observed]:
@@ -121,6 +125,7 @@ def consistent() -> tuple[Ledger, Observed]:
         archive_segments={0: [("1-0", "1-0", 1), ("3-0", "3-0", 1)], 1: [], 2: [], 3: []},
     )
     add_catalog_and_a_forget(ledger, observed)
+    add_stock_deltas(ledger, observed)
     ledger.archive = ArchiveRuns(
         runs=3, completed=2, entries=2, segments=2, kills=["commit at 4s: between"], final=0
     )
@@ -138,13 +143,26 @@ def add_catalog_and_a_forget(ledger: Ledger, observed: Observed) -> None:
     ledger.writes = [
         Write("category", "w-cat", "cat-1", status=201),
         Write("seller", "w-seller", "s@example.com", status=201, result_id="sel-1"),
-        Write("product", "w-prod", "SKU-3", detail=seller, status=201, result_id=P3),
+        Write(
+            "product",
+            "w-prod",
+            "SKU-3",
+            detail=seller | {"product_id": P3},
+            keyed=True,
+            attempts=2,
+            unanswered=1,
+            status=201,
+            result_id=P3,
+            answer=PRODUCT_ANSWER,
+            lost_answer=PRODUCT_ANSWER,
+            position="2-6-0",
+        ),
         Write("forget", "w-forget", FORGOTTEN, status=200),
     ]
     observed.writes_in_log = {
         "w-cat": [LoggedWrite("category", "cat-1", "p0/6-0", "e-20")],
         "w-seller": [LoggedWrite("seller", "sel-1", "p1/6-0", "e-21")],
-        "w-prod": [LoggedWrite("product", "SKU-3", "p2/6-0", "e-22", dict(seller))],
+        "w-prod": [LoggedWrite("product", "SKU-3", "p2/6-0", "e-22", seller | {"product_id": P3})],
         "w-forget": [LoggedWrite("forget", FORGOTTEN, "p3/6-0", "e-23")],
     }
     observed.forgets_in_log = Counter({FORGOTTEN: 1})
@@ -168,6 +186,38 @@ def add_catalog_and_a_forget(ledger: Ledger, observed: Observed) -> None:
         stock[P3] = 9
     for reserved in (observed.write_reserved, observed.rm_reserved):
         reserved[P3] = 0
+
+
+def add_stock_deltas(ledger: Ledger, observed: Observed) -> None:
+    """Three deltas over HTTP: the admin adds 5 to P2, P3's seller takes 2 off (its first
+    200 lost on purpose and heard again alike), and a decrease of P2 refused as below zero;
+    the log and views agree."""
+    lost = '200 {"product_id":"p-3","position":"1-8-0"}'
+    ledger.stock_deltas = [
+        StockDelta("w-stock-1", P2, 5, "admin", 1, 200, answer="200 {}", position="0-8-0"),
+        StockDelta(
+            "w-stock-2",
+            P3,
+            -2,
+            "seller",
+            2,
+            200,
+            answer=lost,
+            lost_answer=lost,
+            position="1-8-0",
+        ),
+        StockDelta("w-stock-3", P2, -999, "admin", 1, 409, "insufficient-stock"),
+    ]
+    observed.deltas_in_log = {
+        "w-stock-1": [LoggedDelta(P2, 5, "p0/8-0", "e-30")],
+        "w-stock-2": [LoggedDelta(P3, -2, "p1/8-0", "e-31")],
+        "r-1": [LoggedDelta(P2, 10, "p2/2-0", "r-1")],  # the ingress restock
+    }
+    observed.restocks_in_log.update({"e-30": 1, "e-31": 1})
+    observed.audit_rows.update({"e-30": 1, "e-31": 1})
+    for stock in (observed.write_stock, observed.rm_stock):
+        stock[P2] += 5
+        stock[P3] -= 2
 
 
 def failures(ledger: Ledger, observed: Observed) -> dict[str, list[str]]:
@@ -213,7 +263,7 @@ def test_a_lost_stock_decrement_in_the_read_models_names_product_and_field() -> 
     assert found == {
         STOCK_CHECK: [
             f"read_models products product {P1} (SKU-1) field stock: 48, expected 44 "
-            "(initial 50 + restocked 0 - bill-now 5 - paid 1 - reserved 0)"
+            "(initial 50 + restocked 0 + adjusted 0 - bill-now 5 - paid 1 - reserved 0)"
         ]
     }
 
@@ -336,7 +386,7 @@ def test_an_unpaid_checkout_that_never_expired_keeps_its_stock_reserved() -> Non
     found = failures(ledger, observed)
     assert found[PAYMENT_CHECK][0].startswith("NOT EXPIRED: checkout c-3 (order_id o-5")
     # Still reserved, the units would have to be in ``reserved``, not back in ``stock``.
-    why = "(initial 50 + restocked 0 - bill-now 5 - paid 1 - reserved 4)"
+    why = "(initial 50 + restocked 0 + adjusted 0 - bill-now 5 - paid 1 - reserved 4)"
     assert found[STOCK_CHECK] == [
         f"write side (Redis state) product {P1} (SKU-1) field stock: 44, expected 40 {why}",
         f"read_models products product {P1} (SKU-1) field stock: 44, expected 40 {why}",
@@ -351,7 +401,7 @@ def test_an_expired_checkout_whose_stock_did_not_return_is_named() -> None:
     problems = failures(ledger, observed)[STOCK_CHECK]
     assert problems == [
         f"write side (Redis state) product {P1} (SKU-1) field stock: 40, expected 44 "
-        "(initial 50 + restocked 0 - bill-now 5 - paid 1 - reserved 0)"
+        "(initial 50 + restocked 0 + adjusted 0 - bill-now 5 - paid 1 - reserved 0)"
     ]
 
 
@@ -466,12 +516,18 @@ def test_already_exists_heard_by_a_retry_is_acknowledged_but_on_a_first_try_is_r
 def test_a_product_logged_in_another_category_is_named() -> None:
     ledger, observed = consistent()
     observed.writes_in_log["w-prod"] = [
-        LoggedWrite("product", "SKU-3", "p2/6-0", "e-22", {"category": "", "seller_id": "sel-1"})
+        LoggedWrite(
+            "product",
+            "SKU-3",
+            "p2/6-0",
+            "e-22",
+            {"category": "", "seller_id": "sel-1", "product_id": P3},
+        )
     ]
     assert failures(ledger, observed) == {
         WRITES_CHECK: [
-            "product SKU-3 (request w-prod, 0 attempt(s), told 201) field category: the log "
-            "has '', expected 'cat-1'"
+            "product SKU-3 (request w-prod, keyed, 2 attempt(s), told 201) field category: the "
+            "log has '', expected 'cat-1'"
         ]
     }
 
@@ -561,3 +617,159 @@ def test_a_saga_read_with_its_reserve_before_its_start_is_one_settled_saga() -> 
     assert sagas["o"].entry == "p1/2-0" and sagas["o"].place and sagas["o"].settled()
     check = check_sagas(Ledger(), Observed(sagas=sagas))
     assert check.ok, check.report()
+
+
+# -- stock deltas over HTTP, keyed creations -------------------------------------------------
+
+DELTA_2 = "stock delta w-stock-2 (-2 p-3 by the seller, 2 attempt(s), told 200)"
+WHY_P3 = "(initial 10 + restocked 0 + adjusted -2 - bill-now 1 - paid 0 - reserved 0)"
+
+
+def test_a_stock_delta_applied_twice_is_duplicated_and_its_stock_is_off_in_every_view() -> None:
+    """What the stock route without its key did: the retry after the lost answer moved the
+    stock a second time, and answered with the second entry."""
+    ledger, observed = consistent()
+    observed.deltas_in_log["w-stock-2"].append(LoggedDelta(P3, -2, "p1/9-0", "e-32"))
+    observed.audit_rows["e-32"] = 1
+    ledger.stock_deltas[1].answer = '200 {"product_id":"p-3","position":"1-9-0"}'
+    ledger.stock_deltas[1].position = "1-9-0"
+    for stock in (observed.write_stock, observed.rm_stock):
+        stock[P3] -= 2
+    checks, counts = judge(ledger, observed, catch_up_s=10)
+    assert counts["duplicated"] == 1
+    assert {c.name: c.problems for c in checks if not c.ok} == {
+        STOCK_DELTA_CHECK: [
+            f"DUPLICATED: {DELTA_2} is in the log 2 times: p1/8-0, p1/9-0",
+            f"{DELTA_2} answered position '1-9-0', its event is at p1/8-0",
+            f"ANSWER CHANGED: {DELTA_2}: the answer lost was "
+            """'200 {"product_id":"p-3","position":"1-8-0"}', the retry heard """
+            """'200 {"product_id":"p-3","position":"1-9-0"}'""",
+        ],
+        STOCK_CHECK: [
+            f"write side (Redis state) product {P3} (SKU-3) field stock: 5, expected 7 {WHY_P3}",
+            f"read_models products product {P3} (SKU-3) field stock: 5, expected 7 {WHY_P3}",
+        ],
+    }
+
+
+def test_a_stock_delta_the_ledger_counts_twice_fails_the_stock_check_in_every_view() -> None:
+    """The ledger side of the same: two acknowledged deltas, one event and one move."""
+    ledger, observed = consistent()
+    ledger.stock_deltas.append(dataclasses.replace(ledger.stock_deltas[1], key="w-stock-4"))
+    checks, counts = judge(ledger, observed, catch_up_s=10)
+    assert counts["lost"] == 1
+    why = "(initial 10 + restocked 0 + adjusted -4 - bill-now 1 - paid 0 - reserved 0)"
+    assert {c.name: c.problems for c in checks if not c.ok} == {
+        STOCK_DELTA_CHECK: [
+            "LOST: stock delta w-stock-4 (-2 p-3 by the seller, 2 attempt(s), told 200) "
+            "is not in the log"
+        ],
+        STOCK_CHECK: [
+            f"write side (Redis state) product {P3} (SKU-3) field stock: 7, expected 5 {why}",
+            f"read_models products product {P3} (SKU-3) field stock: 7, expected 5 {why}",
+        ],
+    }
+
+
+def test_a_stock_delta_the_ledger_lacks_is_unknown_and_off_in_every_view() -> None:
+    ledger, observed = consistent()
+    del ledger.stock_deltas[0]
+    why = "(initial 50 + restocked 10 + adjusted 0 - bill-now 1 - paid 2 - reserved 0)"
+    assert failures(ledger, observed) == {
+        STOCK_DELTA_CHECK: ["UNKNOWN: the log has ['p0/8-0'] under request 'w-stock-1'"],
+        STOCK_CHECK: [
+            f"write side (Redis state) product {P2} (SKU-2) field stock: 62, expected 57 {why}",
+            f"read_models products product {P2} (SKU-2) field stock: 62, expected 57 {why}",
+        ],
+    }
+
+
+def test_an_acknowledged_stock_delta_missing_from_the_log_is_lost() -> None:
+    ledger, observed = consistent()
+    del observed.deltas_in_log["w-stock-1"]
+    for stock in (observed.write_stock, observed.rm_stock):
+        stock[P2] -= 5
+    checks, counts = judge(ledger, observed, catch_up_s=10)
+    assert counts["lost"] == 1
+    problems = {c.name: c.problems for c in checks if not c.ok}
+    assert problems[STOCK_DELTA_CHECK] == [
+        "LOST: stock delta w-stock-1 (+5 p-2 by the admin, 1 attempt(s), told 200) "
+        "is not in the log"
+    ]
+    assert len(problems[STOCK_CHECK]) == 2
+
+
+def test_a_refused_stock_delta_in_the_log_is_a_phantom_and_another_refusal_a_finding() -> None:
+    ledger, observed = consistent()
+    observed.deltas_in_log["w-stock-3"] = [LoggedDelta(P2, -999, "p0/9-0", "e-33")]
+    ledger.stock_deltas.append(
+        StockDelta("w-stock-5", P1, 3, "seller", 1, 404, "product-not-found", answer="404 {}")
+    )
+    problems = failures(ledger, observed)[STOCK_DELTA_CHECK]
+    assert problems == [
+        "PHANTOM: stock delta w-stock-3 (-999 p-2 by the admin, 1 attempt(s), told 409 "
+        "insufficient-stock) was refused but is in the log (p0/9-0)",
+        "REFUSED: stock delta w-stock-5 (+3 p-1 by the seller, 1 attempt(s), told 404 "
+        "product-not-found): 404 {}",
+    ]
+
+
+def test_the_floor_for_a_decrease_counts_every_unit_asked_for_and_every_unanswered_decrease() -> (
+    None
+):
+    ledger, _ = consistent()
+    # P2: 50 + restock 10 + acknowledged +5; orders and checkouts ask 1 + 99 + 2 units.
+    assert ledger.stock_floor(P2) == 50 + 10 + 5 - 1 - 99 - 2
+    ledger.stock_deltas.append(StockDelta("w-stock-6", P2, -4, "admin"))  # not answered yet
+    ledger.stock_deltas.append(StockDelta("w-stock-7", P2, 9, "admin"))  # may never apply
+    assert ledger.stock_floor(P2) == 50 + 10 + 5 - 1 - 99 - 2 - 4
+
+
+def test_a_keyed_retry_that_hears_already_done_did_not_replay() -> None:
+    ledger, observed = consistent()
+    product = ledger.writes[2]
+    product.status, product.problem, product.result_id = 409, "duplicate-sku", None
+    told = "request w-prod, keyed, 2 attempt(s), told 409 duplicate-sku"
+    assert failures(ledger, observed)[WRITES_CHECK] == [
+        f"NOT REPLAYED: product SKU-3 ({told}): a retry with its Idempotency-Key must get the "
+        "first answer",
+        f"PHANTOM: product SKU-3 ({told}) was refused but is in the log (p2/6-0)",
+    ]
+
+
+def test_a_keyed_creation_answered_another_id_or_position_than_the_log_is_named() -> None:
+    ledger, observed = consistent()
+    product = ledger.writes[2]
+    product.result_id = product.detail["product_id"] = "p-9"
+    product.position = "2-7-0"
+    product.answer = '201 {"product_id":"p-9","position":"2-7-0"}'
+    what = "product SKU-3 (request w-prod, keyed, 2 attempt(s), told 201)"
+    assert failures(ledger, observed)[WRITES_CHECK] == [
+        f"{what} field product_id: the log has '{P3}', expected 'p-9'",
+        f"{what} answered position '2-7-0', its event is at p2/6-0",
+        f"ANSWER CHANGED: {what}: the answer lost was {PRODUCT_ANSWER!r}, the retry heard "
+        """'201 {"product_id":"p-9","position":"2-7-0"}'""",
+    ]
+
+
+def test_a_sku_created_twice_under_two_requests_is_duplicated() -> None:
+    ledger, observed = consistent()
+    observed.writes_in_log["w-other"] = [LoggedWrite("product", "SKU-3", "p2/9-0", "e-34")]
+    assert failures(ledger, observed)[WRITES_CHECK] == [
+        "UNKNOWN: the log has ['p2/9-0'] under request 'w-other'",
+        "DUPLICATED: the log creates product SKU-3 2 times",
+    ]
+
+
+def test_an_unkeyed_category_whose_lost_answer_a_retry_hears_as_already_done_is_acknowledged() -> (
+    None
+):
+    ledger, observed = consistent()
+    category = ledger.writes[0]
+    category.lost_answer = '201 {"slug":"cat-1","position":"0-6-0"}'
+    category.attempts, category.unanswered = 2, 1
+    category.status, category.problem = 409, "category-exists"
+    assert category.acknowledged
+    assert failures(ledger, observed) == {}
+    category.keyed = True  # keyed, the same retry did not replay
+    assert failures(ledger, observed)[WRITES_CHECK][0].startswith("NOT REPLAYED: category cat-1")
