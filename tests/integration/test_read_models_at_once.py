@@ -14,6 +14,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from events.store import EventStore
+from projections.read_models import projection as projection_module
 from projections.read_models.folding import Write
 from projections.read_models.handlers import writes_for
 from projections.read_models.projection import ReadModelsProjection, bulk_apply
@@ -150,3 +151,37 @@ async def test_a_writer_that_stops_cleanly_leaves_no_session_to_kill(
     assert await sessions.count_documents({}) == 1
     await projection.close()
     assert await sessions.count_documents({}) == 0
+
+
+async def test_a_write_waits_for_the_partitions_of_the_last_one_then_goes_alone(
+    store: EventStore, db: AsyncDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first partition back from a write waits for the others of that write, so that
+    the documents they share are written once for all of them (``_join_partners``); one
+    whose partners have nothing more to hand in is written alone once the wait is over.
+    The wait is widened here so that the partner's lateness cannot outlast it."""
+    monkeypatch.setattr(projection_module, "JOIN_SHARE", 1000.0)
+    events = await busy_shop(store)
+    expected = await write_by_write(db, events)
+    joined = await view(db, "joined")
+    batches = by_partition(events)
+    assert len(batches) >= 3, sorted(batches)
+    first, second, *rest = sorted(batches)
+    halves = {
+        p: (batches[p][: len(batches[p]) // 2], batches[p][len(batches[p]) // 2 :]) for p in batches
+    }
+    await asyncio.gather(*(joined.apply(p, halves[p][0]) for p in (first, second)))
+    assert joined._last_write[0] == {first, second}
+
+    async def late(partition: int) -> None:
+        await asyncio.sleep(0.05)
+        await joined.apply(partition, halves[partition][1])
+
+    await asyncio.gather(joined.apply(first, halves[first][1]), late(second))
+    assert joined._last_write[0] == {first, second}
+
+    monkeypatch.setattr(projection_module, "JOIN_MAX_S", 0.2)
+    for p in rest:  # alone, after a write of two partitions: waits, then goes on
+        await asyncio.wait_for(joined.apply(p, batches[p]), timeout=30)
+        assert joined._last_write[0] == {p}
+    assert await documents(joined) == expected
