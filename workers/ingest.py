@@ -32,9 +32,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events.errors import AppendRejected
 from events.ids import now_at
@@ -52,7 +50,7 @@ from workers.ingest_contract import (
     validate,
     validate_legacy,
 )
-from workers.runner import blocking_client
+from workers.runner import REDIS_TRANSIENT, blocking_client
 
 log = structlog.get_logger("workers.ingest")
 
@@ -104,7 +102,8 @@ class GatewayStats:
     transient_errors: int = 0
 
 
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+_TRANSIENT = (*REDIS_TRANSIENT, ConnectionError, TimeoutError, OSError)
+"""An outage of Redis (a cluster's ``CLUSTERDOWN`` included, see ``REDIS_TRANSIENT``)."""
 
 
 class IngestGateway:

@@ -45,8 +45,8 @@ import pymongo.errors
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events.codec import RecordedEvent, decode_entry, undecodable
@@ -80,7 +80,10 @@ serialization failure (``TransactionRollbackError``) is the server undoing a tra
 because of other transactions: retrying the same batch is the cure, so it counts as the
 sink's, and the partition re-feeds from the checkpoint the rollback left."""
 
-REDIS_TRANSIENT = (RedisConnectionError, RedisTimeoutError)
+REDIS_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError)
+"""Redis errors that are an outage, waited out with backoff. On a cluster with a primary
+down longer than ``cluster-node-timeout`` and no replica to promote, every node refuses
+commands with ``CLUSTERDOWN`` until it is back; ``TRYAGAIN`` comes while slots move."""
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 T = TypeVar("T")
