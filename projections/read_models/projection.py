@@ -89,7 +89,7 @@ DURABLE = WriteConcern(w="majority", j=True)
 set, on a majority, so a fail-over cannot roll it back). ``w: "majority"`` alone does not
 imply the journal on every server (SecantusDB honours only ``j``), hence both. One write
 per collection per group commit keeps the cost at a few journal flushes per batch."""
-JOIN_MAX_S = 0.1
+JOIN_MAX_S = 0.03
 """The longest a write waits for the partitions of the last one (``_join_partners``)."""
 JOIN_SHARE = 0.25
 """The share of the last write's time that the next one waits for them, up to the above."""

@@ -161,6 +161,7 @@ async def test_a_write_waits_for_the_partitions_of_the_last_one_then_goes_alone(
     whose partners have nothing more to hand in is written alone once the wait is over.
     The wait is widened here so that the partner's lateness cannot outlast it."""
     monkeypatch.setattr(projection_module, "JOIN_SHARE", 1000.0)
+    monkeypatch.setattr(projection_module, "JOIN_MAX_S", 5.0)
     events = await busy_shop(store)
     expected = await write_by_write(db, events)
     joined = await view(db, "joined")
