@@ -12,7 +12,6 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from app.payments.sandbox import SandboxAcquirer
 from events.store import EventStore
 from tests.e2e import (
     admin,
@@ -22,6 +21,7 @@ from tests.e2e import (
     customer,
     events_of_type,
 )
+from tests.e2e.test_api_lifecycle import sandbox, stock_of
 from tests.support.cluster import single_and_cluster
 
 pytestmark = single_and_cluster
@@ -31,17 +31,6 @@ KEYED_OPERATIONS = {"checkout", "cancelOrder", "refundOrder", "cancelarPedido"}
 
 def keyed(headers: dict[str, str], key: str) -> dict[str, str]:
     return {**headers, "Idempotency-Key": key}
-
-
-def sandbox(api: AsyncTestClient[Any]) -> SandboxAcquirer:
-    provider = api.app.state.get("payments")
-    assert isinstance(provider, SandboxAcquirer)
-    return provider
-
-
-async def stock_of(store: EventStore, product_id: str) -> tuple[int, int]:
-    state = await store.state(f"product:{product_id}")
-    return int(state["stock"]), int(state.get("reserved", 0))
 
 
 async def fill_cart(
