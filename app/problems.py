@@ -22,6 +22,7 @@ from litestar.plugins.problem_details import (
 
 from app.commands.errors import DomainError, RateLimited
 from app.validation import NO_NUL, NUL_REASON
+from events.connection import OUTAGE
 
 PROBLEM_BASE = "https://streamshop.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -164,12 +165,32 @@ def internal_problem(exc: Exception) -> ProblemDetailsException:
     return _problem(500, "internal-error", "Internal server error", "an unexpected error occurred")
 
 
+RETRY_AFTER_OUTAGE_S = 1
+"""Seconds a client is told to wait (``Retry-After``) when Redis is out."""
+
+
+def outage_problem(exc: Exception) -> ProblemDetailsException:
+    """Redis out (:data:`events.connection.OUTAGE`): 503 with ``Retry-After``, not a 500,
+    since the request was fine and a retry may succeed. A command cut off by the outage may
+    or may not have been appended; retried with the same ``Idempotency-Key`` it takes effect
+    once either way."""
+    log.warning("event_store_unavailable", error=f"{type(exc).__name__}: {exc}")
+    return _problem(
+        503,
+        "unavailable",
+        "Service unavailable",
+        "the event store is unreachable; retry later (with the same Idempotency-Key)",
+        headers={"Retry-After": str(RETRY_AFTER_OUTAGE_S)},
+    )
+
+
 def problem_details_plugin() -> ProblemDetailsPlugin:
     return ProblemDetailsPlugin(
         ProblemDetailsConfig(
             exception_to_problem_detail_map={
                 HTTPException: http_problem,
                 DomainError: domain_problem,
+                **dict.fromkeys(OUTAGE, outage_problem),
                 Exception: internal_problem,
             }
         )
@@ -185,6 +206,7 @@ _DESCRIPTIONS: dict[int, str] = {
     413: "Request body over the limit",
     422: "Refused by a business rule (unknown product, ...)",
     429: "Too many attempts; see Retry-After",
+    503: "A store is unreachable; retry after Retry-After",
 }
 
 

@@ -13,9 +13,24 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 RedisClient = aioredis.Redis | RedisCluster
 """What the store and the workers talk to; both offer the commands they use."""
+
+OUTAGE: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+)
+"""Redis errors that are an outage, not a bug: unreachable, timed out, restarting
+(``LOADING`` is a ``ConnectionError``), or on a cluster down (``CLUSTERDOWN``: a primary down
+longer than ``cluster-node-timeout`` with no replica, and every node refuses commands until
+it is back) or moving slots (``TRYAGAIN``). The workers wait them out with backoff; the API
+answers them with 503."""
 
 
 def cluster_from_env(env: Mapping[str, str] | None = None) -> bool:

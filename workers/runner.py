@@ -45,11 +45,10 @@ import pymongo.errors
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterDownError, ResponseError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from events.codec import RecordedEvent, decode_entry, undecodable
+from events.connection import OUTAGE
 from events.errors import MalformedEvent
 from events.keys import Keys
 from events.positions import parse_stream_id
@@ -80,10 +79,8 @@ serialization failure (``TransactionRollbackError``) is the server undoing a tra
 because of other transactions: retrying the same batch is the cure, so it counts as the
 sink's, and the partition re-feeds from the checkpoint the rollback left."""
 
-REDIS_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError)
-"""Redis errors that are an outage, waited out with backoff. On a cluster with a primary
-down longer than ``cluster-node-timeout`` and no replica to promote, every node refuses
-commands with ``CLUSTERDOWN`` until it is back; ``TRYAGAIN`` comes while slots move."""
+REDIS_TRANSIENT = OUTAGE
+"""Redis errors waited out with backoff (:data:`events.connection.OUTAGE`)."""
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 T = TypeVar("T")
