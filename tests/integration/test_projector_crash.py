@@ -76,7 +76,6 @@ async def test_surviving_projector_takes_over_partitions_of_a_killed_one(
     b = cli.project("b", *FAST, "--batch", "20", env={"SUM_DELAY_MS": "20"})
     await a.started()
     await b.started()
-    await append_adjustments(store, items, 2_000)
 
     async def shared() -> bool:
         owners = set(
@@ -84,7 +83,10 @@ async def test_surviving_projector_takes_over_partitions_of_a_killed_one(
         )
         return owners == {"a", "b"}
 
+    # shared before the events come: else one of them may own every partition at first and
+    # apply the whole backlog before it hands partitions over, leaving a nothing to apply
     await eventually(shared, what="both projectors to own partitions")
+    await append_adjustments(store, items, 2_000)
     await eventually(lambda: _batches(a, 3), what="a to apply a few batches")
 
     a.kill9()
