@@ -369,9 +369,11 @@ async def test_a_sign_up_key_does_not_replay_a_seller_opened_under_it(
 async def test_the_schema_lists_the_idempotency_key_on_each_keyed_route(
     api: AsyncTestClient[Any], store: EventStore
 ) -> None:
+    from tests.e2e.test_api_idempotent_orders import KEYED_OPERATIONS as ORDER_OPERATIONS
+
     doc = (await api.get("/schema/openapi.json")).json()
     operations = {op["operationId"]: op for path in doc["paths"].values() for op in path.values()}
-    for name in KEYED_OPERATIONS:
+    for name in KEYED_OPERATIONS | ORDER_OPERATIONS:
         op = operations[name]
         headers = {p["name"] for p in op.get("parameters", []) if p["in"] == "header"}
         assert "Idempotency-Key" in headers, name

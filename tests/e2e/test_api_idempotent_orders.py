@@ -21,16 +21,14 @@ from tests.e2e import (
     customer,
     events_of_type,
 )
+from tests.e2e.test_api_idempotent_creations import keyed
 from tests.e2e.test_api_lifecycle import sandbox, stock_of
 from tests.support.cluster import single_and_cluster
 
 pytestmark = single_and_cluster
 
 KEYED_OPERATIONS = {"checkout", "cancelOrder", "refundOrder", "cancelarPedido"}
-
-
-def keyed(headers: dict[str, str], key: str) -> dict[str, str]:
-    return {**headers, "Idempotency-Key": key}
+"""Their schema entries are checked with the creations' (``test_api_idempotent_creations``)."""
 
 
 async def fill_cart(
@@ -311,18 +309,3 @@ async def test_a_refund_record_stored_before_fingerprints_replays_as_before(
     assert again.content == first.content
     assert await store.count() == before
     assert sandbox(api).captured_for(order_id) == 1500
-
-
-# -- the schema ---------------------------------------------------------------------------
-
-
-async def test_the_schema_lists_the_idempotency_key_and_its_422_on_each_route(
-    api: AsyncTestClient[Any], store: EventStore
-) -> None:
-    doc = (await api.get("/schema/openapi.json")).json()
-    operations = {op["operationId"]: op for path in doc["paths"].values() for op in path.values()}
-    for name in KEYED_OPERATIONS:
-        op = operations[name]
-        headers = {p["name"] for p in op.get("parameters", []) if p["in"] == "header"}
-        assert "Idempotency-Key" in headers, name
-        assert "422" in op["responses"], name
