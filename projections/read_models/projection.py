@@ -72,11 +72,17 @@ from redis.exceptions import RedisError
 from events.codec import RecordedEvent
 from events.personal import CLEAR, Opener, PersonalData
 from projections.base import SinkUnavailable
-from projections.read_models.documents import AccountView, OrderView, ProductView
+from projections.read_models.documents import (
+    RETIRED_INDEXES,
+    AccountView,
+    OrderView,
+    ProductView,
+)
 from projections.read_models.folding import Cross, Fold, Own, Write, fold, mark
 from projections.read_models.handlers import PERSONAL_EVENTS, writes_for
 
 DUPLICATE_KEY = 11000
+INDEX_NOT_FOUND = 27
 PRESENT_MAX = 200_000
 """Documents remembered as existing, per role, before the memory starts over."""
 SESSION_REFRESH_S = 600.0
@@ -343,7 +349,8 @@ class ReadModelsProjection:
             raise SinkUnavailable(f"key store: {exc}") from exc
 
     async def setup(self) -> None:
-        """Create the query indexes on the configured collection names (idempotent)."""
+        """Create the query indexes on the configured collection names and drop the retired
+        ones (both idempotent)."""
         specs: list[tuple[str, list[IndexModel]]] = [
             ("accounts", AccountView.Settings.indexes),
             ("products", ProductView.Settings.indexes),
@@ -351,7 +358,15 @@ class ReadModelsProjection:
         ]
         try:
             for role, indexes in specs:
-                await self._collection(role).create_indexes(indexes)
+                collection = self._collection(role)
+                await collection.create_indexes(indexes)
+                retired = set(RETIRED_INDEXES.get(role, ()))
+                for name in retired & set(await collection.index_information()):
+                    try:
+                        await collection.drop_index(name)
+                    except OperationFailure as exc:
+                        if exc.code != INDEX_NOT_FOUND:  # another projector dropped it first
+                            raise
         except ConnectionFailure as exc:
             raise SinkUnavailable(str(exc)) from exc
 

@@ -1,5 +1,7 @@
-"""Setting up a PostgreSQL view beside a live one: the DDL runs once per version of it, and a
-transaction the server rolls back because of other transactions is the sink's failure.
+"""Setting up a view beside a live one.
+
+PostgreSQL: the DDL runs once per version of it, and a transaction the server rolls back
+because of other transactions is the sink's failure.
 
 Re-running the idempotent DDL is not harmless: ``CREATE INDEX IF NOT EXISTS`` waits for a
 SHARE lock on its table and ``ALTER TABLE … ADD COLUMN IF NOT EXISTS`` for an ACCESS
@@ -14,8 +16,12 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from pymongo.asynchronous.database import AsyncDatabase
 
 from projections.audit import AuditProjection
+from projections.read_models import ReadModelsProjection
+from projections.read_models.documents import ProductView
+from projections.read_models.projection import Collections
 from projections.views import run_setup
 from projections.warehouse import WarehouseProjection
 from workers.runner import is_sink_error
@@ -108,3 +114,21 @@ async def test_a_deadlock_is_the_sinks_failure_not_the_events(pg_dsn: str) -> No
         await a.execute(f"DROP TABLE IF EXISTS {table}")
         await a.close()
         await b.close()
+
+
+async def test_read_models_setup_drops_the_indexes_an_earlier_release_created(
+    mongo_db: AsyncDatabase,
+) -> None:
+    """A live collection indexed by an earlier release (``stock``, ``sku``) loses those
+    indexes on the next start and keeps the declared ones; a second start, say a second
+    projector, changes nothing."""
+    collections = Collections.suffixed(f"_retired_{uuid.uuid4().hex[:8]}")
+    products = mongo_db[collections.products]
+    await products.create_index("stock", name="by_stock")
+    await products.create_index("sku", name="by_sku")
+    declared = {index.document["name"] for index in ProductView.Settings.indexes}
+    assert {"by_stock", "by_sku"} <= set(await products.index_information())
+    await ReadModelsProjection(mongo_db, collections).setup()
+    assert set(await products.index_information()) == {"_id_"} | declared
+    await ReadModelsProjection(mongo_db, collections).setup()
+    assert set(await products.index_information()) == {"_id_"} | declared
