@@ -48,7 +48,10 @@ class AccountView(Document):
 
     class Settings:
         name = "accounts"
-        indexes = [IndexModel([("email", ASCENDING)], name="email")]
+        indexes: list[IndexModel] = []
+        """None: the admin search matches parts of the name or email (an unanchored regex
+        that no index serves) and pages by ``_id``, while every order updates its account.
+        :data:`RETIRED_INDEXES` drops the ``email`` index an earlier release created."""
 
 
 class ProductView(Document):
@@ -177,7 +180,10 @@ class CategoryView(Document):
         name = "categories"
 
 
-RETIRED_INDEXES: dict[str, tuple[str, ...]] = {"products": ("by_stock", "by_sku")}
+RETIRED_INDEXES: dict[str, tuple[str, ...]] = {
+    "accounts": ("email",),
+    "products": ("by_stock", "by_sku"),
+}
 """Indexes an earlier release declared and no query uses, by role: the projection's setup
 drops them from live collections (a rebuild's fresh version never has them)."""
 

@@ -359,7 +359,8 @@ class ReadModelsProjection:
         try:
             for role, indexes in specs:
                 collection = self._collection(role)
-                await collection.create_indexes(indexes)
+                if indexes:
+                    await collection.create_indexes(indexes)
                 retired = set(RETIRED_INDEXES.get(role, ()))
                 for name in retired & set(await collection.index_information()):
                     try:

@@ -174,7 +174,7 @@ async def indexes(projection: ReadModelsProjection) -> dict[str, dict[str, Any]]
     found = {}
     for role in ("accounts", "products", "orders"):
         info = await projection.db[getattr(projection.collections, role)].index_information()
-        found[role] = {name: spec["key"] for name, spec in info.items()}
+        found[role] = {name: spec["key"] for name, spec in info.items() if name != "_id_"}
     return found
 
 
@@ -190,8 +190,8 @@ async def test_the_query_indexes_are_built_by_the_flush_after_the_inserts(
     await bulk.setup()
     for partition, batch in by_partition(events).items():
         await bulk.apply(partition, batch)
-    assert all(len(found) <= 1 for found in (await indexes(target)).values())  # _id at most
+    assert not any((await indexes(target)).values())
     await bulk.flush()
     expected = await indexes(live)
-    assert all(len(found) > 1 for found in expected.values())
+    assert expected["products"] and expected["orders"]
     assert await indexes(target) == expected
