@@ -43,7 +43,7 @@ from events.types import (
     StockTaken,
 )
 from tests.faults.harness import System
-from tests.faults.load import ALREADY_DONE, Checkout, Ledger, StockDelta, Write
+from tests.faults.load import ALREADY_DONE, Checkout, Ledger, Reuse, StockDelta, Write
 from tests.support.personal_scan import archive_dump_of, leaks, mongo_dump, pg_dump, redis_dump
 from workers.views import VIEWS, mongo_collections, pg_schema
 
@@ -161,7 +161,11 @@ class Observed:
     """Partition → (first, last, rows) of each segment the archive's manifest lists."""
     archive_leftovers: list[str] = field(default_factory=list)
     writes_in_log: dict[str, list[LoggedWrite]] = field(default_factory=dict)
-    """Correlation → the categories, sellers, products and forgets it appended."""
+    """Correlation → the categories, sellers, products, forgets and customer accounts
+    (sign-ups) it appended."""
+    appended_by: dict[str, list[str]] = field(default_factory=dict)
+    """Request id of a reused Idempotency-Key (:class:`~tests.faults.load.Reuse`) → the
+    entries of every event it appended, whatever their type."""
     deltas_in_log: dict[str, list[LoggedDelta]] = field(default_factory=dict)
     """Correlation → its ``StockAdjusted`` (a delta over HTTP is keyed ``w-…``; an ingress
     restock has its event id)."""
@@ -303,11 +307,16 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
     keys = system.settings.redis.keys
     raw = system.redis()
     redis = system.redis(decode_responses=True)
+    reuses = {r.request_id for r in ledger.reuses}
     try:
         store = EventStore(raw, keys)
         async for rec in store.read_all():
             observed.log_ids.setdefault(rec.partition, []).append(rec.entry_id)
             saga_step(observed.sagas, rec)
+            if rec.correlation in reuses:
+                observed.appended_by.setdefault(rec.correlation, []).append(
+                    f"p{rec.partition}/{rec.entry_id} {type(rec.event).__name__}"
+                )
             match rec.event:
                 case OrderBilled() as e:
                     observed.orders_in_log.append(
@@ -332,6 +341,8 @@ async def observe(system: System, ledger: Ledger, catch_up_s: float) -> Observed
                     _logged_write(observed, rec, "category", e.slug)
                 case AccountCreated(role="seller") as e:
                     _logged_write(observed, rec, "seller", e.account_id)
+                case AccountCreated(role="customer") as e:
+                    _logged_write(observed, rec, "signup", e.account_id)
                 case ProductCreated() as e:
                     detail = {
                         "category": e.category,
@@ -554,9 +565,11 @@ async def _read_models(system: System, ledger: Ledger, observed: Observed) -> No
             observed.rm_reserved[pid] = None if doc is None else doc.get("reserved", 0)
         async for doc in db[names.orders].find({}):
             observed.rm_orders[str(doc["_id"])] = doc
-        for customer in ledger.customers + ledger.shoppers + ledger.forgettable:
-            doc = await db[names.accounts].find_one({"_id": customer.account_id})
-            observed.rm_accounts[customer.account_id] = doc or {}
+        accounts = [c.account_id for c in ledger.customers + ledger.shoppers + ledger.forgettable]
+        accounts += [w.result_id for w in ledger.acknowledged_writes("signup") if w.result_id]
+        for account_id in accounts:
+            doc = await db[names.accounts].find_one({"_id": account_id})
+            observed.rm_accounts[account_id] = doc or {}
     finally:
         await client.close()
 
@@ -1021,7 +1034,7 @@ def check_dead_letters(observed: Observed) -> Check:
     return check
 
 
-WRITES_CHECK = "log: every acknowledged category, seller, product and forget exactly once"
+WRITES_CHECK = "log: every acknowledged category, seller, product, forget and sign-up exactly once"
 FORGET_CHECK = (
     "forgotten customers: forgotten in the read models, their orders kept, "
     "their email and name nowhere in Redis, the archive, MongoDB or pg_dump"
@@ -1080,7 +1093,7 @@ def check_writes(ledger: Ledger, observed: Observed) -> tuple[Check, int, int]:
                 check.problems.append(f"LOST: {_write(w)} is not in the log")
                 continue
             logged = found[0]
-            want = w.result_id if w.kind == "seller" else w.subject
+            want = w.result_id if w.kind in ("seller", "signup") else w.subject
             if want is not None and logged.subject != want:
                 check.problems.append(f"{_write(w)}: the log has {logged.subject}")
             for name, value in w.detail.items():
@@ -1154,8 +1167,10 @@ def check_stock_deltas(ledger: Ledger, observed: Observed) -> tuple[Check, int, 
     under its Idempotency-Key, of its product and delta, at the entry the position in its
     answer names; an answer lost on purpose is heard again byte for byte. One refused as
     below zero (409 ``insufficient-stock``) or never answered has none; any other refusal
-    is a finding (every delta of the load is valid). No other key of the load moved stock.
-    (The stock check then holds every view to the acknowledged deltas.)"""
+    is a finding (every delta of the load is valid). One sent beyond any stock the product
+    can hold must be refused so (:func:`_beyond_refused`), and is never in the log. No other
+    key of the load moved stock. (The stock check then holds every view to the acknowledged
+    deltas, and so to the refused ones moving nothing.)"""
     check = Check(STOCK_DELTA_CHECK)
     lost = duplicated = 0
     by_key = {k: list(v) for k, v in observed.deltas_in_log.items()}
@@ -1167,6 +1182,14 @@ def check_stock_deltas(ledger: Ledger, observed: Observed) -> tuple[Check, int, 
             check.problems.append(
                 f"DUPLICATED: {_delta(d)} is in the log {len(found)} times: {entries}"
             )
+        if d.beyond:
+            check.problems += _beyond_refused(d)
+            if found:
+                check.problems.append(
+                    f"PHANTOM: {_delta(d)} asked for more than the product can hold but is in "
+                    f"the log ({found[0].entry})"
+                )
+            continue
         if d.acknowledged:
             if not found:
                 lost += 1
@@ -1196,13 +1219,106 @@ def check_stock_deltas(ledger: Ledger, observed: Observed) -> tuple[Check, int, 
                 f"UNKNOWN: the log has {[f.entry for f in found]} under request {key!r}"
             )
     acked = ledger.acknowledged_deltas()
+    beyond = [d for d in ledger.stock_deltas if d.beyond]
     check.note = (
         f"{len(acked)} acknowledged ({sum(d.delta < 0 for d in acked)} down), "
-        f"{sum(d.refused for d in ledger.stock_deltas)} refused as below zero, "
+        f"{sum(d.refused for d in ledger.stock_deltas)} refused as below zero "
+        f"({sum(d.refused for d in beyond)} of the {len(beyond)} sent beyond the stock), "
         f"{sum(d.attempts > 1 for d in acked)} retried, "
         f"{sum(d.lost_answer is not None for d in acked)} answers lost and heard again"
     )
     return check, lost, duplicated
+
+
+def _beyond_refused(d: StockDelta) -> list[str]:
+    """A delta sent beyond the stock: answered 409 ``insufficient-stock`` as problem+json
+    naming the ``delta`` and how much is in stock, or not answered at all."""
+    if d.status is None:
+        return []
+    if not d.refused:
+        return [
+            f"NOT REFUSED: {_delta(d)} asked for more than the product can hold: {d.answer[:160]}"
+        ]
+    body = _problem_body(d.answer)
+    if body.get("field") != "delta" or "in stock" not in str(body.get("detail", "")):
+        return [f"{_delta(d)}: the refusal names no delta and stock: {d.answer[:160]}"]
+    return []
+
+
+def _problem_body(answer: str) -> dict[str, Any]:
+    """The JSON object of an answer as :func:`~tests.faults.load.heard` keeps it (``{}`` if
+    it has none)."""
+    try:
+        body = json.loads(answer.partition(" ")[2])
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+SIGNUP_CHECK = "sign-ups: every acknowledged one logs in as its account and is in the read models"
+
+
+def check_signups(ledger: Ledger, observed: Observed) -> Check:
+    """Each acknowledged sign-up (keyed, under the faults; the writes check holds it to one
+    ``AccountCreated`` under its request id, of the account id its answer named) logs in,
+    after the load, as that account; and its read-model account has its email and the
+    customer role (a login alone leaves a stub without them)."""
+    check = Check(SIGNUP_CHECK)
+    logged_in = {c.email: c.account_id for c in ledger.newcomers}
+    signups = ledger.acknowledged_writes("signup")
+    for w in signups:
+        account_id = logged_in.get(w.subject)
+        if account_id is None:
+            heard = ledger.refused_logins.get(w.subject, "never tried")
+            check.problems.append(f"CANNOT LOG IN: {_write(w)}: the login heard {heard[:160]}")
+        elif account_id != w.result_id:
+            check.problems.append(
+                f"{_write(w)} answered account {w.result_id}, its login is account {account_id}"
+            )
+        doc = observed.rm_accounts.get(w.result_id or "") or {}
+        for name, want in (("email", w.subject), ("role", "customer")):
+            if doc.get(name) != want:
+                check.problems.append(
+                    f"read_models accounts {w.result_id} field {name}: {doc.get(name)!r}, "
+                    f"expected {want!r} ({_write(w)})"
+                )
+    check.note = f"{len(signups)} acknowledged, {len(ledger.newcomers)} logged in"
+    return check
+
+
+REUSE_CHECK = (
+    "reused Idempotency-Keys: refused 422 idempotency-key-reused naming Idempotency-Key, "
+    "nothing appended"
+)
+
+
+def _reuse(r: Reuse) -> str:
+    told = "no answer" if r.status is None else f"{r.status}{r.problem and ' ' + r.problem}"
+    return (
+        f"{r.kind} {r.request_id} (the key of {r.key}, {r.change}, {r.attempts} attempt(s), "
+        f"told {told})"
+    )
+
+
+def check_reuses(ledger: Ledger, observed: Observed) -> Check:
+    """Each request that reused an earlier one's Idempotency-Key for another body was
+    answered 422 ``idempotency-key-reused``, as problem+json naming ``Idempotency-Key`` (a
+    200 is the first answer replayed to another request), or not at all; and no event of
+    any type carries its request id. (A stock delta applied anyway shows in the stock
+    check too.)"""
+    check = Check(REUSE_CHECK)
+    for r in ledger.reuses:
+        if r.status is not None and not r.refused:
+            check.problems.append(
+                f"NOT REFUSED: {_reuse(r)} as {r.media_type or 'no body'} naming "
+                f"{r.at_fault or 'no field'}: {r.answer[:160]}"
+            )
+        appended = observed.appended_by.get(r.request_id, [])
+        if appended:
+            check.problems.append(f"APPENDED: {_reuse(r)}: the log has {appended[:5]}")
+    refused = Counter(r.kind for r in ledger.reuses if r.refused)
+    check.note = ", ".join(f"{n} {k}" for k, n in sorted(refused.items())) + " refused"
+    return check
 
 
 def check_forgotten(ledger: Ledger, observed: Observed) -> Check:
@@ -1313,8 +1429,9 @@ def check_archive(ledger: Ledger, observed: Observed) -> Check:
     return check
 
 
-CLUSTER_SKIPS = frozenset({WRITES_CHECK, FORGET_CHECK, ARCHIVE_CHECK})
-"""Checks of load the cluster run does not drive (categories, forgets, the archive)."""
+CLUSTER_SKIPS = frozenset({WRITES_CHECK, SIGNUP_CHECK, FORGET_CHECK, ARCHIVE_CHECK})
+"""Checks of load the cluster run does not drive (categories, sign-ups, forgets, the
+archive)."""
 
 
 def judge(
@@ -1337,7 +1454,9 @@ def judge(
         log_check,
         checkout_check,
         writes_check,
+        check_signups(ledger, observed),
         deltas_check,
+        check_reuses(ledger, observed),
         check_forgotten(ledger, observed),
         check_payments(ledger, observed, ttl_s),
         check_stock(ledger, observed),

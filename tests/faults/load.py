@@ -1,6 +1,6 @@
 """The load a fault run drives: customers ordering over HTTP, a producer restocking through
 the ingress gateway, an admin and sellers writing the catalogue and moving stock by hand,
-all behaving as well-mannered clients do.
+new customers signing up, all behaving as well-mannered clients do.
 
 An order, a checkout, a stock delta and a keyed creation are retried with the same
 ``Idempotency-Key`` (and the same ``X-Request-ID``, which becomes the event's
@@ -12,6 +12,11 @@ retry of a request that took effect happens on every run, not only when a kill l
 between the append and the answer. A restock is ``XADD``'ed again with the same event id
 until Redis acknowledges it (the producer contract of ``docs/producers.md``). Everything
 acknowledged is in the :class:`Ledger`.
+
+A few requests are wrong on purpose, as a careless client's would be, and must be refused
+with nothing appended: a stock decrease past anything the product can hold (409
+``insufficient-stock``), and a request that reuses an earlier request's ``Idempotency-Key``
+for another body (422 ``idempotency-key-reused``).
 """
 
 from __future__ import annotations
@@ -115,6 +120,7 @@ ALREADY_DONE = {
     "seller": "duplicate-email",
     "product": "duplicate-sku",
     "forget": "account-not-found",
+    "signup": "duplicate-email",
 }
 """Per kind of write, the problem type a retry *without* an ``Idempotency-Key`` hears when an
 earlier attempt, whose answer was lost, took effect: the slug, the email, the SKU or the
@@ -124,20 +130,24 @@ other creations carry a key, and their retry must get the first answer (201 and 
 id), never this."""
 
 
+ANSWERED_ID = {"seller": "seller_id", "product": "product_id", "signup": "account_id"}
+"""Per kind of write, the member of its 2xx that names what it created."""
+
 LOST_ON_PURPOSE = "answer lost on purpose"
 """What an attempt whose 2xx the client dropped (to ask again) counts as among its retries."""
 
 
 @dataclass
 class Write:
-    """One admin or seller write (category, seller, product, forget), sent with one
-    ``X-Request-ID`` (``key``, which becomes its event's ``correlation``) until a definite
-    answer; ``keyed``: with ``Idempotency-Key: <key>`` too."""
+    """One admin or seller write (category, seller, product, forget) or an anonymous
+    sign-up, sent with one ``X-Request-ID`` (``key``, which becomes its event's
+    ``correlation``) until a definite answer; ``keyed``: with ``Idempotency-Key: <key>`` too."""
 
     kind: str
     key: str
     subject: str
-    """The slug, the seller's email, the SKU, or the account id forgotten."""
+    """The slug, the seller's or the new customer's email, the SKU, or the account id
+    forgotten."""
     detail: dict[str, str] = field(default_factory=dict)
     """What the event must carry besides (a product's ``category`` and ``seller_id``, and
     once answered its ``product_id``)."""
@@ -150,7 +160,8 @@ class Write:
     problem: str = ""
     """The definite answer's problem type (its last path segment), if any."""
     result_id: str | None = None
-    """The seller id or product id answered (``None`` when a retry heard "already done")."""
+    """The seller, product or account id answered (``None`` when a retry heard "already
+    done")."""
     answer: str = ""
     """The definite answer, status and body (:func:`heard`)."""
     lost_answer: str | None = None
@@ -194,6 +205,9 @@ class StockDelta:
     lost_answer: str | None = None
     """As :attr:`Write.lost_answer`."""
     position: str = ""
+    beyond: bool = False
+    """Sent to be refused: a decrease past the most the product can hold
+    (:meth:`Ledger.stock_ceiling`), which a correct shop answers 409 ``insufficient-stock``."""
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -207,8 +221,46 @@ class StockDelta:
 
     @property
     def refused(self) -> bool:
-        """A definite refusal a valid delta may get: it would take the stock below zero."""
+        """A definite refusal a valid delta may get (it would take the stock below zero),
+        and the one a delta :attr:`beyond` the stock must get."""
         return self.status == 409 and self.problem == "insufficient-stock"
+
+
+REUSED = "idempotency-key-reused"
+"""The problem type of a request whose ``Idempotency-Key`` an earlier, other request holds."""
+
+
+@dataclass
+class Reuse:
+    """A request sent on purpose with the ``Idempotency-Key`` of an earlier acknowledged one
+    (``key``) but another body, under an ``X-Request-ID`` of its own (``request_id``, the
+    ``correlation`` of anything it appended), until a definite answer. It must be refused,
+    422 ``idempotency-key-reused`` as problem+json naming ``Idempotency-Key``, and append
+    nothing."""
+
+    kind: str
+    """``stock delta`` or ``sign-up``."""
+    key: str
+    request_id: str
+    change: str
+    """What differs from the request that holds the key (``delta +5 -> +6``, the email)."""
+    attempts: int = 0
+    status: int | None = None
+    problem: str = ""
+    at_fault: str = ""
+    """The answer's ``field`` member (the input at fault), if it is a problem."""
+    media_type: str = ""
+    answer: str = ""
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> bool:
+        return (
+            self.status == 422
+            and self.problem == REUSED
+            and self.at_fault == "Idempotency-Key"
+            and self.media_type == "application/problem+json"
+        )
 
 
 @dataclass
@@ -257,6 +309,13 @@ class Ledger:
     """Account id → (email, name) of every customer, to scan for after a forget."""
     stock_deltas: list[StockDelta] = field(default_factory=list)
     """Stock moved by hand over HTTP during the load."""
+    reuses: list[Reuse] = field(default_factory=list)
+    """Requests that reused an earlier one's Idempotency-Key for another body."""
+    newcomers: list[Customer] = field(default_factory=list)
+    """Customers who signed up under the faults and logged in after the load (their
+    account id as the login answered it)."""
+    refused_logins: dict[str, str] = field(default_factory=dict)
+    """Email of an acknowledged sign-up → the answer its login heard instead of 200."""
 
     def acknowledged_writes(self, kind: str) -> list[Write]:
         return [w for w in self.writes if w.kind == kind and w.acknowledged]
@@ -287,10 +346,12 @@ class Ledger:
         return [d for d in self.stock_deltas if d.acknowledged]
 
     def adjusted(self) -> dict[str, int]:
-        """Product → the sum of its acknowledged stock deltas (a refused one moved nothing)."""
+        """Product → the sum of its acknowledged stock deltas (a refused one moved nothing,
+        nor does one :attr:`~StockDelta.beyond` the stock: a correct shop refuses it, so one
+        taken shows in every view's stock)."""
         moved = dict.fromkeys(self.products, 0)
         for d in self.acknowledged_deltas():
-            moved[d.product_id] += d.delta
+            moved[d.product_id] += 0 if d.beyond else d.delta
         return moved
 
     def expected_stock(
@@ -319,11 +380,24 @@ class Ledger:
             r.delta for r in self.restocks if r.product_id == product_id
         )
         for d in self.stock_deltas:
-            if d.product_id == product_id and (d.acknowledged or d.status is None):
+            # One beyond the stock moves nothing in a correct shop (else the checks say so).
+            if d.product_id == product_id and not d.beyond and (d.acknowledged or d.status is None):
                 floor += d.delta if d.acknowledged else min(d.delta, 0)
         for request in (*self.orders, *self.checkouts):
             floor -= sum(q for pid, q in request.lines if pid == product_id)
         return floor
+
+    def stock_ceiling(self, product_id: str) -> int:
+        """The most the product's stock can be now, whatever the requests not answered yet
+        do: initial + every restock sent (acknowledged or not) + every increase sent
+        (answered or not); orders and checkouts only take from it. A decrease past it,
+        plus what one restock in flight adds (at most 20), must be refused."""
+        ceiling = self.products[product_id].initial_stock
+        for r in (*self.restocks, *self.unacked_restocks):
+            ceiling += r.delta if r.product_id == product_id else 0
+        for d in self.stock_deltas:
+            ceiling += d.delta if d.product_id == product_id and d.delta > 0 else 0
+        return ceiling
 
     def acknowledged_checkouts(self) -> list[Checkout]:
         return [c for c in self.checkouts if c.acknowledged]
@@ -472,8 +546,8 @@ class Shop:
             await asyncio.sleep(pause_s)
 
     async def resolve(self, deadline_s: float) -> None:
-        """Send every unresolved order, checkout, payment, write and stock delta again (same
-        key) now that everything is up."""
+        """Send every unresolved order, checkout, payment, write, stock delta and reused key
+        again (same key) now that everything is up."""
         everyone = self.ledger.customers + self.ledger.shoppers + self.ledger.forgettable
         tokens = {c.account_id: c.token for c in everyone}
         pending = [o for o in self.ledger.orders if o.status is None]
@@ -490,6 +564,9 @@ class Shop:
             await self.write(w, *self._requests[w.key], deadline_s)
         for d in [d for d in self.ledger.stock_deltas if d.status is None]:
             await self.adjust(d, self.stock_tokens[d.product_id][1], deadline_s)
+        for r in [r for r in self.ledger.reuses if r.status is None]:
+            _, url, body, token = self._requests[r.request_id]
+            await self.reuse(r, url, body, token, deadline_s)
         client = self.system.redis(socket_timeout=5)
         stream = self.system.settings.redis.keys.ingest("faults")
         try:
@@ -513,13 +590,14 @@ class Shop:
         lose_answer: bool = False,
     ) -> httpx.Response | None:
         """Send ``w`` (same ``X-Request-ID``, and if keyed ``Idempotency-Key``, every time)
-        until a definite answer or the deadline; the answer (``None``: none).
-        ``lose_answer``: drop a first 2xx and ask again (:meth:`_deliver`)."""
+        until a definite answer or the deadline; the answer (``None``: none). ``token``
+        ``""``: anonymous (a sign-up). ``lose_answer``: drop a first 2xx and ask again
+        (:meth:`_deliver`)."""
         if w not in self.ledger.writes:
             self.ledger.writes.append(w)
         self._requests[w.key] = (method, url, body, token)
         deadline = asyncio.get_running_loop().time() + deadline_s
-        headers = {"Authorization": f"Bearer {token}", "X-Request-ID": w.key}
+        headers = {"X-Request-ID": w.key} | _auth(token)
         if w.keyed:
             headers["Idempotency-Key"] = w.key
         resp, why, lost = await self._deliver(
@@ -537,6 +615,8 @@ class Shop:
             w.problem = _problem(resp)
         else:
             w.position = _position(resp)
+            if w.kind in ANSWERED_ID:
+                w.result_id = str(resp.json()[ANSWERED_ID[w.kind]])
         return resp
 
     async def catalog_loop(
@@ -564,11 +644,9 @@ class Shop:
             email = f"seller{r}.{run}@example.com"
             w = Write("seller", f"w-{run}-seller-{r}", email, keyed=True)
             body = {"email": email, "name": f"Vendedor {r}", "password": PASSWORD}
-            resp = await self.write(
+            await self.write(
                 w, "POST", "/sellers", body, self.admin_token, deadline_s, lose_answer=True
             )
-            if resp is not None and resp.status_code == 201:
-                w.result_id = resp.json()["seller_id"]
             if not w.acknowledged:
                 continue
             token = await self._login_retrying(email, deadline_s)
@@ -590,8 +668,8 @@ class Shop:
                 resp = await self.write(
                     w, "POST", "/products", body, token, deadline_s, lose_answer=True
                 )
-                if resp is not None and resp.status_code == 201:
-                    pid = w.result_id = w.detail["product_id"] = resp.json()["product_id"]
+                if resp is not None and resp.status_code == 201 and w.result_id is not None:
+                    pid = w.detail["product_id"] = w.result_id
                     self.ledger.products[pid] = Product(pid, sku, price, stock)
                     self.stock_tokens[pid] = ("seller", token)
             if self.stop.is_set():
@@ -631,6 +709,76 @@ class Shop:
             await self._pause(pause_s)
             if self.stop.is_set():
                 return
+
+    # -- new customers signing up --------------------------------------------------------
+
+    async def signup_loop(
+        self, count: int, pause_s: float, lose_every: int, reuse_every: int, deadline_s: float
+    ) -> None:
+        """``count`` new customers sign up (``POST /accounts``) under the faults, each with an
+        Idempotency-Key of its own, ``pause_s`` apart (spread over the schedule). Every
+        ``lose_every``-th loses its first 201 on purpose and asks again, and after every
+        ``reuse_every``-th acknowledged one its key is sent again for another email
+        (:meth:`reuse`). They log in after the load (:meth:`log_in_newcomers`)."""
+        run = self.system.run_id
+        for n in range(count):
+            email = f"novo{n}.{run}@example.com"
+            w = Write("signup", f"w-{run}-signup-{n}", email, keyed=True)
+            body = {"name": f"Cliente Novo {n}", "email": email, "password": PASSWORD}
+            lose = n % lose_every == 0
+            await self.write(w, "POST", "/accounts", body, "", deadline_s, lose_answer=lose)
+            if w.acknowledged and n % reuse_every == reuse_every - 1:
+                other = f"outro{n}.{run}@example.com"
+                r = Reuse("sign-up", w.key, f"reuse-{run}-signup-{n}", f"email {other}")
+                await self.reuse(r, "/accounts", body | {"email": other}, "", deadline_s)
+            await self._pause(pause_s)
+            if self.stop.is_set():
+                return
+
+    async def log_in_newcomers(self, deadline_s: float) -> None:
+        """Each acknowledged sign-up logs in (``POST /auth/login``), after the load. A 429 is
+        waited out as its ``Retry-After`` says, as a well-mannered client does."""
+        loop = asyncio.get_running_loop()
+        for w in self.ledger.acknowledged_writes("signup"):
+            deadline = loop.time() + deadline_s
+            body = {"email": w.subject, "password": PASSWORD}
+            while True:
+                resp, _ = await self._send("POST", "/auth/login", body, {}, deadline)
+                wait = resp is not None and resp.status_code == 429
+                after = float(resp.headers.get("Retry-After", "1")) if wait and resp else 0.0
+                if not wait or loop.time() + after > deadline:
+                    break
+                await asyncio.sleep(after)
+            if resp is not None and resp.status_code == 200:
+                data = resp.json()
+                customer = Customer(str(data["account_id"]), w.subject, str(data["access_token"]))
+                self.ledger.newcomers.append(customer)
+            else:
+                self.ledger.refused_logins[w.subject] = "no answer" if resp is None else heard(resp)
+
+    # -- an Idempotency-Key reused for another request ------------------------------------
+
+    async def reuse(
+        self, r: Reuse, url: str, body: Any, token: str, deadline_s: float, busy: str = "write"
+    ) -> None:
+        """``POST`` ``body`` to ``url`` under ``r``'s borrowed key until a definite answer or
+        the deadline (then it stays unresolved, for :meth:`resolve`)."""
+        if r not in self.ledger.reuses:
+            self.ledger.reuses.append(r)
+        self._requests[r.request_id] = ("POST", url, body, token)
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        headers = {"Idempotency-Key": r.key, "X-Request-ID": r.request_id} | _auth(token)
+        resp, why = await self._send("POST", url, body, headers, deadline, busy)
+        r.attempts += len(why) + (resp is not None)
+        r.errors += why[: max(0, 5 - len(r.errors))]
+        if resp is None:
+            return
+        r.status, r.answer = resp.status_code, heard(resp)
+        r.media_type = resp.headers.get("content-type", "").split(";")[0].strip()
+        if resp.status_code >= 300:
+            r.problem = _problem(resp)
+            with contextlib.suppress(ValueError, AttributeError):
+                r.at_fault = str(resp.json().get("field") or "")
 
     # -- the lifecycle: cart, checkout, payment ------------------------------------------
 
@@ -791,24 +939,58 @@ class Shop:
 
     # -- stock moved by hand over HTTP ----------------------------------------------------
 
-    async def stock_loop(self, pause_s: float, lose_every: int, deadline_s: float) -> None:
+    async def stock_loop(
+        self,
+        pause_s: float,
+        lose_every: int,
+        deadline_s: float,
+        beyond_every: int = 0,
+        reuse_every: int = 0,
+    ) -> None:
         """Whoever may moves a catalogue product's stock (``POST /products/{id}/stock``), one
         delta at a time under the faults: the admin the products it created, a seller its
         own. Up by 1-20, or down by 1-10 where :meth:`Ledger.stock_floor` says that cannot
-        go below zero; every ``lose_every``-th loses its first 200 on purpose."""
+        go below zero; every ``lose_every``-th loses its first 200 on purpose. Every
+        ``beyond_every``-th is instead a decrease past :meth:`Ledger.stock_ceiling` (to be
+        refused, 409), and every ``reuse_every``-th request sends an acknowledged delta's
+        key again with another delta (to be refused, 422); ``0``: never."""
         run = self.system.run_id
         n = 0
         while not self.stop.is_set():
-            pid = self.rng.choice(sorted(self.stock_tokens))
-            actor, token = self.stock_tokens[pid]
-            down = self.rng.randint(1, 10)
-            lower = self.rng.random() < 0.4 and self.ledger.stock_floor(pid) >= down
-            delta = -down if lower else self.rng.randint(1, 20)
-            d = StockDelta(f"w-{run}-stock-{n}", pid, delta, actor)
-            self.ledger.stock_deltas.append(d)
-            await self.adjust(d, token, deadline_s, lose_answer=n % lose_every == lose_every - 1)
+            earlier = self.ledger.acknowledged_deltas()
+            if reuse_every and n % reuse_every == reuse_every - 1 and earlier:
+                await self.reuse_delta(self.rng.choice(earlier), n, deadline_s)
+            else:
+                pid = self.rng.choice(sorted(self.stock_tokens))
+                actor, token = self.stock_tokens[pid]
+                down = self.rng.randint(1, 10)
+                lower = self.rng.random() < 0.4 and self.ledger.stock_floor(pid) >= down
+                delta = -down if lower else self.rng.randint(1, 20)
+                beyond = bool(beyond_every) and n % beyond_every == beyond_every - 1
+                if beyond:
+                    delta = -(self.ledger.stock_ceiling(pid) + self.rng.randint(21, 1000))
+                d = StockDelta(f"w-{run}-stock-{n}", pid, delta, actor, beyond=beyond)
+                self.ledger.stock_deltas.append(d)
+                lose = n % lose_every == lose_every - 1 and not beyond
+                await self.adjust(d, token, deadline_s, lose_answer=lose)
             n += 1
             await self._pause(pause_s)
+
+    async def reuse_delta(self, first: StockDelta, n: int, deadline_s: float) -> None:
+        """``first``'s key, by the same actor on the same product (a key is scoped per actor
+        and, on a cluster, stored in the product's partition), for a delta one unit
+        further."""
+        delta = first.delta + (1 if first.delta > 0 else -1)
+        r = Reuse(
+            "stock delta",
+            first.key,
+            f"reuse-{self.system.run_id}-stock-{n}",
+            f"delta {first.delta:+d} -> {delta:+d}",
+        )
+        url = f"/products/{first.product_id}/stock"
+        body = {"delta": delta, "reason": "faults"}
+        token = self.stock_tokens[first.product_id][1]
+        await self.reuse(r, url, body, token, deadline_s, busy="stock")
 
     async def adjust(
         self, d: StockDelta, token: str, deadline_s: float, lose_answer: bool = False
@@ -881,6 +1063,11 @@ class Shop:
                 if loop.time() > deadline:
                     return False
                 await asyncio.sleep(0.2)
+
+
+def _auth(token: str) -> dict[str, str]:
+    """The ``Authorization`` header of ``token``; none for ``""`` (anonymous)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def heard(resp: httpx.Response) -> str:

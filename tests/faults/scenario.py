@@ -54,6 +54,10 @@ class Size:
     """Between two stock deltas over HTTP (one client: the admin or a seller)."""
     stock_lose_every: int = 4
     """Every n-th stock delta loses its first answer on purpose and is asked again."""
+    stock_beyond_every: int = 12
+    """Every n-th stock delta is a decrease past any stock its product can hold (a 409)."""
+    stock_reuse_every: int = 15
+    """Every n-th stock request reuses an acknowledged delta's key for another (a 422)."""
     acks_between_faults: int = 40
     """Orders acknowledged after a recovery before the next fault (so each hits a load)."""
     max_wait_between_s: float = 10.0
@@ -81,6 +85,14 @@ class Size:
     catalog_categories: int = 2
     catalog_stock: int = 3000
     catalog_pause_s: float = 1.5
+    signups: int = 8
+    """New customers who sign up (keyed) during the load."""
+    signup_pause_s: float = 5.0
+    """Between two sign-ups (spreads them over the fault schedule)."""
+    signup_lose_every: int = 2
+    """Every n-th sign-up loses its first 201 on purpose and is asked again."""
+    signup_reuse_every: int = 3
+    """After every n-th acknowledged sign-up, its key is sent again for another email."""
     archive_keep: int = 200
     """``streamshop archive --keep``: newest entries per partition left in Redis."""
     archive_segment_rows: int = 40
@@ -377,7 +389,11 @@ async def run(base: Path, size: Size | None = None, *, cluster: bool = False) ->
             load.append(
                 asyncio.create_task(
                     shop.stock_loop(
-                        size.stock_pause_s, size.stock_lose_every, size.order_deadline_s
+                        size.stock_pause_s,
+                        size.stock_lose_every,
+                        size.order_deadline_s,
+                        beyond_every=size.stock_beyond_every,
+                        reuse_every=size.stock_reuse_every,
                     )
                 )
             )
@@ -390,6 +406,7 @@ async def run(base: Path, size: Size | None = None, *, cluster: bool = False) ->
             await asyncio.gather(*load)
             load_s = round(time.monotonic() - started, 1)
             await shop.resolve(size.resolve_deadline_s)
+            await shop.log_in_newcomers(size.resolve_deadline_s)
             settled_s = await _wait_settled(system, ledger, size.settle_s)
             if cluster:
                 done, took = await sagas_settled(system, size.saga_settle_s)
@@ -443,7 +460,7 @@ def _single_node_load(
     system: System, shop: Shop, ledger: Ledger, size: Size, archive_dir: Path
 ) -> list[asyncio.Task[None]]:
     """The load only the single-node run drives: categories, sellers and their products,
-    forgets, and the operator's archive runs."""
+    sign-ups, forgets, and the operator's archive runs."""
     ledger.archive.keep = size.archive_keep
     return [
         asyncio.create_task(
@@ -457,6 +474,15 @@ def _single_node_load(
         ),
         asyncio.create_task(
             shop.forget_loop(size.forget_orders_each, size.forget_pause_s, size.order_deadline_s)
+        ),
+        asyncio.create_task(
+            shop.signup_loop(
+                size.signups,
+                size.signup_pause_s,
+                size.signup_lose_every,
+                size.signup_reuse_every,
+                size.order_deadline_s,
+            )
         ),
         asyncio.create_task(
             archive_loop(
@@ -528,6 +554,17 @@ def _figures(
         "stock_deltas_by_actor": _count(d.actor for d in ledger.acknowledged_deltas()),
         "stock_deltas_retried_on_fault": sum(1 for d in ledger.stock_deltas if d.retried_on_fault),
         "stock_deltas_answers_lost": sum(1 for d in ledger.stock_deltas if d.lost_answer),
+        "stock_deltas_beyond_by_final_status": _count(
+            "unresolved" if d.status is None else f"{d.status}{d.problem and ' ' + d.problem}"
+            for d in ledger.stock_deltas
+            if d.beyond
+        ),
+        "reuses_by_final_status": _count(
+            f"{r.kind} "
+            + ("unresolved" if r.status is None else f"{r.status}{r.problem and ' ' + r.problem}")
+            for r in ledger.reuses
+        ),
+        "newcomers_logged_in": len(ledger.newcomers),
         "stock_units_adjusted": {
             "up": sum(d.delta for d in ledger.acknowledged_deltas() if d.delta > 0),
             "down": sum(d.delta for d in ledger.acknowledged_deltas() if d.delta < 0),
@@ -604,7 +641,9 @@ def format_figures(figures: dict[str, Any]) -> str:
         f"{figures.get('stock_deltas_by_final_status')}, by {figures.get('stock_deltas_by_actor')} "
         f"({figures.get('stock_deltas_retried_on_fault')} retried on a fault, "
         f"{figures.get('stock_deltas_answers_lost')} "
-        f"answers lost on purpose); units {figures.get('stock_units_adjusted')}",
+        f"answers lost on purpose); units {figures.get('stock_units_adjusted')}; sent beyond "
+        f"the stock {figures.get('stock_deltas_beyond_by_final_status')}",
+        f"  reused keys          {figures.get('reuses_by_final_status')}",
         f"  faults injected      {figures['faults_injected']}: {kinds}",
         f"  unexpected exits     {exits or 'none'}",
         f"  mongo kills after which the server had lost acknowledged writes: "
@@ -614,7 +653,8 @@ def format_figures(figures: dict[str, Any]) -> str:
         f"{figures.get('writes_retried_on_fault')} of them on a fault, "
         f"{figures.get('writes_done_on_retry')} told 'already done' by a retry); keyed "
         f"{figures.get('writes_keyed')}; answers lost on purpose {figures.get('writes_answers_lost')}"
-        f"; customers forgotten {figures.get('customers_forgotten')}",
+        f"; customers forgotten {figures.get('customers_forgotten')}; new customers logged "
+        f"in {figures.get('newcomers_logged_in')}",
         f"  archive runs         {figures.get('archive_runs')} ({figures.get('archive_runs_completed')} "
         f"completed, {len(figures.get('archive_kills', []))} killed, refused "
         f"{figures.get('archive_refused')}, {len(figures.get('archive_errors', []))} errors; last "

@@ -12,6 +12,8 @@ from tests.faults.checks import (
     ARCHIVE_CHECK,
     FORGET_CHECK,
     PAYMENT_CHECK,
+    REUSE_CHECK,
+    SIGNUP_CHECK,
     STOCK_CHECK,
     STOCK_DELTA_CHECK,
     WRITES_CHECK,
@@ -29,12 +31,26 @@ from tests.faults.load import (
     Order,
     Product,
     Restock,
+    Reuse,
     StockDelta,
     Write,
 )
 
 P1, P2, P3, ACCOUNT, SHOPPER, FORGOTTEN = "p-1", "p-2", "p-3", "a-1", "s-1", "f-1"
+NEWCOMER = "n-1"
 PRODUCT_ANSWER = f'201 {{"product_id":"{P3}","position":"2-6-0"}}'
+SIGNUP_ANSWER = f'201 {{"account_id":"{NEWCOMER}","position":"3-9-0"}}'
+PROBLEMS = "https://streamshop.dev/problems/"
+BEYOND_ANSWER = (
+    f'409 {{"type":"{PROBLEMS}insufficient-stock","title":"Insufficient stock","status":409,'
+    f'"detail":"product {P1} has 44 in stock, cannot remove 5044","field":"delta",'
+    f'"product_id":"{P1}"}}'
+)
+REUSED_ANSWER = (
+    f'422 {{"type":"{PROBLEMS}idempotency-key-reused","title":"Idempotency key reused with a '
+    'different request","status":422,"detail":"this Idempotency-Key was used for a different '
+    'request","field":"Idempotency-Key"}'
+)
 
 
 def consistent() -> tuple[Ledger, Observed]:
@@ -126,6 +142,7 @@ def consistent() -> tuple[Ledger, Observed]:
     )
     add_catalog_and_a_forget(ledger, observed)
     add_stock_deltas(ledger, observed)
+    add_a_sign_up_and_refusals(ledger, observed)
     ledger.archive = ArchiveRuns(
         runs=3, completed=2, entries=2, segments=2, kills=["commit at 4s: between"], final=0
     )
@@ -218,6 +235,75 @@ def add_stock_deltas(ledger: Ledger, observed: Observed) -> None:
     for stock in (observed.write_stock, observed.rm_stock):
         stock[P2] += 5
         stock[P3] -= 2
+
+
+def add_a_sign_up_and_refusals(ledger: Ledger, observed: Observed) -> None:
+    """A sign-up whose 201 was lost on purpose and heard again alike, that logged in and is
+    in the read models; a decrease of P1 past any stock it can hold, refused 409; and the
+    keys of w-stock-1 and of the sign-up reused for other bodies, refused 422. The log and
+    views agree."""
+    ledger.writes.append(
+        Write(
+            "signup",
+            "w-signup",
+            "n@example.com",
+            keyed=True,
+            attempts=2,
+            unanswered=1,
+            status=201,
+            result_id=NEWCOMER,
+            answer=SIGNUP_ANSWER,
+            lost_answer=SIGNUP_ANSWER,
+            position="3-9-0",
+        )
+    )
+    observed.writes_in_log["w-signup"] = [LoggedWrite("signup", NEWCOMER, "p3/9-0", "e-40")]
+    ledger.newcomers = [Customer(NEWCOMER, "n@example.com", "token")]
+    observed.rm_accounts[NEWCOMER] = {
+        "email": "n@example.com",
+        "role": "customer",
+        "orders_count": 0,
+        "total_spent": 0,
+    }
+    ledger.stock_deltas.append(
+        StockDelta(
+            "w-stock-8",
+            P1,
+            -5044,
+            "admin",
+            attempts=1,
+            status=409,
+            problem="insufficient-stock",
+            answer=BEYOND_ANSWER,
+            beyond=True,
+        )
+    )
+    ledger.reuses = [
+        Reuse(
+            "stock delta",
+            "w-stock-1",
+            "reuse-stock-9",
+            "delta +5 -> +6",
+            attempts=1,
+            status=422,
+            problem="idempotency-key-reused",
+            at_fault="Idempotency-Key",
+            media_type="application/problem+json",
+            answer=REUSED_ANSWER,
+        ),
+        Reuse(
+            "sign-up",
+            "w-signup",
+            "reuse-signup",
+            "email o@example.com",
+            attempts=2,
+            status=422,
+            problem="idempotency-key-reused",
+            at_fault="Idempotency-Key",
+            media_type="application/problem+json",
+            answer=REUSED_ANSWER,
+        ),
+    ]
 
 
 def failures(ledger: Ledger, observed: Observed) -> dict[str, list[str]]:
@@ -773,3 +859,199 @@ def test_an_unkeyed_category_whose_lost_answer_a_retry_hears_as_already_done_is_
     assert failures(ledger, observed) == {}
     category.keyed = True  # keyed, the same retry did not replay
     assert failures(ledger, observed)[WRITES_CHECK][0].startswith("NOT REPLAYED: category cat-1")
+
+
+# -- sign-ups under the faults ----------------------------------------------------------------
+
+SIGNUP = "signup n@example.com (request w-signup, keyed, 2 attempt(s), told 201)"
+
+
+def test_a_sign_up_whose_retry_heard_duplicate_email_did_not_replay_and_is_a_phantom() -> None:
+    """What the sign-up route without its key does: the first attempt created the account,
+    its 201 was lost, and the retry hears the email taken."""
+    ledger, observed = consistent()
+    signup = ledger.writes[-1]
+    signup.status, signup.problem, signup.result_id = 409, "duplicate-email", None
+    signup.answer = f'409 {{"type":"{PROBLEMS}duplicate-email"}}'
+    told = "request w-signup, keyed, 2 attempt(s), told 409 duplicate-email"
+    assert failures(ledger, observed) == {
+        WRITES_CHECK: [
+            f"NOT REPLAYED: signup n@example.com ({told}): a retry with its Idempotency-Key "
+            "must get the first answer",
+            f"PHANTOM: signup n@example.com ({told}) was refused but is in the log (p3/9-0)",
+        ]
+    }
+
+
+def test_a_sign_up_whose_retry_created_a_second_account_is_duplicated_and_answered_anew() -> None:
+    ledger, observed = consistent()
+    observed.writes_in_log["w-signup"].append(LoggedWrite("signup", "n-2", "p1/9-0", "e-41"))
+    signup = ledger.writes[-1]
+    signup.answer = '201 {"account_id":"n-2","position":"1-9-0"}'
+    signup.result_id, signup.position = "n-2", "1-9-0"
+    assert failures(ledger, observed)[WRITES_CHECK] == [
+        f"DUPLICATED: {SIGNUP} is in the log 2 times: p3/9-0, p1/9-0",
+        f"{SIGNUP}: the log has {NEWCOMER}",
+        f"{SIGNUP} answered position '1-9-0', its event is at p3/9-0",
+        f"ANSWER CHANGED: {SIGNUP}: the answer lost was {SIGNUP_ANSWER!r}, the retry heard "
+        """'201 {"account_id":"n-2","position":"1-9-0"}'""",
+    ]
+
+
+def test_an_acknowledged_sign_up_missing_from_the_log_is_lost() -> None:
+    ledger, observed = consistent()
+    del observed.writes_in_log["w-signup"]
+    checks, counts = judge(ledger, observed, catch_up_s=10)
+    assert counts["lost"] == 1
+    assert {c.name: c.problems for c in checks if not c.ok} == {
+        WRITES_CHECK: [f"LOST: {SIGNUP} is not in the log"]
+    }
+
+
+def test_a_sign_up_that_cannot_log_in_or_logs_in_as_another_account_is_named() -> None:
+    ledger, observed = consistent()
+    ledger.newcomers = []
+    ledger.refused_logins["n@example.com"] = '401 {"type":"invalid-credentials"}'
+    assert failures(ledger, observed) == {
+        SIGNUP_CHECK: [
+            f"CANNOT LOG IN: {SIGNUP}: the login heard 401 "
+            """{"type":"invalid-credentials"}"""
+        ]
+    }
+    ledger.newcomers = [Customer("n-9", "n@example.com", "token")]
+    assert failures(ledger, observed) == {
+        SIGNUP_CHECK: [f"{SIGNUP} answered account {NEWCOMER}, its login is account n-9"]
+    }
+
+
+def test_a_sign_up_the_read_models_lack_or_hold_as_a_login_stub_is_named() -> None:
+    ledger, observed = consistent()
+    observed.rm_accounts[NEWCOMER] = {"version": 0, "orders_count": 0, "total_spent": 0}
+    assert failures(ledger, observed) == {
+        SIGNUP_CHECK: [
+            f"read_models accounts {NEWCOMER} field email: None, expected 'n@example.com' "
+            f"({SIGNUP})",
+            f"read_models accounts {NEWCOMER} field role: None, expected 'customer' ({SIGNUP})",
+        ]
+    }
+
+
+# -- refusals under the faults: stock past what there is, a reused key ------------------------
+
+BEYOND = "stock delta w-stock-8 (-5044 p-1 by the admin, 1 attempt(s), told {told})"
+
+
+def test_a_decrease_beyond_the_stock_that_was_applied_is_named_in_the_log_and_every_view() -> None:
+    """What a stock route without its floor does: the decrease is taken, the stock negative."""
+    ledger, observed = consistent()
+    delta = ledger.stock_deltas[-1]
+    delta.status, delta.problem, delta.answer = 200, "", '200 {"product_id":"p-1"}'
+    observed.deltas_in_log["w-stock-8"] = [LoggedDelta(P1, -5044, "p0/9-0", "e-42")]
+    for stock in (observed.write_stock, observed.rm_stock):
+        stock[P1] -= 5044
+    found = failures(ledger, observed)
+    assert found[STOCK_DELTA_CHECK] == [
+        f"NOT REFUSED: {BEYOND.format(told=200)} asked for more than the product can hold: "
+        """200 {"product_id":"p-1"}""",
+        f"PHANTOM: {BEYOND.format(told=200)} asked for more than the product can hold but is "
+        "in the log (p0/9-0)",
+    ]
+    why = "(initial 50 + restocked 0 + adjusted 0 - bill-now 5 - paid 1 - reserved 0)"
+    assert found[STOCK_CHECK] == [
+        f"write side (Redis state) product {P1} (SKU-1) field stock: -5000, expected 44 {why}",
+        f"read_models products product {P1} (SKU-1) field stock: -5000, expected 44 {why}",
+    ]
+
+
+def test_a_refusal_beyond_the_stock_must_name_the_delta_and_the_stock() -> None:
+    ledger, observed = consistent()
+    delta = ledger.stock_deltas[-1]
+    delta.answer = f'409 {{"type":"{PROBLEMS}insufficient-stock","detail":"no"}}'
+    told = BEYOND.format(told="409 insufficient-stock")
+    assert failures(ledger, observed) == {
+        STOCK_DELTA_CHECK: [
+            f"{told}: the refusal names no delta and stock: {delta.answer}",
+        ]
+    }
+
+
+def test_a_decrease_beyond_the_stock_refused_otherwise_is_not_refused_as_it_must_be() -> None:
+    ledger, observed = consistent()
+    delta = ledger.stock_deltas[-1]
+    delta.status, delta.problem, delta.answer = 400, "validation-error", "400 {}"
+    told = BEYOND.format(told="400 validation-error")
+    assert failures(ledger, observed) == {
+        STOCK_DELTA_CHECK: [
+            f"NOT REFUSED: {told} asked for more than the product can hold: 400 {{}}",
+        ]
+    }
+
+
+def test_the_ceiling_counts_every_restock_and_increase_sent_and_the_floor_no_beyond() -> None:
+    ledger, _ = consistent()
+    # P2: 50 + restock 10 + the +5 of w-stock-1 (the -999 refused does not lower a ceiling).
+    assert ledger.stock_ceiling(P2) == 50 + 10 + 5
+    ledger.unacked_restocks.append(Restock("r-2", P2, 7))  # Redis may have it
+    ledger.stock_deltas.append(StockDelta("w-stock-9", P2, 9, "admin", status=503))
+    assert ledger.stock_ceiling(P2) == 50 + 10 + 5 + 7 + 9
+    floor = ledger.stock_floor(P2)
+    ledger.stock_deltas.append(StockDelta("w-stock-10", P2, -(10**6), "admin", beyond=True))
+    assert ledger.stock_floor(P2) == floor  # unanswered, yet a correct shop never takes it
+
+
+REUSE_1 = (
+    "stock delta reuse-stock-9 (the key of w-stock-1, delta +5 -> +6, 1 attempt(s), told {told})"
+)
+
+
+def test_a_reused_key_answered_with_the_first_answer_is_not_refused() -> None:
+    """What a route that does not compare a replay with the request does: the reuse hears
+    the first delta's 200."""
+    ledger, observed = consistent()
+    reuse = ledger.reuses[0]
+    reuse.status, reuse.problem, reuse.at_fault = 200, "", ""
+    reuse.media_type, reuse.answer = "application/json", '200 {"product_id":"p-2"}'
+    assert failures(ledger, observed) == {
+        REUSE_CHECK: [
+            f"NOT REFUSED: {REUSE_1.format(told=200)} as application/json naming no field: "
+            """200 {"product_id":"p-2"}"""
+        ]
+    }
+
+
+def test_a_reused_key_refused_without_naming_the_header_is_not_refused_as_it_must_be() -> None:
+    ledger, observed = consistent()
+    reuse = ledger.reuses[1]
+    reuse.at_fault = "email"
+    problems = failures(ledger, observed)[REUSE_CHECK]
+    assert problems == [
+        "NOT REFUSED: sign-up reuse-signup (the key of w-signup, email o@example.com, 2 "
+        "attempt(s), told 422 idempotency-key-reused) as application/problem+json naming "
+        f"email: {REUSED_ANSWER[:160]}"
+    ]
+
+
+def test_a_reused_key_whose_request_appended_is_named_whatever_it_appended() -> None:
+    """What a route that ignores the key does: the other delta is applied as a new one."""
+    ledger, observed = consistent()
+    reuse = ledger.reuses[0]
+    reuse.status, reuse.problem, reuse.at_fault = 200, "", ""
+    reuse.media_type, reuse.answer = "application/json", '200 {"product_id":"p-2"}'
+    observed.appended_by["reuse-stock-9"] = ["p0/9-0 StockAdjusted"]
+    observed.deltas_in_log["reuse-stock-9"] = [LoggedDelta(P2, 6, "p0/9-0", "e-43")]
+    observed.audit_rows["e-43"] = 1
+    for stock in (observed.write_stock, observed.rm_stock):
+        stock[P2] += 6
+    found = failures(ledger, observed)
+    assert found[REUSE_CHECK][1] == (
+        f"APPENDED: {REUSE_1.format(told=200)}: the log has ['p0/9-0 StockAdjusted']"
+    )
+    assert len(found[STOCK_CHECK]) == 2
+    assert set(found) == {REUSE_CHECK, STOCK_CHECK}
+
+
+def test_an_unanswered_reuse_that_appended_nothing_passes() -> None:
+    ledger, observed = consistent()
+    reuse = ledger.reuses[0]
+    reuse.status, reuse.problem, reuse.answer = None, "", ""
+    assert failures(ledger, observed) == {}

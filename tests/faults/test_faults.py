@@ -1,14 +1,15 @@
 """Exactly once under real faults: each process of the system is ``kill -9``'ed in turn and
-PostgreSQL is cut while customers order over HTTP and stock is moved by hand; then every
-acknowledged order and stock delta must be in the log once and in every view once, and
-every operator check must pass.
+PostgreSQL is cut while customers order and sign up over HTTP and stock is moved by hand;
+then every acknowledged order, sign-up and stock delta must be in the log once and in every
+view once, what was refused (stock past what there is, a reused Idempotency-Key) nowhere,
+and every operator check must pass.
 
 One run (the module fixture) feeds every test; each test is one promise. A failure names
 the order, the view and the field. The run is made twice: on ``make run``'s single Redis
 node (figures: ``.data/faults/latest.json``) and on a three-primary Redis Cluster whose
 primaries are ``kill -9``'ed and restarted from their AOF under saga load
 (``.data/faults/cluster.json``); a test of load the cluster run does not drive
-(categories, forgets, the archive) is skipped there.
+(categories, sign-ups, forgets, the archive) is skipped there.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.faults import conftest
-from tests.faults.checks import PAYMENT_CHECK, SAGA_CHECK, STOCK_CHECK, STOCK_DELTA_CHECK
+from tests.faults.checks import (
+    PAYMENT_CHECK,
+    REUSE_CHECK,
+    SAGA_CHECK,
+    SIGNUP_CHECK,
+    STOCK_CHECK,
+    STOCK_DELTA_CHECK,
+    WRITES_CHECK,
+)
 from tests.faults.scenario import Outcome, run
 from workers.views import VIEWS
 
@@ -37,7 +46,7 @@ async def outcome(
 
 def _single_node_only(outcome: Outcome) -> None:
     if outcome.figures["cluster"]:
-        pytest.skip("the cluster run drives no categories, forgets or archive runs")
+        pytest.skip("the cluster run drives no categories, sign-ups, forgets or archive runs")
 
 
 def _require(outcome: Outcome, name: str) -> None:
@@ -99,6 +108,42 @@ def test_every_acknowledged_stock_delta_moved_the_stock_once_and_a_retry_heard_t
         assert actors == {"admin", "seller"}, f"stock moved by {actors} only"
 
 
+def test_a_stock_decrease_past_any_stock_is_refused_409_and_moves_nothing(
+    outcome: Outcome,
+) -> None:
+    """Decreases past the most a product can hold, under the faults: each answered 409
+    ``insufficient-stock`` naming the delta, none in the log, and the stock in every view
+    is still initial + restocks + acknowledged deltas - sold."""
+    _require(outcome, STOCK_DELTA_CHECK)
+    _require(outcome, STOCK_CHECK)
+    beyond = [d for d in outcome.ledger.stock_deltas if d.beyond]
+    assert any(d.refused for d in beyond), f"no delta beyond the stock was refused: {beyond}"
+
+
+def test_a_reused_idempotency_key_is_refused_422_and_appends_nothing(outcome: Outcome) -> None:
+    """An acknowledged stock delta's key (and on one node a sign-up's) sent again for
+    another body, under the faults: 422 ``idempotency-key-reused`` naming Idempotency-Key,
+    and no event carries the request."""
+    _require(outcome, REUSE_CHECK)
+    refused = {r.kind for r in outcome.ledger.reuses if r.refused}
+    want = {"stock delta"} if outcome.figures["cluster"] else {"stock delta", "sign-up"}
+    assert refused == want, outcome.figures["reuses_by_final_status"]
+
+
+def test_every_acknowledged_sign_up_is_one_account_that_logs_in_and_is_in_the_read_models(
+    outcome: Outcome,
+) -> None:
+    """``POST /accounts`` with an Idempotency-Key under the faults, some 201s lost on
+    purpose: one ``AccountCreated`` each, of the account its answer named, heard again
+    byte for byte (the writes check); that account logs in and has its read-model document."""
+    _single_node_only(outcome)
+    _require(outcome, WRITES_CHECK)
+    _require(outcome, SIGNUP_CHECK)
+    signups = outcome.ledger.acknowledged_writes("signup")
+    assert signups, "no sign-up was acknowledged"
+    assert any(w.lost_answer for w in signups), "no sign-up's answer was lost and heard again"
+
+
 def test_read_models_hold_each_acknowledged_order_and_the_account_totals(outcome: Outcome) -> None:
     name = "read_models: orders and account counters = acknowledged orders"
     _require(outcome, name)
@@ -156,19 +201,18 @@ def test_the_archive_killed_under_load_loses_and_duplicates_nothing(outcome: Out
     _require(outcome, ARCHIVE_CHECK)
 
 
-def test_every_acknowledged_category_seller_product_and_forget_is_in_the_log_once(
+def test_every_acknowledged_category_seller_product_forget_and_sign_up_is_in_the_log_once(
     outcome: Outcome,
 ) -> None:
-    from tests.faults.checks import WRITES_CHECK
-
     _single_node_only(outcome)
     _require(outcome, WRITES_CHECK)  # first: a keyed retry refused is its finding, named there
     acked = {w.kind for w in outcome.ledger.writes if w.acknowledged}
-    assert acked == {"category", "seller", "product", "forget"}, outcome.figures["writes_sent"]
+    kinds = {"category", "seller", "product", "forget", "signup"}
+    assert acked == kinds, outcome.figures["writes_sent"]
     retried = [w for w in outcome.ledger.writes if w.retried_on_fault]
-    assert retried, "no category, seller, product or forget was retried: the faults missed them"
+    assert retried, "no write was retried after a fault: the faults missed them"
     replayed = {w.kind for w in outcome.ledger.writes if w.keyed and w.lost_answer}
-    assert replayed == {"category", "seller", "product"}, f"keyed answers lost: {replayed}"
+    assert replayed == kinds - {"forget"}, f"keyed answers lost: {replayed}"
     unkeyed = [w for w in outcome.ledger.writes if w.kind == "category" and w.done_on_retry]
     assert unkeyed, "no unkeyed category's retry heard 'already done'"
 
