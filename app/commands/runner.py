@@ -152,8 +152,12 @@ def rejection(command: Any, exc: AppendRejected) -> DomainError:
                 product_id=product_id,
             )
         case GuardFailed():
+            # The decider's refusal, met by the guard instead (a sale landed in between).
             return InsufficientStock(
-                f"product {command.product_id} has {exc.actual} in stock", field="delta"
+                f"product {command.product_id} has {exc.actual} in stock,"
+                f" cannot remove {exc.required}",
+                field="delta",
+                product_id=command.product_id,
             )
         case AggregateMissing() if exc.aggregate.startswith("account:"):
             return AccountNotFound(

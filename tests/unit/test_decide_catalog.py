@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from app.commands.catalog import (
@@ -21,6 +22,8 @@ from app.commands.errors import (
     ProductAlreadyExists,
     ProductNotFound,
 )
+from app.commands.runner import rejection
+from events.errors import GuardFailed
 from events.states import ProductState
 from events.store import Guard, Reservation
 from events.types import ProductCreated, ProductDeleted, ProductUpdated, StockAdjusted
@@ -93,3 +96,16 @@ def test_removing_more_than_the_stock_is_refused() -> None:
 def test_a_zero_adjustment_is_refused() -> None:
     with pytest.raises(InvalidCommand):
         decide_adjust_stock(AdjustStock(product_id="p1", delta=0), LIVE)
+
+
+def test_a_stock_delta_refused_by_the_guard_reads_as_the_deciders_refusal() -> None:
+    """A sale between the decision and the append: the guard's 409 names the field, the
+    product and what was asked, as the decider's own refusal does."""
+    product_id = "0190a1b2-0000-7000-8000-000000000001"
+    command = AdjustStock(product_id=product_id, delta=-5)
+    guarded = rejection(command, GuardFailed(f"product:{product_id}", "stock", 3, 5))
+    with pytest.raises(InsufficientStock) as decided:
+        decide_adjust_stock(command, msgspec.structs.replace(LIVE, stock=3))
+    assert isinstance(guarded, InsufficientStock)
+    assert (guarded.field, guarded.extra) == (decided.value.field, decided.value.extra)
+    assert guarded.detail == decided.value.detail
