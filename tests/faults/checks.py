@@ -1041,8 +1041,14 @@ FORGET_CHECK = (
 )
 
 
+def _told(status: int | None, problem: str) -> str:
+    """What a request was last answered, for a finding: ``no answer``, or the status and
+    its problem type."""
+    return "no answer" if status is None else f"{status}{problem and ' ' + problem}"
+
+
 def _write(w: Write) -> str:
-    told = "no answer" if w.status is None else f"{w.status}{w.problem and ' ' + w.problem}"
+    told = _told(w.status, w.problem)
     keyed = ", keyed" if w.keyed else ""
     return f"{w.kind} {w.subject} (request {w.key}{keyed}, {w.attempts} attempt(s), told {told})"
 
@@ -1155,7 +1161,7 @@ STOCK_DELTA_CHECK = (
 
 
 def _delta(d: StockDelta) -> str:
-    told = "no answer" if d.status is None else f"{d.status}{d.problem and ' ' + d.problem}"
+    told = _told(d.status, d.problem)
     return (
         f"stock delta {d.key} ({d.delta:+d} {d.product_id} by the {d.actor}, "
         f"{d.attempts} attempt(s), told {told})"
@@ -1293,7 +1299,7 @@ REUSE_CHECK = (
 
 
 def _reuse(r: Reuse) -> str:
-    told = "no answer" if r.status is None else f"{r.status}{r.problem and ' ' + r.problem}"
+    told = _told(r.status, r.problem)
     return (
         f"{r.kind} {r.request_id} (the key of {r.key}, {r.change}, {r.attempts} attempt(s), "
         f"told {told})"
