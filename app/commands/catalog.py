@@ -235,11 +235,7 @@ def decide_adjust_stock(cmd: AdjustStock, state: ProductState) -> Append:
     if cmd.delta == 0:
         raise InvalidCommand("delta must not be zero", field="delta")
     if cmd.delta < 0 and state.stock < -cmd.delta:
-        raise InsufficientStock(
-            f"product {cmd.product_id} has {state.stock} in stock, cannot remove {-cmd.delta}",
-            field="delta",
-            product_id=cmd.product_id,
-        )
+        raise InsufficientStock.for_delta(cmd.product_id, state.stock, -cmd.delta)
     aggregate = product_aggregate(cmd.product_id)
     return Append(
         events=[StockAdjusted(product_id=cmd.product_id, delta=cmd.delta, reason=cmd.reason)],

@@ -132,6 +132,15 @@ class InsufficientStock(DomainError):
     slug = "insufficient-stock"
     title = "Insufficient stock"
 
+    @classmethod
+    def for_delta(cls, product_id: str, stock: int, removing: int) -> InsufficientStock:
+        """A stock delta's refusal, whether the decision or the append's guard saw it."""
+        return cls(
+            f"product {product_id} has {stock} in stock, cannot remove {removing}",
+            field="delta",
+            product_id=product_id,
+        )
+
 
 class MixedCurrencies(DomainError):
     slug = "mixed-currencies"

@@ -153,12 +153,7 @@ def rejection(command: Any, exc: AppendRejected) -> DomainError:
             )
         case GuardFailed():
             # The decider's refusal, met by the guard instead (a sale landed in between).
-            return InsufficientStock(
-                f"product {command.product_id} has {exc.actual} in stock,"
-                f" cannot remove {exc.required}",
-                field="delta",
-                product_id=command.product_id,
-            )
+            return InsufficientStock.for_delta(command.product_id, exc.actual, exc.required)
         case AggregateMissing() if exc.aggregate.startswith("account:"):
             return AccountNotFound(
                 f"account {command.account_id} does not exist", field="account_id"
